@@ -1,0 +1,145 @@
+"""The conversion pipeline: a training run folder → verified ``.tflite`` variants with cards.
+
+For each variant the model is converted, written with a card, loaded back through the runtime
+(:class:`edgecxr.Model`, so the same input quantization and output dequantization a user gets),
+run on the test split and compared with the float32 model. A variant that fails its thresholds is
+moved to ``OUT/rejected/`` and the pipeline reports failure.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tf_keras as keras
+
+from converters import prune as pruning
+from converters.quantize import convert, representative_images
+from converters.verify import Thresholds, compare, tflite_probabilities
+from edgecxr.card import write_card
+from edgecxr.model import Model
+from training import augment
+from training.data import load_dataset
+
+ALL_VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8")
+MODEL_VERSION = "1.0.0"
+
+
+@dataclass
+class ConvertConfig:
+    run: Path
+    out: Path
+    variants: tuple[str, ...] = ALL_VARIANTS
+    data: Path | None = None  # default: the run's dataset
+    calibration: int = 300
+    sparsity: float = 0.5
+    prune_epochs: int = 2
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+def build(cfg: ConvertConfig) -> dict[str, dict]:
+    """Convert and verify every variant; returns {variant: card}."""
+    info = json.loads((cfg.run / "run.json").read_text())
+    model = keras.models.load_model(cfg.run / "best.keras")
+    family = model.name
+    data = load_dataset(cfg.data or info["dataset"]["root"], info["preprocessing"])
+    if data.labels != info["labels"]:
+        raise ValueError(f"dataset labels {data.labels} differ from the model's {info['labels']}")
+    train, test = data.splits["train"], data.splits["test"]
+    calibration = representative_images(train.x, cfg.calibration)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+
+    keras_probs = model.predict(test.x, batch_size=64, verbose=0)
+    reference = None
+    cards = {}
+    for variant in ("float32", *[v for v in cfg.variants if v != "float32"]):
+        source_model, extra = model, {}
+        if variant == "pruned-int8":
+            source_model, extra = _pruned(model, data, cfg)
+        flat = convert(source_model, "int8" if variant.endswith("int8") else variant, calibration)
+        path = cfg.out / f"{family}-{variant}.tflite"
+        path.write_bytes(flat)
+        card = _base_card(family, variant, info, model, data, cfg, flat, extra)
+        write_card(path, card)
+        runtime_model = Model(path)
+        probs = tflite_probabilities(runtime_model, test.x)
+        if reference is None:
+            reference = probs
+            card["keras_parity"] = {"max_abs_probability_diff": round(float(np.max(np.abs(probs - keras_probs))), 6)}
+        card.update(compare(probs, reference, test.y, data.labels, test.sources, cfg.thresholds))
+        card["metrics"] = {"test": card["metrics"]}
+        card["input"], card["output"] = _io(runtime_model)
+        write_card(path, card)
+        if not card["verification"]["passed"]:
+            rejected = cfg.out / "rejected"
+            rejected.mkdir(exist_ok=True)
+            for f in (path, path.with_suffix(".json")):
+                shutil.move(str(f), rejected / f.name)
+        cards[variant] = card
+        v = card["verification"]
+        print(
+            f"{path.name}: {len(flat) / 1e6:.2f} MB, test macro-F1 {card['metrics']['test']['macro_f1']:.4f}, "
+            f"agreement {v['agreement_with_float32']:.4f}, {'PASSED' if v['passed'] else 'FAILED'}"
+        )
+    return cards
+
+
+def _pruned(model: keras.Model, data, cfg: ConvertConfig) -> tuple[keras.Model, dict]:
+    train, val = data.splits["train"], data.splits.get("val")
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    steps = int(np.ceil(len(train.x) / 32))
+    pruned = pruning.prune(
+        clone,
+        augment.train_pipeline(train.x, train.y, 32, seed=1),
+        steps,
+        sparsity=cfg.sparsity,
+        epochs=cfg.prune_epochs,
+        validation=augment.eval_pipeline(val.x, val.y, 64) if val is not None else None,
+    )
+    return pruned, {"pruning": {"target_sparsity": cfg.sparsity, "sparsity": round(pruning.sparsity_of(pruned), 4), "fine_tune_epochs": cfg.prune_epochs}}
+
+
+def _base_card(family, variant, info, model, data, cfg, flat: bytes, extra: dict) -> dict:
+    size = info["preprocessing"]["size"]
+    return {
+        "name": f"{family}-{variant}",
+        "version": MODEL_VERSION,
+        "family": family,
+        "variant": variant,
+        "architecture": _architecture(family, model, size, info),
+        "labels": data.labels,
+        "preprocessing": info["preprocessing"],
+        "gzip_bytes": len(gzip.compress(flat, 9)),
+        **extra,
+        "calibration": {"images": min(cfg.calibration, len(data.splits["train"].x)), "split": "train"} if variant.endswith("int8") else None,
+        "training": {
+            "command": info["command"],
+            "dataset_manifest_sha256": info["dataset"]["manifest_sha256"],
+            "counts": info["dataset"]["counts"],
+            "versions": info["versions"],
+        },
+    }
+
+
+def _architecture(family: str, model: keras.Model, size, info) -> str:
+    params = model.count_params()
+    if family == "resnet18":
+        width = info["config"].get("width")
+        return (
+            f"ResNet-18-style CNN, grayscale {size[0]}x{size[1]} input, stem width {width} "
+            f"(stages {width}/{2 * width}/{4 * width}/{8 * width}), GAP + softmax; {params:,} parameters"
+        )
+    return f"MLP-12: 12 dense ReLU layers (512→32) on the flattened {size[0]}x{size[1]} image; {params:,} parameters"
+
+
+def _io(model: Model) -> tuple[dict, dict]:
+    def one(detail):
+        scale, zero = detail["quantization"]
+        q = {"scale": float(scale), "zero_point": int(zero)} if scale else None
+        return {"shape": [int(v) for v in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name, "quantization": q}
+
+    return one(model.input_details), one(model.output_details)

@@ -1,0 +1,46 @@
+"""Keras → TFLite flatbuffers: float32, float16 weights, dynamic-range int8, full-integer int8."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+
+def representative_images(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` preprocessed training images drawn at random (fixed seed) for int8 calibration."""
+    rng = np.random.default_rng(seed)
+    return x[rng.choice(len(x), size=min(n, len(x)), replace=False)]
+
+
+def convert(model: keras.Model, variant: str, calibration: np.ndarray | None = None) -> bytes:
+    """The ``.tflite`` bytes of ``model`` as ``variant`` (one of :data:`VARIANTS`).
+
+    ``int8`` is full-integer post-training quantization with int8 input and output
+    (``TFLITE_BUILTINS_INT8`` only), calibrated on ``calibration`` (preprocessed real images).
+    """
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise ValueError("int8 conversion needs calibration images")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _batches(calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif variant != "float32":
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    return converter.convert()
+
+
+def _batches(images: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for image in images:
+        yield [image[None].astype(np.float32)]

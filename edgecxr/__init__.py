@@ -1,0 +1,15 @@
+"""edgecxr: chest X-ray triage models that run on a Raspberry Pi (research use only).
+
+    from edgecxr import load_model
+    model = load_model()                 # bundled default
+    p = model.predict("scan.png")        # path, numpy array or DICOM
+    p.label, p.probabilities, p.latency_ms, p.warnings, p.to_dict()
+
+Importing edgecxr never imports TensorFlow.
+"""
+from edgecxr.card import ModelError
+from edgecxr.imageio import ImageError, load_image
+from edgecxr.model import Model, Prediction, load_model
+
+__all__ = ["ImageError", "Model", "ModelError", "Prediction", "load_image", "load_model"]
+__version__ = "0.1.0"

@@ -1,0 +1,4 @@
+"""``python -m edgecxr`` is the ``edgecxr`` command."""
+from edgecxr.cli import main
+
+main()

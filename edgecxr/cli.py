@@ -1,0 +1,180 @@
+"""The ``edgecxr`` command: a thin shell over the Python API.
+
+Exit status: 0 when every input succeeded, 1 when any input failed (the rest are still
+processed), 2 for usage errors (bad options, a model that cannot be loaded).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from edgecxr import __version__
+from edgecxr.card import ModelError
+from edgecxr.imageio import IMAGE_SUFFIXES, ImageError
+
+MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
+
+
+def expand_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
+    """Files as given; folders recursively, image files only, in sorted order."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def load_or_exit(model: str | None, threads: int | None):
+    """Load a model for a command, or print one error line and exit 2."""
+    from edgecxr.model import load_model
+
+    try:
+        return load_model(model, threads=threads)
+    except (ModelError, ImportError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=__version__, prog_name="edgecxr")
+def main() -> None:
+    """edgecxr: a fast second reader for chest X-rays (Normal / Pneumonia / COVID-19) on small CPUs.
+
+    Research tool only: not a medical device, not for diagnosis.
+    """
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--model", "-m", help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object per input, one per line")
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads (default: the interpreter's choice)")
+def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None) -> None:
+    """Classify chest X-ray images: files or folders (recursive).
+
+    Reads PNG, JPEG, BMP, TIFF (8/16-bit) and DICOM. Each unreadable input gets an
+    `error: <file>: <reason>` line on stderr (and {"file", "error"} with --json) and the
+    others are still processed; the exit status is then 1.
+    """
+    net = load_or_exit(model, threads)
+    files = list(expand_inputs(paths))
+    if not files:
+        click.echo("error: no image files found in the given paths", err=True)
+        sys.exit(1)
+    failed = 0
+    show_bar = len(files) > 1 and sys.stderr.isatty()
+    with click.progressbar(files, label="predicting", file=sys.stderr) if show_bar else _plain(files) as items:
+        for path in items:
+            try:
+                result = net.predict(path)
+            except Exception as exc:  # one bad input must never stop a batch
+                failed += 1
+                reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
+                if as_json:
+                    click.echo(json.dumps({"file": str(path), "error": reason}))
+                click.echo(f"error: {path}: {reason}", err=True)
+                continue
+            click.echo(json.dumps(result.to_dict()) if as_json else _human(result))
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--model", "-m", "extra", multiple=True, help="also describe this .tflite (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list of model descriptions")
+def models(extra: tuple[str, ...], as_json: bool) -> None:
+    """List the bundled models (and any given with --model) from their cards."""
+    from edgecxr import registry
+
+    rows, failed = [], False
+    for name in [*registry.bundled_models(), *extra]:
+        try:
+            rows.append(registry.describe(registry.resolve(name)))
+        except ModelError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            star = "*" if r["default"] else " "
+            metric = f"test macro-F1 {r['test_macro_f1']:.3f}" if r["test_macro_f1"] is not None else "no test metrics"
+            size = r["preprocessing"]["size"]
+            click.echo(
+                f"{star} {r['name']:<22} {r['variant'] or '':<8} {size[0]}x{size[1]}  "
+                f"{(r['size_bytes'] or 0) / 1e6:6.2f} MB  {metric}  labels: {', '.join(r['labels'])}"
+            )
+        if any(r["default"] for r in rows):
+            click.echo("* default model")
+    sys.exit(2 if failed else 0)
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "-m", help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with accuracy, macro_f1, labels, per_class, confusion_matrix, n")
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+def evaluate(data_dir: str, model: str | None, as_json: bool, threads: int | None) -> None:
+    """Measure a model on DATA_DIR, which holds one folder of images per class (named as the model's labels).
+
+    Prints accuracy, macro-F1, per-class precision / recall (sensitivity) / F1 / support and the
+    confusion matrix (rows: true class, columns: predicted). Unreadable images are listed on
+    stderr and left out of the metrics.
+    """
+    from edgecxr.evaluate import evaluate as run_evaluation
+    from edgecxr.evaluate import labelled_files
+
+    net = load_or_exit(model, threads)
+    try:
+        total = len(labelled_files(data_dir, net.labels))
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    with click.progressbar(length=total, label="evaluating", file=sys.stderr) if sys.stderr.isatty() else _plain(None) as bar:
+        report = run_evaluation(net, data_dir, progress=bar.update if bar is not None else None)
+    for line in report["errors"]:
+        click.echo(f"error: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(_evaluation_table(report))
+    sys.exit(1 if report["errors"] else 0)
+
+
+def _evaluation_table(report: dict) -> str:
+    labels = report["labels"]
+    lines = [
+        f"model {report['model']} on {report['n']} images: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}",
+        "",
+        f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+    ]
+    for label in labels:
+        c = report["per_class"][label]
+        lines.append(f"{label:<14}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>10}")
+    lines += ["", "confusion matrix (rows true, columns predicted):", " " * 14 + "".join(f"{l[:10]:>11}" for l in labels)]
+    for label, row in zip(labels, report["confusion_matrix"]):
+        lines.append(f"{label:<14}" + "".join(f"{v:>11}" for v in row))
+    return "\n".join(lines)
+
+
+def _human(result) -> str:
+    probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
+    line = f"{result.file}: {result.label}  ({probs})  {result.latency_ms:.1f} ms"
+    return line + "".join(f"\n  warning: {w}" for w in result.warnings)
+
+
+class _plain:
+    """A no-op stand-in for click.progressbar when no bar is shown."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __enter__(self):
+        return self.items
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,196 @@
+"""Loading X-ray files into grayscale intensity images, with errors a clinic can read.
+
+:func:`load_image` accepts PNG/TIFF (8- and 16-bit), JPEG, BMP (gray, RGB, RGBA) and DICOM,
+and returns a 2-D float32 image in [0, 1] plus what was seen on the way (size, channels,
+bit depth, how colourful it was) so callers can warn about odd input. Every failure is an
+:class:`ImageError` whose message names the file and the problem. No DICOM header value other
+than the pixel-describing attributes is ever read into a message, so no patient identifier can
+leak into output or logs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Refuse images whose header claims more pixels than a Raspberry Pi can hold comfortably.
+# OpenCV reads this once, when the cv2 library is loaded (not at its first decode), so it only
+# takes effect if this module is imported before anything else imports cv2; edgecxr.preprocess
+# imports this module first for that reason, and _decode_raster re-checks the decoded size.
+MAX_PIXELS = 64_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+MIN_SIDE = 2
+
+
+class ImageError(Exception):
+    """A file that cannot be turned into an image; ``str()`` is ``"<file>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image: ``pixels`` is 2-D float32 in [0, 1]."""
+
+    pixels: np.ndarray
+    format: str  # "png", "jpeg", "dicom", ...
+    channels: int  # channels in the file (1 gray, 3 colour, 4 with alpha)
+    bit_depth: int
+    color_spread: float  # mean absolute difference between colour channels, 0 for gray
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def is_dicom(data: bytes) -> bool:
+    """True when the bytes carry the DICOM Part 10 ``DICM`` marker at offset 128."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Read an image file; raise :class:`ImageError` naming the file on any problem."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(p, "no such file")
+    if p.is_dir():
+        raise ImageError(p, "is a directory, not an image")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageError(p, f"cannot read file ({exc.strerror})") from None
+    if not data:
+        raise ImageError(p, "file is empty")
+    if is_dicom(data) or p.suffix.lower() == ".dcm":
+        image = _decode_dicom(p)
+    else:
+        image = _decode_raster(p, data)
+    if min(image.pixels.shape) < MIN_SIDE:
+        raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
+    return image
+
+
+def from_array(array: np.ndarray) -> LoadedImage:
+    """Wrap an in-memory image (2-D gray, or H x W x 3/4 in RGB order) like a decoded file."""
+    arr = np.asarray(array)
+    if arr.ndim in (2, 3) and min(arr.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"image of shape {arr.shape} is too small to read")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        return _from_pixels(arr[:, :, 2::-1] if arr.shape[2] == 3 else arr[:, :, [2, 1, 0, 3]], "array")
+    if arr.ndim == 2:
+        return _from_pixels(arr, "array")
+    raise ValueError(f"expected a 2-D gray or HxWx3/4 colour array, got shape {arr.shape}")
+
+
+def _decode_raster(p: Path, data: bytes) -> LoadedImage:
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageError(p, f"image header claims more than {MAX_PIXELS:,} pixels; refusing to decode") from None
+        raise ImageError(p, "cannot decode image (corrupt or unsupported)") from None
+    if arr is None:
+        raise ImageError(p, "not a readable image (truncated, corrupt, or not an image format)")
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:  # cv2 was loaded before the limit was set
+        raise ImageError(p, f"image has more than {MAX_PIXELS:,} pixels; refusing to read it")
+    fmt = p.suffix.lower().lstrip(".") or "image"
+    try:
+        return _from_pixels(arr, "jpeg" if fmt == "jpg" else fmt)
+    except ValueError as exc:
+        raise ImageError(p, str(exc)) from None
+
+
+def _from_pixels(arr: np.ndarray, fmt: str) -> LoadedImage:
+    """Gray-convert an OpenCV-ordered (BGR/BGRA) array and scale it to [0, 1]."""
+    if arr.dtype == np.uint8:
+        depth, top = 8, 255.0
+    elif arr.dtype == np.uint16:
+        depth, top = 16, 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        depth, top = 32, 1.0
+    else:
+        raise ValueError(f"unsupported pixel type {arr.dtype}")
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    spread = 0.0
+    if channels >= 3:
+        bgr = arr[:, :, :3].astype(np.float32) / top
+        spread = float(np.mean(np.abs(bgr[:, :, 0] - bgr[:, :, 1]) + np.abs(bgr[:, :, 1] - bgr[:, :, 2])) / 2)
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    elif channels == 1 and arr.ndim == 3:
+        gray = arr[:, :, 0].astype(np.float32) / top
+    else:
+        gray = arr.astype(np.float32) / top
+    return LoadedImage(np.clip(gray, 0.0, 1.0), fmt, channels, depth, spread)
+
+
+def _decode_dicom(p: Path) -> LoadedImage:
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pragma: no cover - pydicom is a runtime dependency
+        raise ImageError(p, "DICOM support needs pydicom (pip install pydicom)") from None
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception:
+        raise ImageError(p, "not a readable DICOM file") from None
+    if "PixelData" not in ds:
+        raise ImageError(p, "DICOM file has no pixel data")
+    try:
+        raw = ds.pixel_array
+    except Exception:
+        syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
+        name = getattr(syntax, "name", "unknown transfer syntax")
+        if getattr(syntax, "is_compressed", True):
+            hint = "compressed DICOM needs a decoder plugin such as pylibjpeg"
+        else:
+            hint = "pixel data is truncated or does not match the image size and bit depth"
+        raise ImageError(p, f"cannot decode DICOM pixel data ({name}); {hint}") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if raw.ndim == 3 and photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
+        if photometric != "RGB":
+            from pydicom.pixels import convert_color_space
+
+            raw = convert_color_space(raw, photometric, "RGB")
+        return _from_pixels(np.ascontiguousarray(raw[:, :, ::-1]), "dicom")
+    if raw.ndim != 2:
+        raise ImageError(p, f"DICOM has {raw.ndim}-D pixel data (multi-frame or colour); only single-frame grayscale is read")
+    values = apply_modality_lut(raw, ds).astype(np.float64)
+    bits = int(ds.get("BitsStored", 8 * raw.dtype.itemsize))
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    if has_window or "VOILUTSequence" in ds:
+        # pydicom maps the window onto [0, 2**BitsStored - 1] (or the signed equivalent),
+        # passed through RescaleSlope/Intercept when present; _value_range mirrors that.
+        values = apply_voi_lut(values, ds).astype(np.float64)
+    lo, hi = _value_range(values, ds, bits, windowed=has_window)
+    pixels = np.clip((values - lo) / ((hi - lo) or 1e-12), 0.0, 1.0).astype(np.float32)
+    if photometric == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    return LoadedImage(pixels, "dicom", 1, bits, 0.0)
+
+
+def _value_range(values: np.ndarray, ds, bits: int, windowed: bool) -> tuple[float, float]:
+    """The intensity range that maps to black..white."""
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    rescaled = float(ds.get("RescaleSlope", 1)) != 1 or float(ds.get("RescaleIntercept", 0)) != 0
+    if windowed or not (signed or rescaled):
+        lo, hi = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0**bits - 1)
+        if windowed and "RescaleSlope" in ds and "RescaleIntercept" in ds:
+            # pydicom's windowing output range is the stored range passed through the rescale
+            # (lo > hi for a negative slope; the caller's division handles that orientation).
+            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+            lo, hi = lo * slope + intercept, hi * slope + intercept
+        return lo, hi
+    return float(values.min()), float(values.max())

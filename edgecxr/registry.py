@@ -1,0 +1,51 @@
+"""The models bundled in the package (``edgecxr/models/``) and how names resolve to files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgecxr.card import ModelError, read_card
+
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = "resnet18-int8"
+
+
+def bundled_models() -> list[Path]:
+    """The bundled ``.tflite`` files, default first."""
+    files = sorted(MODELS_DIR.glob("*.tflite"))
+    return sorted(files, key=lambda p: p.stem != DEFAULT_MODEL)
+
+
+def resolve(name: str | os.PathLike | None) -> Path:
+    """A bundled model's name (``resnet18-int8``), a ``.tflite`` path, or None for the default."""
+    if name is None:
+        name = DEFAULT_MODEL
+    candidate = MODELS_DIR / f"{name}.tflite"
+    if isinstance(name, str) and os.sep not in name and not name.endswith(".tflite") and candidate.is_file():
+        return candidate
+    path = Path(name)
+    if path.suffix == ".tflite" or path.exists():
+        return path
+    known = ", ".join(p.stem for p in bundled_models()) or "none"
+    raise ModelError(f"{name}: not a bundled model (bundled: {known}) nor a .tflite file")
+
+
+def describe(path: Path) -> dict:
+    """A model's card summary for ``edgecxr models``."""
+    card = read_card(path)
+    metrics = card.get("metrics", {}).get("test", {})
+    return {
+        "name": card["name"],
+        "path": str(path),
+        "bundled": path.parent == MODELS_DIR,
+        "default": path.parent == MODELS_DIR and path.stem == DEFAULT_MODEL,
+        "family": card.get("family"),
+        "variant": card.get("variant"),
+        "labels": card["labels"],
+        "input": card.get("input"),
+        "preprocessing": card["preprocessing"],
+        "size_bytes": card.get("size_bytes"),
+        "sha256": card["sha256"],
+        "test_accuracy": metrics.get("accuracy"),
+        "test_macro_f1": metrics.get("macro_f1"),
+    }

@@ -1,0 +1,60 @@
+"""Shared fixtures: paths to the shared data, and a tiny trained .tflite pair built in code."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY_LABELS = ["dark", "bright", "striped"]
+TINY_SPEC = {"color": "grayscale", "crop": "none", "size": [32, 32], "interpolation": "area", "scale": "0-1", "clahe": False}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"{SHARED_DATA} is missing: tests need ../shared beside the checkout"
+    return SHARED_DATA
+
+
+def toy_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A separable 3-class toy set of preprocessed 32x32 images: dark, bright, striped."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.uniform(0.0, 0.25, (n, 32, 32, 1)).astype(np.float32)
+    x[y == 1] += 0.6
+    x[y == 2, :, ::4] = 1.0
+    return np.clip(x, 0, 1), y
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny CNN trained on the toy set, converted to float32 and int8 with cards: {variant: path}."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras as keras
+
+    from converters.quantize import convert
+    from edgecxr.card import write_card
+
+    keras.utils.set_random_seed(0)
+    x, y = toy_images(300)
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(h)
+    model = keras.Model(inputs, outputs, name="tiny")
+    model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    folder = tmp_path_factory.mktemp("tiny_models")
+    paths = {}
+    for variant in ("float32", "int8"):
+        path = folder / f"tiny-{variant}.tflite"
+        path.write_bytes(convert(model, variant, x[:100]))
+        write_card(path, {"name": f"tiny-{variant}", "family": "tiny", "variant": variant, "labels": TINY_LABELS, "preprocessing": TINY_SPEC})
+        paths[variant] = path
+    np.save(folder / "keras_probs.npy", model.predict(x[:30], verbose=0))
+    return paths

@@ -1,0 +1,58 @@
+"""Command line: ``python -m training DATA_DIR --out RUN_DIR [options]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.data import DatasetError
+from training.models import FAMILIES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train an edgecxr model on a one-folder-per-class dataset "
+        "(root/{train,val,test}/{class}/... or root/{class}/...).",
+    )
+    parser.add_argument("data", type=Path, help="dataset root folder")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write (model, metrics, plots)")
+    parser.add_argument("--family", choices=FAMILIES, default="resnet18", help="model family (default resnet18)")
+    parser.add_argument("--input-size", type=int, help="input side in pixels (default 128 resnet18, 64 mlp12)")
+    parser.add_argument("--width", type=int, default=32, help="resnet18 first-stage width (default 32)")
+    parser.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm running-average momentum (0.9 for small data)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the cosine schedule")
+    parser.add_argument("--patience", type=int, default=6, help="early-stopping patience on val loss")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hflip", action="store_true", help="augment with horizontal flips (off for CXR)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
+    parser.add_argument("--init-from", type=Path, help="fine-tune from this run folder or .keras model")
+    parser.add_argument("--freeze-backbone", action="store_true", help="with --init-from: train only the head")
+    parser.add_argument(
+        "--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+        help="tf.distribute strategy: one device, all local GPUs, or workers from TF_CONFIG",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    args = parser.parse_args(argv)
+    if args.freeze_backbone and not args.init_from:
+        parser.error("--freeze-backbone needs --init-from")
+
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items()})
+    try:
+        metrics = train(cfg, ["python -m training", *(argv if argv is not None else sys.argv[1:])])
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    for split, m in metrics.items():
+        print(f"{split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Reading a one-folder-per-class dataset into memory, preprocessed once with the runtime's code.
+
+Layouts understood:
+
+- ``root/{train,val,test}/{class}/<image>`` — the splits are given (``../shared/data/cxr3``);
+- ``root/{class}/<image>`` — a split is made: by ``patient_group`` when ``root/manifest.csv``
+  has that column (no patient in two splits), else by file name; 70 / 15 / 15, deterministic.
+
+``root/manifest.csv`` (optional) has a ``file`` column relative to ``root``; its ``source`` column,
+when present, is kept so metrics can be reported per source.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgecxr.imageio import IMAGE_SUFFIXES, ImageError, load_image
+from edgecxr.preprocess import preprocess
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(Exception):
+    """A dataset folder that cannot be trained on; the message says why."""
+
+
+@dataclass
+class Split:
+    """One split held in memory: images ``x`` (N, H, W, 1) float32 and labels ``y`` (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    files: list[str]
+    sources: list[str]
+
+
+@dataclass
+class Dataset:
+    root: Path
+    labels: list[str]
+    splits: dict[str, Split]
+    skipped: list[str] = field(default_factory=list)  # "<file>: <reason>" of unreadable images
+    manifest_sha256: str | None = None
+
+
+def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]]]:
+    """Find the class folders and the (file, class) pairs of each split, without decoding."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    given = [s for s in SPLITS if (root / s).is_dir()]
+    if given:
+        if "train" not in given:
+            raise DatasetError(f"{root}: has {given} split folders but no train/")
+        labels = _class_folders(root / "train")
+        pairs = {s: _images_of(root / s, labels) for s in given}
+    else:
+        labels = _class_folders(root)
+        pairs = _split_by_group(root, _images_of(root, labels))
+    if len(labels) < 2:
+        raise DatasetError(f"{root}: found {len(labels)} class folder(s) {labels}; need at least two")
+    if not pairs.get("train"):
+        raise DatasetError(f"{root}: no images found in the training split")
+    return labels, pairs
+
+
+def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int = 4, verbose: bool = True) -> Dataset:
+    """Decode and preprocess every image of every split once, in parallel; skip unreadable ones."""
+    root = Path(root)
+    labels, pairs = list_images(root)
+    manifest = root / "manifest.csv"
+    sources = _sources(manifest, root)
+    skipped: list[str] = []
+    splits = {}
+    for name, items in pairs.items():
+        if not items:
+            continue
+        arrays = _decode_all([p for p, _ in items], spec, workers, f"decoding {name}" if verbose else None)
+        keep = [i for i, a in enumerate(arrays) if not isinstance(a, str)]
+        skipped += [arrays[i] for i in range(len(items)) if isinstance(arrays[i], str)]
+        if not keep:
+            continue
+        files = [str(items[i][0]) for i in keep]
+        splits[name] = Split(
+            x=np.stack([arrays[i] for i in keep]),
+            y=np.array([labels.index(items[i][1]) for i in keep], dtype=np.int64),
+            files=files,
+            sources=[sources.get(f, "") for f in files],
+        )
+    if "train" not in splits:
+        raise DatasetError(f"{root}: none of the training images could be read")
+    if skipped and verbose:
+        print(f"skipped {len(skipped)} unreadable image(s):")
+        for line in skipped[:20]:
+            print(f"  {line}")
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+    return Dataset(root, labels, splits, skipped, digest)
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _images_of(folder: Path, labels: list[str]) -> list[tuple[Path, str]]:
+    out = []
+    for label in labels:
+        cls = folder / label
+        if cls.is_dir():
+            out += [(f, label) for f in sorted(cls.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    return out
+
+
+def _split_by_group(root: Path, items: list[tuple[Path, str]]) -> dict[str, list[tuple[Path, str]]]:
+    """70/15/15 split by a stable hash of the patient group (or the file name)."""
+    groups = {}
+    manifest = root / "manifest.csv"
+    if manifest.is_file():
+        with manifest.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("patient_group"):
+                    groups[str((root / row["file"]).resolve())] = row["patient_group"]
+    out: dict[str, list[tuple[Path, str]]] = {s: [] for s in SPLITS}
+    for path, label in items:
+        key = groups.get(str(path.resolve()), path.name)
+        bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
+        out["train" if bucket < 70 else "val" if bucket < 85 else "test"].append((path, label))
+    return out
+
+
+def _sources(manifest: Path, root: Path) -> dict[str, str]:
+    if not manifest.is_file():
+        return {}
+    with manifest.open(newline="") as fh:
+        return {str(root / r["file"]): r.get("source", "") or "" for r in csv.DictReader(fh) if "file" in r}
+
+
+def _decode_all(paths: list[Path], spec: Mapping[str, Any], workers: int, title: str | None) -> list:
+    """Preprocessed arrays, or an error string for each file that could not be read."""
+
+    def one(path: Path):
+        try:
+            return preprocess(load_image(path).pixels, spec)
+        except ImageError as exc:
+            return str(exc)
+
+    progbar = None
+    if title:
+        import tf_keras as keras
+
+        print(title)
+        progbar = keras.utils.Progbar(len(paths))
+    out = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, arr in enumerate(pool.map(one, paths)):
+            out.append(arr)
+            if progbar and (i % 200 == 0 or i == len(paths) - 1):
+                progbar.update(i + 1)
+    return out

@@ -1,0 +1,78 @@
+"""The two model families edgecxr ships: MLP-12 and a ResNet-18-style CNN.
+
+Both are plain Functional tf_keras models built only from layers that tensorflow-model-optimization
+can prune and that TFLite quantizes to int8 (Conv2D, BatchNormalization, ReLU, Add, pooling,
+Dense), so ``converters/`` needs no model surgery. The ResNet's last feature map is the layer
+named ``features`` and its classifier the Dense layer named ``classifier``: class activation
+maps read both.
+"""
+from __future__ import annotations
+
+import tf_keras as keras
+from tf_keras import layers
+
+FAMILIES = ("resnet18", "mlp12")
+
+# Widths of the 12 hidden Dense layers of MLP-12: an encoder that narrows step by step.
+MLP12_WIDTHS = (512, 512, 384, 256, 256, 192, 128, 128, 96, 64, 48, 32)
+
+
+def build_mlp12(input_size: int, n_classes: int, dropout: float = 0.3) -> keras.Model:
+    """12 Dense+ReLU layers of decreasing width on the flattened (input_size x input_size) image."""
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = layers.Flatten(name="flatten")(inputs)
+    for i, width in enumerate(MLP12_WIDTHS):
+        x = layers.Dense(width, activation="relu", name=f"dense_{i + 1}")(x)
+        if i in (0, 3, 7):
+            x = layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name="mlp12")
+
+
+def _conv_bn_relu(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True, momentum: float = 0.99):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _basic_block(x, filters: int, stride: int, name: str, momentum: float):
+    shortcut = x
+    y = _conv_bn_relu(x, filters, 3, stride, f"{name}_a", momentum=momentum)
+    y = _conv_bn_relu(y, filters, 3, 1, f"{name}_b", relu=False, momentum=momentum)
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn_relu(x, filters, 1, stride, f"{name}_proj", relu=False, momentum=momentum)
+    return layers.Add(name=f"{name}_add")([y, shortcut])
+
+
+def build_resnet18(
+    input_size: int, n_classes: int, width: int = 32, dropout: float = 0.2, bn_momentum: float = 0.99
+) -> keras.Model:
+    """ResNet-18 layout (7x7/2 stem, max-pool, 4 stages x 2 basic blocks, GAP, softmax).
+
+    ``width`` is the stem/first-stage width (64 in the original ResNet-18); stages use
+    width, 2*width, 4*width, 8*width channels. A lower ``bn_momentum`` lets BatchNorm's running
+    statistics settle in fewer steps, for small data sets.
+    """
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = _conv_bn_relu(inputs, width, 7, 2, "stem", momentum=bn_momentum)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage in range(4):
+        filters = width * 2**stage
+        for block in range(2):
+            stride = 2 if (stage > 0 and block == 0) else 1
+            x = _basic_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}", bn_momentum)
+            last = block == 1 and stage == 3
+            x = layers.ReLU(name="features" if last else f"stage{stage + 1}_block{block + 1}_out")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs, name="resnet18")
+
+
+def build_model(family: str, input_size: int, n_classes: int, width: int = 32, bn_momentum: float = 0.99) -> keras.Model:
+    """Build one family by name."""
+    if family == "mlp12":
+        return build_mlp12(input_size, n_classes)
+    if family == "resnet18":
+        return build_resnet18(input_size, n_classes, width=width, bn_momentum=bn_momentum)
+    raise ValueError(f"unknown model family {family!r}; choose from {FAMILIES}")

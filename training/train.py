@@ -1,0 +1,206 @@
+"""The training loop: build or load a model, fit it with checkpoints, and write the run folder.
+
+A run folder holds ``run.json`` (command, versions, dataset manifest hash, labels, preprocessing
+spec), ``best.keras`` (lowest validation loss), ``last.keras`` + ``state.json`` (for ``--resume``
+and written on Ctrl+C), ``history.json``, ``metrics.json`` (val and test, overall and per
+source), ``curves.png`` and ``confusion_{val,test}.png``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from edgecxr.preprocess import DEFAULT_SPEC, validate_spec
+from training import augment, report
+from training.data import Dataset, load_dataset
+from training.models import build_model
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    family: str = "resnet18"
+    input_size: int | None = None  # default per family: see DEFAULT_INPUT_SIZE
+    width: int = 32
+    bn_momentum: float = 0.99
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    patience: int = 6
+    seed: int = 0
+    hflip: bool = False
+    resume: bool = False
+    init_from: Path | None = None
+    freeze_backbone: bool = False
+    strategy: str = "default"
+    workers: int = 4
+
+
+DEFAULT_INPUT_SIZE = {"resnet18": 128, "mlp12": 64}
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``default``: one device; ``mirrored``: all local GPUs; ``multiworker``: machines from TF_CONFIG."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}: choose default, mirrored or multiworker")
+
+
+def run_spec(cfg: TrainConfig) -> dict[str, Any]:
+    """The preprocessing spec of this run: the init model's when fine-tuning, else the default at the family's size."""
+    if cfg.init_from:
+        info = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())
+        return validate_spec(info["preprocessing"])
+    size = cfg.input_size or DEFAULT_INPUT_SIZE[cfg.family]
+    return validate_spec({**DEFAULT_SPEC, "size": [size, size]})
+
+
+def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
+    """Train per ``cfg``; returns the metrics dict also written to ``metrics.json``."""
+    keras.utils.set_random_seed(cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    spec = run_spec(cfg)
+    data = load_dataset(cfg.data, spec, workers=cfg.workers)
+    train_split = data.splits["train"]
+    val_split = data.splits.get("val") or train_split
+    _write_run_info(cfg, data, spec, argv or sys.argv)
+
+    strategy = make_strategy(cfg.strategy)
+    state_path = cfg.out / "state.json"
+    initial_epoch = 0
+    steps = int(np.ceil(len(train_split.x) / cfg.batch_size))
+    with strategy.scope():
+        if cfg.resume and (cfg.out / "last.keras").exists():
+            model = keras.models.load_model(cfg.out / "last.keras")
+            initial_epoch = json.loads(state_path.read_text())["epochs_done"]
+            print(f"resuming from {cfg.out / 'last.keras'} after epoch {initial_epoch}")
+        else:
+            model = _new_or_init_model(cfg, spec, len(data.labels))
+            schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, cfg.epochs * steps), alpha=0.02)
+            model.compile(
+                optimizer=keras.optimizers.Adam(schedule),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+    history = _load_history(cfg.out) if cfg.resume else {}
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(cfg.out / "best.keras"), monitor="val_loss", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
+        _LastCheckpoint(cfg.out, history),
+    ]
+    try:
+        model.fit(
+            augment.train_pipeline(train_split.x, train_split.y, cfg.batch_size, cfg.seed, cfg.hflip),
+            validation_data=augment.eval_pipeline(val_split.x, val_split.y, cfg.batch_size),
+            epochs=cfg.epochs,
+            initial_epoch=initial_epoch,
+            class_weight=augment.class_weights(train_split.y, len(data.labels)),
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+    except KeyboardInterrupt:
+        done = json.loads(state_path.read_text())["epochs_done"] if state_path.exists() else 0
+        if not (cfg.out / "last.keras").exists():
+            model.save(cfg.out / "last.keras")
+            state_path.write_text(json.dumps({"epochs_done": done}))
+        print(f"\ninterrupted: checkpoint of epoch {done} is in {cfg.out / 'last.keras'}; continue with --resume")
+        raise
+    best = keras.models.load_model(cfg.out / "best.keras") if (cfg.out / "best.keras").exists() else model
+    return evaluate_run(best, data, cfg.out, cfg.batch_size)
+
+
+def evaluate_run(model: keras.Model, data: Dataset, out: Path, batch_size: int = 64) -> dict:
+    """Metrics of ``model`` on val and test, with plots; written to ``out``."""
+    metrics = {}
+    for name in ("val", "test"):
+        split = data.splits.get(name)
+        if split is None:
+            continue
+        pred = np.argmax(model.predict(split.x, batch_size=batch_size, verbose=0), axis=1)
+        metrics[name] = report.split_metrics(split.y, pred, data.labels, split.sources)
+        report.plot_confusion(metrics[name], f"{model.name} {name}", out / f"confusion_{name}.png")
+    report.write_json(metrics, out / "metrics.json")
+    history = _load_history(out)
+    if history:
+        report.plot_history(history, out / "curves.png")
+    return metrics
+
+
+def _new_or_init_model(cfg: TrainConfig, spec: dict, n_classes: int) -> keras.Model:
+    if not cfg.init_from:
+        return build_model(cfg.family, spec["size"][0], n_classes, width=cfg.width, bn_momentum=cfg.bn_momentum)
+    base = keras.models.load_model(_model_file_of(cfg.init_from))
+    if base.output_shape[-1] != n_classes:  # new label set: keep the backbone, new head
+        features = base.get_layer("classifier").input
+        head = keras.layers.Dense(n_classes, activation="softmax", name="classifier")
+        base = keras.Model(base.input, head(features), name=base.name)
+    if cfg.freeze_backbone:
+        for layer in base.layers:
+            layer.trainable = layer.name == "classifier"
+    return base
+
+
+def _run_dir_of(path: Path) -> Path:
+    return path if path.is_dir() else path.parent
+
+
+def _model_file_of(path: Path) -> Path:
+    return path / "best.keras" if path.is_dir() else path
+
+
+class _LastCheckpoint(keras.callbacks.Callback):
+    """Saves ``last.keras``, ``state.json`` and ``history.json`` after every epoch."""
+
+    def __init__(self, out: Path, history: dict) -> None:
+        super().__init__()
+        self.out, self.history = out, history
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.model.save(self.out / "last.keras")
+        (self.out / "state.json").write_text(json.dumps({"epochs_done": epoch + 1}))
+        report.write_json(self.history, self.out / "history.json")
+
+
+def _load_history(out: Path) -> dict:
+    path = out / "history.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str]) -> None:
+    import cv2
+
+    info = {
+        "command": " ".join(argv),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        "labels": data.labels,
+        "preprocessing": spec,
+        "dataset": {
+            "root": str(data.root),
+            "manifest_sha256": data.manifest_sha256,
+            "counts": {name: np.bincount(s.y, minlength=len(data.labels)).tolist() for name, s in data.splits.items()},
+            "skipped": data.skipped,
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "tf_keras": keras.__version__,
+            "numpy": np.__version__,
+            "opencv": cv2.__version__,
+        },
+    }
+    report.write_json(info, cfg.out / "run.json")
