@@ -10,7 +10,7 @@ from edgecxr.imageio import LoadedImage
 
 SMALL_SIDE = 64  # px: below this an X-ray has lost most of its detail
 NEARLY_UNIFORM_STD = 0.02  # intensity std in [0, 1] units: a blank or washed-out frame
-COLOR_SPREAD = 0.04  # mean |R-G|,|G-B| in [0, 1] units: a colour photograph, not a radiograph
+COLOR_SPREAD = 0.08  # mean |R-G|,|G-B| in [0, 1] units: a colour photograph, not a radiograph
 EXTREME_ASPECT = 2.5  # long side / short side
 
 

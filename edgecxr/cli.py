@@ -6,6 +6,7 @@ processed), 2 for usage errors (bad options, a model that cannot be loaded).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,9 @@ import click
 from edgecxr import __version__
 from edgecxr.card import ModelError
 from edgecxr.imageio import IMAGE_SUFFIXES, ImageError
+
+# LiteRT logs an INFO line per interpreter on stderr; keep stderr for our own error lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 
@@ -143,6 +147,65 @@ def evaluate(data_dir: str, model: str | None, as_json: bool, threads: int | Non
     else:
         click.echo(_evaluation_table(report))
     sys.exit(1 if report["errors"] else 0)
+
+
+@main.command()
+@click.option("--model", "-m", "names", multiple=True, help="model to measure (repeatable); default: every bundled model")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="folder of class folders: adds accuracy, macro-F1, sensitivity, end-to-end time")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="timed runs per model")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="untimed warm-up runs")
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+@click.option("--no-xnnpack", is_flag=True, help="disable the XNNPACK delegate")
+@click.option("--json", "as_json", is_flag=True, help='print one JSON object: {"platform": {...}, "results": [...]}')
+def benchmark(names, data, runs, warmup, threads, no_xnnpack, as_json) -> None:
+    """Measure latency (init, first, warm-up, mean/std, p50/p90/p99), peak RSS and size of models.
+
+    Each model runs in its own process. Without --data, latency is timed on a synthetic
+    preprocessed input; with --data, on the first real image, and accuracy is added.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    from edgecxr import registry
+    from edgecxr.benchmark import measure_in_child, platform_info
+
+    paths = []
+    for name in names or [p.stem for p in registry.bundled_models()]:
+        try:
+            paths.append(str(registry.resolve(name)))
+        except ModelError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+    if not paths:
+        click.echo("error: no models to measure (none bundled; give --model)", err=True)
+        sys.exit(2)
+    results = []
+    with click.progressbar(paths, label="benchmarking", file=sys.stderr) if sys.stderr.isatty() else _plain(paths) as items:
+        for path in items:
+            try:
+                results.append(measure_in_child(path, runs=runs, warmup=warmup, threads=threads, data=data, xnnpack=not no_xnnpack))
+            except (ModelError, ValueError) as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            except BrokenProcessPool:
+                click.echo(f"error: {path}: the benchmark process died (out of memory?)", err=True)
+                sys.exit(1)
+    info = platform_info()
+    if as_json:
+        click.echo(json.dumps({"platform": info, "results": results}))
+        return
+    click.echo(f"{info['machine']} {info['cpu']} ({info['cpus']} cpus), Python {info['python']}, {info['interpreter']} {info['interpreter_version']}")
+    header = f"{'model':<22}{'dtype':>13}{'MB':>7}{'init':>8}{'first':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'RSS MB':>8}"
+    if data:
+        header += f"{'acc':>7}{'mF1':>7}{'e2e ms':>8}"
+    click.echo(header)
+    for r in results:
+        line = (
+            f"{r['model']:<22}{r['dtype']:>13}{r['size_bytes'] / 1e6:>7.2f}{r['init_ms']:>8.1f}{r['first_ms']:>8.2f}"
+            f"{r['p50_ms']:>8.2f}{r['p90_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['peak_rss_mb']:>8.1f}"
+        )
+        if data:
+            line += f"{r['accuracy']:>7.3f}{r['macro_f1']:>7.3f}{r['end_to_end_ms']:>8.2f}"
+        click.echo(line)
 
 
 def _evaluation_table(report: dict) -> str:

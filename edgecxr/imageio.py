@@ -36,6 +36,9 @@ class ImageError(Exception):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # picklable, so it crosses process boundaries (edgecxr benchmark)
+        return (ImageError, (self.path, self.reason))
+
 
 @dataclass(frozen=True)
 class LoadedImage:

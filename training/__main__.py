@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=6, help="early-stopping patience on val loss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hflip", action="store_true", help="augment with horizontal flips (off for CXR)")
+    parser.add_argument(
+        "--no-geometric", dest="geometric", action="store_false",
+        help="intensity augmentation only (no crops/rotations); suits mlp12",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
     parser.add_argument("--init-from", type=Path, help="fine-tune from this run folder or .keras model")
     parser.add_argument("--freeze-backbone", action="store_true", help="with --init-from: train only the head")

@@ -12,23 +12,22 @@ import tensorflow as tf
 import tf_keras as keras
 
 
-def train_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, hflip: bool = False) -> tf.data.Dataset:
-    """Shuffled, augmented, batched (image, label) pairs; one pass is one epoch."""
+def train_pipeline(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, hflip: bool = False, geometric: bool = True
+) -> tf.data.Dataset:
+    """Shuffled, augmented, batched (image, label) pairs; one pass is one epoch.
+
+    ``geometric=False`` keeps only intensity augmentation (brightness, contrast, noise): an MLP
+    has no translation invariance, so crops and rotations mostly make its task harder.
+    """
     size = x.shape[1:3]
     rotate = keras.layers.RandomRotation(7.0 / 360.0, fill_mode="constant", seed=seed)
     rng = tf.random.Generator.from_seed(seed)
 
     def augment(images, labels):
         n = tf.shape(images)[0]
-        scale = rng.uniform([n], 0.80, 1.0)
-        aspect = rng.uniform([n], 0.9, 1.1)
-        h = tf.minimum(tf.sqrt(scale * aspect), 1.0)
-        w = tf.minimum(tf.sqrt(scale / aspect), 1.0)
-        top = rng.uniform([n]) * (1.0 - h)
-        left = rng.uniform([n]) * (1.0 - w)
-        boxes = tf.stack([top, left, top + h, left + w], axis=1)
-        images = tf.image.crop_and_resize(images, boxes, tf.range(n), size)
-        images = rotate(images, training=True)
+        if geometric:
+            images = geometric_augment(images, n)
         if hflip:
             flip = rng.uniform([n, 1, 1, 1]) < 0.5
             images = tf.where(flip, tf.image.flip_left_right(images), images)
@@ -38,6 +37,18 @@ def train_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, hfl
         images = (images - mean) * contrast + mean + brightness
         images += rng.normal(tf.shape(images), stddev=0.015)
         return tf.clip_by_value(images, 0.0, 1.0), labels
+
+    def geometric_augment(images, n):
+        """Random resized crop (80-100% area, aspect 0.9-1.1) and a rotation of up to 7 degrees."""
+        scale = rng.uniform([n], 0.80, 1.0)
+        aspect = rng.uniform([n], 0.9, 1.1)
+        h = tf.minimum(tf.sqrt(scale * aspect), 1.0)
+        w = tf.minimum(tf.sqrt(scale / aspect), 1.0)
+        top = rng.uniform([n]) * (1.0 - h)
+        left = rng.uniform([n]) * (1.0 - w)
+        boxes = tf.stack([top, left, top + h, left + w], axis=1)
+        images = tf.image.crop_and_resize(images, boxes, tf.range(n), size)
+        return rotate(images, training=True)
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

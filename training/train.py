@@ -38,6 +38,7 @@ class TrainConfig:
     patience: int = 6
     seed: int = 0
     hflip: bool = False
+    geometric: bool = True
     resume: bool = False
     init_from: Path | None = None
     freeze_backbone: bool = False
@@ -88,7 +89,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
             initial_epoch = json.loads(state_path.read_text())["epochs_done"]
             print(f"resuming from {cfg.out / 'last.keras'} after epoch {initial_epoch}")
         else:
-            model = _new_or_init_model(cfg, spec, len(data.labels))
+            model = _new_or_init_model(cfg, spec, data.labels)
             schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, cfg.epochs * steps), alpha=0.02)
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
@@ -103,7 +104,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
     ]
     try:
         model.fit(
-            augment.train_pipeline(train_split.x, train_split.y, cfg.batch_size, cfg.seed, cfg.hflip),
+            augment.train_pipeline(train_split.x, train_split.y, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric),
             validation_data=augment.eval_pipeline(val_split.x, val_split.y, cfg.batch_size),
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
@@ -139,11 +140,13 @@ def evaluate_run(model: keras.Model, data: Dataset, out: Path, batch_size: int =
     return metrics
 
 
-def _new_or_init_model(cfg: TrainConfig, spec: dict, n_classes: int) -> keras.Model:
+def _new_or_init_model(cfg: TrainConfig, spec: dict, labels: list[str]) -> keras.Model:
+    n_classes = len(labels)
     if not cfg.init_from:
         return build_model(cfg.family, spec["size"][0], n_classes, width=cfg.width, bn_momentum=cfg.bn_momentum)
     base = keras.models.load_model(_model_file_of(cfg.init_from))
-    if base.output_shape[-1] != n_classes:  # new label set: keep the backbone, new head
+    base_labels = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())["labels"]
+    if base_labels != labels:  # another label set: keep the backbone, new head
         features = base.get_layer("classifier").input
         head = keras.layers.Dense(n_classes, activation="softmax", name="classifier")
         base = keras.Model(base.input, head(features), name=base.name)

@@ -1,0 +1,63 @@
+"""The models shipped inside the package: cards match files, and the default still scores what its card says."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgecxr import load_model
+from edgecxr.card import read_card, sha256_of
+from edgecxr.cli import main
+from edgecxr.evaluate import evaluate
+from edgecxr.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
+
+EXPECTED = {"resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"}
+
+
+def test_expected_models_are_bundled():
+    assert {p.stem for p in bundled_models()} == EXPECTED
+    assert bundled_models()[0].stem == DEFAULT_MODEL
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_card_matches_file(name):
+    path = MODELS_DIR / f"{name}.tflite"
+    card = read_card(path)
+    assert card["name"] == name and card["file"] == path.name
+    assert card["sha256"] == sha256_of(path)
+    assert card["size_bytes"] == path.stat().st_size
+    assert card["labels"] == ["COVID", "Normal", "Pneumonia"]
+    assert card["verification"]["passed"] is True
+    assert "Not a medical device" in card["intended_use"]
+    model = load_model(name)
+    assert model.output_details["shape"][-1] == 3
+    assert list(model.input_details["shape"][1:3]) == card["preprocessing"]["size"]
+    if name.endswith("int8"):
+        assert card["input"]["dtype"] == "int8" and card["output"]["dtype"] == "int8"
+
+
+def test_default_model_is_int8_resnet():
+    model = load_model()
+    assert model.name == "resnet18-int8"
+    assert model.card["family"] == "resnet18"
+
+
+def test_models_command_lists_bundled():
+    result = CliRunner().invoke(main, ["models", "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert {r["name"] for r in rows} == EXPECTED
+    assert [r["name"] for r in rows if r["default"]] == [DEFAULT_MODEL]
+
+
+@pytest.mark.parametrize("name", ["resnet18-int8", "mlp12-int8"])
+def test_bundled_model_reproduces_card_metrics_on_shared_test_split(name, shared_data):
+    model = load_model(name)
+    report = evaluate(model, shared_data / "cxr3" / "test")
+    card = model.card["metrics"]["test"]
+    assert report["errors"] == []
+    assert report["n"] == card["n"] == 905
+    assert report["accuracy"] == pytest.approx(card["accuracy"], abs=0.002)
+    assert report["macro_f1"] == pytest.approx(card["macro_f1"], abs=0.002)
+    assert report["confusion_matrix"] == pytest.approx(card["confusion_matrix"], abs=2)

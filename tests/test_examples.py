@@ -1,0 +1,173 @@
+"""The example scripts in examples/: each run as a user would, in a subprocess from the repo root."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_LABELS
+from test_cli import write_png
+from test_training import make_dataset
+
+EXAMPLES = REPO / "examples"
+CLINIC_LINE = re.compile(r"^\s*(\d+)\. (\S+)  (.*)$")
+
+
+def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def import_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model_path(tiny_models) -> str:
+    return str(tiny_models["int8"])
+
+
+@pytest.fixture()
+def scans(tmp_path) -> dict[str, Path]:
+    """Three toy images the tiny model gets right (one nested), a corrupt PNG, a tiny noisy image, a text file."""
+    files = {label: write_png(tmp_path / "scans" / ("sub" if cls == 2 else "") / f"{label}.png", cls, seed=cls) for cls, label in enumerate(TINY_LABELS)}
+    files["corrupt"] = tmp_path / "scans" / "corrupt.png"
+    files["corrupt"].write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    files["small"] = tmp_path / "scans" / "small.tif"
+    cv2.imwrite(str(files["small"]), np.random.default_rng(0).integers(0, 255, (40, 40)).astype(np.uint8))
+    (tmp_path / "scans" / "notes.txt").write_text("not an image")
+    return files
+
+
+@pytest.mark.parametrize("script", ["folder_to_csv.py", "clinic_app.py", "finetune_site.py"])
+def test_help_and_docstring(script):
+    result = run_example(script, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")
+    text = (EXAMPLES / script).read_text()
+    assert text.startswith('"""') and f"python examples/{script}" in text
+    assert len(text.splitlines()) <= 85
+    assert not re.search(r"\._[a-z]", text.replace("__", "")), "examples must not touch private attributes"
+
+
+def test_folder_to_csv_suffixes_match_runtime():
+    from edgecxr.imageio import IMAGE_SUFFIXES
+
+    assert import_example("folder_to_csv").SUFFIXES == set(IMAGE_SUFFIXES)
+
+
+def test_folder_to_csv(model_path, scans, tmp_path):
+    out = tmp_path / "out.csv"
+    result = run_example("folder_to_csv.py", str(tmp_path / "scans"), str(out), "--model", model_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == f"4 ok / 1 failed -> {out}"
+    assert "corrupt.png" in result.stderr and "Traceback" not in result.stderr
+    with out.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [dict(zip(header, r)) for r in reader]
+    assert header == ["file", "label", *TINY_LABELS, "latency_ms", "warnings", "error"]
+    by_file = {Path(r["file"]).name: r for r in rows}
+    assert sorted(by_file) == ["bright.png", "corrupt.png", "dark.png", "small.tif", "striped.png"]
+    for label in TINY_LABELS:
+        row = by_file[f"{label}.png"]
+        assert row["label"] == label and row["error"] == "" and row["warnings"] == ""
+        probs = [float(row[l]) for l in TINY_LABELS]
+        assert abs(sum(probs) - 1) < 1e-3 and max(probs) == float(row[label])
+        assert float(row["latency_ms"]) > 0
+    bad = by_file["corrupt.png"]
+    assert bad["error"] and bad["label"] == "" and all(bad[l] == "" for l in TINY_LABELS)
+    assert "very small image" in by_file["small.tif"]["warnings"]
+
+    for name in ("corrupt", "small"):  # a clean folder: everything ok, status 0
+        scans[name].unlink()
+    result = run_example("folder_to_csv.py", str(tmp_path / "scans"), str(out), "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("3 ok / 0 failed")
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_folder_to_csv_bad_model(tmp_path):
+    (tmp_path / "scans").mkdir()
+    result = run_example("folder_to_csv.py", str(tmp_path / "scans"), str(tmp_path / "o.csv"), "--model", str(tmp_path / "missing.tflite"))
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def clinic_rows(stdout: str) -> list[tuple[str, str]]:
+    rows = [CLINIC_LINE.match(line) for line in stdout.splitlines()]
+    assert all(rows), stdout
+    assert [int(m.group(1)) for m in rows] == list(range(1, len(rows) + 1))
+    return [(Path(m.group(2)).name, m.group(3)) for m in rows]
+
+
+def test_clinic_app_orders_abnormal_first_and_flags(model_path, scans):
+    files = [str(scans[k]) for k in ("dark", "corrupt", "striped", "bright", "small")]
+    result = run_example("clinic_app.py", *files, "--model", model_path, "--normal-label", "dark", "--review-below", "0.5")
+    assert result.returncode == 1, result.stderr
+    rows = clinic_rows(result.stdout)
+    names = [name for name, _ in rows]
+    assert len(rows) == 5 and names[-1] == "corrupt.png" and rows[-1][1].startswith("ERROR")
+    assert names.index("dark.png") > max(names.index("bright.png"), names.index("striped.png"))
+    abnormal = [float(re.search(r"abnormal=([\d.]+)", text).group(1)) for _, text in rows[:-1]]
+    assert abnormal == sorted(abnormal, reverse=True)
+    text = dict(rows)
+    for label in TINY_LABELS:
+        assert text[f"{label}.png"].startswith(label) and "REVIEW" not in text[f"{label}.png"]
+    assert "REVIEW: very small image" in text["small.tif"]
+
+    result = run_example("clinic_app.py", *files[2:4], "--model", model_path, "--normal-label", "dark", "--review-below", "1.01")
+    assert result.returncode == 0, result.stderr
+    assert all("REVIEW: low confidence" in t for _, t in clinic_rows(result.stdout))
+
+
+def test_clinic_app_without_normal_label_sorts_by_confidence(model_path, scans):
+    result = run_example("clinic_app.py", *(str(scans[k]) for k in TINY_LABELS), "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert "no 'Normal' label" in result.stderr
+    p = [float(re.search(r"p=([\d.]+)", t).group(1)) for _, t in clinic_rows(result.stdout)]
+    assert len(p) == 3 and p == sorted(p, reverse=True)
+
+
+def test_clinic_app_triage_api(model_path, scans):
+    app = import_example("clinic_app").Triage(model_path, review_below=0.5, normal_label="dark")
+    cases = app.triage([str(scans["dark"]), str(scans["corrupt"]), str(scans["bright"])])
+    assert [Path(c.file).name for c in cases] == ["bright.png", "dark.png", "corrupt.png"]
+    assert cases[0].label == "bright" and cases[0].abnormal > 0.5 and cases[0].review == []
+    assert cases[2].error and cases[2].review
+
+
+def test_finetune_site(tmp_path):
+    from training.train import TrainConfig, train
+
+    base = tmp_path / "base"
+    train(TrainConfig(make_dataset(tmp_path / "d3", per_class=(12, 3, 3)), base, input_size=32, width=8, epochs=1, batch_size=16))
+    site = make_dataset(tmp_path / "site", labels=("dark", "bright", "striped", "checked"), per_class=(8, 4, 4))
+    out = tmp_path / "out"
+    result = run_example("finetune_site.py", str(site), str(base), str(out), "--epochs", "1", "--batch-size", "16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^site test: n=16  accuracy [\d.]+  macro-F1 [\d.]+$", result.stdout, re.M), result.stdout
+    for label in ("bright", "checked", "dark", "striped"):
+        assert re.search(rf"^  {label} +sensitivity [\d.]+  precision [\d.]+  n=4$", result.stdout, re.M), result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    info = json.loads((out / "run.json").read_text())
+    assert metrics["test"]["n"] == 16 and info["labels"] == ["bright", "checked", "dark", "striped"]
+    assert info["config"]["freeze_backbone"] is True and info["preprocessing"]["size"] == [32, 32]
+    assert (out / "best.keras").is_file()
+
+    result = run_example("finetune_site.py", str(site), str(tmp_path / "nobase"), str(tmp_path / "o2"))
+    assert result.returncode == 2 and "not a training run" in result.stderr
