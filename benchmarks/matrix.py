@@ -11,7 +11,6 @@ timed too. Writes ``results.json``, ``report.md`` and ``tradeoff.png``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -21,35 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from edgecxr.benchmark import measure_in_child, percentile, platform_info
+from edgecxr.evaluate import labelled_files, predict_labelled
 from edgecxr.model import load_model
+from training.data import read_sources
+from training.report import split_metrics
 
 THREADS = (1, 2, 4)
 
 
-def source_of(data: Path) -> dict[str, str]:
-    """file path -> source, from the dataset's manifest (``data/../manifest.csv``) when there is one."""
-    manifest = data.parent / "manifest.csv"
-    if not manifest.is_file():
-        return {}
-    with manifest.open(newline="") as fh:
-        return {str((data.parent / r["file"]).resolve()): r.get("source", "") for r in csv.DictReader(fh)}
-
-
 def accuracy_by_source(path: Path, data: Path) -> dict:
-    from edgecxr.evaluate import labelled_files
-    from edgecxr.metrics import classification_report
-
+    """Metrics of one model on ``data`` (a split folder), overall and per manifest source."""
     model = load_model(path)
-    sources = source_of(data)
-    rows = [(f, y, model.labels.index(model.predict(f).label)) for f, y in labelled_files(data, model.labels)]
-    out = classification_report([r[1] for r in rows], [r[2] for r in rows], model.labels)
-    by_source: dict[str, list] = {}
-    for f, y, p in rows:
-        by_source.setdefault(sources.get(str(f.resolve()), ""), []).append((y, p))
-    out["per_source"] = {
-        s: classification_report([y for y, _ in v], [p for _, p in v], model.labels) for s, v in sorted(by_source.items()) if s
-    }
-    return out
+    files, y_true, y_pred, errors = predict_labelled(model, labelled_files(data, model.labels))
+    sources = read_sources(data.parent)  # the manifest sits beside the split folders
+    report = split_metrics(np.array(y_true), np.array(y_pred), model.labels, [sources.get(str(f), "") for f in files])
+    report["errors"] = errors
+    return report
 
 
 def keras_latency(run: Path, runs: int, warmup: int) -> dict:
@@ -64,7 +50,7 @@ def keras_latency(run: Path, runs: int, warmup: int) -> dict:
     times = []
     for i in range(warmup + runs):
         t = time.perf_counter()
-        model(x, training=False)
+        model.predict_on_batch(x)
         if i >= warmup:
             times.append((time.perf_counter() - t) * 1000)
     return {
@@ -99,7 +85,7 @@ def markdown(results: dict) -> str:
         f"Machine: {p['machine']}, {p['cpu']}, {p['cpus']} CPUs, {p['system']}; Python {p['python']}; "
         f"{p['interpreter']} {p['interpreter_version']}. {results['runs']} timed runs after {results['warmup']} warm-up runs, "
         "each model in its own process; peak RSS is that process's.", "",
-        "## Accuracy on the test split (vs its float32 model)", "",
+        "## Accuracy on the test split", "",
         "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in next(iter(results["accuracy"].values()))["labels"]) + " |",
         "|---|---|---|" + "---|" * len(next(iter(results["accuracy"].values()))["labels"]),
     ]
@@ -155,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be >= 1 and --warmup >= 0")
     for d in [*args.models, *args.keras, args.data]:
         if not d.is_dir():
             parser.error(f"{d}: not a folder")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from converters.build import ALL_VARIANTS, ConvertConfig, build
 from converters.verify import Thresholds
+from training.data import DatasetError
 from edgecxr.registry import MODELS_DIR
 
 
@@ -38,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         args.run, args.out, variants, args.data, args.calibration, args.sparsity, args.prune_epochs,
         Thresholds(args.min_agreement, args.max_f1_drop),
     )
-    cards = build(cfg)
+    try:
+        cards = build(cfg)
+    except (DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failed = [v for v, c in cards.items() if not c["verification"]["passed"]]
     if args.bundle:
         for variant in ("int8", "float32"):

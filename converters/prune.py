@@ -15,6 +15,7 @@ def prune(
     epochs: int = 2,
     lr: float = 1e-4,
     validation: tf.data.Dataset | None = None,
+    class_weight: dict[int, float] | None = None,
 ) -> keras.Model:
     """Prune every prunable layer of ``model`` to ``sparsity`` while fine-tuning on ``train_data``
     (batched, e.g. :func:`training.augment.train_pipeline`), then strip the pruning wrappers.
@@ -29,7 +30,7 @@ def prune(
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
     pruned.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     pruned.fit(
-        train_data, epochs=epochs, validation_data=validation,
+        train_data, epochs=epochs, validation_data=validation, class_weight=class_weight,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=2,
     )
     return tfmot.sparsity.keras.strip_pruning(pruned)

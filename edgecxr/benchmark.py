@@ -6,7 +6,6 @@ Each model is measured in a fresh child process so its peak RSS is its own.
 """
 from __future__ import annotations
 
-import gzip
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -46,8 +45,8 @@ def measure(
     model_path: str, runs: int = 50, warmup: int = 5, threads: int | None = None, data: str | None = None, xnnpack: bool = True
 ) -> dict[str, Any]:
     """Benchmark one model in this process; see the module docstring for the fields."""
+    from edgecxr.card import gzip_size
     from edgecxr.model import Model
-    from edgecxr.preprocess import preprocess
 
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
@@ -70,7 +69,7 @@ def measure(
         "path": str(model_path),
         "dtype": DTYPE_OF_VARIANT.get(str(model.card.get("variant")), np.dtype(model.input_details["dtype"]).name),
         "size_bytes": len(flat),
-        "gzip_bytes": len(gzip.compress(flat, 6)),
+        "gzip_bytes": gzip_size(flat),
         "init_ms": round(init_ms, 3),
         "first_ms": round(first_ms, 3),
         "warmup_ms": round(statistics.fmean(warm), 3) if warm else None,
@@ -85,7 +84,7 @@ def measure(
         "input": "real image" if data else "synthetic",
     }
     if data:
-        result.update(_accuracy(model, data, preprocess))
+        result.update(_accuracy(model, data))
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return result
 
@@ -118,7 +117,7 @@ def _latency_input(model, data: str | None) -> np.ndarray:
     return np.clip(synthetic, 0, 1).astype(np.float32)[:, :, None]
 
 
-def _accuracy(model, data: str, preprocess) -> dict[str, Any]:
+def _accuracy(model, data: str) -> dict[str, Any]:
     """Accuracy on ``data`` and the end-to-end time per image (decode + preprocess + invoke)."""
     from edgecxr.evaluate import evaluate
 

@@ -7,6 +7,7 @@ runs), ``metrics``, ``training_data``, ``file``, ``sha256``, ``size_bytes`` and 
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -28,6 +29,11 @@ class ModelError(Exception):
 
 def card_path_for(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".json")
+
+
+def gzip_size(data: bytes) -> int:
+    """Bytes of ``data`` gzipped at level 9: the download size, where pruning's zeros show."""
+    return len(gzip.compress(data, 9))
 
 
 def sha256_of(path: str | os.PathLike) -> str:

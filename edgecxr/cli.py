@@ -6,7 +6,6 @@ processed), 2 for usage errors (bad options, a model that cannot be loaded).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -16,9 +15,6 @@ import click
 from edgecxr import __version__
 from edgecxr.card import ModelError
 from edgecxr.imageio import IMAGE_SUFFIXES, ImageError
-
-# LiteRT logs an INFO line per interpreter on stderr; keep stderr for our own error lines.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 

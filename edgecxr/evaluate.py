@@ -30,19 +30,28 @@ def labelled_files(data_dir: str | os.PathLike, labels: list[str]) -> list[tuple
     return items
 
 
-def evaluate(model: Model, data_dir: str | os.PathLike, progress: Callable[[int], None] | None = None) -> dict:
-    """Metrics of ``model`` on ``data_dir`` plus ``errors`` (unreadable files, skipped)."""
-    y_true, y_pred, errors = [], [], []
-    for path, truth in labelled_files(data_dir, model.labels):
+def predict_labelled(
+    model: Model, items: list[tuple[Path, int]], progress: Callable[[int], None] | None = None
+) -> tuple[list[Path], list[int], list[int], list[str]]:
+    """Predict every (file, class) pair: (files read, true classes, predicted classes, error lines)."""
+    files, y_true, y_pred, errors = [], [], [], []
+    for path, truth in items:
         try:
             pred = model.predict(path)
         except ImageError as exc:
             errors.append(str(exc))
         else:
+            files.append(path)
             y_true.append(truth)
             y_pred.append(model.labels.index(pred.label))
         if progress:
             progress(1)
+    return files, y_true, y_pred, errors
+
+
+def evaluate(model: Model, data_dir: str | os.PathLike, progress: Callable[[int], None] | None = None) -> dict:
+    """Metrics of ``model`` on ``data_dir`` plus ``errors`` (unreadable files, skipped)."""
+    _, y_true, y_pred, errors = predict_labelled(model, labelled_files(data_dir, model.labels), progress)
     report = classification_report(y_true, y_pred, model.labels)
     report["model"] = model.name
     report["errors"] = errors

@@ -151,8 +151,13 @@ def _decode_dicom(p: Path) -> LoadedImage:
         raise ImageError(p, "not a readable DICOM file") from None
     if "PixelData" not in ds:
         raise ImageError(p, "DICOM file has no pixel data")
+    frames, rows, cols = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if frames > 1:
+        raise ImageError(p, f"DICOM has {frames} frames; only single-frame images are read")
+    if rows * cols > MAX_PIXELS:
+        raise ImageError(p, f"DICOM header claims more than {MAX_PIXELS:,} pixels; refusing to decode")
     try:
-        raw = ds.pixel_array
+        raw = ds.pixel_array  # pydicom converts YBR colour to RGB itself
     except Exception:
         syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", "unknown transfer syntax")
@@ -161,39 +166,44 @@ def _decode_dicom(p: Path) -> LoadedImage:
         else:
             hint = "pixel data is truncated or does not match the image size and bit depth"
         raise ImageError(p, f"cannot decode DICOM pixel data ({name}); {hint}") from None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if raw.ndim == 3 and photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
-        if photometric != "RGB":
-            from pydicom.pixels import convert_color_space
-
-            raw = convert_color_space(raw, photometric, "RGB")
+    if raw.ndim == 3 and raw.shape[2] == 3:
         return _from_pixels(np.ascontiguousarray(raw[:, :, ::-1]), "dicom")
     if raw.ndim != 2:
-        raise ImageError(p, f"DICOM has {raw.ndim}-D pixel data (multi-frame or colour); only single-frame grayscale is read")
-    values = apply_modality_lut(raw, ds).astype(np.float64)
+        raise ImageError(p, f"DICOM has pixel data of shape {raw.shape}; only single-frame grayscale or RGB is read")
+    values = apply_modality_lut(raw, ds)
     bits = int(ds.get("BitsStored", 8 * raw.dtype.itemsize))
-    has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    if has_window or "VOILUTSequence" in ds:
-        # pydicom maps the window onto [0, 2**BitsStored - 1] (or the signed equivalent),
-        # passed through RescaleSlope/Intercept when present; _value_range mirrors that.
-        values = apply_voi_lut(values, ds).astype(np.float64)
-    lo, hi = _value_range(values, ds, bits, windowed=has_window)
-    pixels = np.clip((values - lo) / ((hi - lo) or 1e-12), 0.0, 1.0).astype(np.float32)
-    if photometric == "MONOCHROME1":
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        # pydicom maps the window onto the stored range passed through the rescale; _window_range mirrors that.
+        values = apply_voi_lut(values.astype(np.float64), ds, prefer_lut=False)
+        lo, hi = _window_range(ds, bits)
+    elif "VOILUTSequence" in ds:
+        values = apply_voi_lut(np.rint(values).astype(np.int64), ds)
+        lo, hi = 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
+    else:
+        lo, hi = _stored_range(values, ds, bits)
+    pixels = np.clip((np.asarray(values, np.float64) - lo) / ((hi - lo) or 1e-12), 0.0, 1.0).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
         pixels = 1.0 - pixels
     return LoadedImage(pixels, "dicom", 1, bits, 0.0)
 
 
-def _value_range(values: np.ndarray, ds, bits: int, windowed: bool) -> tuple[float, float]:
-    """The intensity range that maps to black..white."""
+def _window_range(ds, bits: int) -> tuple[float, float]:
+    """The output range of pydicom's windowing: the stored range, through RescaleSlope/Intercept if any.
+
+    (lo > hi for a negative slope; the caller's division handles that orientation.)
+    """
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    lo, hi = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0**bits - 1)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        lo, hi = lo * slope + intercept, hi * slope + intercept
+    return lo, hi
+
+
+def _stored_range(values: np.ndarray, ds, bits: int) -> tuple[float, float]:
+    """Without a window: unsigned, unrescaled data spans its BitsStored; anything else its own min..max."""
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     rescaled = float(ds.get("RescaleSlope", 1)) != 1 or float(ds.get("RescaleIntercept", 0)) != 0
-    if windowed or not (signed or rescaled):
-        lo, hi = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0**bits - 1)
-        if windowed and "RescaleSlope" in ds and "RescaleIntercept" in ds:
-            # pydicom's windowing output range is the stored range passed through the rescale
-            # (lo > hi for a negative slope; the caller's division handles that orientation).
-            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
-            lo, hi = lo * slope + intercept, hi * slope + intercept
-        return lo, hi
-    return float(values.min()), float(values.max())
+    if not (signed or rescaled):
+        return 0.0, 2.0**bits - 1
+    return float(np.min(values)), float(np.max(values))

@@ -11,7 +11,7 @@ from typing import Any
 _CANDIDATES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
     ("tflite_runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite"),
+    ("tensorflow", "tensorflow.lite.python.interpreter"),
 )
 
 

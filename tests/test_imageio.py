@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
@@ -653,3 +654,32 @@ def test_from_array_bad_shape(shape):
 def test_from_array_bad_dtype():
     with pytest.raises(ValueError, match="unsupported pixel type"):
         from_array(np.zeros((4, 4), np.int32))
+
+
+def test_dicom_voi_lut_sequence_maps_by_lut_bits(tmp_path):
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.LUTData = (np.arange(4096) * 16).astype("<u2").tobytes()  # 12-bit input -> 16-bit output, linear
+    path = write_dicom(tmp_path / "lut.dcm", np.array([[0, 1000], [2000, 4095]]), bits_stored=12, VOILUTSequence=Sequence([item]))
+    np.testing.assert_allclose(load_image(path).pixels, np.array([[0, 1000], [2000, 4095]]) * 16 / 65535, atol=1e-6)
+
+
+def test_dicom_ybr_colour_is_converted_once(tmp_path):
+    path = tmp_path / "ybr.dcm"
+    write_dicom(path, np.zeros((4, 4)))
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.tile(np.array([200, 128, 128], np.uint8), (4, 4, 1)).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    image = load_image(path)
+    np.testing.assert_allclose(image.pixels, 200 / 255, atol=2 / 255)
+    assert image.color_spread < 0.01
+
+
+def test_dicom_multiframe_refused_before_decoding(tmp_path):
+    path = write_dicom(tmp_path / "mf.dcm", np.zeros((4, 4)), NumberOfFrames=30)
+    with pytest.raises(ImageError, match="30 frames"):
+        load_image(path)

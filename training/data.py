@@ -75,7 +75,7 @@ def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int 
     root = Path(root)
     labels, pairs = list_images(root)
     manifest = root / "manifest.csv"
-    sources = _sources(manifest, root)
+    sources = read_sources(root)
     skipped: list[str] = []
     splits = {}
     for name, items in pairs.items():
@@ -133,7 +133,9 @@ def _split_by_group(root: Path, items: list[tuple[Path, str]]) -> dict[str, list
     return out
 
 
-def _sources(manifest: Path, root: Path) -> dict[str, str]:
+def read_sources(root: Path) -> dict[str, str]:
+    """``str(root / file)`` -> ``source`` from ``root/manifest.csv``; empty when there is none."""
+    manifest = root / "manifest.csv"
     if not manifest.is_file():
         return {}
     with manifest.open(newline="") as fh:

@@ -20,7 +20,7 @@ import tf_keras as keras
 
 from edgecxr.preprocess import DEFAULT_SPEC, validate_spec
 from training import augment, report
-from training.data import Dataset, load_dataset
+from training.data import Dataset, DatasetError, load_dataset
 from training.models import build_model
 
 
@@ -73,18 +73,26 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
     """Train per ``cfg``; returns the metrics dict also written to ``metrics.json``."""
     keras.utils.set_random_seed(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    spec = run_spec(cfg)
+    resuming = cfg.resume and (cfg.out / "last.keras").exists()
+    if cfg.resume and not resuming:
+        print(f"nothing to resume in {cfg.out} (no last.keras): starting a new run")
+    if not resuming and (cfg.out / "last.keras").exists():
+        raise DatasetError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose another --out")
+    spec = json.loads((cfg.out / "run.json").read_text())["preprocessing"] if resuming else run_spec(cfg)
     data = load_dataset(cfg.data, spec, workers=cfg.workers)
     train_split = data.splits["train"]
-    val_split = data.splits.get("val") or train_split
-    _write_run_info(cfg, data, spec, argv or sys.argv)
+    val_split = data.splits.get("val")
+    if val_split is None:
+        print("warning: no validation split; early stopping and the best checkpoint use the training set")
+        val_split = train_split
+    _write_run_info(cfg, data, spec, argv or sys.argv, resuming)
 
     strategy = make_strategy(cfg.strategy)
     state_path = cfg.out / "state.json"
     initial_epoch = 0
     steps = int(np.ceil(len(train_split.x) / cfg.batch_size))
     with strategy.scope():
-        if cfg.resume and (cfg.out / "last.keras").exists():
+        if resuming:
             model = keras.models.load_model(cfg.out / "last.keras")
             initial_epoch = json.loads(state_path.read_text())["epochs_done"]
             print(f"resuming from {cfg.out / 'last.keras'} after epoch {initial_epoch}")
@@ -97,8 +105,11 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
                 metrics=["accuracy"],
             )
     history = _load_history(cfg.out) if cfg.resume else {}
+    best_so_far = min(history.get("val_loss", []), default=None)  # a resumed run keeps its best checkpoint
     callbacks = [
-        keras.callbacks.ModelCheckpoint(str(cfg.out / "best.keras"), monitor="val_loss", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(cfg.out / "best.keras"), monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
+        ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
         _LastCheckpoint(cfg.out, history),
     ]
@@ -150,9 +161,8 @@ def _new_or_init_model(cfg: TrainConfig, spec: dict, labels: list[str]) -> keras
         features = base.get_layer("classifier").input
         head = keras.layers.Dense(n_classes, activation="softmax", name="classifier")
         base = keras.Model(base.input, head(features), name=base.name)
-    if cfg.freeze_backbone:
-        for layer in base.layers:
-            layer.trainable = layer.name == "classifier"
+    for layer in base.layers:  # set both ways: a frozen base model saves its layers as untrainable
+        layer.trainable = not cfg.freeze_backbone or layer.name == "classifier"
     return base
 
 
@@ -184,9 +194,16 @@ def _load_history(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str]) -> None:
+def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str], resuming: bool) -> None:
+    """Write run.json; a resumed run keeps the original record and appends its own command."""
     import cv2
 
+    path = cfg.out / "run.json"
+    if resuming:
+        info = json.loads(path.read_text())
+        info.setdefault("resumed_with", []).append(" ".join(argv))
+        report.write_json(info, path)
+        return
     info = {
         "command": " ".join(argv),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
