@@ -25,6 +25,8 @@ from training.data import load_dataset
 
 ALL_VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8")
 MODEL_VERSION = "1.0.0"
+# The project's targets on the shared test split; a card states whether its model meets them.
+TARGETS = {"resnet18": {"macro_f1": 0.95, "covid_sensitivity": 0.95}, "mlp12": {"macro_f1": 0.85}}
 KERAS_PARITY_TOLERANCE = 1e-3  # float32 TFLite vs Keras, max |probability difference| on the test split
 
 
@@ -77,6 +79,7 @@ def build(cfg: ConvertConfig) -> dict[str, dict]:
             card["verification"]["passed"] = diff <= KERAS_PARITY_TOLERANCE
         card["metrics"] = {"test": card["metrics"]}
         card["input"], card["output"] = _io(runtime_model)
+        card["targets"] = targets_status(family, card["metrics"]["test"])
         write_card(path, card)
         if not card["verification"]["passed"]:
             rejected = cfg.out / "rejected"
@@ -90,6 +93,16 @@ def build(cfg: ConvertConfig) -> dict[str, dict]:
             f"agreement {v['agreement_with_float32']:.4f}, {'PASSED' if v['passed'] else 'FAILED'}"
         )
     return cards
+
+
+def targets_status(family: str, test: dict) -> dict:
+    """The family's targets, the values reached, and whether each is met."""
+    reached = {"macro_f1": test["macro_f1"], "covid_sensitivity": test["per_class"].get("COVID", {}).get("recall")}
+    out = {}
+    for key, target in TARGETS.get(family, {}).items():
+        value = reached[key]
+        out[key] = {"target": target, "reached": value, "met": value is not None and value >= target}
+    return out
 
 
 def _pruned(model: keras.Model, data, cfg: ConvertConfig, info: dict) -> tuple[keras.Model, dict]:
