@@ -16,8 +16,9 @@ import numpy as np
 import tf_keras as keras
 
 from converters import prune as pruning
-from converters.quantize import convert, representative_images
+from converters.quantize import convert, representative_images, with_feature_map
 from converters.verify import Thresholds, compare, tflite_probabilities
+from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.card import gzip_size, write_card
 from edgecxr.model import Model
 from training import augment
@@ -52,7 +53,7 @@ def build(cfg: ConvertConfig) -> dict[str, dict]:
         raise ValueError(f"dataset labels {data.labels} differ from the model's {info['labels']}")
     if "test" not in data.splits:
         raise ValueError(f"{data.root}: no test split to verify the conversions on")
-    train, test = data.splits["train"], data.splits["test"]
+    train, test, val = data.splits["train"], data.splits["test"], data.splits.get("val")
     calibration = representative_images(train.x, cfg.calibration)
     cfg.out.mkdir(parents=True, exist_ok=True)
 
@@ -63,13 +64,16 @@ def build(cfg: ConvertConfig) -> dict[str, dict]:
         source_model, extra = model, {}
         if variant == "pruned-int8":
             source_model, extra = _pruned(model, data, cfg, info)
-        flat = convert(source_model, "int8" if variant.endswith("int8") else variant, calibration)
+        flat = convert(with_feature_map(source_model), "int8" if variant.endswith("int8") else variant, calibration)
         path = cfg.out / f"{family}-{variant}.tflite"
         path.write_bytes(flat)
         card = _base_card(family, variant, info, model, data, cfg, flat, extra)
+        card.update(cam_card(source_model))
         write_card(path, card)
         runtime_model = Model(path)
         probs = tflite_probabilities(runtime_model, test.x)
+        if val is not None:
+            card["temperature"] = _temperature(tflite_probabilities(runtime_model, val.x), val.y, probs, test.y)
         if reference is None:
             reference = probs
         card.update(compare(probs, reference, test.y, data.labels, test.sources, cfg.thresholds))
@@ -78,7 +82,9 @@ def build(cfg: ConvertConfig) -> dict[str, dict]:
             card["verification"]["keras_max_abs_probability_diff"] = round(diff, 6)
             card["verification"]["passed"] = diff <= KERAS_PARITY_TOLERANCE
         card["metrics"] = {"test": card["metrics"]}
-        card["input"], card["output"] = _io(runtime_model)
+        card["input"], card["output"] = _io(runtime_model.input_details), _io(runtime_model.output_details)
+        if runtime_model.feature_details is not None:
+            card["cam"]["feature_map"] = _io(runtime_model.feature_details)
         card["targets"] = targets_status(family, card["metrics"]["test"])
         write_card(path, card)
         if not card["verification"]["passed"]:
@@ -103,6 +109,26 @@ def targets_status(family: str, test: dict) -> dict:
         value = reached[key]
         out[key] = {"target": target, "reached": value, "met": value is not None and value >= target}
     return out
+
+
+def _temperature(val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray) -> dict:
+    """Temperature scaling fitted on the validation split, with NLL (val) and ECE (test) before and after."""
+    t = fit_temperature(val_probs, val_y)
+    return {
+        "value": round(t, 4),
+        "fitted_on": "val",
+        "images": int(len(val_y)),
+        "nll_val": {"before": round(negative_log_likelihood(val_probs, val_y), 4), "after": round(negative_log_likelihood(apply_temperature(val_probs, t), val_y), 4)},
+        "ece_test": {"before": round(expected_calibration_error(test_probs, test_y), 4), "after": round(expected_calibration_error(apply_temperature(test_probs, t), test_y), 4)},
+    }
+
+
+def cam_card(model: keras.Model) -> dict:
+    """The classifier's dense weights (features × classes) the runtime needs for heatmaps, if the model has a feature map."""
+    if with_feature_map(model) is model:
+        return {}
+    kernel, bias = model.get_layer("classifier").get_weights()
+    return {"cam": {"feature_layer": "features", "weights": np.round(kernel, 6).tolist(), "bias": np.round(bias, 6).tolist()}}
 
 
 def _pruned(model: keras.Model, data, cfg: ConvertConfig, info: dict) -> tuple[keras.Model, dict]:
@@ -156,10 +182,8 @@ def _architecture(family: str, model: keras.Model, size, info) -> str:
     return f"MLP-12: 12 dense ReLU layers (512→32) on the flattened {size[0]}x{size[1]} image; {params:,} parameters"
 
 
-def _io(model: Model) -> tuple[dict, dict]:
-    def one(detail):
-        scale, zero = detail["quantization"]
-        q = {"scale": float(scale), "zero_point": int(zero)} if scale else None
-        return {"shape": [int(v) for v in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name, "quantization": q}
-
-    return one(model.input_details), one(model.output_details)
+def _io(detail: dict) -> dict:
+    """A tensor's shape, dtype and quantization, as the card records them."""
+    scale, zero = detail["quantization"]
+    q = {"scale": float(scale), "zero_point": int(zero)} if scale else None
+    return {"shape": [int(v) for v in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name, "quantization": q}

@@ -10,6 +10,19 @@ import tf_keras as keras
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 
 
+def with_feature_map(model: keras.Model) -> keras.Model:
+    """``model`` with its last feature map (the layer named ``features``) as a second output, for heatmaps.
+
+    A model without such a layer (MLP-12) is returned as it is. The class-probability output and
+    its numbers are unchanged: the second output only exposes a tensor the model computes anyway.
+    """
+    try:
+        features = model.get_layer("features")
+    except ValueError:
+        return model
+    return keras.Model(model.input, [model.output, features.output], name=model.name)
+
+
 def representative_images(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """``n`` preprocessed training images drawn at random (fixed seed) for int8 calibration."""
     rng = np.random.default_rng(seed)

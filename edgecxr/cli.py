@@ -14,7 +14,7 @@ import click
 
 from edgecxr import __version__
 from edgecxr.card import ModelError
-from edgecxr.imageio import IMAGE_SUFFIXES, ImageError
+from edgecxr.imageio import IMAGE_SUFFIXES, ImageError, load_image
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 
@@ -54,14 +54,32 @@ def main() -> None:
 @click.option("--model", "-m", help=MODEL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per input, one per line")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads (default: the interpreter's choice)")
-def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None) -> None:
+@click.option(
+    "--heatmap",
+    "heatmap_dir",
+    type=click.Path(file_okay=False),
+    help="write an overlay PNG per image into this folder showing where the evidence for the predicted class sits (ResNet models only)",
+)
+def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None, heatmap_dir: str | None) -> None:
     """Classify chest X-ray images: files or folders (recursive).
 
     Reads PNG, JPEG, BMP, TIFF (8/16-bit) and DICOM. Each unreadable input gets an
     `error: <file>: <reason>` line on stderr (and {"file", "error"} with --json) and the
-    others are still processed; the exit status is then 1.
+    others are still processed; the exit status is then 1. Probabilities are
+    temperature-calibrated when the model card holds a temperature.
     """
     net = load_or_exit(model, threads)
+    if heatmap_dir is not None and not net.has_heatmap:
+        click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
+        sys.exit(2)
+    heatmaps = None
+    if heatmap_dir is not None:
+        try:
+            Path(heatmap_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            click.echo(f"error: --heatmap: cannot create folder {heatmap_dir} ({exc.strerror})", err=True)
+            sys.exit(2)
+        heatmaps = HeatmapWriter(Path(heatmap_dir))
     files = list(expand_inputs(paths))
     if not files:
         click.echo("error: no image files found in the given paths", err=True)
@@ -71,7 +89,11 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     with click.progressbar(files, label="predicting", file=sys.stderr) if show_bar else _plain(files) as items:
         for path in items:
             try:
-                result = net.predict(path)
+                loaded = load_image(path)
+                result = net.predict(loaded, heatmap=heatmaps is not None)
+                out = result.to_dict()
+                if heatmaps is not None:
+                    out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
             except Exception as exc:  # one bad input must never stop a batch
                 failed += 1
                 reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
@@ -79,7 +101,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
                     click.echo(json.dumps({"file": str(path), "error": reason}))
                 click.echo(f"error: {path}: {reason}", err=True)
                 continue
-            click.echo(json.dumps(result.to_dict()) if as_json else _human(result))
+            click.echo(json.dumps(out) if as_json else _human(out))
     sys.exit(1 if failed else 0)
 
 
@@ -220,10 +242,35 @@ def _evaluation_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _human(result) -> str:
-    probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
-    line = f"{result.file}: {result.label}  ({probs})  {result.latency_ms:.1f} ms"
-    return line + "".join(f"\n  warning: {w}" for w in result.warnings)
+def _human(result: dict) -> str:
+    probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]))
+    line = f"{result['file']}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
+    if "heatmap" in result:
+        line += f"\n  heatmap: {result['heatmap']}"
+    return line + "".join(f"\n  warning: {w}" for w in result["warnings"])
+
+
+class HeatmapWriter:
+    """Writes ``<stem>.heatmap.png`` overlays into one folder, never overwriting an earlier one of the same run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.used: set[str] = set()
+
+    def write(self, source: Path, pixels, heatmap) -> str:
+        import cv2
+
+        from edgecxr.cam import overlay
+
+        name, n = f"{source.stem}.heatmap.png", 1
+        while name in self.used:
+            n += 1
+            name = f"{source.stem}-{n}.heatmap.png"
+        self.used.add(name)
+        target = self.folder / name
+        if not cv2.imwrite(str(target), overlay(pixels, heatmap)):
+            raise ImageError(source, f"could not write heatmap {target}")
+        return str(target)
 
 
 class _plain:

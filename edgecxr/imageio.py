@@ -10,7 +10,7 @@ leak into output or logs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # Refuse images whose header claims more pixels than a Raspberry Pi can hold comfortably.
@@ -49,6 +49,7 @@ class LoadedImage:
     channels: int  # channels in the file (1 gray, 3 colour, 4 with alpha)
     bit_depth: int
     color_spread: float  # mean absolute difference between colour channels, 0 for gray
+    source: str | None = None  # the file it was read from; None for an in-memory array
 
     @property
     def height(self) -> int:
@@ -83,7 +84,7 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         image = _decode_raster(p, data)
     if min(image.pixels.shape) < MIN_SIDE:
         raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
-    return image
+    return replace(image, source=str(path))
 
 
 def from_array(array: np.ndarray) -> LoadedImage:

@@ -10,11 +10,13 @@ from typing import Any, Union
 import numpy as np
 
 from edgecxr import registry
+from edgecxr.calibration import apply_temperature
+from edgecxr.cam import class_activation_map, normalise
 from edgecxr.card import ModelError, read_card, verify_file
-from edgecxr.checks import input_warnings
+from edgecxr.checks import input_warnings, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
-from edgecxr.preprocess import preprocess
+from edgecxr.preprocess import preprocess, to_original
 
 ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]
 
@@ -29,6 +31,7 @@ class Prediction:
     model: str
     file: str | None = None
     warnings: list[str] = field(default_factory=list)
+    heatmap: np.ndarray | None = None  # (H, W) float32 in [0, 1] over the input image, when asked for
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,13 +58,15 @@ class Model:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: not a valid TFLite model ({exc})") from None
         self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
+        self._output, self._features = _split_outputs(self.interpreter.get_output_details(), self.path)
         n_out = int(self._output["shape"][-1])
         if n_out != len(self.labels):
             raise ModelError(f"{self.path}: model has {n_out} outputs but its card lists {len(self.labels)} labels")
         height, width = self.card["preprocessing"]["size"]
         if tuple(self._input["shape"][1:3]) != (height, width):
             raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {[height, width]}")
+        self._cam_weights = self._read_cam_weights()
+        self.temperature = float(self.card.get("temperature", {}).get("value", 1.0))
 
     @property
     def name(self) -> str:
@@ -78,13 +83,32 @@ class Model:
 
     @property
     def output_details(self) -> dict[str, Any]:
+        """The class-probability output tensor's description."""
         return self._output
 
-    def predict(self, image: ImageSource) -> Prediction:
-        """Predict one image: a file path (any supported format, DICOM included) or a numpy array."""
+    @property
+    def feature_details(self) -> dict[str, Any] | None:
+        """The feature-map output tensor's description (heatmap models only)."""
+        return self._features
+
+    @property
+    def has_heatmap(self) -> bool:
+        """Whether this model exports a feature map and its card the dense weights a heatmap needs."""
+        return self._cam_weights is not None
+
+    def predict(self, image: ImageSource, heatmap: bool = False) -> Prediction:
+        """Predict one image: a file path (any supported format, DICOM included) or a numpy array.
+
+        Probabilities are temperature-calibrated when the card holds a temperature. With
+        ``heatmap=True`` the prediction carries the predicted class's activation map over the
+        input image (ModelError for a model without one, such as MLP-12).
+        """
+        if heatmap and not self.has_heatmap:
+            raise ModelError(f"{self.name}: no heatmap available ({self.card.get('family', 'this')} model has no spatial feature map)")
         loaded, file = _as_loaded(image)
+        refuse_blank(loaded, file)
         start = time.perf_counter()
-        probs = self.predict_preprocessed(preprocess(loaded.pixels, self.card["preprocessing"]))
+        probs, features = self._run(preprocess(loaded.pixels, self.card["preprocessing"]))
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
         return Prediction(
@@ -94,13 +118,43 @@ class Model:
             model=self.name,
             file=file,
             warnings=input_warnings(loaded),
+            heatmap=self._heatmap(features, best, loaded.pixels.shape) if heatmap else None,
         )
 
-    def predict_preprocessed(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for one preprocessed (H, W, 1) float image."""
+    def predict_preprocessed(self, x: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities for one preprocessed (H, W, 1) float image (raw softmax if not ``calibrated``)."""
+        return self._run(x, calibrated)[0]
+
+    def class_activation_map(self, x: np.ndarray, class_index: int) -> np.ndarray:
+        """The raw (h, w) activation map of ``class_index`` for one preprocessed image, from the model's own feature map."""
+        if not self.has_heatmap:
+            raise ModelError(f"{self.name}: no heatmap available")
+        return class_activation_map(self._run(x)[1], self._cam_weights, class_index)
+
+    def _run(self, x: np.ndarray, calibrated: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         self.interpreter.set_tensor(self._input["index"], self.quantize_input(x[None]))
         self.interpreter.invoke()
-        return self.dequantize_output(self.interpreter.get_tensor(self._output["index"])[0])
+        probs = self.dequantize_output(self.interpreter.get_tensor(self._output["index"])[0])
+        if calibrated and self.temperature != 1.0:
+            probs = apply_temperature(probs, self.temperature)
+        features = None
+        if self._features is not None:
+            features = _dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
+        return probs, features
+
+    def _heatmap(self, features: np.ndarray, class_index: int, shape: tuple[int, int]) -> np.ndarray:
+        cam = class_activation_map(features, self._cam_weights, class_index)
+        return normalise(to_original(cam, shape, self.card["preprocessing"]))
+
+    def _read_cam_weights(self) -> np.ndarray | None:
+        cam = self.card.get("cam")
+        if cam is None or self._features is None:
+            return None
+        weights = np.asarray(cam["weights"], np.float32)
+        expected = (int(self._features["shape"][-1]), len(self.labels))
+        if weights.shape != expected:
+            raise ModelError(f"{self.path}: card's heatmap weights have shape {weights.shape}, model needs {expected}")
+        return weights
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float input in model units to the input tensor's dtype, with its own scale and zero point."""
@@ -113,10 +167,7 @@ class Model:
 
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
         """Output tensor to probabilities that sum to 1."""
-        if np.dtype(self._output["dtype"]).kind != "f":
-            scale, zero = self._output["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        y = np.clip(y.astype(np.float32), 0.0, None)
+        y = np.clip(_dequantize(y, self._output), 0.0, None)
         total = float(y.sum())
         return y / total if total > 0 else np.full_like(y, 1.0 / len(y))
 
@@ -126,9 +177,26 @@ def load_model(name: str | os.PathLike | None = None, threads: int | None = None
     return Model(registry.resolve(name), threads=threads, xnnpack=xnnpack)
 
 
+def _dequantize(tensor: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A tensor in float32, using its own scale and zero point when it is quantized."""
+    if np.dtype(detail["dtype"]).kind == "f":
+        return tensor.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return (tensor.astype(np.float32) - zero) * scale
+
+
+def _split_outputs(details: list[dict[str, Any]], path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(class-probability output, feature-map output or None): told apart by rank, not by order."""
+    probs = [d for d in details if len(d["shape"]) == 2]
+    maps = [d for d in details if len(d["shape"]) == 4]
+    if len(probs) != 1 or len(maps) > 1 or len(probs) + len(maps) != len(details):
+        raise ModelError(f"{path}: expected one (1, classes) output and at most one feature map, got shapes {[list(d['shape']) for d in details]}")
+    return probs[0], (maps[0] if maps else None)
+
+
 def _as_loaded(image: ImageSource) -> tuple[LoadedImage, str | None]:
     if isinstance(image, LoadedImage):
-        return image, None
+        return image, image.source
     if isinstance(image, np.ndarray):
         return from_array(image), None
     return load_image(image), str(image)

@@ -84,6 +84,23 @@ def preprocess(image: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)[:, :, None]
 
 
+def to_original(frame_map: np.ndarray, original_shape: tuple[int, int], spec: Mapping[str, Any]) -> np.ndarray:
+    """Map an (h, w) array over the model's input frame back onto the original image's pixels.
+
+    The inverse of :func:`preprocess`'s geometry: a ``"none"`` crop is stretched back to the
+    original size; a ``"center-square"`` crop fills its square and leaves zeros outside it.
+    """
+    spec = validate_spec(spec)
+    height, width = original_shape
+    if spec["crop"] == "none":
+        return cv2.resize(frame_map.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    out = np.zeros((height, width), np.float32)
+    out[top : top + side, left : left + side] = cv2.resize(frame_map.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
 def _to_unit_float(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image.astype(np.float32) / 255.0

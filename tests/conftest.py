@@ -31,11 +31,17 @@ def toy_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """A tiny CNN trained on the toy set, converted to float32 and int8 with cards: {variant: path}."""
+    """A tiny CNN trained on the toy set, converted to float32 and int8 with cards: {variant: path}.
+
+    Like the ResNet family, its last feature map is the layer ``features`` and is exported as a
+    second output, with the classifier's weights in the card, so heatmaps work on it. The Keras
+    model is saved beside the files as ``tiny.keras``.
+    """
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tf_keras as keras
 
-    from converters.quantize import convert
+    from converters.build import cam_card
+    from converters.quantize import convert, with_feature_map
     from edgecxr.card import write_card
 
     keras.utils.set_random_seed(0)
@@ -43,7 +49,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     inputs = keras.Input((32, 32, 1))
     h = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(inputs)
     h = keras.layers.BatchNormalization()(h)
-    h = keras.layers.ReLU()(h)
+    h = keras.layers.ReLU(name="features")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(h)
     model = keras.Model(inputs, outputs, name="tiny")
@@ -53,8 +59,10 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for variant in ("float32", "int8"):
         path = folder / f"tiny-{variant}.tflite"
-        path.write_bytes(convert(model, variant, x[:100]))
-        write_card(path, {"name": f"tiny-{variant}", "family": "tiny", "variant": variant, "labels": TINY_LABELS, "preprocessing": TINY_SPEC})
+        path.write_bytes(convert(with_feature_map(model), variant, x[:100]))
+        card = {"name": f"tiny-{variant}", "family": "tiny", "variant": variant, "labels": TINY_LABELS, "preprocessing": TINY_SPEC}
+        write_card(path, {**card, **cam_card(model)})
         paths[variant] = path
     np.save(folder / "keras_probs.npy", model.predict(x[:30], verbose=0))
+    model.save(folder / "tiny.keras")
     return paths

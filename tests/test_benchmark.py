@@ -266,7 +266,7 @@ def test_image_error_pickles_and_data_with_unreadable_first_image(tmp_path, tiny
     (tmp_path / "bright" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
     import cv2
 
-    cv2.imwrite(str(tmp_path / "dark" / "b.png"), np.full((32, 32), 10, np.uint8))
+    cv2.imwrite(str(tmp_path / "dark" / "b.png"), np.random.default_rng(0).integers(0, 40, (32, 32), dtype=np.uint8))
     result = measure_in_child(str(tiny_models["int8"]), runs=3, warmup=0, data=str(tmp_path))
     assert result["input"] == "real image" and result["n_images"] == 1
     assert 10 < result["peak_rss_mb"] < 300  # the child's own peak, not pytest's

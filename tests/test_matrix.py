@@ -14,7 +14,7 @@ def test_matrix_writes_results_report_and_plot(tiny_models, tmp_path):
     for label, value in (("dark", 10), ("bright", 200)):
         (data / label).mkdir(parents=True)
         for i in range(2):
-            cv2.imwrite(str(data / label / f"{i}.png"), np.full((32, 32), value + i, np.uint8))
+            cv2.imwrite(str(data / label / f"{i}.png"), np.random.default_rng(i).integers(value, value + 20, (32, 32), dtype=np.uint8))
     out = tmp_path / "out"
     assert main(["--models", str(tiny_models["int8"].parent), "--data", str(data), "--out", str(out), "--runs", "3", "--warmup", "1"]) == 0
     results = json.loads((out / "results.json").read_text())

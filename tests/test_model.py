@@ -163,7 +163,7 @@ def test_predict_loaded_image(models, tmp_path, variant):
     loaded = load_image(path)
     p = models[variant].predict(loaded)
     assert p.label == "striped"
-    assert p.file is None
+    assert p.file == str(path)  # a loaded image remembers the file it came from
 
 
 def test_predict_rgb_gray_array_same_as_gray(models):
@@ -261,18 +261,24 @@ def test_to_dict_rounds_and_copies():
 # --- input warnings ----------------------------------------------------------------------------
 
 
-def test_warning_blank(models):
-    p = models["int8"].predict(np.full((128, 128), 0.5, np.float32))
+def test_warning_nearly_uniform(models):
+    noise = np.random.default_rng(5).normal(0.5, 0.005, (128, 128)).astype(np.float32)
+    p = models["int8"].predict(noise)
     assert len(p.warnings) == 1
     assert "blank" in p.warnings[0]
     assert abs(sum(p.probabilities.values()) - 1.0) < 1e-5
 
 
-def test_warning_blank_from_file(models, tmp_path):
+def test_constant_image_is_refused(models):
+    with pytest.raises(ImageError, match=r"<array>: blank image \(every pixel is 0.500\)"):
+        models["int8"].predict(np.full((128, 128), 0.5, np.float32))
+
+
+def test_constant_file_is_refused_naming_it(models, tmp_path):
     path = tmp_path / "black.png"
     cv2.imwrite(str(path), np.zeros((100, 100), np.uint8))
-    p = models["float32"].predict(path)
-    assert any("blank" in w for w in p.warnings)
+    with pytest.raises(ImageError, match=r"black.png: blank image \(every pixel is 0.000\)"):
+        models["float32"].predict(path)
 
 
 def test_warning_colour(models):
@@ -319,7 +325,9 @@ def test_warning_aspect_tall(models):
 
 
 def test_several_warnings_together(models):
-    p = models["int8"].predict(np.zeros((20, 200), np.uint8))
+    strip = np.zeros((20, 200), np.uint8)
+    strip[10, 100] = 1  # not constant, so it is predicted (with warnings), not refused
+    p = models["int8"].predict(strip)
     joined = " | ".join(p.warnings)
     assert len(p.warnings) == 3
     assert "small" in joined and "aspect" in joined and "blank" in joined

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(**{k: v for k, v in vars(args).items()})
+    # Ctrl+C must reach the checkpointing handler even when started in the background, where the
+    # shell makes the process ignore SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         metrics = train(cfg, ["python -m training", *(argv if argv is not None else sys.argv[1:])])
     except DatasetError as exc:

@@ -1,0 +1,249 @@
+"""Heatmaps (class activation maps from the model's own feature map), temperature scaling, odd inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import SHARED_DATA, toy_images
+from edgecxr import ModelError, load_model
+from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
+from edgecxr.cam import class_activation_map, normalise, overlay
+from edgecxr.card import read_card, write_card
+from edgecxr.checks import input_warnings
+from edgecxr.cli import main
+from edgecxr.imageio import from_array, load_image
+from edgecxr.preprocess import preprocess, to_original
+
+
+def toy_u8(cls: int, seed: int = 0, size: tuple[int, int] = (64, 64)) -> np.ndarray:
+    x, _ = toy_images(3, seed=seed)
+    return cv2.resize(np.round(x[cls, :, :, 0] * 255).astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+@pytest.fixture(scope="module")
+def keras_tiny(tiny_models):
+    import os
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras as keras
+
+    return keras.models.load_model(tiny_models["float32"].parent / "tiny.keras")
+
+
+def keras_cams(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The same maps computed in Keras: the 'features' layer's output times the classifier's weights."""
+    import tf_keras as keras
+
+    features = keras.Model(model.input, model.get_layer("features").output).predict(x, verbose=0)
+    kernel = model.get_layer("classifier").get_weights()[0]
+    return np.einsum("nhwk,kn->nhw", features, kernel[:, classes])
+
+
+# --- class activation maps ---------------------------------------------------------------------
+
+
+def test_cam_of_float32_model_equals_keras(tiny_models, keras_tiny):
+    x, y = toy_images(9, seed=3)
+    model = load_model(tiny_models["float32"])
+    runtime = np.stack([model.class_activation_map(img, int(c)) for img, c in zip(x, y)])
+    expected = keras_cams(keras_tiny, x, y)
+    assert runtime.shape == expected.shape == (9, 15, 15)
+    assert runtime.dtype == np.float32
+    np.testing.assert_allclose(runtime, expected, atol=1e-4)
+
+
+def test_cam_of_int8_model_follows_keras(tiny_models, keras_tiny):
+    x, y = toy_images(9, seed=4)
+    model = load_model(tiny_models["int8"])
+    assert np.dtype(model.feature_details["dtype"]) == np.int8
+    runtime = np.stack([model.class_activation_map(img, int(c)) for img, c in zip(x, y)])
+    expected = keras_cams(keras_tiny, x, y)
+    for r, e in zip(runtime, expected):
+        assert np.corrcoef(r.ravel(), e.ravel())[0, 1] > 0.98
+    assert np.max(np.abs(runtime - expected)) < 0.1 * np.max(np.abs(expected))
+
+
+def test_cam_mean_plus_bias_is_the_logit(tiny_models, keras_tiny):
+    """For GAP + dense the logit is the map's mean plus the bias: softmax of that gives the model's probabilities."""
+    x, _ = toy_images(6, seed=5)
+    model = load_model(tiny_models["float32"])
+    bias = np.asarray(read_card(tiny_models["float32"])["cam"]["bias"])
+    for img in x:
+        logits = np.array([model.class_activation_map(img, c).mean() for c in range(3)]) + bias
+        softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(softmax, model.predict_preprocessed(img), atol=1e-4)
+
+
+def test_predict_heatmap_is_over_the_input_image(tiny_models):
+    model = load_model(tiny_models["int8"])
+    img = toy_u8(2, size=(90, 150))
+    p = model.predict(img, heatmap=True)
+    assert p.heatmap.shape == (90, 150)
+    assert p.heatmap.dtype == np.float32
+    assert p.heatmap.min() >= 0.0 and p.heatmap.max() == pytest.approx(1.0)
+    assert "heatmap" not in p.to_dict()
+    assert model.predict(img).heatmap is None
+
+
+def test_heatmap_follows_the_evidence():
+    """A map whose only positive evidence is in one corner stays in that corner after mapping back."""
+    features = np.zeros((4, 4, 2), np.float32)
+    features[0, 3, 1] = 2.0
+    weights = np.array([[0.0, 0.0], [1.0, -1.0]], np.float32)
+    cam = normalise(class_activation_map(features, weights, 0))
+    full = to_original(cam, (200, 400), {"size": [4, 4], "crop": "none"})
+    assert full.shape == (200, 400)
+    assert full[:50, 300:].mean() > 0.5 and full[100:, :200].max() == 0.0
+    assert normalise(class_activation_map(features, weights, 1)).max() == 0.0  # only negative evidence
+
+
+def test_to_original_center_square_leaves_the_sides_empty():
+    full = to_original(np.ones((4, 4), np.float32), (100, 160), {"size": [4, 4], "crop": "center-square"})
+    assert full.shape == (100, 160)
+    assert full[:, :30].max() == 0.0 and full[:, 130:].max() == 0.0
+    assert full[:, 30:130].min() == pytest.approx(1.0)
+
+
+def test_overlay_is_colour_and_keeps_shape():
+    img = np.linspace(0, 1, 50 * 80, dtype=np.float32).reshape(50, 80)
+    heat = np.zeros((50, 80), np.float32)
+    heat[:, 40:] = 1.0
+    out = overlay(img, heat)
+    assert out.shape == (50, 80, 3) and out.dtype == np.uint8
+    assert out[:, :40, 2].mean() < out[:, 40:, 2].mean()  # red (hot) on the right only
+    with pytest.raises(ValueError, match="differ in shape"):
+        overlay(img, heat[:10])
+
+
+def test_model_without_feature_map_has_no_heatmap(tiny_models, tmp_path):
+    path = tmp_path / "nocam.tflite"
+    shutil.copy(tiny_models["int8"], path)
+    card = read_card(tiny_models["int8"])
+    del card["cam"]
+    write_card(path, card)
+    model = load_model(path)
+    assert not model.has_heatmap
+    with pytest.raises(ModelError, match="no heatmap available"):
+        model.predict(toy_u8(0), heatmap=True)
+    result = CliRunner().invoke(main, ["predict", str(tmp_path), "--model", str(path), "--heatmap", str(tmp_path / "maps")])
+    assert result.exit_code == 2
+    assert "has no heatmap" in result.stderr
+
+
+def test_card_heatmap_weights_of_wrong_shape_are_refused(tiny_models, tmp_path):
+    path = tmp_path / "badcam.tflite"
+    shutil.copy(tiny_models["int8"], path)
+    card = read_card(tiny_models["int8"])
+    card["cam"]["weights"] = [[0.0] * 3] * 5
+    write_card(path, card)
+    with pytest.raises(ModelError, match=r"heatmap weights have shape \(5, 3\), model needs \(8, 3\)"):
+        load_model(path)
+
+
+def test_cli_heatmap_writes_overlays_and_json(tiny_models, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "scan.png"), toy_u8(1, size=(60, 100)))
+    cv2.imwrite(str(tmp_path / "b" / "scan.png"), toy_u8(2, size=(80, 80)))
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "maps"
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "a"), str(tmp_path / "b"), "--model", str(tiny_models["int8"]), "--json", "--heatmap", str(out)])
+    assert result.exit_code == 1  # the broken file, and only it, failed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    ok = [line for line in lines if "label" in line]
+    assert [line["file"].endswith("scan.png") for line in ok] == [True, True]
+    paths = [line["heatmap"] for line in ok]
+    assert paths == [str(out / "scan.heatmap.png"), str(out / "scan-2.heatmap.png")]  # same stem, nothing overwritten
+    assert cv2.imread(paths[0]).shape == (60, 100, 3)
+    assert cv2.imread(paths[1]).shape == (80, 80, 3)
+    assert [line["error"] for line in lines if "error" in line] == ["not a readable image (truncated, corrupt, or not an image format)"]
+
+
+def test_cli_heatmap_folder_that_cannot_be_made(tiny_models, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cv2.imwrite(str(tmp_path / "s.png"), toy_u8(0))
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "s.png"), "--model", str(tiny_models["int8"]), "--heatmap", str(blocker / "maps")])
+    assert result.exit_code == 2
+    assert "error: --heatmap: cannot create folder" in result.stderr
+
+
+# --- temperature scaling -----------------------------------------------------------------------
+
+
+def overconfident_case(n: int = 3000, sharpen: float = 3.0, seed: int = 0):
+    """Labels drawn from softmax(z), reported probabilities softmax(sharpen * z): overconfident by design."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, (n, 3))
+    truth = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in truth])
+    reported = np.exp(sharpen * z) / np.exp(sharpen * z).sum(1, keepdims=True)
+    return reported, y
+
+
+def test_fit_temperature_recovers_the_miscalibration_and_lowers_ece():
+    probs, y = overconfident_case()
+    t = fit_temperature(probs, y)
+    assert 2.6 < t < 3.4
+    calibrated = apply_temperature(probs, t)
+    before, after = expected_calibration_error(probs, y), expected_calibration_error(calibrated, y)
+    assert before > 0.15 and after < 0.04
+    assert negative_log_likelihood(calibrated, y) < negative_log_likelihood(probs, y)
+    np.testing.assert_array_equal(calibrated.argmax(1), probs.argmax(1))  # never changes the answer
+    np.testing.assert_allclose(calibrated.sum(1), 1.0, atol=1e-5)
+
+
+def test_temperature_one_is_identity_and_ece_by_hand():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4]], np.float32)
+    np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-6)
+    # bin of 0.9: right, gap 0.1; bin of 0.6: wrong, gap 0.6; each holds half the images
+    assert expected_calibration_error(probs, np.array([0, 1])) == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="no images"):
+        fit_temperature(probs[:0], np.array([], int))
+
+
+def test_runtime_applies_the_card_temperature(tiny_models, tmp_path):
+    path = tmp_path / "warm.tflite"
+    shutil.copy(tiny_models["float32"], path)
+    write_card(path, {**read_card(tiny_models["float32"]), "temperature": {"value": 2.0}})
+    plain, warm = load_model(tiny_models["float32"]), load_model(path)
+    x, _ = toy_images(3, seed=9)
+    for img in x:
+        raw = plain.predict_preprocessed(img)
+        np.testing.assert_allclose(warm.predict_preprocessed(img, calibrated=False), raw, atol=1e-6)
+        np.testing.assert_allclose(warm.predict_preprocessed(img), apply_temperature(raw, 2.0), atol=1e-6)
+        assert warm.predict_preprocessed(img).max() < raw.max()  # softer
+    img = toy_u8(1)
+    expected = apply_temperature(plain.predict_preprocessed(preprocess(img, warm.card["preprocessing"])), 2.0)
+    assert list(warm.predict(img).probabilities.values()) == pytest.approx(list(expected), abs=1e-5)
+
+
+# --- odd inputs ---------------------------------------------------------------------------------
+
+
+def test_each_warning_fires_on_its_case():
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    cases = {
+        "colour": from_array(colour),
+        "small": from_array(rng.integers(0, 255, (40, 50), dtype=np.uint8)),
+        "aspect": from_array(rng.integers(0, 255, (100, 400), dtype=np.uint8)),
+        "blank": from_array(rng.normal(0.4, 0.004, (200, 200)).astype(np.float32)),
+    }
+    for word, image in cases.items():
+        warnings = input_warnings(image)
+        assert len(warnings) == 1 and word in warnings[0], (word, warnings)
+
+
+def test_warnings_rarely_fire_on_real_test_xrays():
+    """False alarms on the shared test split: only the two known, genuinely narrow crops (aspect > 2.5)."""
+    files = sorted((SHARED_DATA / "cxr3" / "test").rglob("*.png"))
+    assert len(files) == 905
+    fired = {str(f.relative_to(SHARED_DATA)): w for f in files if (w := input_warnings(load_image(f)))}
+    assert len(fired) <= 2, fired
+    assert all(len(w) == 1 and "aspect" in w[0] for w in fired.values()), fired
