@@ -274,8 +274,10 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {w['images']} | {w['warned']} | {w['refused']} | {pred} |")
     lines += [
         "",
-        "No check exists for a negative (inverted) film, for noise or for a lateral view: the shared data holds no lateral "
-        "views or other wrong inputs to set a threshold on, so the table shows what such inputs get.",
+        "The noise and negative-film thresholds were set on the real X-rays above (see `edgecxr/checks.py`); the "
+        "wrong inputs were not used to choose them. There is no check for a lateral view: the shared data holds none "
+        "to set a threshold on. A warning does not change the answer: every wrong input still gets a label, mostly "
+        "COVID, which is itself a sign of what the model keys on.",
         "",
     ]
     return "\n".join(lines)

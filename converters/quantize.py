@@ -20,7 +20,8 @@ def with_feature_map(model: keras.Model) -> keras.Model:
         features = model.get_layer("features")
     except ValueError:
         return model
-    return keras.Model(model.input, [model.output, features.output], name=model.name)
+    # The layer's newest node is this model's: strip_pruning rebuilds the graph around the same layers.
+    return keras.Model(model.input, [model.output, features.get_output_at(-1)], name=model.name)
 
 
 def representative_images(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -82,3 +82,24 @@ def test_full_size_originals_agree_with_their_downscaled_copies(shared_data):
         assert abs(sum(original.probabilities.values()) - 1) < 1e-5
         same += original.label == copy.label
     assert same / len(rows) >= 0.9
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bundled_models_are_calibrated_and_resnets_have_heatmaps(name):
+    model = load_model(name)
+    t = model.card["temperature"]
+    assert t["fitted_on"] == "val" and t["images"] == 906
+    assert model.temperature == t["value"] != 1.0
+    assert t["ece_test"]["after"] < t["ece_test"]["before"]
+    assert t["nll_val"]["after"] <= t["nll_val"]["before"]
+    assert model.has_heatmap == name.startswith("resnet18")
+
+
+def test_default_heatmap_on_a_real_full_size_film(shared_data):
+    from edgecxr.imageio import load_image
+
+    path = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]
+    image = load_image(path)
+    p = load_model().predict(image, heatmap=True)
+    assert p.heatmap.shape == image.pixels.shape and p.heatmap.dtype == np.float32
+    assert p.heatmap.max() == pytest.approx(1.0) and p.heatmap.min() >= 0.0
