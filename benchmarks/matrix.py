@@ -272,7 +272,9 @@ def targets_markdown(results: dict, notes: str | None) -> list[str]:
         "latency and size targets for the ResNet-18-style family; other families are listed for comparison. "
         "Ratios are int8 / float32 of p50 latency (same threads and XNNPACK setting) and of file size; "
         "accuracy is int8 minus float32 test accuracy in points (a gain counts as met); the cold start is the "
-        "median wall time and the largest peak RSS of the repeated runs.", "",
+        "median wall time and the largest peak RSS of the repeated runs."
+        + (" The cold-start rows come from the separate cold-start run, all others from the matrix run."
+           if results.get("cold_start", {}).get("separate_run") else ""), "",
         "| target | scope | limit | reached | result |", "|---|---|---|---|---|",
     ]
     for t in results["targets"]:
