@@ -2,30 +2,91 @@
 
     python -m benchmarks.matrix --models DIR [--models DIR ...] [--keras RUN_DIR ...] \\
         --data ../shared/data/cxr3/test --out benchmarks/results/NAME
+    python -m benchmarks.matrix --from-results benchmarks/results/NAME/results.json [--measure-cold-start --data DIR]
 
 For each ``.tflite`` in the given folders: latency (``edgecxr.benchmark.measure``, each in its
 own process) for threads {1, 2, 4} x XNNPACK {on, off}, and accuracy / macro-F1 / per-class
 sensitivity overall and per source on the test split. The Keras full model of each run folder is
-timed too. Writes ``results.json``, ``report.md`` and ``tradeoff.png``.
+timed too, and so is a cold ``edgecxr predict IMAGE`` (a fresh process, spawn to exit) for every
+bundled model. The issue's targets are computed from these numbers. Writes ``results.json``,
+``report.md`` and ``tradeoff.png``; ``--from-results`` re-renders them from a ``results.json``
+without remeasuring (``--measure-cold-start`` then remeasures only the cold start). A ``notes.md``
+in the output folder (hand-written analysis) is included in the report under "Why".
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
+import statistics
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+import edgecxr
 from edgecxr.benchmark import measure_in_child, percentile, platform_info
+from edgecxr.cli import expand_inputs
 from edgecxr.evaluate import labelled_files, predict_labelled
 from edgecxr.model import load_model
+from edgecxr.registry import DEFAULT_MODEL, bundled_models
 from training.data import read_sources
 from training.report import split_metrics
 
 THREADS = (1, 2, 4)
+VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8", "keras")  # row order within a family
+# The issue's targets: int8 vs float32 of the same family, and a cold `edgecxr predict`.
+MAX_P50_RATIO, MAX_SIZE_RATIO, MAX_ACCURACY_LOSS = 0.5, 0.3, 1.0  # ratios; accuracy points
+MAX_COLD_WALL_S, MAX_COLD_RSS_MB = 0.8, 150.0
+SIMD_FLAGS = {  # /proc/cpuinfo flags that decide how fast int8 kernels can be
+    "x86_64": ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"),
+    "aarch64": ("asimd", "asimddp", "i8mm"),
+}
+# Run by a small Python process: spawns the command, waits, prints "wall_s exit_code maxrss_kb".
+# Spawned from the (large) harness itself, ru_maxrss would report the harness's own high-water
+# mark (Linux copies it at exec), so the spawner must be smaller than what it measures (~10 MB).
+# ru_maxrss is in kB (Linux).
+SPAWN_AND_WAIT = """\
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of the SIMD features that matter for int8 this CPU has (empty when unknown)."""
+    wanted = SIMD_FLAGS.get(platform.machine(), ())
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return {}
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith(("flags", "Features"))), [])
+    return {f: f in flags for f in wanted}
+
+
+def family_variant(name: str) -> tuple[str, str]:
+    """``resnet18-pruned-int8`` -> (``resnet18``, ``pruned-int8``); ("name", "") for an unknown variant."""
+    for variant in sorted(VARIANTS, key=len, reverse=True):
+        if name.endswith(f"-{variant}"):
+            return name[: -len(variant) - 1], variant
+    return name, ""
+
+
+def row_order(name: str) -> tuple[str, int]:
+    """Sort key: family, then variant in the order of ``VARIANTS`` (unknown variants last)."""
+    family, variant = family_variant(name)
+    return family, VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS)
 
 
 def accuracy_by_source(path: Path, data: Path) -> dict:
@@ -35,6 +96,7 @@ def accuracy_by_source(path: Path, data: Path) -> dict:
     sources = read_sources(data.parent)  # the manifest sits beside the split folders
     report = split_metrics(np.array(y_true), np.array(y_pred), model.labels, [sources.get(str(f), "") for f in files])
     report["errors"] = errors
+    report["agreement_with_float32"] = model.card.get("verification", {}).get("agreement_with_float32")
     return report
 
 
@@ -61,54 +123,204 @@ def keras_latency(run: Path, runs: int, warmup: int) -> dict:
     }
 
 
-def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int) -> dict:
-    paths = sorted(p for d in model_dirs for p in d.glob("*.tflite"))
+def cold_start(data: Path, runs: int) -> dict[str, Any]:
+    """``edgecxr predict IMAGE`` in a fresh process, ``runs`` times per bundled model: wall time and peak RSS.
+
+    IMAGE is the first image of ``data`` in sorted order. The command is the ``edgecxr`` script
+    beside ``sys.executable`` (else ``python -m edgecxr``), importing the same ``edgecxr`` as this
+    process. Wall time is spawn to exit (interpreter start, imports, model load, decode, answer);
+    the OS file cache is warm after the first run.
+    """
+    image = next(expand_inputs((str(data),)))
+    script = Path(sys.executable).with_name("edgecxr")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "edgecxr"]
+    package_root = str(Path(edgecxr.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    load_before = os.getloadavg()
+    models = []
+    for path in bundled_models():
+        args = [] if path.stem == DEFAULT_MODEL else ["--model", path.stem]
+        walls, rss = [], []
+        for _ in range(runs):
+            done = subprocess.run([sys.executable, "-c", SPAWN_AND_WAIT, *command, "predict", *args, str(image)],
+                                  capture_output=True, text=True, env=env)
+            *answer, last = done.stdout.splitlines() or [""]
+            wall, code, maxrss_kb = last.split() if done.returncode == 0 else ("", "", "")
+            if code != "0":
+                raise RuntimeError(f"cold start of {path.stem} failed: {done.stderr.strip()}")
+            walls.append(round(float(wall), 3))
+            rss.append(round(int(maxrss_kb) / 1024, 1))
+        models.append({
+            "model": path.stem, "default": path.stem == DEFAULT_MODEL, "args": args, "answer": "\n".join(answer),
+            "wall_s": walls, "rss_mb": rss, "wall_median_s": round(statistics.median(walls), 3),
+            "wall_max_s": max(walls), "rss_median_mb": round(statistics.median(rss), 1), "rss_max_mb": max(rss),
+        })
+    return {
+        "measured_at": now(), "load_before": load_before, "load_after": os.getloadavg(),
+        "platform": {**platform_info(), "cpu_features": cpu_features()}, "command": " ".join([Path(command[0]).name, *command[1:]]),
+        "package": str(Path(edgecxr.__file__).resolve().parent), "image": str(image), "runs": runs, "models": models,
+    }
+
+
+def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int, cold_runs: int) -> dict:
+    started, load_before = now(), os.getloadavg()
+    paths = sorted((p for d in model_dirs for p in d.glob("*.tflite")), key=lambda p: row_order(p.stem))
     latency = []
     for i, path in enumerate(paths):
         for threads in THREADS:
             for xnnpack in (True, False):
                 print(f"[{i + 1}/{len(paths)}] {path.name} threads={threads} xnnpack={xnnpack}", file=sys.stderr, flush=True)
                 latency.append(measure_in_child(str(path), runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack))
+    print("cold start", file=sys.stderr, flush=True)
+    cold = cold_start(data, cold_runs)
     accuracy = {}
     for path in paths:
         print(f"accuracy of {path.name}", file=sys.stderr, flush=True)
         accuracy[path.stem] = accuracy_by_source(path, data)
     keras_rows = [keras_latency(r, runs, warmup) for r in keras_runs]
-    return {"platform": platform_info(), "data": str(data), "runs": runs, "warmup": warmup,
-            "latency": latency, "keras": keras_rows, "accuracy": accuracy}
+    return {"platform": {**platform_info(), "cpu_features": cpu_features()}, "measured_at": started,
+            "load_before": load_before, "load_after": os.getloadavg(), "data": str(data), "runs": runs, "warmup": warmup,
+            "latency": latency, "keras": keras_rows, "accuracy": accuracy, "cold_start": cold}
 
 
-def markdown(results: dict) -> str:
+def check(name: str, scope: str, op: str, target: float, reached: float) -> dict[str, Any]:
+    """One target: ``met`` when ``reached op target``; ``margin`` > 0 is room left, < 0 how much it was missed by."""
+    margin = reached - target if op == ">=" else target - reached
+    met = margin >= 0 if op in (">=", "<=") else margin > 0
+    return {"name": name, "scope": scope, "op": op, "target": target, "reached": reached, "met": met, "margin": round(margin, 3)}
+
+
+def targets(results: dict) -> list[dict[str, Any]]:
+    """The issue's targets from ``results``: int8 vs float32 per family (p50 per threads x XNNPACK, size,
+    accuracy), and per bundled model a cold ``edgecxr predict`` (median wall time, max peak RSS)."""
+    rows = {(*family_variant(r["model"]), r["threads"], r["xnnpack"]): r for r in results["latency"]}
+    out = []
+    for family in sorted({f for f, v, _, _ in rows if v == "int8"} & {f for f, v, _, _ in rows if v == "float32"}):
+        int8 = {k[2:]: r for k, r in rows.items() if k[:2] == (family, "int8")}
+        f32 = {k[2:]: r for k, r in rows.items() if k[:2] == (family, "float32")}
+        for threads, xnnpack in sorted(int8.keys() & f32.keys(), key=lambda k: (k[0], not k[1])):
+            ratio = round(int8[threads, xnnpack]["p50_ms"] / f32[threads, xnnpack]["p50_ms"], 3)
+            scope = f"{family}, {threads} thread{'s' * (threads != 1)}, XNNPACK {'on' if xnnpack else 'off'}"
+            out.append(check("int8/float32 p50 latency", scope, "<=", MAX_P50_RATIO, ratio))
+        any_int8, any_f32 = next(iter(int8.values())), next(iter(f32.values()))
+        out.append(check("int8/float32 file size", family, "<=", MAX_SIZE_RATIO, round(any_int8["size_bytes"] / any_f32["size_bytes"], 3)))
+        acc = results["accuracy"]
+        if f"{family}-int8" in acc and f"{family}-float32" in acc:
+            delta = round((acc[f"{family}-int8"]["accuracy"] - acc[f"{family}-float32"]["accuracy"]) * 100, 2)
+            out.append(check("int8 - float32 test accuracy, points", family, ">=", -MAX_ACCURACY_LOSS, delta))
+    for m in results.get("cold_start", {}).get("models", []):
+        scope = f"{m['model']}{' (default)' if m['default'] else ''}"
+        out.append(check("cold predict, median wall s", scope, "<", MAX_COLD_WALL_S, m["wall_median_s"]))
+        out.append(check("cold predict, max peak RSS MB", scope, "<", MAX_COLD_RSS_MB, m["rss_max_mb"]))
+    return out
+
+
+def provenance(block: dict) -> str:
+    """When a block of results was measured and how loaded the machine was."""
+    loads = [block.get("load_before"), block.get("load_after")]
+    load = ("load average (1/5/15 min) {} before, {} after".format(*("/".join(f"{x:.2f}" for x in v) for v in loads))
+            if all(loads) else "load not recorded")
+    return f"{block.get('measured_at') or 'a time not recorded'}, {load}"
+
+
+def markdown(results: dict, notes: str | None = None) -> str:
     p = results["platform"]
+    cold = results.get("cold_start")
+    labels = next(iter(results["accuracy"].values()))["labels"]
     lines = [
         "# edgecxr benchmark", "",
         f"Machine: {p['machine']}, {p['cpu']}, {p['cpus']} CPUs, {p['system']}; Python {p['python']}; "
         f"{p['interpreter']} {p['interpreter_version']}. {results['runs']} timed runs after {results['warmup']} warm-up runs, "
         "each model in its own process; peak RSS is that process's.", "",
+        f"Latency, accuracy and Keras numbers: matrix run at {provenance(results)}. " + (
+            "No cold-start numbers." if not cold else "Cold start: "
+            + ("a separate run (`--measure-cold-start`), not the matrix run" if cold.get("separate_run") else "the same run")
+            + f", at {provenance(cold)}."),
+        "", *targets_markdown(results, notes), *cold_markdown(cold),
         "## Accuracy on the test split", "",
-        "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in next(iter(results["accuracy"].values()))["labels"]) + " |",
-        "|---|---|---|" + "---|" * len(next(iter(results["accuracy"].values()))["labels"]),
+        *([qat_sentence(results), ""] if qat_sentence(results) else []),
+        "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in labels) + " |",
+        "|---|---|---|" + "---|" * len(labels),
     ]
-    for name, a in results["accuracy"].items():
+    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[0])):
         sens = " | ".join(f"{a['per_class'][l]['recall']:.3f}" for l in a["labels"])
         lines.append(f"| {name} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | {sens} |")
     lines += ["", "## Latency (batch 1, ms)", "",
               "| model | dtype | MB | gzip MB | threads | XNNPACK | init | first | p50 | p90 | p99 | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results["latency"]:
-        lines.append(
-            f"| {r['model']} | {r['dtype']} | {r['size_bytes'] / 1e6:.2f} | {r['gzip_bytes'] / 1e6:.2f} | {r['threads']} | "
-            f"{'on' if r['xnnpack'] else 'off'} | {r['init_ms']:.1f} | {r['first_ms']:.2f} | {r['p50_ms']:.2f} | "
-            f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['peak_rss_mb']:.0f} |"
-        )
-    for k in results["keras"]:
-        lines.append(f"| {k['model']} | float32 | {k['size_bytes'] / 1e6:.2f} | – | {k['threads']} | – | {k['init_ms']:.0f} | – | "
-                     f"{k['p50_ms']:.2f} | {k['p90_ms']:.2f} | {k['p99_ms']:.2f} | – |")
+    for r in sorted(results["latency"] + results["keras"], key=lambda r: row_order(r["model"])):
+        if r["xnnpack"] is None:  # Keras: TensorFlow, no LiteRT fields
+            lines.append(f"| {r['model']} | float32 | {r['size_bytes'] / 1e6:.2f} | – | {r['threads']} | – | {r['init_ms']:.0f} | – | "
+                         f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | – |")
+        else:
+            lines.append(
+                f"| {r['model']} | {r['dtype']} | {r['size_bytes'] / 1e6:.2f} | {r['gzip_bytes'] / 1e6:.2f} | {r['threads']} | "
+                f"{'on' if r['xnnpack'] else 'off'} | {r['init_ms']:.1f} | {r['first_ms']:.2f} | {r['p50_ms']:.2f} | "
+                f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['peak_rss_mb']:.0f} |"
+            )
     lines += ["", "## Accuracy per source (test split)", ""]
-    for name, a in results["accuracy"].items():
+    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[0])):
         per = ", ".join(f"{s} {v['accuracy']:.3f} (n={v['n']})" for s, v in a.get("per_source", {}).items())
         lines.append(f"- **{name}**: {per}")
     return "\n".join(lines) + "\n"
+
+
+def targets_markdown(results: dict, notes: str | None) -> list[str]:
+    lines = [
+        "## Targets", "",
+        "The issue's targets, computed from the numbers below (`targets` in results.json). The issue sets the "
+        "latency and size targets for the ResNet-18-style family; other families are listed for comparison. "
+        "Ratios are int8 / float32 of p50 latency (same threads and XNNPACK setting) and of file size; "
+        "accuracy is int8 minus float32 test accuracy in points (a gain counts as met); the cold start is the "
+        "median wall time and the largest peak RSS of the repeated runs."
+        + (" The cold-start rows come from the separate cold-start run, all others from the matrix run."
+           if results.get("cold_start", {}).get("separate_run") else ""), "",
+        "| target | scope | limit | reached | result |", "|---|---|---|---|---|",
+    ]
+    for t in results["targets"]:
+        result = f"met, {t['margin']:g} to spare" if t["met"] else f"**missed by {-t['margin']:g}**"
+        lines.append(f"| {t['name']} | {t['scope']} | {t['op']} {t['target']:g} | {t['reached']:g} | {result} |")
+    features = results["platform"].get("cpu_features") or results.get("cold_start", {}).get("platform", {}).get("cpu_features")
+    if features or notes:
+        lines += ["", "### Why"]
+    if features:
+        lines.append("")
+        lines.append(f"Measured: of the SIMD flags that matter for int8, /proc/cpuinfo lists "
+                     f"{', '.join(f for f, on in features.items() if on) or 'none'} and lacks "
+                     f"{', '.join(f for f, on in features.items() if not on) or 'none'}; {results['platform']['cpus']} CPUs.")
+    if notes:
+        lines += ["", notes.strip()]
+    return lines + [""]
+
+
+def cold_markdown(cold: dict | None) -> list[str]:
+    if not cold:
+        return []
+    lines = [
+        "## Cold start", "",
+        f"`{cold['command']} predict [--model NAME] IMAGE` as a user runs it: a fresh process each time, wall time from "
+        f"spawn to exit, peak RSS of that process (ru_maxrss), {cold['runs']} runs per model; IMAGE is "
+        f"`{Path(cold['image']).name}` (the first test image). The OS file cache is warm after the first run.", "",
+        "| model | wall median s | wall max s | peak RSS median MB | peak RSS max MB |", "|---|---|---|---|---|",
+    ]
+    for m in cold["models"]:
+        lines.append(f"| {m['model']}{' (default)' if m['default'] else ''} | {m['wall_median_s']:.3f} | {m['wall_max_s']:.3f} | "
+                     f"{m['rss_median_mb']:.0f} | {m['rss_max_mb']:.0f} |")
+    return lines + [""]
+
+
+def qat_sentence(results: dict) -> str:
+    """Why the variants have no QAT int8 row, with the numbers that decided it."""
+    acc = results["accuracy"]
+    parts = []
+    for family in sorted({family_variant(name)[0] for name in acc}):
+        int8, f32 = acc.get(f"{family}-int8"), acc.get(f"{family}-float32")
+        if int8 and f32:
+            agreement = int8.get("agreement_with_float32")
+            parts.append(f"{family} {(int8['accuracy'] - f32['accuracy']) * 100:+.2f} accuracy points"
+                         + (f", {agreement:.1%} agreement with float32 (model card)" if agreement is not None else ""))
+    return ("There is no QAT int8 variant: quantisation-aware training was not built because post-training int8 "
+            f"lost nothing measurable against float32 ({'; '.join(parts)}).") if parts else ""
 
 
 def plot(results: dict, path: Path) -> None:
@@ -134,24 +346,39 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.matrix", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, action="append", required=True, help="folder of .tflite + cards (repeatable)")
+    parser.add_argument("--models", type=Path, action="append", default=[], help="folder of .tflite + cards (repeatable)")
     parser.add_argument("--keras", type=Path, action="append", default=[], help="training run folder whose best.keras to time (repeatable)")
-    parser.add_argument("--data", type=Path, required=True, help="test split: one folder per class")
-    parser.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, tradeoff.png")
+    parser.add_argument("--data", type=Path, help="test split: one folder per class")
+    parser.add_argument("--out", type=Path, help="folder for results.json, report.md, tradeoff.png (default with --from-results: its folder)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--cold-runs", type=int, default=10, help="fresh `edgecxr predict` processes per bundled model")
+    parser.add_argument("--from-results", type=Path, help="re-render from this results.json instead of measuring")
+    parser.add_argument("--measure-cold-start", action="store_true", help="with --from-results: measure the cold start now (needs --data)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be >= 1 and --warmup >= 0")
-    for d in [*args.models, *args.keras, args.data]:
+    if args.runs < 1 or args.warmup < 0 or args.cold_runs < 1:
+        parser.error("--runs and --cold-runs must be >= 1 and --warmup >= 0")
+    if args.from_results is None and not (args.models and args.data and args.out):
+        parser.error("--models, --data and --out are required unless --from-results is given")
+    if args.measure_cold_start and not (args.from_results and args.data):
+        parser.error("--measure-cold-start needs --from-results and --data")
+    for d in [*args.models, *args.keras, *([args.data] if args.data else [])]:
         if not d.is_dir():
             parser.error(f"{d}: not a folder")
-    results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "report.md").write_text(markdown(results))
-    plot(results, args.out / "tradeoff.png")
-    print(f"wrote {args.out}/results.json, report.md, tradeoff.png")
+    if args.from_results:
+        results = json.loads(args.from_results.read_text())
+        if args.measure_cold_start:
+            results["cold_start"] = {**cold_start(args.data, args.cold_runs), "separate_run": True}
+    else:
+        results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs)
+    results["targets"] = targets(results)
+    out = args.out or args.from_results.parent
+    out.mkdir(parents=True, exist_ok=True)
+    notes = out / "notes.md"
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(results, notes.read_text() if notes.is_file() else None))
+    plot(results, out / "tradeoff.png")
+    print(f"wrote {out}/results.json, report.md, tradeoff.png")
     return 0
 
 
