@@ -171,3 +171,39 @@ def test_finetune_site(tmp_path):
 
     result = run_example("finetune_site.py", str(site), str(tmp_path / "nobase"), str(tmp_path / "o2"))
     assert result.returncode == 2 and "not a training run" in result.stderr
+
+
+def test_explain_heatmap_writes_overlays_and_lung_share(model_path, scans, tmp_path):
+    out = tmp_path / "maps"
+    files = [str(scans["bright"]), str(scans["corrupt"])]
+    result = run_example("explain_heatmap.py", *files, "--out", str(out), "--model", model_path, "--min-lung-share", "1.01")
+    assert result.returncode == 1  # the corrupt file
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{scans['bright']}: bright ")
+    share = float(re.search(r"lung share (\d\.\d\d)", lines[0]).group(1))
+    assert 0.0 < share < 1.0 and "LOOKED OUTSIDE THE LUNGS" in lines[0]  # every share is below 1.01
+    assert cv2.imread(str(out / "bright.heatmap.png")).shape == (64, 64, 3)
+    assert "corrupt.png" in result.stderr
+
+
+def test_explain_heatmap_lung_share_by_hand():
+    module = import_example("explain_heatmap")
+    inside, outside = np.zeros((100, 100), np.float32), np.zeros((100, 100), np.float32)
+    inside[40:50, 30:38] = 1.0  # the centre of the right lung field (image left)
+    outside[:5, :5] = 1.0  # the top-left corner
+    assert module.lung_share(inside) == 1.0 and module.lung_share(outside) == 0.0
+
+
+def test_pi_benchmark_compares_with_a_reference(model_path, tmp_path):
+    name = Path(model_path).stem
+    reference = tmp_path / "results.json"
+    reference.write_text(json.dumps({"latency": [
+        {"model": name, "threads": 2, "xnnpack": True, "p50_ms": 123.0},
+        {"model": name, "threads": 2, "xnnpack": False, "p50_ms": 999.0},
+    ]}))
+    result = run_example("pi_benchmark.py", "--threads", "2", "--runs", "3", "--model", model_path, "--compare", str(reference))
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith(name))
+    assert "x86-64   123.00 ms" in row and "999" not in row
+    module = import_example("pi_benchmark")
+    assert module.int8_ratios({"a-int8": 1.0, "a-float32": 4.0, "b-int8": 2.0}) == {"a": 0.25}
