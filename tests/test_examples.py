@@ -54,7 +54,7 @@ def scans(tmp_path) -> dict[str, Path]:
     return files
 
 
-@pytest.mark.parametrize("script", ["folder_to_csv.py", "clinic_app.py", "finetune_site.py"])
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_help_and_docstring(script):
     result = run_example(script, "--help")
     assert result.returncode == 0, result.stderr
