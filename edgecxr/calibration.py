@@ -37,15 +37,19 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     return float(_TEMPERATURES[int(np.argmin(losses))])
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins."""
+def reliability_bins(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[tuple[float, float, float]]:
+    """(mean confidence, accuracy, share of images) of each non-empty equal-width confidence bin."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
+    return [
+        (float(confidence[which == b].mean()), float(correct[which == b].mean()), float(np.mean(which == b)))
+        for b in range(bins)
+        if np.any(which == b)
+    ]
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins."""
+    return float(sum(share * abs(accuracy - confidence) for confidence, accuracy, share in reliability_bins(probs, y, bins)))

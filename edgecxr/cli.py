@@ -68,6 +68,8 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     others are still processed; the exit status is then 1. Probabilities are
     temperature-calibrated when the model card holds a temperature.
     """
+    import cv2  # after edgecxr.imageio, which sets OpenCV's pixel limit before cv2 loads
+
     net = load_or_exit(model, threads)
     if heatmap_dir is not None and not net.has_heatmap:
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
@@ -91,9 +93,6 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
             try:
                 loaded = load_image(path)
                 result = net.predict(loaded, heatmap=heatmaps is not None)
-                out = result.to_dict()
-                if heatmaps is not None:
-                    out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
             except Exception as exc:  # one bad input must never stop a batch
                 failed += 1
                 reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
@@ -101,6 +100,14 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
                     click.echo(json.dumps({"file": str(path), "error": reason}))
                 click.echo(f"error: {path}: {reason}", err=True)
                 continue
+            out = result.to_dict()
+            if heatmaps is not None:
+                try:
+                    out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
+                except (OSError, cv2.error) as exc:  # the prediction is still printed, with "heatmap": null
+                    failed += 1
+                    out["heatmap"] = None
+                    click.echo(f"error: {path}: heatmap not written ({exc})", err=True)
             click.echo(json.dumps(out) if as_json else _human(out))
     sys.exit(1 if failed else 0)
 
@@ -245,7 +252,7 @@ def _evaluation_table(report: dict) -> str:
 def _human(result: dict) -> str:
     probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]))
     line = f"{result['file']}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
-    if "heatmap" in result:
+    if result.get("heatmap"):
         line += f"\n  heatmap: {result['heatmap']}"
     return line + "".join(f"\n  warning: {w}" for w in result["warnings"])
 
@@ -269,7 +276,7 @@ class HeatmapWriter:
         self.used.add(name)
         target = self.folder / name
         if not cv2.imwrite(str(target), overlay(pixels, heatmap)):
-            raise ImageError(source, f"could not write heatmap {target}")
+            raise OSError(f"could not write {target}")
         return str(target)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgecxr import registry
 from edgecxr.calibration import apply_temperature
-from edgecxr.cam import class_activation_map, normalise
+from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelError, read_card, verify_file
 from edgecxr.checks import input_warnings, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
@@ -31,7 +31,8 @@ class Prediction:
     model: str
     file: str | None = None
     warnings: list[str] = field(default_factory=list)
-    heatmap: np.ndarray | None = None  # (H, W) float32 in [0, 1] over the input image, when asked for
+    # (H, W) float32 in [0, 1] over the input image when asked for; at most HEATMAP_MAX_SIDE px long
+    heatmap: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,14 +112,20 @@ class Model:
         probs, features = self._run(preprocess(loaded.pixels, self.card["preprocessing"]))
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
+        warnings = input_warnings(loaded)
+        heat = None
+        if heatmap:
+            heat = self._heatmap(features, best, loaded.pixels.shape)
+            if not heat.any():
+                warnings.append(f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image")
         return Prediction(
             label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
             latency_ms=latency,
             model=self.name,
             file=file,
-            warnings=input_warnings(loaded),
-            heatmap=self._heatmap(features, best, loaded.pixels.shape) if heatmap else None,
+            warnings=warnings,
+            heatmap=heat,
         )
 
     def predict_preprocessed(self, x: np.ndarray, calibrated: bool = True) -> np.ndarray:
@@ -144,7 +151,7 @@ class Model:
 
     def _heatmap(self, features: np.ndarray, class_index: int, shape: tuple[int, int]) -> np.ndarray:
         cam = class_activation_map(features, self._cam_weights, class_index)
-        return normalise(to_original(cam, shape, self.card["preprocessing"]))
+        return normalise(to_original(cam, heatmap_shape(shape), self.card["preprocessing"]))
 
     def _read_cam_weights(self) -> np.ndarray | None:
         cam = self.card.get("cam")

@@ -77,9 +77,10 @@ def test_predict_human_shows_warnings(runner, model_path, tmp_path):
     result = runner.invoke(main, ["predict", "-m", model_path, str(image)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3  # a tiny image of pure noise: two warnings
     assert lines[0].startswith(f"{image}: ")
     assert lines[1].startswith("  warning: very small image (40x40 px)")
+    assert lines[2].startswith("  warning: looks like noise (texture ")
 
 
 def test_predict_json_one_file(runner, model_path, tmp_path):

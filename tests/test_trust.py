@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import SHARED_DATA, toy_images
+from conftest import toy_images
 from edgecxr import ModelError, load_model
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.cam import class_activation_map, normalise, overlay
@@ -116,8 +116,59 @@ def test_overlay_is_colour_and_keeps_shape():
     out = overlay(img, heat)
     assert out.shape == (50, 80, 3) and out.dtype == np.uint8
     assert out[:, :40, 2].mean() < out[:, 40:, 2].mean()  # red (hot) on the right only
-    with pytest.raises(ValueError, match="differ in shape"):
-        overlay(img, heat[:10])
+    assert overlay(cv2.resize(img, (160, 100)), heat).shape == (50, 80, 3)  # the image follows the heatmap's size
+
+
+def test_overlay_stretches_a_dim_12_bit_film():
+    film = np.random.default_rng(0).uniform(0, 4095 / 65535, (40, 40)).astype(np.float32)  # 12-bit data in 16 bits
+    gray = overlay(film, np.zeros((40, 40), np.float32), alpha=0.0)
+    assert gray.max() == 255 and gray.min() == 0
+
+
+def test_heatmap_of_a_huge_image_is_capped_with_the_same_aspect(tiny_models):
+    from edgecxr.cam import HEATMAP_MAX_SIDE, heatmap_shape
+
+    assert heatmap_shape((3000, 6000)) == (HEATMAP_MAX_SIDE // 2, HEATMAP_MAX_SIDE)
+    assert heatmap_shape((90, 150)) == (90, 150)
+    big = cv2.resize(toy_u8(1), (4200, 2100), interpolation=cv2.INTER_NEAREST)
+    p = load_model(tiny_models["int8"]).predict(big, heatmap=True)
+    assert p.heatmap.shape == (1024, 2048)
+
+
+def test_empty_heatmap_is_reported(tiny_models, tmp_path):
+    path = tmp_path / "negative.tflite"
+    shutil.copy(tiny_models["int8"], path)
+    card = read_card(tiny_models["int8"])
+    card["cam"]["weights"] = (-np.abs(np.asarray(card["cam"]["weights"]))).tolist()  # no positive evidence anywhere
+    write_card(path, card)
+    p = load_model(path).predict(toy_u8(0), heatmap=True)
+    assert p.heatmap.max() == 0.0
+    assert p.warnings == [f"heatmap is empty: no positive evidence for {p.label} anywhere in the image"]
+
+
+def test_cli_keeps_the_prediction_when_the_heatmap_cannot_be_written(tiny_models, tmp_path, monkeypatch):
+    import edgecxr.cli
+
+    cv2.imwrite(str(tmp_path / "s.png"), toy_u8(1))
+    monkeypatch.setattr(edgecxr.cli.HeatmapWriter, "write", lambda self, *a: (_ for _ in ()).throw(OSError("disk full")))
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "s.png"), "--model", str(tiny_models["int8"]), "--json", "--heatmap", str(tmp_path / "maps")])
+    assert result.exit_code == 1
+    line = json.loads(result.stdout)
+    assert line["label"] == "bright" and line["heatmap"] is None
+    assert "heatmap not written (disk full)" in result.stderr
+
+
+def test_gradcam_is_the_runtime_cam_over_the_map_area(tiny_models, keras_tiny):
+    from training.gradcam import grad_cam, rank_correlation
+
+    x, y = toy_images(6, seed=8)
+    reference = grad_cam(keras_tiny, x, y)
+    model = load_model(tiny_models["float32"])
+    device = np.stack([model.class_activation_map(img, int(c)) for img, c in zip(x, y)])
+    assert reference.shape == device.shape == (6, 15, 15)
+    np.testing.assert_allclose(reference * 15 * 15, device, atol=1e-3)
+    assert rank_correlation(reference[0], device[0]) > 0.999
+    assert rank_correlation(reference[0], -device[0]) < -0.999
 
 
 def test_model_without_feature_map_has_no_heatmap(tiny_models, tmp_path):
@@ -226,10 +277,10 @@ def test_runtime_applies_the_card_temperature(tiny_models, tmp_path):
 # --- odd inputs ---------------------------------------------------------------------------------
 
 
-def test_each_warning_fires_on_its_case():
+def test_each_warning_fires_on_its_case(shared_data):
     rng = np.random.default_rng(0)
     colour = cv2.resize(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), (400, 300), interpolation=cv2.INTER_CUBIC)
-    xray = load_image(SHARED_DATA / "cxr3" / "test" / "Normal" / "kermany-NORMAL2-IM-0837-0001.png").pixels
+    xray = load_image(shared_data / "cxr3" / "test" / "Normal" / "kermany-NORMAL2-IM-0837-0001.png").pixels
     cases = {
         "colour": from_array(colour),
         "small": from_array(cv2.resize(xray, (50, 40), interpolation=cv2.INTER_AREA)),
@@ -245,9 +296,9 @@ def test_each_warning_fires_on_its_case():
         assert len(warnings) == 1 or word == "colour", (word, warnings)  # a colour field may also read as a negative
 
 
-def test_warnings_rarely_fire_on_real_test_xrays():
+def test_warnings_rarely_fire_on_real_test_xrays(shared_data):
     """False alarms on the shared test split: two narrow crops (aspect > 2.5) and four off-centre films."""
-    files = sorted((SHARED_DATA / "cxr3" / "test").rglob("*.png"))
+    files = sorted((shared_data / "cxr3" / "test").rglob("*.png"))
     assert len(files) == 905
     fired = {f.name: w for f in files if (w := input_warnings(load_image(f)))}
     kinds = sorted(w[0].split(" ")[1] for w in fired.values())
