@@ -107,3 +107,19 @@ def test_default_heatmap_on_a_real_full_size_film(shared_data):
     h, w = image.pixels.shape
     assert abs(p.heatmap.shape[1] / p.heatmap.shape[0] - w / h) < 0.01
     assert p.heatmap.max() == pytest.approx(1.0) and p.heatmap.min() >= 0.0
+
+
+def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared_data):
+    """ECE before and after the card's temperature, recomputed through the runtime, match the card."""
+    from edgecxr.calibration import apply_temperature, expected_calibration_error
+    from edgecxr.evaluate import labelled_files
+    from edgecxr.imageio import load_image
+    from edgecxr.preprocess import preprocess
+
+    model = load_model()
+    items = labelled_files(shared_data / "cxr3" / "test", model.labels)
+    raw = np.stack([model.predict_preprocessed(preprocess(load_image(f).pixels, model.card["preprocessing"]), calibrated=False) for f, _ in items])
+    y = np.array([label for _, label in items])
+    ece = model.card["temperature"]["ece_test"]
+    assert expected_calibration_error(raw, y) == pytest.approx(ece["before"], abs=0.002)
+    assert expected_calibration_error(apply_temperature(raw, model.temperature), y) == pytest.approx(ece["after"], abs=0.002)
