@@ -26,7 +26,6 @@ done
 out=$(realpath -m "$out")
 cd "$(dirname "$0")/../.."
 
-start=$SECONDS
 boards=()
 for arch in "${arches[@]}"; do
   launchers=$(bash benchmarks/arm/make_env.sh "$arch") || { echo "error: installing edgecxr for $arch failed (see above)" >&2; exit 1; }
@@ -34,4 +33,3 @@ for arch in "${arches[@]}"; do
   boards+=(--board "$arch" "$board" "$twin")
 done
 "$python" -m benchmarks.arm.parity "${boards[@]}" ${parity_args[@]+"${parity_args[@]}"} --out "$out"
-echo "ARM check passed for ${arches[*]} in $((SECONDS - start)) s" >&2

@@ -115,6 +115,7 @@ rm -rf "$dir/build" && mkdir -p "$dir/build/src"
 cp -r "$repo"/{setup.cfg,pyproject.toml,README.md,edgecxr} "$dir/build/src/"
 find "$dir/build/src" -name __pycache__ -prune -exec rm -rf {} +
 "$python" -m pip wheel -q --no-deps -w "$dir/build" "$dir/build/src" >&2 || fail "building the edgecxr wheel failed"
+rm -rf "$dir/build/src"
 wheel=$(ls "$dir"/build/edgecxr-*.whl)
 
 # --- runtime dependencies -----------------------------------------------------------------------
@@ -144,7 +145,7 @@ key=$( (echo "$requirements"; ls "$dir/wheels") | sha256sum | cut -c1-16)
 deps=$dir/deps-$key
 if [ ! -d "$deps" ]; then
   log "installing the dependencies with the board's pip (emulated: about a minute)"
-  rm -rf "$dir"/deps-*
+  rm -rf "$dir"/deps-*  # and its .pins
   # shellcheck disable=SC2086
   board_pip install -q --no-index --find-links "$dir/wheels" $pip_deps --target "$deps.tmp" $requirements >&2 \
     || fail "pip install of the dependencies failed"
@@ -168,7 +169,8 @@ EOF
 # so a difference in answers can be told apart as CPU (board vs twin) or versions (twin vs host).
 names="$(echo "$requirements" | sed 's/[^a-zA-Z0-9_.-].*//') ${from_debian//|/ }"
 # shellcheck disable=SC2086
-pins=$(board PYTHONPATH="$site" "$root/usr/local/bin/python3" - $names <<'EOF'
+if [ ! -s "$deps.pins" ]; then
+  board PYTHONPATH="$site" "$root/usr/local/bin/python3" - $names > "$deps.pins.tmp" <<'EOF'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 for name in sys.argv[1:]:
@@ -178,7 +180,9 @@ for name in sys.argv[1:]:
         import cv2
         print(f"{name}=={cv2.__version__}.*")
 EOF
-)
+  mv "$deps.pins.tmp" "$deps.pins"
+fi
+pins=$(cat "$deps.pins")
 twin=$dir/x86-$(echo "$pins" | sha256sum | cut -c1-16)
 if [ ! -d "$twin" ]; then
   log "x86-64 twin: $(echo $pins)"

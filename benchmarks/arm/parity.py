@@ -99,8 +99,11 @@ def run(cmd: list[str], *args: str) -> str:
 
 
 def benchmark(cmd: list[str], runs: int) -> dict:
-    """``edgecxr benchmark --json`` of every bundled model, one thread, one warm-up run."""
-    return json.loads(run(cmd, "benchmark", "--json", "--runs", str(runs), "--warmup", "1", "--threads", "1"))
+    """``edgecxr benchmark --json`` of every bundled model, one thread, one warm-up run (without local paths)."""
+    result = json.loads(run(cmd, "benchmark", "--json", "--runs", str(runs), "--warmup", "1", "--threads", "1"))
+    for r in result["results"]:
+        r.pop("path")
+    return result
 
 
 def predict(cmd: list[str], model: str, files: list[Path]) -> list[dict]:
@@ -129,11 +132,11 @@ def check_board(board: list[str], twin: list[str], host: list[str], host_platfor
         tol = tolerance(card)
         vs_twin = compare(predict(twin, model, files), answers, tol)
         vs_host = compare(host_answers[model], answers, tol if same_build else None)
-        problems += [f"{model} vs x86-64 twin: {p}" for p in vs_twin.pop("problems")]
-        problems += [f"{model} vs x86-64 host: {p}" for p in vs_host.pop("problems")]
         step = ((card.get("output") or {}).get("quantization") or {}).get("scale")
         models[model] = {"tolerance": round(tol, 7), "output_step": step, "vs_twin": vs_twin, "vs_host": vs_host,
-                         "host_tolerance_applied": same_build}
+                         "host_tolerance_applied": same_build,
+                         "problems": [f"vs x86-64 twin: {p}" for p in vs_twin.pop("problems")]
+                         + [f"vs x86-64 host: {p}" for p in vs_host.pop("problems")]}
     return {"platform": platform, "models": models, "benchmark": bench["results"], "problems": problems}
 
 
@@ -160,8 +163,9 @@ def report(results: dict) -> str:
             lines.append(f"| {board} | {p['interpreter']} {p['interpreter_version']} | {model} | {t['labels_equal']}/{t['n']} | "
                          f"{t['images_differing']} | {_diff(t, m)} | {h['labels_equal']}/{h['n']} | {h['images_differing']} | "
                          f"{_diff(h, m)} | {m['tolerance']:.6f}{'' if m['host_tolerance_applied'] else ' (twin only)'} |")
-    lines += ["", "Result: " + ("**passed**" if results["passed"] else "**FAILED**: " + "; ".join(
-        f"{b}: {p}" for b, r in results["boards"].items() for p in r["problems"])), "",
+    failures = [f"{b}: {p}" for b, r in results["boards"].items() for p in r["problems"]]
+    failures += [f"{b} {m}: {p}" for b, r in results["boards"].items() for m, x in r["models"].items() for p in x["problems"]]
+    lines += ["", "Result: " + ("**passed**" if results["passed"] else "**FAILED**: " + "; ".join(failures)), "",
         "## Latency — EMULATED, not board timings", "",
         f"`edgecxr benchmark --runs {results['runs']} --warmup 1 --threads 1`, synthetic input. The ARM columns are "
         "qemu-user translating ARM code on this x86-64 machine: they say nothing about a Raspberry Pi's speed, "
@@ -213,18 +217,24 @@ def main(argv: list[str] | None = None) -> int:
         "files": [str(f.relative_to(args.data)) for f in files],
         "host": {"platform": host_bench["platform"], "benchmark": host_bench["results"]},
         "boards": boards,
-        "passed": not any(b["problems"] for b in boards.values()),
+        "passed": not any(b["problems"] or any(m["problems"] for m in b["models"].values()) for b in boards.values()),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "report.md").write_text(report(results))
+    passed = failed = 0
     for name, b in boards.items():
+        for p in b["problems"]:
+            print(f"error: [{name}] {p}", file=sys.stderr)
+        failed += len(b["problems"])
         for model, m in b["models"].items():
             print(f"[{name}] {model}: max |dp| {m['vs_twin']['max_abs_diff']:.6f} vs twin, {m['vs_host']['max_abs_diff']:.6f} vs host "
                   f"(tolerance {m['tolerance']:.6f}); labels {m['vs_host']['labels_equal']}/{m['vs_host']['n']} equal", file=sys.stderr)
-        for p in b["problems"]:
-            print(f"error: [{name}] {p}", file=sys.stderr)
-    print(f"wrote {args.out}/results.json and report.md", file=sys.stderr)
+            for p in m["problems"]:
+                print(f"error: [{name}] {model} {p}", file=sys.stderr)
+            passed, failed = passed + (not m["problems"]), failed + bool(m["problems"])
+    print(f"wrote {args.out}/results.json and report.md", file=sys.stderr, flush=True)
+    print(f"parity: {passed} passed, {failed} failed")  # one check per board and model
     return 0 if results["passed"] else 1
 
 
