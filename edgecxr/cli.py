@@ -135,7 +135,8 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
             size = r["preprocessing"]["size"]
             click.echo(
                 f"{star} {r['name']:<22} {r['variant'] or '':<8} {size[0]}x{size[1]}  "
-                f"{(r['size_bytes'] or 0) / 1e6:6.2f} MB  {metric}  labels: {', '.join(r['labels'])}"
+                f"{(r['size_bytes'] or 0) / 1e6:6.2f} MB  {metric}  {'heatmap' if r['heatmap'] else 'no heatmap'}  "
+                f"labels: {', '.join(r['labels'])}"
             )
         if any(r["default"] for r in rows):
             click.echo("* default model")

@@ -48,4 +48,6 @@ def describe(path: Path) -> dict:
         "sha256": card["sha256"],
         "test_accuracy": metrics.get("accuracy"),
         "test_macro_f1": metrics.get("macro_f1"),
+        "heatmap": "cam" in card,
+        "temperature": card.get("temperature", {}).get("value"),
     }

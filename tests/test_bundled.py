@@ -50,6 +50,8 @@ def test_models_command_lists_bundled():
     rows = json.loads(result.stdout)
     assert {r["name"] for r in rows} == EXPECTED
     assert [r["name"] for r in rows if r["default"]] == [DEFAULT_MODEL]
+    assert {r["name"] for r in rows if r["heatmap"]} == {"resnet18-int8", "resnet18-float32"}
+    assert all(r["temperature"] == read_card(MODELS_DIR / f"{r['name']}.tflite")["temperature"]["value"] for r in rows)
 
 
 @pytest.mark.parametrize("name", ["resnet18-int8", "mlp12-int8"])
