@@ -191,3 +191,18 @@ def test_init_from_with_new_classes_and_frozen_backbone(tmp_path):
     assert after.output_shape == (None, 4)
     np.testing.assert_array_equal(before.get_layer("stem_conv").get_weights()[0], after.get_layer("stem_conv").get_weights()[0])
     assert json.loads((out / "run.json").read_text())["preprocessing"]["size"] == [32, 32]
+
+
+def test_ctrl_c_during_a_checkpoint_waits_for_it():
+    import os
+
+    from training.train import _ctrl_c_deferred
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal arrives here, mid-"save"
+            written.append("whole checkpoint")
+    assert written == ["whole checkpoint"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import platform
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +110,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
     history = _load_history(cfg.out) if cfg.resume else {}
     best_so_far = min(history.get("val_loss", []), default=None)  # a resumed run keeps its best checkpoint
     callbacks = [
-        keras.callbacks.ModelCheckpoint(
+        _BestCheckpoint(
             str(cfg.out / "best.keras"), monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
         ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
@@ -174,19 +177,44 @@ def _model_file_of(path: Path) -> Path:
     return path / "best.keras" if path.is_dir() else path
 
 
+@contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl+C until the block is done, so a checkpoint is never left half-written."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras's best-model checkpoint, written whole even when Ctrl+C arrives during the save."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        with _ctrl_c_deferred():
+            super().on_epoch_end(epoch, logs)
+
+
 class _LastCheckpoint(keras.callbacks.Callback):
-    """Saves ``last.keras``, ``state.json`` and ``history.json`` after every epoch."""
+    """Saves ``last.keras``, ``state.json`` and ``history.json`` after every epoch, together."""
 
     def __init__(self, out: Path, history: dict) -> None:
         super().__init__()
         self.out, self.history = out, history
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
-        self.model.save(self.out / "last.keras")
-        (self.out / "state.json").write_text(json.dumps({"epochs_done": epoch + 1}))
-        report.write_json(self.history, self.out / "history.json")
+        with _ctrl_c_deferred():
+            for key, value in (logs or {}).items():
+                self.history.setdefault(key, []).append(float(value))
+            self.model.save(self.out / "last.keras")
+            (self.out / "state.json").write_text(json.dumps({"epochs_done": epoch + 1}))
+            report.write_json(self.history, self.out / "history.json")
 
 
 def _load_history(out: Path) -> dict:
