@@ -198,6 +198,7 @@ def test_ctrl_c_during_a_checkpoint_waits_for_it():
 
     from training.train import _ctrl_c_deferred
 
+    before = signal.getsignal(signal.SIGINT)
     written = []
     with pytest.raises(KeyboardInterrupt):
         with _ctrl_c_deferred():
@@ -205,4 +206,4 @@ def test_ctrl_c_during_a_checkpoint_waits_for_it():
             time.sleep(0.05)  # the signal arrives here, mid-"save"
             written.append("whole checkpoint")
     assert written == ["whole checkpoint"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the earlier handler is back
