@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -28,6 +29,20 @@ def toy_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     for column in (0, 16):  # two 4-px bands: a pattern, but no busier than a chest film
         x[y == 2, :, column : column + 4] = 1.0
     return np.clip(x, 0, 1), y
+
+
+def toy_u8(cls: int, seed: int = 0, size: tuple[int, int] = (64, 64)) -> np.ndarray:
+    """A uint8 toy image of class ``cls``: the 32x32 toy pattern scaled to ``size`` (64x64 doubles every pixel)."""
+    x, _ = toy_images(3, seed=seed)
+    img = np.round(x[cls, :, :, 0] * 255.0).astype(np.uint8)
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def write_png(path, cls: int, seed: int = 0):
+    """Write the 64x64 toy image of class ``cls`` to ``path`` (folders made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), toy_u8(cls, seed))
+    return path
 
 
 @pytest.fixture(scope="session")

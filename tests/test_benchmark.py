@@ -13,7 +13,8 @@ from conftest import TINY_LABELS, TINY_SPEC
 from edgecxr import benchmark
 from edgecxr.card import write_card
 from edgecxr.cli import main
-from test_evaluate import make_dataset, write_png
+from conftest import write_png
+from test_evaluate import make_dataset
 
 RESULT_KEYS = {
     "model", "path", "dtype", "size_bytes", "gzip_bytes", "init_ms", "first_ms", "warmup_ms", "mean_ms", "std_ms",

@@ -8,26 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_LABELS, toy_images
+from conftest import TINY_LABELS, write_png
 from edgecxr.cli import main
 from edgecxr.evaluate import evaluate, labelled_files
 from edgecxr.metrics import classification_report, confusion_matrix
 from edgecxr.model import Model
 
 REPORT_KEYS = {"accuracy", "macro_f1", "labels", "per_class", "confusion_matrix", "n"}
-
-
-def toy_u8(cls: int, seed: int = 0) -> np.ndarray:
-    """A 64x64 uint8 toy image of class ``cls`` (the 32x32 toy pattern with every pixel doubled)."""
-    x, _ = toy_images(3, seed=seed)
-    img = np.repeat(np.repeat(x[cls, :, :, 0], 2, axis=0), 2, axis=1)
-    return np.round(img * 255.0).astype(np.uint8)
-
-
-def write_png(path, cls: int, seed: int = 0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), toy_u8(cls, seed))
-    return path
 
 
 def make_dataset(root, per_class: int = 2, mislabelled: bool = True):

@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_LABELS
-from test_cli import write_png
+from conftest import REPO, TINY_LABELS, write_png
 from test_training import make_dataset
 
 EXAMPLES = REPO / "examples"

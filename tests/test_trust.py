@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import toy_images
+from conftest import toy_images, toy_u8
 from edgecxr import ModelError, load_model
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.cam import class_activation_map, normalise, overlay
@@ -18,11 +18,6 @@ from edgecxr.checks import input_warnings
 from edgecxr.cli import main
 from edgecxr.imageio import from_array, load_image
 from edgecxr.preprocess import preprocess, to_original
-
-
-def toy_u8(cls: int, seed: int = 0, size: tuple[int, int] = (64, 64)) -> np.ndarray:
-    x, _ = toy_images(3, seed=seed)
-    return cv2.resize(np.round(x[cls, :, :, 0] * 255).astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
 @pytest.fixture(scope="module")
