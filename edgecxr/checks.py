@@ -30,19 +30,23 @@ NEGATIVE_CONTRAST = -0.05
 _MASKS = region_masks(CHECK_SIZE, CHECK_SIZE)
 
 
-def input_warnings(image: LoadedImage) -> list[str]:
-    """The odd things about ``image`` worth telling the user."""
+def input_warnings(image: LoadedImage, frame: np.ndarray | None = None) -> list[str]:
+    """The odd things about ``image`` worth telling the user.
+
+    ``frame`` may be the model's input for this image when that is the whole film area-resized
+    (see :func:`check_view`); the checks then reuse it instead of resizing the image again.
+    """
     out = []
     h, w = image.pixels.shape
     if min(h, w) < SMALL_SIDE:
         out.append(f"very small image ({w}x{h} px); predictions on it are unreliable")
     if max(h, w) / min(h, w) > EXTREME_ASPECT:
         out.append(f"extreme aspect ratio ({w}x{h}); not a typical chest radiograph")
-    if float(np.std(image.pixels)) < NEARLY_UNIFORM_STD:
+    if float(cv2.meanStdDev(image.pixels)[1][0, 0]) < NEARLY_UNIFORM_STD:
         out.append("image is blank or nearly uniform")
     if image.color_spread > COLOR_SPREAD:
         out.append(f"colour image (channel spread {image.color_spread:.2f}); chest radiographs are grayscale")
-    view = preprocess(image.pixels, {"size": [CHECK_SIZE, CHECK_SIZE]})[:, :, 0]
+    view = check_view(image.pixels, frame)
     busy = float(np.abs(cv2.Laplacian(view, cv2.CV_32F)).mean())
     if busy > NOISE_LAPLACIAN:
         out.append(f"looks like noise (texture {busy:.2f}, chest X-rays stay below {NOISE_LAPLACIAN})")
@@ -50,6 +54,19 @@ def input_warnings(image: LoadedImage) -> list[str]:
     if contrast < NEGATIVE_CONTRAST:
         out.append(f"possibly a negative (inverted) film: the mediastinum is darker than the lung fields ({contrast:.2f})")
     return out
+
+
+def check_view(pixels: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+    """The CHECK_SIZE x CHECK_SIZE view the texture and negative-film checks read.
+
+    It is the whole film area-resized; a ``frame`` that is itself the whole film area-resized to
+    at least CHECK_SIZE (from an image at least that large) gives nearly the same view for far less
+    work than resizing a full-size film a second time.
+    """
+    h, w = pixels.shape
+    if frame is not None and min(frame.shape[:2]) >= CHECK_SIZE and min(h, w) >= min(frame.shape[:2]):
+        return cv2.resize(frame[:, :, 0], (CHECK_SIZE, CHECK_SIZE), interpolation=cv2.INTER_AREA)
+    return preprocess(pixels, {"size": [CHECK_SIZE, CHECK_SIZE]})[:, :, 0]
 
 
 def refuse_blank(image: LoadedImage, file: str | None) -> None:

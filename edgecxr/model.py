@@ -68,6 +68,8 @@ class Model:
             raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {[height, width]}")
         self._cam_weights = self._read_cam_weights()
         self.temperature = float(self.card.get("temperature", {}).get("value", 1.0))
+        spec = self.card["preprocessing"]  # is the model input the whole film, area-resized? (the checks reuse it)
+        self._whole_film_area = spec["crop"] == "none" and not spec["clahe"] and spec["interpolation"] == "area"
 
     @property
     def name(self) -> str:
@@ -109,10 +111,11 @@ class Model:
         loaded, file = _as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
-        probs, features = self._run(preprocess(loaded.pixels, self.card["preprocessing"]))
+        x = preprocess(loaded.pixels, self.card["preprocessing"])
+        probs, features = self._run(x, features=heatmap)
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
-        warnings = input_warnings(loaded)
+        warnings = input_warnings(loaded, x if self._whole_film_area else None)
         heat = None
         if heatmap:
             heat = self._heatmap(features, best, loaded.pixels.shape)
@@ -130,24 +133,23 @@ class Model:
 
     def predict_preprocessed(self, x: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Class probabilities for one preprocessed (H, W, 1) float image (raw softmax if not ``calibrated``)."""
-        return self._run(x, calibrated)[0]
+        return self._run(x, calibrated, features=False)[0]
 
     def class_activation_map(self, x: np.ndarray, class_index: int) -> np.ndarray:
         """The raw (h, w) activation map of ``class_index`` for one preprocessed image, from the model's own feature map."""
         if not self.has_heatmap:
             raise ModelError(f"{self.name}: no heatmap available")
-        return class_activation_map(self._run(x)[1], self._cam_weights, class_index)
+        return class_activation_map(self._run(x, features=True)[1], self._cam_weights, class_index)
 
-    def _run(self, x: np.ndarray, calibrated: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run(self, x: np.ndarray, calibrated: bool = True, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.interpreter.set_tensor(self._input["index"], self.quantize_input(x[None]))
         self.interpreter.invoke()
         probs = self.dequantize_output(self.interpreter.get_tensor(self._output["index"])[0])
         if calibrated and self.temperature != 1.0:
             probs = apply_temperature(probs, self.temperature)
-        features = None
-        if self._features is not None:
-            features = _dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
-        return probs, features
+        if not features or self._features is None:
+            return probs, None
+        return probs, _dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
 
     def _heatmap(self, features: np.ndarray, class_index: int, shape: tuple[int, int]) -> np.ndarray:
         cam = class_activation_map(features, self._cam_weights, class_index)
