@@ -85,9 +85,9 @@ def content_free(model: Model, test_x: np.ndarray) -> dict[str, dict]:
     return out
 
 
-def heatmap_section(model: Model, test, labels: list[str], keras_run: Path | None) -> tuple[dict, np.ndarray]:
-    probs = np.stack([model.predict_preprocessed(img) for img in test.x])
-    pred = probs.argmax(1)
+def heatmap_section(model: Model, test, raw_probs: np.ndarray, keras_run: Path | None) -> tuple[dict, np.ndarray]:
+    labels = model.labels
+    pred = raw_probs.argmax(1)  # temperature never changes the winner
     raw, frame = heatmaps_in_frame(model, test.x, pred)
     masks = {k: v for k, v in region_masks(*test.x.shape[1:3]).items() if k != "spine"}
     records = [
@@ -138,15 +138,14 @@ def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.nda
     }
 
 
-def calibration_section(model: Model, test) -> tuple[dict, np.ndarray, np.ndarray]:
-    raw = np.stack([model.predict_preprocessed(img, calibrated=False) for img in test.x])
+def calibration_section(model: Model, test, raw: np.ndarray) -> tuple[dict, np.ndarray]:
     calibrated = apply_temperature(raw, model.temperature)
     return {
         "temperature": model.temperature,
         "fitted_on": model.card.get("temperature", {}).get("fitted_on"),
         "test_ece": {"before": round(expected_calibration_error(raw, test.y), 4), "after": round(expected_calibration_error(calibrated, test.y), 4)},
         "test_nll": {"before": round(negative_log_likelihood(raw, test.y), 4), "after": round(negative_log_likelihood(calibrated, test.y), 4)},
-    }, raw, calibrated
+    }, calibrated
 
 
 def wrong_inputs(test_files: list[Path], seed: int = 0) -> dict[str, tuple[str, list[np.ndarray]]]:
@@ -360,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, KeyError) as exc:
         print(f"error: {args.data}: no usable test split ({exc})", file=sys.stderr)
         return 2
-    heat, means = heatmap_section(model, test, model.labels, args.keras)
-    calibration, raw, calibrated = calibration_section(model, test)
+    raw_probs = np.stack([model.predict_preprocessed(img, calibrated=False) for img in test.x])
+    heat, means = heatmap_section(model, test, raw_probs, args.keras)
+    calibration, calibrated = calibration_section(model, test, raw_probs)
     fullres = sorted(p for p in args.fullres.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}) if args.fullres else []
     report = {
         "model": model.name,
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "trust.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(report))
     plot_mean_heatmaps(means, model.labels, args.out / "mean_heatmaps.png")
-    plot_reliability(raw, calibrated, test.y, args.out / "reliability.png")
+    plot_reliability(raw_probs, calibrated, test.y, args.out / "reliability.png")
     if args.examples:
         write_examples(model, test, args.out / "examples", args.examples)
     print(f"wrote {args.out}/trust.json, report.md, mean_heatmaps.png, reliability.png")
