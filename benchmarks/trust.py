@@ -26,6 +26,7 @@ from edgecxr.calibration import apply_temperature, expected_calibration_error, n
 from edgecxr.cam import normalise, overlay
 from edgecxr.checks import input_warnings
 from edgecxr.imageio import ImageError, load_image
+from edgecxr.card import ModelError
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import to_original
 from edgecxr.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
@@ -123,7 +124,8 @@ def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.nda
     from training.gradcam import grad_cam, rank_correlation
 
     keras_model = keras.models.load_model(keras_run / "best.keras")
-    if not np.allclose(keras_model.get_layer("classifier").get_weights()[0], model.card["cam"]["weights"], atol=1e-5):
+    kernel, card_weights = keras_model.get_layer("classifier").get_weights()[0], np.asarray(model.card["cam"]["weights"])
+    if kernel.shape != card_weights.shape or not np.allclose(kernel, card_weights, atol=1e-5):
         raise ValueError(f"{keras_run}: its classifier weights differ from {model.name}'s card: not the model it was converted from")
     reference = grad_cam(keras_model, x, pred)
     rho = np.array([rank_correlation(a, b) for a, b in zip(device_maps, reference)])
@@ -344,13 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keras", type=Path, help="training run folder of the float model, for the Grad-CAM comparison")
     parser.add_argument("--data", type=Path, required=True, help="dataset root with a test split (and manifest.csv for sources)")
     parser.add_argument("--fullres", type=Path, help="folder of full-resolution originals to count false alarms on")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="folder for trust.json, report.md and the plots")
     parser.add_argument("--examples", type=int, default=0, help="overlays per class written to OUT/examples/ (not for committing)")
     args = parser.parse_args(argv)
 
     from training.data import DatasetError, load_dataset
 
-    model = load_model(args.model)
+    try:
+        model = load_model(args.model)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not model.has_heatmap:
         print(f"error: {model.name} has no heatmap", file=sys.stderr)
         return 2
@@ -360,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data}: no usable test split ({exc})", file=sys.stderr)
         return 2
     raw_probs = np.stack([model.predict_preprocessed(img, calibrated=False) for img in test.x])
-    heat, means = heatmap_section(model, test, raw_probs, args.keras)
+    try:
+        heat, means = heatmap_section(model, test, raw_probs, args.keras)
+    except (ValueError, OSError) as exc:  # a --keras run that is missing or not this model's source
+        print(f"error: --keras: {exc}", file=sys.stderr)
+        return 2
     calibration, calibrated = calibration_section(model, test, raw_probs)
     fullres = sorted(p for p in args.fullres.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}) if args.fullres else []
     report = {
