@@ -1,0 +1,161 @@
+"""Training the lung-field U-Net on ``lungmask``: ``python -m training.lungs DATA --out RUN``.
+
+Loss: soft Dice + binary cross-entropy. Adam with cosine decay over a fixed number of epochs; the
+model of the last epoch is the run's model (``model.keras``), so the val split that reports Dice
+does not also pick the checkpoint (``best.keras``, by val Dice, is kept for comparison only).
+Every epoch writes ``last.keras``, ``state.json`` and ``history.json``; ``--resume`` continues
+from them. ``run.json`` records the command, config, spec, manifest sha256 and versions;
+``metrics.json`` holds val Dice / IoU at the films' own sizes, overall and per source.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from edgecxr.lungs import LUNG_SPEC, mask_at_size, segmentation_report  # noqa: E402
+from edgecxr.preprocess import validate_spec  # noqa: E402
+from training import lung_data  # noqa: E402
+from training.unet import UNET_WIDTHS, build_unet  # noqa: E402
+
+
+@keras.saving.register_keras_serializable(package="edgecxr")
+def dice_bce_loss(y_true, y_pred):
+    """Soft Dice loss per image (mean over the batch) plus pixel-wise binary cross-entropy."""
+    axes = (1, 2, 3)
+    inter = tf.reduce_sum(y_true * y_pred, axis=axes)
+    total = tf.reduce_sum(y_true, axis=axes) + tf.reduce_sum(y_pred, axis=axes)
+    dice = (2.0 * inter + 1.0) / (total + 1.0)
+    bce = tf.reduce_mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=(1, 2))
+    return (1.0 - dice) + bce
+
+
+@keras.saving.register_keras_serializable(package="edgecxr")
+def dice_metric(y_true, y_pred):
+    """Dice of the 0.5-thresholded mask and the 0.5-thresholded target, per image, in the model frame."""
+    t = tf.cast(y_true > 0.5, tf.float32)
+    p = tf.cast(y_pred > 0.5, tf.float32)
+    inter = tf.reduce_sum(t * p, axis=(1, 2, 3))
+    total = tf.reduce_sum(t, axis=(1, 2, 3)) + tf.reduce_sum(p, axis=(1, 2, 3))
+    return (2.0 * inter + 1.0) / (total + 1.0)
+
+
+def predict_masks(model: keras.Model, split: lung_data.LungSplit, spec) -> list[np.ndarray]:
+    """The Keras model's uint8 0/255 masks at each film's own size, by the runtime's resize rule."""
+    probs = model.predict(split.x, batch_size=16, verbose=0)[..., 0]
+    return [mask_at_size(p, m.shape, spec) for p, m in zip(probs, split.masks)]
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch: ``last.keras``, ``state.json``, ``history.json``; ``best.keras`` on a new best val Dice."""
+
+    def __init__(self, out: Path, history: dict) -> None:
+        super().__init__()
+        self.out, self.history = out, history
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        held = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a checkpoint is never left half-written
+        try:
+            for key, value in (logs or {}).items():
+                self.history.setdefault(key, []).append(float(value))
+            self.history.setdefault("epoch_seconds", []).append(round(time.perf_counter() - self.started, 1))
+            if logs and logs.get("val_dice_metric", -1) >= max(self.history["val_dice_metric"]):
+                self.model.save(self.out / "best.keras")
+            self.model.save(self.out / "last.keras")
+            (self.out / "state.json").write_text(json.dumps({"epochs_done": epoch + 1}))
+            (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
+        finally:
+            signal.signal(signal.SIGINT, held)
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> dict:
+    keras.utils.set_random_seed(args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    resuming = args.resume and (out / "last.keras").exists()
+    if not resuming and (out / "last.keras").exists():
+        raise SystemExit(f"error: {out}: already holds a run; pass --resume or choose another --out")
+    spec = validate_spec(json.loads((out / "run.json").read_text())["preprocessing"] if resuming else {**LUNG_SPEC, "size": [args.input_size] * 2})
+    data = lung_data.load_lungmask(args.data, spec)
+    train_split, val = data["train"], data["val"]
+    info_path = out / "run.json"
+    if resuming:
+        info = json.loads(info_path.read_text())
+        info.setdefault("resumed_with", []).append(" ".join(argv))
+    else:
+        info = {
+            "command": " ".join(argv),
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "preprocessing": spec,
+            "dataset": {"root": str(args.data), "manifest_sha256": lung_data.manifest_sha256(args.data), "counts": {k: len(v.files) for k, v in data.items()}},
+            "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": keras.__version__, "numpy": np.__version__},
+        }
+    info_path.write_text(json.dumps(info, indent=2))
+    steps = int(np.ceil(len(train_split.x) / args.batch_size))
+    if resuming:
+        model = keras.models.load_model(out / "last.keras")
+        initial_epoch = json.loads((out / "state.json").read_text())["epochs_done"]
+        print(f"resuming from {out / 'last.keras'} after epoch {initial_epoch}", flush=True)
+    else:
+        model = build_unet(spec["size"][0], widths=tuple(args.widths))
+        schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=args.epochs * steps, alpha=0.01)
+        model.compile(keras.optimizers.Adam(schedule), loss=dice_bce_loss, metrics=[dice_metric])
+        initial_epoch = 0
+    history = json.loads((out / "history.json").read_text()) if resuming and (out / "history.json").exists() else {}
+    if initial_epoch < args.epochs:
+        model.fit(
+            lung_data.train_pipeline(train_split.x, train_split.y, args.batch_size, args.seed + initial_epoch),
+            validation_data=lung_data.eval_pipeline(val.x, val.y, 16),
+            epochs=args.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[_EpochCheckpoint(out, history)],
+            verbose=2,
+        )
+    model.save(out / "model.keras")
+    metrics = {"val": segmentation_report(predict_masks(model, val, spec), val.masks, val.sources), "params": model.count_params()}
+    best = keras.models.load_model(out / "best.keras")
+    metrics["val_best_checkpoint"] = segmentation_report(predict_masks(best, val, spec), val.masks, val.sources)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.lungs", description="Train the lung-field U-Net on a lungmask-style folder (manifest.csv with image, mask, source, split).")
+    parser.add_argument("data", type=Path, help="dataset root, e.g. ../shared/data/lungmask")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--input-size", type=int, default=LUNG_SPEC["size"][0])
+    parser.add_argument("--widths", type=int, nargs="+", default=list(UNET_WIDTHS), help="encoder widths per level, last = bottleneck")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.keras")
+    args = parser.parse_args(argv)
+    argv = ["python -m training.lungs", *(argv if argv is not None else sys.argv[1:])]
+    try:
+        metrics = train(args, argv)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    v = metrics["val"]
+    print(f"val Dice {v['dice_mean']:.4f} (IoU {v['iou_mean']:.4f}); per source " + ", ".join(f"{s} {m['dice_mean']:.4f}" for s, m in v["per_source"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
