@@ -8,11 +8,12 @@ from edgecxr.card import ModelError, read_card
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "resnet18-int8"
+LUNG_MODEL = "lungs-int8"  # the bundled lung-field model (edgecxr.lungs); not a classifier
 
 
 def bundled_models() -> list[Path]:
-    """The bundled ``.tflite`` files, default first."""
-    files = sorted(MODELS_DIR.glob("*.tflite"))
+    """The bundled classifier ``.tflite`` files, default first (the lung model is loaded by :mod:`edgecxr.lungs`)."""
+    files = sorted(p for p in MODELS_DIR.glob("*.tflite") if p.stem != LUNG_MODEL)
     return sorted(files, key=lambda p: p.stem != DEFAULT_MODEL)
 
 
