@@ -234,6 +234,60 @@ def benchmark(names, data, runs, warmup, threads, no_xnnpack, as_json) -> None:
         click.echo(line)
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="folder for the <stem>.lungs.png masks")
+@click.option("--model", "-m", help="path to a lung-segmentation .tflite with its card; default: the bundled lungs-int8")
+@click.option("--json", "as_json", is_flag=True, help='print one JSON object per input: {"file", "lung_fraction", "mask", "warnings"}')
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool, threads: int | None) -> None:
+    """Outline the lung fields of chest X-rays: files or folders (recursive).
+
+    Writes OUT/<stem>.lungs.png per image (0 = not lung, 255 = lung; the input's own width and
+    height) and prints the share of the image inside the lung fields. An image where the model
+    finds no plausible lung fields gets the warning "no lung fields found". Unreadable inputs get
+    an `error: <file>: <reason>` line on stderr (and {"file", "error"} with --json); the exit
+    status is then 1.
+    """
+    from edgecxr.lungs import NO_LUNGS_WARNING, load_lung_model
+
+    try:
+        net = load_lung_model(model, threads=threads)
+    except (ModelError, ImportError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"error: --out: cannot create folder {out_dir} ({exc.strerror})", err=True)
+        sys.exit(2)
+    writer = LungMaskWriter(Path(out_dir))
+    files = list(expand_inputs(paths))
+    if not files:
+        click.echo("error: no image files found in the given paths", err=True)
+        sys.exit(1)
+    failed = 0
+    show_bar = len(files) > 1 and sys.stderr.isatty()
+    with click.progressbar(files, label="segmenting", file=sys.stderr) if show_bar else _plain(files) as items:
+        for path in items:
+            try:
+                result = net.segment(load_image(path))
+                out = {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": writer.write(path, result.mask)}
+            except Exception as exc:  # one bad input must never stop a batch
+                failed += 1
+                reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
+                if as_json:
+                    click.echo(json.dumps({"file": str(path), "error": reason}))
+                click.echo(f"error: {path}: {reason}", err=True)
+                continue
+            out["warnings"] = [] if result.found else [NO_LUNGS_WARNING]
+            if as_json:
+                click.echo(json.dumps(out))
+            else:
+                click.echo(f"{out['file']}: lung fraction {out['lung_fraction']:.3f}  mask: {out['mask']}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
+    sys.exit(1 if failed else 0)
+
+
 def _evaluation_table(report: dict) -> str:
     labels = report["labels"]
     lines = [
@@ -261,24 +315,38 @@ def _human(result: dict) -> str:
 class HeatmapWriter:
     """Writes ``<stem>.heatmap.png`` overlays into one folder, never overwriting an earlier one of the same run."""
 
+    suffix = ".heatmap.png"
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.used: set[str] = set()
 
     def write(self, source: Path, pixels, heatmap) -> str:
-        import cv2
-
         from edgecxr.cam import overlay
 
-        name, n = f"{source.stem}.heatmap.png", 1
+        return self._save(source, overlay(pixels, heatmap))
+
+    def _save(self, source: Path, picture) -> str:
+        import cv2
+
+        name, n = f"{source.stem}{self.suffix}", 1
         while name in self.used:
             n += 1
-            name = f"{source.stem}-{n}.heatmap.png"
+            name = f"{source.stem}-{n}{self.suffix}"
         self.used.add(name)
         target = self.folder / name
-        if not cv2.imwrite(str(target), overlay(pixels, heatmap)):
+        if not cv2.imwrite(str(target), picture):
             raise OSError(f"could not write {target}")
         return str(target)
+
+
+class LungMaskWriter(HeatmapWriter):
+    """Writes ``<stem>.lungs.png`` masks (0 or 255, the input's own size), same naming rule."""
+
+    suffix = ".lungs.png"
+
+    def write(self, source: Path, mask) -> str:
+        return self._save(source, mask)
 
 
 class _plain:

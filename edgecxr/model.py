@@ -131,6 +131,12 @@ class Model:
             heatmap=heat,
         )
 
+    def lungs(self, image: ImageSource) -> np.ndarray:
+        """The lung fields of ``image`` from the bundled lung model: uint8 0/255 at the input's size (see :mod:`edgecxr.lungs`)."""
+        from edgecxr.lungs import load_lung_model
+
+        return load_lung_model().lungs(image)
+
     def predict_preprocessed(self, x: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Class probabilities for one preprocessed (H, W, 1) float image (raw softmax if not ``calibrated``)."""
         return self._run(x, calibrated, features=False)[0]

@@ -6,6 +6,8 @@ does not also pick the checkpoint (``best.keras``, by val Dice, is kept for comp
 Every epoch writes ``last.keras``, ``state.json`` and ``history.json``; ``--resume`` continues
 from them. ``run.json`` records the command, config, spec, manifest sha256 and versions;
 ``metrics.json`` holds val Dice / IoU at the films' own sizes, overall and per source.
+``--negatives N`` adds N generated frames without lungs, with empty masks, to the training set
+(:mod:`training.lung_negatives`), so the model can answer "no lung fields" on what is not a chest.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import tf_keras as keras  # noqa: E402
 from edgecxr.lungs import LUNG_SPEC, mask_at_size, segmentation_report  # noqa: E402
 from edgecxr.preprocess import validate_spec  # noqa: E402
 from training import lung_data  # noqa: E402
+from training.lung_negatives import negative_frames  # noqa: E402
 from training.unet import UNET_WIDTHS, build_unet  # noqa: E402
 
 
@@ -97,6 +100,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     if resuming:
         info = json.loads(info_path.read_text())
         info.setdefault("resumed_with", []).append(" ".join(argv))
+        args.negatives = info["config"].get("negatives", 0)
     else:
         info = {
             "command": " ".join(argv),
@@ -106,7 +110,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
             "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": keras.__version__, "numpy": np.__version__},
         }
     info_path.write_text(json.dumps(info, indent=2))
-    steps = int(np.ceil(len(train_split.x) / args.batch_size))
+    x, y = train_split.x, train_split.y
+    if args.negatives:
+        negatives = negative_frames(args.negatives, spec, train_split.x, seed=args.seed + 1234)
+        x, y = np.concatenate([x, negatives]), np.concatenate([y, np.zeros_like(negatives)])
+    steps = int(np.ceil(len(x) / args.batch_size))
     if resuming:
         model = keras.models.load_model(out / "last.keras")
         initial_epoch = json.loads((out / "state.json").read_text())["epochs_done"]
@@ -119,7 +127,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     history = json.loads((out / "history.json").read_text()) if resuming and (out / "history.json").exists() else {}
     if initial_epoch < args.epochs:
         model.fit(
-            lung_data.train_pipeline(train_split.x, train_split.y, args.batch_size, args.seed + initial_epoch),
+            lung_data.train_pipeline(x, y, args.batch_size, args.seed + initial_epoch),
             validation_data=lung_data.eval_pipeline(val.x, val.y, 16),
             epochs=args.epochs,
             initial_epoch=initial_epoch,
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--negatives", type=int, default=0, help="generated frames without lungs (empty masks) added to the training set (training/lung_negatives.py)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/last.keras")
     args = parser.parse_args(argv)
     argv = ["python -m training.lungs", *(argv if argv is not None else sys.argv[1:])]

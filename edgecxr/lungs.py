@@ -1,0 +1,185 @@
+"""The lung-field model: a U-Net ``.tflite`` with its card, giving a 0/255 lung mask at the input's size.
+
+    from edgecxr.lungs import load_lung_model
+    lungs = load_lung_model()            # the bundled int8 model; or a path to a .tflite with its card
+    mask = lungs.lungs("scan.png")       # uint8 (H, W), 0 or 255, the input's own size
+    result = lungs.segment("scan.png")   # mask, lung_fraction, found (False: "no lung fields found")
+
+The model outputs one sigmoid channel, the probability that a pixel of the preprocessed frame is
+lung; the card's labels are ``["background", "lung"]``. The probability map is stretched back onto
+the input (:func:`edgecxr.preprocess.to_original`) and thresholded at 0.5. Runs on the TFLite
+interpreter only, like the classifiers; no TensorFlow.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import cv2
+import numpy as np
+
+from edgecxr.card import ModelError, read_card, verify_file
+from edgecxr.checks import refuse_blank
+from edgecxr.imageio import LoadedImage
+from edgecxr.interpreter import make_interpreter
+from edgecxr.model import _as_loaded, _dequantize
+from edgecxr.preprocess import preprocess, to_original
+from edgecxr.registry import LUNG_MODEL, MODELS_DIR
+
+ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]
+LUNG_SPEC: dict[str, Any] = {"color": "grayscale", "crop": "none", "size": [128, 128], "interpolation": "area", "scale": "0-1", "clahe": False}
+THRESHOLD = 0.5  # probability above which a pixel is lung
+NO_LUNGS_WARNING = "no lung fields found: this does not look like a frontal chest X-ray"
+
+
+@dataclass
+class LungResult:
+    """One image's lung fields: ``mask`` uint8 0/255 at the input's size and what was read from it."""
+
+    mask: np.ndarray
+    lung_fraction: float  # share of the image's pixels inside the mask
+    found: bool  # False when the mask fails the "lung fields found" rule (see lung_fields_found)
+    latency_ms: float
+    file: str | None = None
+
+
+class LungModel:
+    """A verified lung-segmentation ``.tflite`` with its card."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such model file")
+        self.card = read_card(self.path)
+        verify_file(self.path, self.card)
+        if self.card.get("task") != "segmentation":
+            raise ModelError(f"{self.path}: card task is {self.card.get('task')!r}, not 'segmentation'")
+        try:
+            self.interpreter = make_interpreter(str(self.path), threads=threads)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: not a valid TFLite model ({exc})") from None
+        self._input = self.interpreter.get_input_details()[0]
+        outputs = self.interpreter.get_output_details()
+        height, width = self.card["preprocessing"]["size"]
+        if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, height, width, 1) or tuple(self._input["shape"]) != (1, height, width, 1):
+            raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {list(self._input['shape'])} -> {[list(o['shape']) for o in outputs]}")
+        self._output = outputs[0]
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    @property
+    def input_details(self) -> dict[str, Any]:
+        return self._input
+
+    @property
+    def output_details(self) -> dict[str, Any]:
+        return self._output
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.card["preprocessing"]
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """The (h, w) lung probability of one preprocessed (h, w, 1) frame."""
+        self.interpreter.set_tensor(self._input["index"], _quantize(x[None], self._input))
+        self.interpreter.invoke()
+        return _dequantize(self.interpreter.get_tensor(self._output["index"])[0, :, :, 0], self._output)
+
+    def lungs(self, image: ImageSource) -> np.ndarray:
+        """The lung mask of ``image`` (a path or an array): uint8, 0 or 255, the input's own height and width."""
+        return self.segment(image).mask
+
+    def segment(self, image: ImageSource) -> LungResult:
+        """The mask, its lung fraction and whether lung fields were found."""
+        loaded, file = _as_loaded(image)
+        refuse_blank(loaded, file)
+        start = time.perf_counter()
+        prob = self.probability(preprocess(loaded.pixels, self.spec))
+        mask = mask_at_size(prob, loaded.pixels.shape, self.spec)
+        latency = (time.perf_counter() - start) * 1000.0
+        return LungResult(mask, lung_fraction(mask), lung_fields_found(prob), latency, file)
+
+
+@lru_cache(maxsize=4)
+def load_lung_model(path: str | os.PathLike | None = None, threads: int | None = None) -> LungModel:
+    """The bundled lung model (loaded once per process), or the one at ``path``."""
+    return LungModel(path or MODELS_DIR / f"{LUNG_MODEL}.tflite", threads=threads)
+
+
+def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: dict[str, Any]) -> np.ndarray:
+    """A model-frame probability map as a uint8 0/255 mask over an image of ``shape`` (h, w)."""
+    return np.where(to_original(prob, shape, spec) > THRESHOLD, 255, 0).astype(np.uint8)
+
+
+def lung_fraction(mask: np.ndarray) -> float:
+    """Share of the mask's pixels that are lung."""
+    return float(np.count_nonzero(mask)) / mask.size
+
+
+def lung_fields_found(prob: np.ndarray) -> bool:
+    """Whether a model-frame probability map holds lung fields (the rule, fitted on train + val films: see NO_LUNGS)."""
+    return all(value >= low for value, low in zip(mask_features(prob).values(), NO_LUNGS.values()))
+
+
+def mask_features(prob: np.ndarray) -> dict[str, float]:
+    """What the "lung fields found" rule reads from a model-frame probability map.
+
+    ``fraction``: share of the frame above the threshold; ``second_component``: the second-largest
+    connected lung region's share of the frame (a chest film has two lungs); ``confidence``: mean
+    ``|2p - 1|`` over the pixels the model is not sure are background (p > 0.1), 1 for a crisp mask.
+    """
+    binary = (prob > THRESHOLD).astype(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    areas = sorted(stats[1:, cv2.CC_STAT_AREA].tolist(), reverse=True) + [0, 0]
+    unsure = prob > 0.1
+    return {
+        "fraction": float(binary.mean()),
+        "second_component": areas[1] / binary.size,
+        "confidence": float(np.abs(2.0 * prob[unsure] - 1.0).mean()) if unsure.any() else 0.0,
+    }
+
+
+# Lower bounds of the "lung fields found" rule; a map below any of them is "no lung fields found".
+NO_LUNGS = {"fraction": 0.05, "second_component": 0.01, "confidence": 0.0}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient of two masks (nonzero = lung); 1.0 when both are empty."""
+    a, b = a.astype(bool), b.astype(bool)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two masks; 1.0 when both are empty."""
+    a, b = a.astype(bool), b.astype(bool)
+    union = int(np.logical_or(a, b).sum())
+    return 1.0 if union == 0 else int(np.logical_and(a, b).sum()) / union
+
+
+def segmentation_report(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray], sources: Sequence[str]) -> dict[str, Any]:
+    """Mean / median / min Dice and mean IoU of predicted masks against the truth, overall and per source."""
+
+    def summary(idx: list[int]) -> dict[str, Any]:
+        d = np.array([dice(pred[i], truth[i]) for i in idx])
+        j = np.array([iou(pred[i], truth[i]) for i in idx])
+        return {"n": len(idx), "dice_mean": round(float(d.mean()), 4), "dice_median": round(float(np.median(d)), 4), "dice_min": round(float(d.min()), 4), "iou_mean": round(float(j.mean()), 4)}
+
+    out = summary(list(range(len(pred))))
+    out["per_source"] = {s: summary([i for i, v in enumerate(sources) if v == s]) for s in sorted(set(sources))}
+    return out
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
