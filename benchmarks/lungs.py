@@ -39,6 +39,14 @@ from edgecxr.preprocess import preprocess
 REPO = Path(__file__).resolve().parents[1]
 FIT_GROUPS = ("cxr3/train", "cxr3/val", "cxr3-plus/train", "cxr3-plus/val", "lungmask/train", "lungmask/val")
 QUANTILES = (0.0, 0.001, 0.005, 0.01, 0.05, 0.5)
+# Which generated kinds resemble the negatives the model was trained on (training/lung_negatives.py).
+SIMILAR_TRAINING_NEGATIVES = {
+    "blank": "flat surfaces", "nearly blank": "flat surfaces, faint noise", "uniform noise": "noise", "gaussian noise": "noise",
+    "salt and pepper": "no", "1/f cloud texture": "blurred noise", "linear gradient": "polynomial surfaces",
+    "radial gradient": "polynomial surfaces", "checkerboard": "no", "stripes": "no", "colour scene": "no",
+    "colour shapes": "random shapes (gray)", "smooth colour field": "blurred noise (gray)", "text page": "no",
+    "text slide (light on dark)": "no",
+}
 
 
 def chest_films(data: Path) -> list[tuple[str, str]]:
@@ -88,8 +96,9 @@ def film_features(model: LungModel, data: Path, films: list[tuple[str, str]]) ->
         except ImageError as exc:
             records.append({"group": group, "file": rel, "error": exc.reason})
             continue
-        prob = model.probability(preprocess(pixels, model.spec))
-        records.append({"group": group, "file": rel, **{k: round(v, 5) for k, v in mask_features(prob).items()}, "found": lung_fields_found(prob)})
+        frame = preprocess(pixels, model.spec)
+        prob = model.probability(frame)
+        records.append({"group": group, "file": rel, **{k: round(v, 5) for k, v in mask_features(prob, frame).items()}, "found": lung_fields_found(prob, frame)})
     return records
 
 
@@ -107,8 +116,8 @@ def rule_section(model: LungModel, data: Path) -> dict:
     for name, seed in (("design (seed 0)", 0), ("reported (seed 1)", 1)):
         kinds: dict[str, list[bool]] = {}
         for kind, image in non_xray_images(seed):
-            prob = model.probability(preprocess(from_array(image).pixels, model.spec))
-            kinds.setdefault(kind, []).append(not lung_fields_found(prob))
+            frame = preprocess(from_array(image).pixels, model.spec)
+            kinds.setdefault(kind, []).append(not lung_fields_found(model.probability(frame), frame))
         synthetic[name] = {
             "per_kind": {k: {"images": len(v), "flagged": int(sum(v))} for k, v in kinds.items()},
             "images": sum(len(v) for v in kinds.values()),
@@ -154,7 +163,8 @@ def markdown(report: dict) -> str:
         "",
         "Rule (int8 model, `edgecxr.lungs.lung_fields_found`): flag an image when its predicted mask covers less than "
         f"{NO_LUNGS['fraction']:.0%} of the frame, or its second-largest lung region less than {NO_LUNGS['second_component']:.1%} "
-        f"(a chest film has two lungs), or the mean certainty `|2p-1|` over the non-background pixels is below {NO_LUNGS['confidence']}. "
+        f"(a chest film has two lungs), or the preprocessed frame's mean absolute Laplacian (texture) is below {NO_LUNGS['texture']} "
+        "(very smooth images, where the model can still draw lung-shaped blobs). "
         f"The bounds were chosen on the {r['fit_films']['films']} train + val films ({', '.join(r['fit_films']['groups'])}); "
         "quantiles of what the rule reads there:",
         "",
@@ -172,8 +182,8 @@ def markdown(report: dict) -> str:
     if flagged:
         lines += ["", "Flagged films: " + ", ".join(f"`{f}`" for f in flagged)]
     for name, s in r["synthetic"].items():
-        lines += ["", f"**Generated non-X-ray images, {name}: {s['flagged']} of {s['images']} flagged.**", "", "| kind | images | flagged |", "|---|---|---|"]
-        lines += [f"| {k} | {v['images']} | {v['flagged']} |" for k, v in s["per_kind"].items()]
+        lines += ["", f"**Generated non-X-ray images, {name}: {s['flagged']} of {s['images']} flagged.**", "", "| kind | images | flagged | similar training negatives |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['images']} | {v['flagged']} | {SIMILAR_TRAINING_NEGATIVES.get(k, 'no')} |" for k, v in s["per_kind"].items()]
     lines += [
         "",
         "Blank (constant) images are also refused outright by the runtime (`ImageError`, nothing to segment); "

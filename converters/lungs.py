@@ -128,6 +128,11 @@ def build(run: Path, out: Path, data_root: Path | None, n_calibration: int, gate
     return cards
 
 
+def portable_command(command: str) -> str:
+    """``command`` with every absolute path cut to its last part (a card never names a machine's folders)."""
+    return " ".join(Path(token).name if token.startswith("/") else token for token in command.split())
+
+
 def _card(variant: str, info: dict, model: keras.Model, flat: bytes, n_calibration: int, n_train: int) -> dict:
     widths = info["config"]["widths"]
     size = info["preprocessing"]["size"]
@@ -148,7 +153,7 @@ def _card(variant: str, info: dict, model: keras.Model, flat: bytes, n_calibrati
         "gzip_bytes": gzip_size(flat),
         "calibration": {"images": min(n_calibration, n_train), "split": "train"} if variant == "int8" else None,
         "training": {
-            "command": info["command"],
+            "command": portable_command(info["command"]),
             "data": "lungmask (openist adult normals with OpenIST lung labels; ieee COVID films with V7 Labs / GeneralBlockchain lung masks)",
             "dataset_manifest_sha256": info["dataset"]["manifest_sha256"],
             "counts": info["dataset"]["counts"],
