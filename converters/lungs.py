@@ -115,6 +115,8 @@ def build(run: Path, out: Path, data_root: Path | None, n_calibration: int, gate
         verification["gates"] = vars(gates)
         verification["films"] = f"lungmask val ({len(val.files)} films), masks at each film's own size"
         card["metrics"] = {"val": report, "target_dice": TARGET_DICE, "target_met": report["dice_mean"] >= TARGET_DICE}
+        if variant != "float32":
+            card["metrics"]["float32_val"] = reference[1]
         card["verification"] = verification
         card["input"], card["output"] = _io(runtime.input_details), _io(runtime.output_details)
         write_card(path, card)

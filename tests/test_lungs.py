@@ -1,0 +1,173 @@
+"""The lung-field model: U-Net shape, Keras <-> TFLite <-> runtime agreement, `edgecxr lungs`, the no-lung-fields rule."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.nonxray import non_xray_images
+from conftest import REPO
+from edgecxr import ModelError, load_model
+from edgecxr.cli import main
+from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, segmentation_report
+from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
+
+LUNG_JSON_KEYS = {"file", "lung_fraction", "mask", "warnings"}
+
+
+def val_rows(shared_data, n: int) -> list[dict]:
+    """The first ``n`` lungmask val rows of each source."""
+    with (shared_data / "lungmask" / "manifest.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "val"]
+    return [r for s in ("openist", "ieee") for r in [r for r in rows if r["source"] == s][:n]]
+
+
+def truth(shared_data, row) -> np.ndarray:
+    return cv2.imread(str(shared_data / "lungmask" / row["mask"]), cv2.IMREAD_GRAYSCALE) > 127
+
+
+def test_dice_and_iou_on_known_masks():
+    a = np.zeros((10, 10), np.uint8)
+    b = np.zeros((10, 10), np.uint8)
+    a[:, :5], b[:, 2:7] = 255, 255
+    assert dice(a, b) == pytest.approx(0.6)  # 2 * 30 / (50 + 50)
+    assert iou(a, b) == pytest.approx(30 / 70)
+    assert dice(a * 0, b * 0) == 1.0 and lung_fraction(a) == 0.5
+
+
+@pytest.mark.train
+def test_unet_builds_with_the_right_output_shape():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from training.unet import build_unet
+
+    model = build_unet(128)
+    assert model.output_shape == (None, 128, 128, 1)
+    assert 500_000 < model.count_params() < 2_500_000
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    with pytest.raises(ValueError, match="divisible"):
+        build_unet(100)
+
+
+@pytest.mark.train
+@pytest.mark.data
+@pytest.mark.slow
+def test_keras_tflite_runtime_masks_agree_on_val_films(shared_data, tmp_path):
+    """A small U-Net briefly trained on real films: float32 TFLite equals Keras, int8 is close, through LungModel."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras as keras
+
+    from converters.quantize import convert
+    from edgecxr.card import write_card
+    from edgecxr.lungs import mask_at_size
+    from training import lung_data
+    from training.lungs import dice_bce_loss
+    from training.unet import build_unet
+
+    spec = {**LUNG_SPEC, "size": [64, 64]}
+    keras.utils.set_random_seed(0)
+    data = lung_data.load_lungmask(shared_data / "lungmask", spec)
+    train, val = data["train"], data["val"]
+    model = build_unet(64, widths=(8, 16, 32, 64))
+    model.compile(keras.optimizers.Adam(3e-3), loss=dice_bce_loss)
+    model.fit(train.x[:192], train.y[:192], batch_size=16, epochs=4, verbose=0)
+    films = list(range(0, len(val.x), 20))  # 5 films, both sources
+    keras_masks = [mask_at_size(p[..., 0], val.masks[i].shape, spec) for i, p in zip(films, model.predict(val.x[films], verbose=0))]
+    assert np.mean([dice(m, val.masks[i]) for m, i in zip(keras_masks, films)]) > 0.7  # it learned lungs, so agreement means something
+    runtime = {}
+    for variant in ("float32", "int8"):
+        path = tmp_path / f"lungs-{variant}.tflite"
+        path.write_bytes(convert(model, variant, train.x[:50]))
+        write_card(path, {"name": f"lungs-{variant}", "family": "lungs", "variant": variant, "task": "segmentation", "labels": ["background", "lung"], "preprocessing": spec})
+        net = LungModel(path)
+        runtime[variant] = [net.lungs(cv2.imread(str(shared_data / "lungmask" / val.files[i]), cv2.IMREAD_GRAYSCALE)) for i in films]
+    assert min(dice(a, b) for a, b in zip(runtime["float32"], keras_masks)) > 0.995
+    assert np.mean([dice(a, b) for a, b in zip(runtime["int8"], runtime["float32"])]) > 0.95
+
+
+@pytest.mark.data
+def test_bundled_lung_model_reproduces_its_card_on_val(shared_data):
+    """All 100 val films through the runtime: masks 0/255 at each film's size, Dice per source as in the card."""
+    net = load_lung_model()
+    assert net.card["task"] == "segmentation" and net.card["verification"]["passed"]
+    rows = val_rows(shared_data, 1000)
+    masks, truths = [], []
+    for row in rows:
+        masks.append(net.lungs(str(shared_data / "lungmask" / row["image"])))
+        truths.append(truth(shared_data, row))
+        assert masks[-1].shape == truths[-1].shape and masks[-1].dtype == np.uint8 and set(np.unique(masks[-1])) <= {0, 255}
+    report = segmentation_report(masks, truths, [r["source"] for r in rows])
+    card = net.card["metrics"]["val"]
+    assert report["n"] == card["n"] == 100
+    assert report["dice_mean"] == pytest.approx(card["dice_mean"], abs=1e-4)
+    for source, metrics in card["per_source"].items():
+        assert report["per_source"][source]["dice_mean"] == pytest.approx(metrics["dice_mean"], abs=1e-4)
+
+
+def test_lung_model_is_not_a_classifier_and_back():
+    assert LUNG_MODEL not in {p.stem for p in bundled_models()}
+    with pytest.raises(ModelError, match="segmentation"):
+        LungModel(MODELS_DIR / "resnet18-int8.tflite")
+
+
+@pytest.mark.data
+def test_classifier_model_delegates_to_the_bundled_lung_model(shared_data):
+    film = str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"])
+    assert np.array_equal(load_model().lungs(film), load_lung_model().lungs(film))
+
+
+@pytest.mark.data
+def test_no_lung_fields_rule_on_a_generated_image_and_on_a_real_film(shared_data):
+    net = load_lung_model()
+    film = net.segment(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"]))
+    assert film.found and 0.1 < film.lung_fraction < 0.6
+    for kind, image in non_xray_images(seed=7, per_kind=1):
+        if kind in ("uniform noise", "text page", "colour scene"):
+            result = net.segment(image)
+            assert not result.found, kind
+            assert result.mask.shape == image.shape[:2]
+
+
+@pytest.mark.data
+def test_lungs_command_writes_masks_at_each_input_size(shared_data, tmp_path):
+    fullres = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]  # a large JPEG original
+    film = shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"]
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), non_xray_images(seed=3, per_kind=1)[2][1])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "masks"
+    result = CliRunner().invoke(main, ["lungs", str(fullres), str(film), str(noise), str(broken), "--out", str(out), "--json"])
+    assert result.exit_code == 1, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(fullres), str(film), str(noise), str(broken)]
+    for line, source in zip(lines[:3], (fullres, film, noise)):
+        assert set(line) == LUNG_JSON_KEYS
+        mask = cv2.imread(line["mask"], cv2.IMREAD_UNCHANGED)
+        assert line["mask"] == str(out / f"{source.stem}.lungs.png")
+        assert mask.shape == cv2.imread(str(source), cv2.IMREAD_GRAYSCALE).shape
+        assert set(np.unique(mask)) <= {0, 255}
+        assert line["lung_fraction"] == pytest.approx(np.count_nonzero(mask) / mask.size, abs=1e-4)
+    assert lines[0]["warnings"] == [] and lines[1]["warnings"] == [] and lines[2]["warnings"] == [NO_LUNGS_WARNING]
+    assert set(lines[3]) == {"file", "error"}
+    assert f"error: {broken}: " in result.stderr and "Traceback" not in result.stderr
+
+
+def test_lungs_command_refuses_a_model_that_is_not_a_lung_model(tmp_path):
+    result = CliRunner().invoke(main, ["lungs", str(tmp_path), "--out", str(tmp_path / "o"), "--model", str(MODELS_DIR / "mlp12-int8.tflite")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "segmentation" in result.stderr
+
+
+def test_runtime_never_imports_tensorflow_for_lungs():
+    import subprocess
+
+    code = "import sys, edgecxr.lungs, edgecxr.cli; print('tensorflow' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"
