@@ -17,20 +17,18 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from edgecxr.card import ModelError, read_card, verify_file
 from edgecxr.checks import refuse_blank
-from edgecxr.imageio import LoadedImage
 from edgecxr.interpreter import make_interpreter
-from edgecxr.model import _as_loaded, _dequantize
+from edgecxr.model import ImageSource, _as_loaded, _dequantize
 from edgecxr.preprocess import preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
 
-ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]
 LUNG_SPEC: dict[str, Any] = {"color": "grayscale", "crop": "none", "size": [128, 128], "interpolation": "area", "scale": "0-1", "clahe": False}
 THRESHOLD = 0.5  # probability above which a pixel is lung
 NO_LUNGS_WARNING = "no lung fields found: this does not look like a frontal chest X-ray"

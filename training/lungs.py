@@ -92,7 +92,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resuming = args.resume and (out / "last.keras").exists()
     if not resuming and (out / "last.keras").exists():
-        raise SystemExit(f"error: {out}: already holds a run; pass --resume or choose another --out")
+        raise ValueError(f"{out}: already holds a run; pass --resume or choose another --out")
     spec = validate_spec(json.loads((out / "run.json").read_text())["preprocessing"] if resuming else {**LUNG_SPEC, "size": [args.input_size] * 2})
     data = lung_data.load_lungmask(args.data, spec)
     train_split, val = data["train"], data["val"]
