@@ -31,12 +31,11 @@ import numpy as np
 
 import edgecxr
 from edgecxr.benchmark import measure_in_child, percentile, platform_info
-from edgecxr.cli import expand_inputs
-from edgecxr.evaluate import labelled_files, predict_labelled
+from edgecxr.evaluate import evaluate
+from edgecxr.inputs import find_images
+from edgecxr.manifest import Manifest, ManifestError, read_manifest
 from edgecxr.model import load_model
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
-from training.data import read_sources
-from training.report import split_metrics
 
 THREADS = (1, 2, 4)
 VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8", "keras")  # row order within a family
@@ -89,13 +88,16 @@ def row_order(name: str) -> tuple[str, int]:
     return family, VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS)
 
 
-def accuracy_by_source(path: Path, data: Path) -> dict:
+def split_manifest(data: Path) -> Manifest | None:
+    """The manifest beside the split folder ``data`` (``data/../manifest.csv``), or None when there is none."""
+    path = data.parent / "manifest.csv"
+    return read_manifest(path) if path.is_file() else None
+
+
+def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None) -> dict:
     """Metrics of one model on ``data`` (a split folder), overall and per manifest source."""
     model = load_model(path)
-    files, y_true, y_pred, errors = predict_labelled(model, labelled_files(data, model.labels))
-    sources = read_sources(data.parent)  # the manifest sits beside the split folders
-    report = split_metrics(np.array(y_true), np.array(y_pred), model.labels, [sources.get(str(f), "") for f in files])
-    report["errors"] = errors
+    report = evaluate(model, data, manifest=manifest)
     report["agreement_with_float32"] = model.card.get("verification", {}).get("agreement_with_float32")
     return report
 
@@ -131,7 +133,7 @@ def cold_start(data: Path, runs: int) -> dict[str, Any]:
     process. Wall time is spawn to exit (interpreter start, imports, model load, decode, answer);
     the OS file cache is warm after the first run.
     """
-    image = next(expand_inputs((str(data),)))
+    image = find_images(data)[0]
     script = Path(sys.executable).with_name("edgecxr")
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "edgecxr"]
     package_root = str(Path(edgecxr.__file__).resolve().parents[1])
@@ -164,6 +166,7 @@ def cold_start(data: Path, runs: int) -> dict[str, Any]:
 
 def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int, cold_runs: int) -> dict:
     started, load_before = now(), os.getloadavg()
+    manifest = split_manifest(data)  # read before measuring: a bad one stops the run at once
     paths = sorted((p for d in model_dirs for p in d.glob("*.tflite")), key=lambda p: row_order(p.stem))
     latency = []
     for i, path in enumerate(paths):
@@ -176,7 +179,7 @@ def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs:
     accuracy = {}
     for path in paths:
         print(f"accuracy of {path.name}", file=sys.stderr, flush=True)
-        accuracy[path.stem] = accuracy_by_source(path, data)
+        accuracy[path.stem] = accuracy_by_source(path, data, manifest)
     keras_rows = [keras_latency(r, runs, warmup) for r in keras_runs]
     return {"platform": {**platform_info(), "cpu_features": cpu_features()}, "measured_at": started,
             "load_before": load_before, "load_after": os.getloadavg(), "data": str(data), "runs": runs, "warmup": warmup,
@@ -370,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.measure_cold_start:
             results["cold_start"] = {**cold_start(args.data, args.cold_runs), "separate_run": True}
     else:
-        results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs)
+        try:
+            results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs)
+        except ManifestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     results["targets"] = targets(results)
     out = args.out or args.from_results.parent
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from edgecxr.calibration import apply_temperature, expected_calibration_error, n
 from edgecxr.cam import normalise, overlay
 from edgecxr.checks import input_warnings
 from edgecxr.imageio import ImageError, load_image
+from edgecxr.inputs import find_images
 from edgecxr.card import ModelError
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import to_original
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --keras: {exc}", file=sys.stderr)
         return 2
     calibration, calibrated = calibration_section(model, test, raw_probs)
-    fullres = sorted(p for p in args.fullres.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}) if args.fullres else []
+    fullres = find_images(args.fullres) if args.fullres else []
     report = {
         "model": model.name,
         "test_images": int(len(test.y)),

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from edgecxr.metrics import classification_report
 from edgecxr.model import Model
-from training.report import split_metrics
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ def compare(
 ) -> dict:
     """Metrics of ``probs``, their agreement with and deltas to ``reference``, and pass/fail."""
     pred, ref_pred = probs.argmax(1), reference.argmax(1)
-    metrics = split_metrics(y, pred, labels, sources)
-    ref = split_metrics(y, ref_pred, labels, sources)
+    metrics = classification_report(y, pred, labels, sources)
+    ref = classification_report(y, ref_pred, labels, sources)
     agreement = float(np.mean(pred == ref_pred))
     deltas = {
         "accuracy": round(metrics["accuracy"] - ref["accuracy"], 4),

@@ -64,10 +64,10 @@ def test_help_and_docstring(script):
     assert not re.search(r"\._[a-z]", text.replace("__", "")), "examples must not touch private attributes"
 
 
-def test_folder_to_csv_suffixes_match_runtime():
-    from edgecxr.imageio import IMAGE_SUFFIXES
+def test_folder_to_csv_finds_images_as_the_runtime():
+    import edgecxr
 
-    assert import_example("folder_to_csv").SUFFIXES == set(IMAGE_SUFFIXES)
+    assert import_example("folder_to_csv").find_images is edgecxr.find_images
 
 
 def test_folder_to_csv(model_path, scans, tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from edgecxr.metrics import classification_report
 from edgecxr.preprocess import DEFAULT_SPEC, validate_spec
 from training import augment, report
 from training.data import Dataset, DatasetError, load_dataset
@@ -145,7 +146,7 @@ def evaluate_run(model: keras.Model, data: Dataset, out: Path, batch_size: int =
         if split is None:
             continue
         pred = np.argmax(model.predict(split.x, batch_size=batch_size, verbose=0), axis=1)
-        metrics[name] = report.split_metrics(split.y, pred, data.labels, split.sources)
+        metrics[name] = classification_report(split.y, pred, data.labels, split.sources)
         report.plot_confusion(metrics[name], f"{model.name} {name}", out / f"confusion_{name}.png")
     report.write_json(metrics, out / "metrics.json")
     history = _load_history(out)

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgecxr.inputs import find_images
+
 REPO = Path(__file__).resolve().parents[2]
 FLOAT_TOLERANCE = 1e-4
 INT8_STEPS = 8
@@ -32,7 +34,7 @@ def pick_images(data: Path, per_class: int) -> list[Path]:
     """``per_class`` images from each class folder of ``data``, evenly spaced in sorted name order."""
     picked = []
     for folder in sorted(p for p in data.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+        files = find_images(folder)
         picked += [files[i * len(files) // per_class] for i in range(min(per_class, len(files)))]
     return picked
 
