@@ -11,6 +11,7 @@ from edgecxr import load_model
 from edgecxr.card import read_card, sha256_of
 from edgecxr.cli import main
 from edgecxr.evaluate import evaluate
+from edgecxr.manifest import read_manifest
 from edgecxr.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
 
 EXPECTED = {"resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"}
@@ -57,7 +58,8 @@ def test_models_command_lists_bundled():
 @pytest.mark.parametrize("name", ["resnet18-int8", "mlp12-int8"])
 def test_bundled_model_reproduces_card_metrics_on_shared_test_split(name, shared_data):
     model = load_model(name)
-    report = evaluate(model, shared_data / "cxr3" / "test")
+    manifest = read_manifest(shared_data / "cxr3" / "manifest.csv")
+    report = evaluate(model, shared_data / "cxr3" / "test", manifest=manifest)
     card = model.card["metrics"]["test"]
     assert report["errors"] == []
     assert report["n"] == card["n"] == 905
@@ -65,6 +67,12 @@ def test_bundled_model_reproduces_card_metrics_on_shared_test_split(name, shared
     assert report["macro_f1"] == pytest.approx(card["macro_f1"], abs=0.002)
     diff = np.abs(np.array(report["confusion_matrix"]) - np.array(card["confusion_matrix"]))
     assert diff.max() <= 2
+    # per source too (the README quotes them): every test image is listed, each source as in the card
+    assert report["manifest"] == {"listed": 905, "unlisted": [], "missing": []}
+    assert list(report["per_source"]) == list(card["per_source"])
+    for source, metrics in card["per_source"].items():
+        assert report["per_source"][source]["n"] == metrics["n"]
+        assert report["per_source"][source]["accuracy"] == pytest.approx(metrics["accuracy"], abs=2 / metrics["n"])  # 2 images, as above
 
 
 def test_full_size_originals_agree_with_their_downscaled_copies(shared_data):
