@@ -24,7 +24,7 @@ import numpy as np
 
 from edgecxr.calibration import apply_temperature, expected_calibration_error, negative_log_likelihood, reliability_bins
 from edgecxr.cam import normalise, overlay
-from edgecxr.checks import input_warnings
+from edgecxr.checks import input_checks
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import find_images
 from edgecxr.card import ModelError
@@ -161,19 +161,14 @@ def wrong_inputs(test_files: list[Path], seed: int = 0) -> dict[str, tuple[str, 
     sample = [load_image(f).pixels for f in rng.choice(test_files, n, replace=False)]
     smooth_colour = [cv2.resize(rng.uniform(0, 255, (6, 8, 3)).astype(np.uint8), (400, 300), interpolation=cv2.INTER_CUBIC) for _ in range(n)]
     return {
-        "colour photograph (smooth colour field)": ("colour image", smooth_colour),
+        "colour photograph (smooth colour field)": ("colour", smooth_colour),
         "constant image": ("refused", [np.full((256, 256), v, np.float32) for v in rng.uniform(0, 1, n)]),
-        "nearly uniform image": ("image is blank or nearly uniform", [np.clip(rng.normal(v, 0.005, (256, 256)), 0, 1).astype(np.float32) for v in rng.uniform(0.1, 0.9, n)]),
-        "tiny X-ray (longest side 48 px)": ("very small image", [cv2.resize(x, (48, max(8, round(48 * x.shape[0] / x.shape[1]))), interpolation=cv2.INTER_AREA) for x in sample]),
-        "strip cut from an X-ray (4:1)": ("extreme aspect ratio", [x[x.shape[0] // 2 - x.shape[1] // 8 : x.shape[0] // 2 + x.shape[1] // 8, :] for x in sample]),
-        "negative X-ray (every test film inverted)": ("possibly a negative", [1.0 - load_image(f).pixels for f in test_files]),
-        "uniform noise": ("looks like noise", [rng.uniform(0, 1, (256, 256)).astype(np.float32) for _ in range(n)]),
+        "nearly uniform image": ("nearly_uniform", [np.clip(rng.normal(v, 0.005, (256, 256)), 0, 1).astype(np.float32) for v in rng.uniform(0.1, 0.9, n)]),
+        "tiny X-ray (longest side 48 px)": ("small_image", [cv2.resize(x, (48, max(8, round(48 * x.shape[0] / x.shape[1]))), interpolation=cv2.INTER_AREA) for x in sample]),
+        "strip cut from an X-ray (4:1)": ("extreme_aspect", [x[x.shape[0] // 2 - x.shape[1] // 8 : x.shape[0] // 2 + x.shape[1] // 8, :] for x in sample]),
+        "negative X-ray (every test film inverted)": ("negative_film", [1.0 - load_image(f).pixels for f in test_files]),
+        "uniform noise": ("noise", [rng.uniform(0, 1, (256, 256)).astype(np.float32) for _ in range(n)]),
     }
-
-
-def warning_kind(warning: str) -> str:
-    """The fixed start of a warning, before its numbers: 'extreme aspect ratio', 'colour image', ..."""
-    return warning.split(" (")[0].split(";")[0].split(":")[0]
 
 
 def checks_section(model: Model, test_files: list[Path], fullres_files: list[Path]) -> dict:
@@ -182,8 +177,8 @@ def checks_section(model: Model, test_files: list[Path], fullres_files: list[Pat
     for name, files in (("held-out test split", test_files), ("full-resolution originals", fullres_files)):
         fired: dict[str, list[str]] = {}
         for f in files:
-            for kind in map(warning_kind, input_warnings(load_image(f))):
-                fired.setdefault(kind, []).append(f.name)
+            for check in input_checks(load_image(f), profile=model.check_profile):
+                fired.setdefault(check.code, []).append(f.name)
         real[name] = {"images": len(files), "fired": {k: len(v) for k, v in fired.items()}, "files": fired}
     wrong = {}
     for name, (expected, images) in wrong_inputs(test_files).items():
@@ -194,7 +189,7 @@ def checks_section(model: Model, test_files: list[Path], fullres_files: list[Pat
             except ImageError:
                 refused += 1
                 continue
-            caught += expected in map(warning_kind, p.warnings)
+            caught += expected in {c.code for c in p.checks}
             labels[p.label] = labels.get(p.label, 0) + 1
         wrong[name] = {"images": len(images), "expected": expected, "caught": caught + (refused if expected == "refused" else 0), "refused": refused, "predicted": labels}
     return {"real": real, "wrong": wrong}

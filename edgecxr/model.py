@@ -13,7 +13,7 @@ from edgecxr import registry
 from edgecxr.calibration import apply_temperature
 from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelError, read_card, verify_file
-from edgecxr.checks import input_warnings, refuse_blank
+from edgecxr.checks import DEFAULT_PROFILE, Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
 from edgecxr.preprocess import preprocess, to_original
@@ -30,9 +30,14 @@ class Prediction:
     latency_ms: float
     model: str
     file: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     # (H, W) float32 in [0, 1] over the input image when asked for; at most HEATMAP_MAX_SIDE px long
     heatmap: np.ndarray | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """The messages of the checks that fired, for people."""
+        return [c.message for c in self.checks]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,7 +46,8 @@ class Prediction:
             "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "latency_ms": round(self.latency_ms, 3),
-            "warnings": list(self.warnings),
+            "warnings": self.warnings,
+            "checks": [c.to_dict() for c in self.checks],
         }
 
 
@@ -70,6 +76,7 @@ class Model:
         self.temperature = float(self.card.get("temperature", {}).get("value", 1.0))
         spec = self.card["preprocessing"]  # is the model input the whole film, area-resized? (the checks reuse it)
         self._whole_film_area = spec["crop"] == "none" and not spec["clahe"] and spec["interpolation"] == "area"
+        self.check_profile = str(self.card.get("checks", DEFAULT_PROFILE))  # which input checks apply to this model's films
 
     @property
     def name(self) -> str:
@@ -115,19 +122,19 @@ class Model:
         probs, features = self._run(x, features=heatmap)
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
-        warnings = input_warnings(loaded, x if self._whole_film_area else None)
+        checks = input_checks(loaded, x if self._whole_film_area else None, self.check_profile)
         heat = None
         if heatmap:
             heat = self._heatmap(features, best, loaded.pixels.shape)
             if not heat.any():
-                warnings.append(f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image")
+                checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image"))
         return Prediction(
             label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
             latency_ms=latency,
             model=self.name,
             file=file,
-            warnings=warnings,
+            checks=checks,
             heatmap=heat,
         )
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import REPO, TINY_LABELS, write_png
 from edgecxr.cli import main
 
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"}
 
 
 @pytest.fixture()

@@ -14,10 +14,12 @@ import pytest
 
 from conftest import REPO, TINY_LABELS, toy_images
 from edgecxr import ImageError, Model, ModelError, Prediction, load_image, load_model
+from edgecxr.checks import Check, input_checks
+from edgecxr.imageio import from_array
 from edgecxr.card import read_card, sha256_of, write_card
 
 VARIANTS = ("float32", "int8")
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"}
 
 
 def toy64(cls: int, seed: int = 0) -> np.ndarray:
@@ -240,19 +242,19 @@ def test_to_dict_keys_and_values(models, tmp_path):
     p = models["int8"].predict(path)
     d = p.to_dict()
     assert set(d) == PREDICTION_KEYS
-    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "warnings"]
+    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"]
     assert d["file"] == str(path)
     assert d["model"] == "tiny-int8"
     assert d["label"] == "dark"
     assert list(d["probabilities"]) == TINY_LABELS
     assert abs(sum(d["probabilities"].values()) - 1.0) < 1e-5
     assert d["latency_ms"] == round(p.latency_ms, 3)
-    assert d["warnings"] == []
+    assert d["warnings"] == [] and d["checks"] == []
     assert json.loads(json.dumps(d)) == d  # JSON-serialisable as is
 
 
 def test_to_dict_rounds_and_copies():
-    p = Prediction("a", {"a": 0.123456789, "b": 0.876543211}, 1.23456789, "m", None, ["w"])
+    p = Prediction("a", {"a": 0.123456789, "b": 0.876543211}, 1.23456789, "m", None, [Check("code", "w", 0.5)])
     d = p.to_dict()
     assert d == {
         "file": None,
@@ -261,6 +263,7 @@ def test_to_dict_rounds_and_copies():
         "probabilities": {"a": 0.123457, "b": 0.876543},
         "latency_ms": 1.235,
         "warnings": ["w"],
+        "checks": [{"code": "code", "message": "w", "value": 0.5}],
     }
     d["warnings"].append("x")
     assert p.warnings == ["w"]
@@ -511,3 +514,40 @@ def test_predict_does_not_import_tensorflow(tiny_models, tmp_path):
     assert "TF_LOADED False" in lines
     assert "TF_ANY []" in lines
     assert "NO_TENSORFLOW_OK" in lines
+
+
+# --- structured checks -------------------------------------------------------------------------
+
+
+def test_checks_carry_code_message_and_value(models):
+    strip = np.zeros((20, 200), np.uint8)
+    strip[10, 100] = 1
+    p = models["int8"].predict(strip)
+    assert [c.code for c in p.checks] == ["small_image", "extreme_aspect", "nearly_uniform"]
+    assert p.warnings == [c.message for c in p.checks]
+    assert p.checks[0].value == 20.0 and p.checks[1].value == 10.0
+    assert 0 < p.checks[2].value < 0.02
+    d = p.to_dict()
+    assert d["checks"][1] == {"code": "extreme_aspect", "message": p.warnings[1], "value": 10.0}
+
+
+def test_generic_profile_leaves_out_chest_film_checks():
+    noise = from_array(np.random.default_rng(1).uniform(0, 1, (200, 200)).astype(np.float32))
+    assert [c.code for c in input_checks(noise)] == ["noise"]
+    assert input_checks(noise, profile="generic") == []
+    tiny = from_array(np.random.default_rng(1).uniform(0, 1, (30, 30)).astype(np.float32))
+    assert [c.code for c in input_checks(tiny, profile="generic")] == ["small_image"]
+    with pytest.raises(ValueError, match="unknown check profile 'mri'"):
+        input_checks(noise, profile="mri")
+
+
+def test_model_uses_the_profile_its_card_names(tiny_models, tmp_path):
+    for f in (tiny_models["int8"], tiny_models["int8"].with_suffix(".json")):
+        shutil.copy(f, tmp_path / f.name)
+    card_file = tmp_path / tiny_models["int8"].with_suffix(".json").name
+    card = json.loads(card_file.read_text())
+    card["checks"] = "generic"
+    card_file.write_text(json.dumps(card))
+    noise = np.random.default_rng(2).uniform(0, 1, (200, 200)).astype(np.float32)
+    assert load_model(tmp_path / tiny_models["int8"].name).predict(noise).checks == []
+    assert [c.code for c in load_model(tiny_models["int8"]).predict(noise).checks] == ["noise"]

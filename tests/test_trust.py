@@ -14,10 +14,14 @@ from edgecxr import ModelError, load_model
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.cam import class_activation_map, normalise, overlay
 from edgecxr.card import read_card, write_card
-from edgecxr.checks import input_warnings
+from edgecxr.checks import input_checks
 from edgecxr.cli import main
 from edgecxr.imageio import from_array, load_image
 from edgecxr.preprocess import preprocess, to_original
+
+
+def messages(image):
+    return [c.message for c in input_checks(image)]
 
 
 @pytest.fixture(scope="module")
@@ -284,9 +288,9 @@ def test_each_warning_fires_on_its_case(shared_data):
         "noise": from_array(rng.uniform(0, 1, (200, 200)).astype(np.float32)),
         "negative": from_array(1.0 - xray),
     }
-    assert input_warnings(from_array(xray)) == []
+    assert messages(from_array(xray)) == []
     for word, image in cases.items():
-        warnings = input_warnings(image)
+        warnings = messages(image)
         assert word in warnings[0], (word, warnings)
         assert len(warnings) == 1 or word == "colour", (word, warnings)  # a colour field may also read as a negative
 
@@ -295,7 +299,7 @@ def test_warnings_rarely_fire_on_real_test_xrays(shared_data):
     """False alarms on the shared test split: two narrow crops (aspect > 2.5) and four off-centre films."""
     files = sorted((shared_data / "cxr3" / "test").rglob("*.png"))
     assert len(files) == 905
-    fired = {f.name: w for f in files if (w := input_warnings(load_image(f)))}
+    fired = {f.name: w for f in files if (w := messages(load_image(f)))}
     kinds = sorted(w[0].split(" ")[1] for w in fired.values())
     assert kinds == ["a"] * 4 + ["aspect"] * 2, fired  # "possibly a negative ..." x4, "extreme aspect ..." x2
     assert all(len(w) == 1 for w in fired.values())
