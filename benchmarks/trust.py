@@ -29,6 +29,7 @@ from edgecxr.imageio import ImageError, load_image
 from edgecxr.card import ModelError
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import to_original
+from edgecxr.provenance import invocation, record
 from edgecxr.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
 
 WRONG_INPUTS_PER_KIND = 40
@@ -375,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     fullres = sorted(p for p in args.fullres.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}) if args.fullres else []
     report = {
         "model": model.name,
+        "provenance": record(invocation("python -m benchmarks.trust", argv),
+                             models=[model.path, *([args.keras / "best.keras"] if args.keras else [])]),
         "test_images": int(len(test.y)),
         "input_size": int(test.x.shape[1]),
         "heatmaps": heat,

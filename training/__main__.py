@@ -6,6 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
+from edgecxr.provenance import invocation
 from training.data import DatasetError
 from training.models import FAMILIES
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # shell makes the process ignore SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        metrics = train(cfg, ["python -m training", *(argv if argv is not None else sys.argv[1:])])
+        metrics = train(cfg, invocation("python -m training", argv))
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

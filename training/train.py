@@ -1,14 +1,13 @@
 """The training loop: build or load a model, fit it with checkpoints, and write the run folder.
 
-A run folder holds ``run.json`` (command, versions, dataset manifest hash, labels, preprocessing
-spec), ``best.keras`` (lowest validation loss), ``last.keras`` + ``state.json`` (for ``--resume``
+A run folder holds ``run.json`` (provenance: command, git commit, versions, time; dataset
+manifest hash, labels, preprocessing spec), ``best.keras`` (lowest validation loss), ``last.keras`` + ``state.json`` (for ``--resume``
 and written on Ctrl+C), ``history.json``, ``metrics.json`` (val and test, overall and per
 source), ``curves.png`` and ``confusion_{val,test}.png``.
 """
 from __future__ import annotations
 
 import json
-import platform
 import signal
 import sys
 import threading
@@ -21,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from edgecxr import provenance
 from edgecxr.preprocess import DEFAULT_SPEC, validate_spec
 from training import augment, report
 from training.data import Dataset, DatasetError, load_dataset
@@ -223,32 +223,23 @@ def _load_history(out: Path) -> dict:
 
 
 def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str], resuming: bool) -> None:
-    """Write run.json; a resumed run keeps the original record and appends its own command."""
-    import cv2
-
+    """Write run.json (paths repo-relative); a resumed run keeps the original record and appends its own command."""
     path = cfg.out / "run.json"
     if resuming:
         info = json.loads(path.read_text())
-        info.setdefault("resumed_with", []).append(" ".join(argv))
+        info.setdefault("resumed_with", []).append(provenance.command_line(argv))
         report.write_json(info, path)
         return
     info = {
-        "command": " ".join(argv),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        **provenance.record(argv),
+        "config": {k: provenance.repo_relative(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
         "labels": data.labels,
         "preprocessing": spec,
         "dataset": {
-            "root": str(data.root),
+            "root": provenance.repo_relative(data.root),
             "manifest_sha256": data.manifest_sha256,
             "counts": {name: np.bincount(s.y, minlength=len(data.labels)).tolist() for name, s in data.splits.items()},
             "skipped": data.skipped,
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "tf_keras": keras.__version__,
-            "numpy": np.__version__,
-            "opencv": cv2.__version__,
         },
     }
     report.write_json(info, cfg.out / "run.json")
