@@ -63,3 +63,11 @@ def test_committed_results_hold_no_machine_paths(folder):
     assert files
     found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in files for m in [MACHINE_PATH.search(p.read_text())] if m]
     assert found == []
+
+
+def test_a_recorded_command_is_made_repo_relative_as_the_converter_does():
+    """converters/build.py passes run.json's command through command_line, taking it as typed at the checkout root."""
+    old = f"python -m training ../shared/data/cxr3 --out {REPO_ROOT.parent}/runs/mlp12-64 --family mlp12 --lr 3e-4"
+    expected = "python -m training ../shared/data/cxr3 --out ../runs/mlp12-64 --family mlp12 --lr 3e-4"
+    assert command_line(old.split(), cwd=REPO_ROOT) == expected
+    assert command_line(expected.split(), cwd=REPO_ROOT) == expected  # a new record stays as it is

@@ -111,7 +111,9 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
     # convolution returns a wrong shape (TF 2.21): fit then uses whole global batches only.
     whole = cfg.strategy == "multiworker"
     if whole and min(len(train_split.x), len(val_split.x)) < cfg.batch_size:
-        raise DatasetError(f"{cfg.data}: --strategy multiworker needs at least --batch-size ({cfg.batch_size}) training and validation images")
+        raise DatasetError(
+            f"{cfg.data}: --strategy multiworker needs at least --batch-size ({cfg.batch_size}) training and validation images"
+        )
     if chief:
         _write_run_info(cfg, data, spec, argv or sys.argv, resuming)
 
