@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from edgecxr.evaluate import evaluate
 from edgecxr.inputs import find_images
 from edgecxr.manifest import Manifest, ManifestError, read_manifest
 from edgecxr.model import load_model
+from edgecxr.provenance import invocation, record, repo_relative, utc_now
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
 
 THREADS = (1, 2, 4)
@@ -57,10 +57,6 @@ pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 print(time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss)
 """
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def cpu_features() -> dict[str, bool]:
@@ -158,14 +154,16 @@ def cold_start(data: Path, runs: int) -> dict[str, Any]:
             "wall_max_s": max(walls), "rss_median_mb": round(statistics.median(rss), 1), "rss_max_mb": max(rss),
         })
     return {
-        "measured_at": now(), "load_before": load_before, "load_after": os.getloadavg(),
+        "measured_at": utc_now(), "load_before": load_before, "load_after": os.getloadavg(),
         "platform": {**platform_info(), "cpu_features": cpu_features()}, "command": " ".join([Path(command[0]).name, *command[1:]]),
-        "package": str(Path(edgecxr.__file__).resolve().parent), "image": str(image), "runs": runs, "models": models,
+        "package": repo_relative(Path(edgecxr.__file__).parent), "image": repo_relative(image), "runs": runs, "models": models,
     }
 
 
-def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int, cold_runs: int) -> dict:
-    started, load_before = now(), os.getloadavg()
+def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int, cold_runs: int,
+               command: list[str]) -> dict:
+    """Measure everything; ``provenance`` records ``command`` and the sha256 of every model measured."""
+    started, load_before = utc_now(), os.getloadavg()
     manifest = split_manifest(data)  # read before measuring: a bad one stops the run at once
     paths = sorted((p for d in model_dirs for p in d.glob("*.tflite")), key=lambda p: row_order(p.stem))
     latency = []
@@ -173,7 +171,8 @@ def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs:
         for threads in THREADS:
             for xnnpack in (True, False):
                 print(f"[{i + 1}/{len(paths)}] {path.name} threads={threads} xnnpack={xnnpack}", file=sys.stderr, flush=True)
-                latency.append(measure_in_child(str(path), runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack))
+                row = measure_in_child(str(path), runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack)
+                latency.append({**row, "path": repo_relative(row["path"])})
     print("cold start", file=sys.stderr, flush=True)
     cold = cold_start(data, cold_runs)
     accuracy = {}
@@ -181,8 +180,9 @@ def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs:
         print(f"accuracy of {path.name}", file=sys.stderr, flush=True)
         accuracy[path.stem] = accuracy_by_source(path, data, manifest)
     keras_rows = [keras_latency(r, runs, warmup) for r in keras_runs]
-    return {"platform": {**platform_info(), "cpu_features": cpu_features()}, "measured_at": started,
-            "load_before": load_before, "load_after": os.getloadavg(), "data": str(data), "runs": runs, "warmup": warmup,
+    return {"provenance": record(command, models=paths),
+            "platform": {**platform_info(), "cpu_features": cpu_features()}, "measured_at": started,
+            "load_before": load_before, "load_after": os.getloadavg(), "data": repo_relative(data), "runs": runs, "warmup": warmup,
             "latency": latency, "keras": keras_rows, "accuracy": accuracy, "cold_start": cold}
 
 
@@ -371,10 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_results:
         results = json.loads(args.from_results.read_text())
         if args.measure_cold_start:
-            results["cold_start"] = {**cold_start(args.data, args.cold_runs), "separate_run": True}
+            cold = cold_start(args.data, args.cold_runs)
+            results["cold_start"] = {**cold, "separate_run": True, "provenance": record(invocation("python -m benchmarks.matrix", argv))}
     else:
         try:
-            results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs)
+            results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs,
+                                 invocation("python -m benchmarks.matrix", argv))
         except ManifestError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -30,6 +30,7 @@ from edgecxr.inputs import find_images
 from edgecxr.card import ModelError
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import to_original
+from edgecxr.provenance import invocation, record
 from edgecxr.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
 
 WRONG_INPUTS_PER_KIND = 40
@@ -371,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     fullres = find_images(args.fullres) if args.fullres else []
     report = {
         "model": model.name,
+        "provenance": record(invocation("python -m benchmarks.trust", argv),
+                             models=[model.path, *([args.keras / "best.keras"] if args.keras else [])]),
         "test_images": int(len(test.y)),
         "input_size": int(test.x.shape[1]),
         "heatmaps": heat,

@@ -21,6 +21,7 @@ from converters.verify import Thresholds, compare, tflite_probabilities
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.card import gzip_size, write_card
 from edgecxr.model import Model
+from edgecxr.provenance import REPO_ROOT, command_line
 from training import augment
 from training.data import load_dataset
 
@@ -162,8 +163,10 @@ def _base_card(family, variant, info, model, data, cfg, flat: bytes, extra: dict
         "gzip_bytes": gzip_size(flat),
         **extra,
         "calibration": {"images": min(cfg.calibration, len(data.splits["train"].x)), "split": "train"} if variant.endswith("int8") else None,
-        "training": {
-            "command": info["command"],
+        "training": {  # the run's provenance; a command recorded before paths were made repo-relative is made so here
+            "command": command_line(info["command"].split(), cwd=REPO_ROOT),
+            "git": info.get("git"),
+            "utc_time": info.get("utc_time"),
             "dataset_manifest_sha256": info["dataset"]["manifest_sha256"],
             "counts": info["dataset"]["counts"],
             "versions": info["versions"],

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks.matrix import THREADS, check, cold_start, main, row_order, targets
+from edgecxr.card import sha256_of
+from edgecxr.provenance import repo_relative
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
 
 
@@ -34,7 +36,9 @@ def test_matrix_writes_results_report_and_plot(tiny_models, two_class_data, tmp_
     acc = results["accuracy"]["tiny-int8"]
     assert acc["n"] == 4 and acc["accuracy"] == 1.0
     assert [m["model"] for m in results["cold_start"]["models"]] == [p.stem for p in bundled_models()]
-    assert results["cold_start"]["image"] == str(two_class_data / "bright" / "0.png")  # first in sorted order
+    assert results["cold_start"]["image"] == repo_relative(two_class_data / "bright" / "0.png")  # first in sorted order
+    assert results["provenance"]["models"] == {repo_relative(p): sha256_of(p) for p in tiny_models.values()}
+    assert {r["path"] for r in results["latency"]} == set(results["provenance"]["models"])  # no absolute machine paths
     # tiny: 6 p50 ratios, size, accuracy; then wall and RSS per bundled model
     assert len(results["targets"]) == 6 + 2 + 2 * len(bundled_models())
     assert all(set(t) == {"name", "scope", "op", "target", "reached", "met", "margin"} for t in results["targets"])

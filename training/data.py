@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import click
 import numpy as np
 
 from edgecxr.imageio import ImageError, load_image
@@ -143,16 +145,9 @@ def _decode_all(paths: list[Path], spec: Mapping[str, Any], workers: int, title:
         except ImageError as exc:
             return str(exc)
 
-    progbar = None
-    if title:
-        import tf_keras as keras
-
-        print(title)
-        progbar = keras.utils.Progbar(len(paths))
-    out = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, arr in enumerate(pool.map(one, paths)):
-            out.append(arr)
-            if progbar and (i % 200 == 0 or i == len(paths) - 1):
-                progbar.update(i + 1)
-    return out
+        arrays = pool.map(one, paths)
+        if title is None:
+            return list(arrays)
+        with click.progressbar(arrays, length=len(paths), label=title, file=sys.stdout) as bar:  # no TensorFlow here
+            return list(bar)

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from edgecxr.inputs import find_images
+from edgecxr.provenance import invocation, record
 
 REPO = Path(__file__).resolve().parents[2]
 FLOAT_TOLERANCE = 1e-4
@@ -215,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     results = {
         "date": datetime.date.today().isoformat(),
+        "provenance": record(invocation("python -m benchmarks.arm.parity", argv),
+                             models=[REPO / "edgecxr" / "models" / f"{name}.tflite" for name in cards]),
         "data": os.path.relpath(args.data, REPO), "per_class": args.per_class, "runs": args.runs,
         "files": [str(f.relative_to(args.data)) for f in files],
         "host": {"platform": host_bench["platform"], "benchmark": host_bench["results"]},
