@@ -96,7 +96,7 @@ def accuracy_by_source(path: Path, data: Path) -> dict:
     sources = read_sources(data.parent)  # the manifest sits beside the split folders
     report = split_metrics(np.array(y_true), np.array(y_pred), model.labels, [sources.get(str(f), "") for f in files])
     report["errors"] = errors
-    report["agreement_with_float32"] = model.card.get("verification", {}).get("agreement_with_float32")
+    report["agreement_with_float32"] = model.card.verification.agreement_with_float32 if model.card.verification else None
     return report
 
 

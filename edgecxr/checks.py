@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from edgecxr.imageio import ImageError, LoadedImage
-from edgecxr.preprocess import preprocess
+from edgecxr.preprocess import PreprocessSpec, preprocess
 from edgecxr.regions import region_masks
 
 # Set by hand, then checked on the shared films (the trust report counts how often they fire):
@@ -28,6 +28,7 @@ CHECK_SIZE = 64
 NOISE_LAPLACIAN = 0.2
 NEGATIVE_CONTRAST = -0.05
 _MASKS = region_masks(CHECK_SIZE, CHECK_SIZE)
+_CHECK_SPEC = PreprocessSpec(size=(CHECK_SIZE, CHECK_SIZE))
 
 
 def input_warnings(image: LoadedImage, frame: np.ndarray | None = None) -> list[str]:
@@ -66,7 +67,7 @@ def check_view(pixels: np.ndarray, frame: np.ndarray | None = None) -> np.ndarra
     h, w = pixels.shape
     if frame is not None and min(frame.shape[:2]) >= CHECK_SIZE and min(h, w) >= min(frame.shape[:2]):
         return cv2.resize(frame[:, :, 0], (CHECK_SIZE, CHECK_SIZE), interpolation=cv2.INTER_AREA)
-    return preprocess(pixels, {"size": [CHECK_SIZE, CHECK_SIZE]})[:, :, 0]
+    return preprocess(pixels, _CHECK_SPEC)[:, :, 0]
 
 
 def refuse_blank(image: LoadedImage, file: str | None) -> None:

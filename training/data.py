@@ -17,12 +17,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 
 from edgecxr.imageio import IMAGE_SUFFIXES, ImageError, load_image
-from edgecxr.preprocess import preprocess
+from edgecxr.preprocess import PreprocessSpec, SpecLike, as_spec, preprocess
 
 SPLITS = ("train", "val", "test")
 
@@ -70,8 +69,9 @@ def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]
     return labels, pairs
 
 
-def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int = 4, verbose: bool = True) -> Dataset:
+def load_dataset(root: str | os.PathLike, spec: SpecLike, workers: int = 4, verbose: bool = True) -> Dataset:
     """Decode and preprocess every image of every split once, in parallel; skip unreadable ones."""
+    spec = as_spec(spec)
     root = Path(root)
     labels, pairs = list_images(root)
     manifest = root / "manifest.csv"
@@ -142,7 +142,7 @@ def read_sources(root: Path) -> dict[str, str]:
         return {str(root / r["file"]): r.get("source", "") or "" for r in csv.DictReader(fh) if "file" in r}
 
 
-def _decode_all(paths: list[Path], spec: Mapping[str, Any], workers: int, title: str | None) -> list:
+def _decode_all(paths: list[Path], spec: PreprocessSpec, workers: int, title: str | None) -> list:
     """Preprocessed arrays, or an error string for each file that could not be read."""
 
     def one(path: Path):
