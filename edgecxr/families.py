@@ -39,7 +39,7 @@ class Family:
         stages = "/".join(str(stem * 2**i) for i in range(4)) if stem else ""
         return self.description.format(height=height, width=width, params=params, stem=stem, stages=stages)
 
-    def build(self, input_size: int, n_classes: int, **settings: Any) -> Any:
+    def build(self, input_size: int, n_classes: int, /, **settings: Any) -> Any:
         """Build the model (imports the builder, and so TensorFlow); ``settings`` beyond :attr:`options` are ignored."""
         module, function = self.builder.split(":")
         builder: Callable[..., Any] = getattr(importlib.import_module(module), function)
