@@ -196,6 +196,20 @@ def test_int8_agrees_with_float32(models, cls):
             assert q.probabilities[label] == pytest.approx(f.probabilities[label], abs=0.05)
 
 
+def test_the_cards_spec_is_validated_when_loading_not_per_image(tiny_models, monkeypatch):
+    model = load_model(tiny_models["int8"])
+    assert isinstance(model.card.preprocessing, PreprocessSpec)
+
+    def refuse(*args):
+        raise AssertionError("preprocessing spec validated again")
+
+    monkeypatch.setattr(PreprocessSpec, "from_dict", classmethod(refuse))
+    for cls in range(3):
+        assert model.predict(toy64(cls), heatmap=True).label == TINY_LABELS[cls]
+    with pytest.raises(AssertionError, match="validated again"):
+        load_model(tiny_models["int8"])  # reading a card is where it is validated
+
+
 def test_predict_preprocessed_matches_predict(models):
     x, y = toy_images(6, seed=42)
     for variant in VARIANTS:
