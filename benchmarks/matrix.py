@@ -30,7 +30,9 @@ import numpy as np
 
 import edgecxr
 from edgecxr.benchmark import measure_in_child, percentile, platform_info
+from edgecxr.card import read_card
 from edgecxr.evaluate import evaluate
+from edgecxr.families import VARIANTS
 from edgecxr.inputs import find_images
 from edgecxr.manifest import Manifest, ManifestError, read_manifest
 from edgecxr.model import load_model
@@ -38,7 +40,7 @@ from edgecxr.provenance import invocation, record, repo_relative, utc_now
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
 
 THREADS = (1, 2, 4)
-VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8", "keras")  # row order within a family
+ROW_ORDER = (*VARIANTS, "keras")  # within a family: the registry's variants, then the Keras full model
 # The issue's targets: int8 vs float32 of the same family, and a cold `edgecxr predict`.
 MAX_P50_RATIO, MAX_SIZE_RATIO, MAX_ACCURACY_LOSS = 0.5, 0.3, 1.0  # ratios; accuracy points
 MAX_COLD_WALL_S, MAX_COLD_RSS_MB = 0.8, 150.0
@@ -70,18 +72,17 @@ def cpu_features() -> dict[str, bool]:
     return {f: f in flags for f in wanted}
 
 
-def family_variant(name: str) -> tuple[str, str]:
-    """``resnet18-pruned-int8`` -> (``resnet18``, ``pruned-int8``); ("name", "") for an unknown variant."""
-    for variant in sorted(VARIANTS, key=len, reverse=True):
-        if name.endswith(f"-{variant}"):
-            return name[: -len(variant) - 1], variant
-    return name, ""
+def row_order(row: dict) -> tuple[str, int]:
+    """Sort key of a result row (its ``family`` and ``variant``, from the card): family, then variant in
+    :data:`ROW_ORDER` (unknown variants last)."""
+    variant = row["variant"]
+    return row["family"] or "", ROW_ORDER.index(variant) if variant in ROW_ORDER else len(ROW_ORDER)
 
 
-def row_order(name: str) -> tuple[str, int]:
-    """Sort key: family, then variant in the order of ``VARIANTS`` (unknown variants last)."""
-    family, variant = family_variant(name)
-    return family, VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS)
+def card_fields(path: Path) -> dict[str, Any]:
+    """The ``family`` and ``variant`` of a model, from its card."""
+    card = read_card(path)
+    return {"family": card.family, "variant": card.variant}
 
 
 def split_manifest(data: Path) -> Manifest | None:
@@ -90,12 +91,12 @@ def split_manifest(data: Path) -> Manifest | None:
     return read_manifest(path) if path.is_file() else None
 
 
-def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None) -> dict:
+def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None) -> dict:
     """Metrics of one model on ``data`` (a split folder), overall and per manifest source."""
     model = load_model(path)
     report = evaluate(model, data, manifest=manifest)
-    report["agreement_with_float32"] = model.card.get("verification", {}).get("agreement_with_float32")
-    return report
+    report["agreement_with_float32"] = model.card.verification.agreement_with_float32 if model.card.verification else None
+    return {**report, **card_fields(path)}
 
 
 def keras_latency(run: Path, runs: int, warmup: int) -> dict:
@@ -118,6 +119,7 @@ def keras_latency(run: Path, runs: int, warmup: int) -> dict:
         "p50_ms": round(percentile(times, 50), 3), "p90_ms": round(percentile(times, 90), 3),
         "p99_ms": round(percentile(times, 99), 3), "mean_ms": round(float(np.mean(times)), 3),
         "size_bytes": (run / "best.keras").stat().st_size, "threads": "tf default", "xnnpack": None,
+        "family": model.name, "variant": "keras",  # a family's builder names its Keras model after it
     }
 
 
@@ -165,14 +167,15 @@ def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs:
     """Measure everything; ``provenance`` records ``command`` and the sha256 of every model measured."""
     started, load_before = utc_now(), os.getloadavg()
     manifest = split_manifest(data)  # read before measuring: a bad one stops the run at once
-    paths = sorted((p for d in model_dirs for p in d.glob("*.tflite")), key=lambda p: row_order(p.stem))
+    cards = {p: card_fields(p) for d in model_dirs for p in d.glob("*.tflite")}
+    paths = sorted(cards, key=lambda p: (*row_order(cards[p]), p.stem))
     latency = []
     for i, path in enumerate(paths):
         for threads in THREADS:
             for xnnpack in (True, False):
                 print(f"[{i + 1}/{len(paths)}] {path.name} threads={threads} xnnpack={xnnpack}", file=sys.stderr, flush=True)
                 row = measure_in_child(str(path), runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack)
-                latency.append({**row, "path": repo_relative(row["path"])})
+                latency.append({**row, "path": repo_relative(row["path"]), **cards[path]})
     print("cold start", file=sys.stderr, flush=True)
     cold = cold_start(data, cold_runs)
     accuracy = {}
@@ -196,7 +199,8 @@ def check(name: str, scope: str, op: str, target: float, reached: float) -> dict
 def targets(results: dict) -> list[dict[str, Any]]:
     """The issue's targets from ``results``: int8 vs float32 per family (p50 per threads x XNNPACK, size,
     accuracy), and per bundled model a cold ``edgecxr predict`` (median wall time, max peak RSS)."""
-    rows = {(*family_variant(r["model"]), r["threads"], r["xnnpack"]): r for r in results["latency"]}
+    rows = {(r["family"], r["variant"], r["threads"], r["xnnpack"]): r for r in results["latency"]}
+    acc = {(a["family"], a["variant"]): a for a in results["accuracy"].values()}
     out = []
     for family in sorted({f for f, v, _, _ in rows if v == "int8"} & {f for f, v, _, _ in rows if v == "float32"}):
         int8 = {k[2:]: r for k, r in rows.items() if k[:2] == (family, "int8")}
@@ -207,9 +211,8 @@ def targets(results: dict) -> list[dict[str, Any]]:
             out.append(check("int8/float32 p50 latency", scope, "<=", MAX_P50_RATIO, ratio))
         any_int8, any_f32 = next(iter(int8.values())), next(iter(f32.values()))
         out.append(check("int8/float32 file size", family, "<=", MAX_SIZE_RATIO, round(any_int8["size_bytes"] / any_f32["size_bytes"], 3)))
-        acc = results["accuracy"]
-        if f"{family}-int8" in acc and f"{family}-float32" in acc:
-            delta = round((acc[f"{family}-int8"]["accuracy"] - acc[f"{family}-float32"]["accuracy"]) * 100, 2)
+        if (family, "int8") in acc and (family, "float32") in acc:
+            delta = round((acc[family, "int8"]["accuracy"] - acc[family, "float32"]["accuracy"]) * 100, 2)
             out.append(check("int8 - float32 test accuracy, points", family, ">=", -MAX_ACCURACY_LOSS, delta))
     for m in results.get("cold_start", {}).get("models", []):
         scope = f"{m['model']}{' (default)' if m['default'] else ''}"
@@ -245,13 +248,13 @@ def markdown(results: dict, notes: str | None = None) -> str:
         "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
     ]
-    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[0])):
+    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[1])):
         sens = " | ".join(f"{a['per_class'][l]['recall']:.3f}" for l in a["labels"])
         lines.append(f"| {name} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | {sens} |")
     lines += ["", "## Latency (batch 1, ms)", "",
               "| model | dtype | MB | gzip MB | threads | XNNPACK | init | first | p50 | p90 | p99 | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results["latency"] + results["keras"], key=lambda r: row_order(r["model"])):
+    for r in sorted(results["latency"] + results["keras"], key=row_order):
         if r["xnnpack"] is None:  # Keras: TensorFlow, no LiteRT fields
             lines.append(f"| {r['model']} | float32 | {r['size_bytes'] / 1e6:.2f} | – | {r['threads']} | – | {r['init_ms']:.0f} | – | "
                          f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | – |")
@@ -262,7 +265,7 @@ def markdown(results: dict, notes: str | None = None) -> str:
                 f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['peak_rss_mb']:.0f} |"
             )
     lines += ["", "## Accuracy per source (test split)", ""]
-    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[0])):
+    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[1])):
         per = ", ".join(f"{s} {v['accuracy']:.3f} (n={v['n']})" for s, v in a.get("per_source", {}).items())
         lines.append(f"- **{name}**: {per}")
     return "\n".join(lines) + "\n"
@@ -314,10 +317,10 @@ def cold_markdown(cold: dict | None) -> list[str]:
 
 def qat_sentence(results: dict) -> str:
     """Why the variants have no QAT int8 row, with the numbers that decided it."""
-    acc = results["accuracy"]
+    acc = {(a["family"], a["variant"]): a for a in results["accuracy"].values()}
     parts = []
-    for family in sorted({family_variant(name)[0] for name in acc}):
-        int8, f32 = acc.get(f"{family}-int8"), acc.get(f"{family}-float32")
+    for family in sorted({f for f, _ in acc if f}):
+        int8, f32 = acc.get((family, "int8")), acc.get((family, "float32"))
         if int8 and f32:
             agreement = int8.get("agreement_with_float32")
             parts.append(f"{family} {(int8['accuracy'] - f32['accuracy']) * 100:+.2f} accuracy points"

@@ -46,7 +46,7 @@ def heatmaps_in_frame(model: Model, x: np.ndarray, classes: np.ndarray) -> tuple
     """(raw low-resolution CAMs, normalised CAMs mapped onto the input frame) of ``classes[i]`` for ``x[i]``."""
     frame_shape = x.shape[1:3]
     raw = np.stack([model.class_activation_map(img, int(c)) for img, c in zip(x, classes)])
-    frame = np.stack([normalise(to_original(m, frame_shape, model.card["preprocessing"])) for m in raw])
+    frame = np.stack([normalise(to_original(m, frame_shape, model.card.preprocessing)) for m in raw])
     return raw, frame
 
 
@@ -126,7 +126,7 @@ def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.nda
     from training.gradcam import grad_cam, rank_correlation
 
     keras_model = keras.models.load_model(keras_run / "best.keras")
-    kernel, card_weights = keras_model.get_layer("classifier").get_weights()[0], np.asarray(model.card["cam"]["weights"])
+    kernel, card_weights = keras_model.get_layer("classifier").get_weights()[0], np.asarray(model.card.cam.weights)
     if kernel.shape != card_weights.shape or not np.allclose(kernel, card_weights, atol=1e-5):
         raise ValueError(f"{keras_run}: its classifier weights differ from {model.name}'s card: not the model it was converted from")
     reference = grad_cam(keras_model, x, pred)
@@ -146,7 +146,7 @@ def calibration_section(model: Model, test, raw: np.ndarray) -> tuple[dict, np.n
     calibrated = apply_temperature(raw, model.temperature)
     return {
         "temperature": model.temperature,
-        "fitted_on": model.card.get("temperature", {}).get("fitted_on"),
+        "fitted_on": model.card.temperature.fitted_on if model.card.temperature else None,
         "test_ece": {"before": round(expected_calibration_error(raw, test.y), 4), "after": round(expected_calibration_error(calibrated, test.y), 4)},
         "test_nll": {"before": round(negative_log_likelihood(raw, test.y), 4), "after": round(negative_log_likelihood(calibrated, test.y), 4)},
     }, calibrated
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {model.name} has no heatmap", file=sys.stderr)
         return 2
     try:
-        test = load_dataset(args.data, model.card["preprocessing"]).splits["test"]
+        test = load_dataset(args.data, model.card.preprocessing).splits["test"]
     except (DatasetError, KeyError) as exc:
         print(f"error: {args.data}: no usable test split ({exc})", file=sys.stderr)
         return 2

@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 
-DTYPE_OF_VARIANT = {"float32": "float32", "float16": "float16", "dynamic": "dynamic-int8", "int8": "int8", "pruned-int8": "int8"}
-
 
 def platform_info() -> dict[str, str]:
     from edgecxr.interpreter import interpreter_module, interpreter_version
@@ -67,7 +65,7 @@ def measure(
     result: dict[str, Any] = {
         "model": model.name,
         "path": str(model_path),
-        "dtype": DTYPE_OF_VARIANT.get(str(model.card.get("variant")), np.dtype(model.input_details["dtype"]).name),
+        "dtype": _dtype(model),
         "size_bytes": len(flat),
         "gzip_bytes": gzip_size(flat),
         "init_ms": round(init_ms, 3),
@@ -98,6 +96,14 @@ def measure_in_child(model_path: str, **kwargs: Any) -> dict[str, Any]:
         return pool.submit(measure, model_path, **kwargs).result()
 
 
+def _dtype(model) -> str:
+    """The number format of the card's variant (``dynamic-int8`` ...), else of the input tensor."""
+    from edgecxr.families import VARIANTS
+
+    variant = VARIANTS.get(model.card.variant or "")
+    return variant.dtype if variant else np.dtype(model.input_details["dtype"]).name
+
+
 def _latency_input(model, data: str | None) -> np.ndarray:
     """The first image of ``data`` preprocessed, else a fixed synthetic X-ray-like gradient."""
     from edgecxr.evaluate import labelled_files
@@ -107,10 +113,10 @@ def _latency_input(model, data: str | None) -> np.ndarray:
     if data:
         for path, _ in labelled_files(data, model.labels):
             try:
-                return preprocess(load_image(path).pixels, model.card["preprocessing"])
+                return preprocess(load_image(path).pixels, model.card.preprocessing)
             except ImageError:
                 continue
-    h, w = model.card["preprocessing"]["size"]
+    h, w = model.card.preprocessing.size
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     synthetic = 0.6 - 0.4 * np.exp(-((xx - 0.5) ** 2) / 0.05) * (yy > 0.1) + rng.normal(0, 0.03, (h, w))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import cv2
-import numpy as np
+from edgecxr.imageio import ImageError, LoadedImage  # first: it sets OpenCV's pixel limit, which cv2 reads when loaded
 
-from edgecxr.imageio import ImageError, LoadedImage
-from edgecxr.preprocess import preprocess
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from edgecxr.preprocess import PreprocessSpec, preprocess
 from edgecxr.regions import region_masks
 
 # Set by hand, then checked on the shared films (the trust report counts how often they fire):
@@ -33,6 +34,7 @@ CHECK_SIZE = 64
 NOISE_LAPLACIAN = 0.2
 NEGATIVE_CONTRAST = -0.05
 _MASKS = region_masks(CHECK_SIZE, CHECK_SIZE)
+_CHECK_SPEC = PreprocessSpec(size=(CHECK_SIZE, CHECK_SIZE))
 
 # The checks of each profile a card can name; "generic" keeps those that hold for any radiograph.
 GENERIC_CHECKS = ("small_image", "extreme_aspect", "nearly_uniform", "colour")
@@ -98,7 +100,7 @@ def check_view(pixels: np.ndarray, frame: np.ndarray | None = None) -> np.ndarra
     h, w = pixels.shape
     if frame is not None and min(frame.shape[:2]) >= CHECK_SIZE and min(h, w) >= min(frame.shape[:2]):
         return cv2.resize(frame[:, :, 0], (CHECK_SIZE, CHECK_SIZE), interpolation=cv2.INTER_AREA)
-    return preprocess(pixels, {"size": [CHECK_SIZE, CHECK_SIZE]})[:, :, 0]
+    return preprocess(pixels, _CHECK_SPEC)[:, :, 0]
 
 
 def refuse_blank(image: LoadedImage, file: str | None) -> None:

@@ -69,22 +69,22 @@ class Model:
         n_out = int(self._output["shape"][-1])
         if n_out != len(self.labels):
             raise ModelError(f"{self.path}: model has {n_out} outputs but its card lists {len(self.labels)} labels")
-        height, width = self.card["preprocessing"]["size"]
-        if tuple(self._input["shape"][1:3]) != (height, width):
-            raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {[height, width]}")
+        spec = self.card.preprocessing
+        if tuple(self._input["shape"][1:3]) != spec.size:
+            raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {list(spec.size)}")
         self._cam_weights = self._read_cam_weights()
-        self.temperature = float(self.card.get("temperature", {}).get("value", 1.0))
-        spec = self.card["preprocessing"]  # is the model input the whole film, area-resized? (the checks reuse it)
-        self._whole_film_area = spec["crop"] == "none" and not spec["clahe"] and spec["interpolation"] == "area"
-        self.check_profile = str(self.card.get("checks", DEFAULT_PROFILE))  # which input checks apply to this model's films
+        self.temperature = self.card.temperature.value if self.card.temperature else 1.0
+        # is the model input the whole film, area-resized? (the checks reuse it)
+        self._whole_film_area = spec.crop == "none" and not spec.clahe and spec.interpolation == "area"
+        self.check_profile = self.card.checks  # which input checks apply to this model's films
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.card.name
 
     @property
     def labels(self) -> list[str]:
-        return list(self.card["labels"])
+        return list(self.card.labels)
 
     @property
     def input_details(self) -> dict[str, Any]:
@@ -114,11 +114,11 @@ class Model:
         input image (ModelError for a model without one, such as MLP-12).
         """
         if heatmap and not self.has_heatmap:
-            raise ModelError(f"{self.name}: no heatmap available ({self.card.get('family', 'this')} model has no spatial feature map)")
+            raise ModelError(f"{self.name}: no heatmap available ({self.card.family or 'this'} model has no spatial feature map)")
         loaded, file = _as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
-        x = preprocess(loaded.pixels, self.card["preprocessing"])
+        x = preprocess(loaded.pixels, self.card.preprocessing)
         probs, features = self._run(x, features=heatmap)
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
@@ -160,13 +160,13 @@ class Model:
 
     def _heatmap(self, features: np.ndarray, class_index: int, shape: tuple[int, int]) -> np.ndarray:
         cam = class_activation_map(features, self._cam_weights, class_index)
-        return normalise(to_original(cam, heatmap_shape(shape), self.card["preprocessing"]))
+        return normalise(to_original(cam, heatmap_shape(shape), self.card.preprocessing))
 
     def _read_cam_weights(self) -> np.ndarray | None:
-        cam = self.card.get("cam")
+        cam = self.card.cam
         if cam is None or self._features is None:
             return None
-        weights = np.asarray(cam["weights"], np.float32)
+        weights = np.asarray(cam.weights, np.float32)
         expected = (int(self._features["shape"][-1]), len(self.labels))
         if weights.shape != expected:
             raise ModelError(f"{self.path}: card's heatmap weights have shape {weights.shape}, model needs {expected}")

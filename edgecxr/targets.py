@@ -59,10 +59,11 @@ def model_quantities(test_metrics: Mapping[str, Any]) -> dict[str, float | None]
 
 
 def model_targets(family: str, test_metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The card's ``targets`` block: {key: {target, reached, met, ...}} for the family's targets with a value."""
+    """The card's ``targets`` block: {key: {target, reached, met}} for the family's targets with a value."""
     reached = model_quantities(test_metrics)
-    return {
-        t.key: t.check(value, family)
-        for t in targets("model")
-        if t.applies_to(family) and (value := reached.get(t.key)) is not None
-    }
+    out = {}
+    for t in targets("model"):
+        value = reached.get(t.key)
+        if t.applies_to(family) and value is not None:
+            out[t.key] = {"target": t.value, "reached": value, "met": t.check(value)["met"]}
+    return out

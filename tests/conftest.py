@@ -14,6 +14,14 @@ TINY_LABELS = ["dark", "bright", "striped"]
 TINY_SPEC = {"color": "grayscale", "crop": "none", "size": [32, 32], "interpolation": "area", "scale": "0-1", "clahe": False}
 
 
+def tiny_card(variant: str | None, **parts):
+    """The card of a tiny test model (family ``tiny``), before write_card fills in the file's identity."""
+    from edgecxr.card import ModelCard
+    from edgecxr.preprocess import PreprocessSpec
+
+    return ModelCard(name=f"tiny-{variant}", labels=tuple(TINY_LABELS), preprocessing=PreprocessSpec.from_dict(TINY_SPEC), family="tiny", variant=variant, **parts)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     assert SHARED_DATA.is_dir(), f"{SHARED_DATA} is missing: tests need ../shared beside the checkout"
@@ -56,7 +64,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tf_keras as keras
 
-    from converters.build import cam_card
+    from converters.cards import cam_part
     from converters.quantize import convert, with_feature_map
     from edgecxr.card import write_card
 
@@ -76,8 +84,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     for variant in ("float32", "int8"):
         path = folder / f"tiny-{variant}.tflite"
         path.write_bytes(convert(with_feature_map(model), variant, x[:100]))
-        card = {"name": f"tiny-{variant}", "family": "tiny", "variant": variant, "labels": TINY_LABELS, "preprocessing": TINY_SPEC}
-        write_card(path, {**card, **cam_card(model)})
+        write_card(path, tiny_card(variant, cam=cam_part(model)))
         paths[variant] = path
     np.save(folder / "keras_probs.npy", model.predict(x[:30], verbose=0))
     model.save(folder / "tiny.keras")

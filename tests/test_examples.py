@@ -197,12 +197,13 @@ def test_pi_benchmark_compares_with_a_reference(model_path, tmp_path):
     name = Path(model_path).stem
     reference = tmp_path / "results.json"
     reference.write_text(json.dumps({"latency": [
-        {"model": name, "threads": 2, "xnnpack": True, "p50_ms": 123.0},
-        {"model": name, "threads": 2, "xnnpack": False, "p50_ms": 999.0},
+        {"model": name, "family": "tiny", "variant": "int8", "threads": 2, "xnnpack": True, "p50_ms": 123.0},
+        {"model": name, "family": "tiny", "variant": "int8", "threads": 2, "xnnpack": False, "p50_ms": 999.0},
     ]}))
     result = run_example("pi_benchmark.py", "--threads", "2", "--runs", "3", "--model", model_path, "--compare", str(reference))
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith(name))
     assert "x86-64   123.00 ms" in row and "999" not in row
     module = import_example("pi_benchmark")
-    assert module.int8_ratios({"a-int8": 1.0, "a-float32": 4.0, "b-int8": 2.0}) == {"a": 0.25}
+    rows = [{"family": f, "variant": v, "p50_ms": p50} for f, v, p50 in (("a", "int8", 1.0), ("a", "float32", 4.0), ("b", "int8", 2.0))]
+    assert module.int8_ratios(rows) == {"a": 0.25}

@@ -26,7 +26,7 @@ from pydicom.uid import (
 )
 
 from edgecxr.imageio import MAX_PIXELS, ImageError, LoadedImage, from_array, is_dicom, load_image
-from edgecxr.preprocess import DEFAULT_SPEC, preprocess
+from edgecxr.preprocess import PreprocessSpec, preprocess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -526,7 +526,7 @@ def test_dicom_and_its_png_export_preprocess_the_same(tmp_path):
     export = np.round(dicom.pixels * 255.0).astype(np.uint8)
     png = load_image(write_image(tmp_path / "study.png", export))
     assert png.bit_depth == 8 and dicom.bit_depth == 12
-    for spec in (DEFAULT_SPEC, {"crop": "center-square", "size": [32, 32]}):
+    for spec in (PreprocessSpec(), {"crop": "center-square", "size": [32, 32]}):
         a = preprocess(dicom.pixels, spec)
         b = preprocess(png.pixels, spec)
         assert a.shape == b.shape

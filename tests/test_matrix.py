@@ -67,8 +67,14 @@ def test_from_results_needs_no_models_but_cold_start_needs_data(tmp_path, capsys
     assert "required unless --from-results" in capsys.readouterr().err
 
 
+def named(model: str, **fields) -> dict:
+    """A result row of ``model`` (FAMILY-VARIANT), with the family and variant its card would give."""
+    family, variant = model.split("-", 1)
+    return {"model": model, "family": family, "variant": variant, **fields}
+
+
 def latency_row(model: str, threads: int, xnnpack: bool, p50: float, size: int) -> dict:
-    return {"model": model, "threads": threads, "xnnpack": xnnpack, "p50_ms": p50, "size_bytes": size}
+    return named(model, threads=threads, xnnpack=xnnpack, p50_ms=p50, size_bytes=size)
 
 
 def test_targets_met_and_missed_with_exact_margins():
@@ -79,7 +85,7 @@ def test_targets_met_and_missed_with_exact_margins():
             latency_row("a-pruned-int8", 1, True, 1.0, 100),  # not the int8 variant: ignored
             latency_row("b-float32", 1, True, 5.0, 500),  # no int8 in family b: no targets
         ],
-        "accuracy": {"a-float32": {"accuracy": 0.900}, "a-int8": {"accuracy": 0.885}},
+        "accuracy": {"a-float32": named("a-float32", accuracy=0.900), "a-int8": named("a-int8", accuracy=0.885)},
         "cold_start": {"models": [
             {"model": "m-int8", "default": True, "wall_median_s": 0.5, "rss_max_mb": 160.0},
             {"model": "m-float32", "default": False, "wall_median_s": 0.8, "rss_max_mb": 149.9},
@@ -109,10 +115,25 @@ def test_check_boundaries():
 def test_rows_sort_by_family_then_variant():
     names = ["resnet18-keras", "mlp12-int8", "resnet18-pruned-int8", "resnet18-int8", "resnet18-float16",
              "resnet18-dynamic", "resnet18-float32", "mlp12-keras", "mlp12-float32", "resnet18-odd"]
-    assert sorted(names, key=row_order) == [
+    assert [r["model"] for r in sorted(map(named, names), key=row_order)] == [
         "mlp12-float32", "mlp12-int8", "mlp12-keras", "resnet18-float32", "resnet18-float16", "resnet18-dynamic",
         "resnet18-int8", "resnet18-pruned-int8", "resnet18-keras", "resnet18-odd",
     ]
+
+
+def test_rows_carry_family_and_variant_from_the_card_not_the_name(tiny_models, two_class_data, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from benchmarks.matrix import accuracy_by_source, card_fields
+    from edgecxr.card import read_card, write_card
+
+    path = tmp_path / "renamed.tflite"  # a file name that says nothing
+    shutil.copy(tiny_models["int8"], path)
+    write_card(path, replace(read_card(tiny_models["int8"]), family="other"))
+    assert card_fields(path) == {"family": "other", "variant": "int8"}
+    report = accuracy_by_source(path, two_class_data)
+    assert (report["family"], report["variant"], report["n"]) == ("other", "int8", 4)
 
 
 def test_cold_start_of_the_bundled_default(two_class_data):

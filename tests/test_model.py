@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,9 +15,10 @@ import pytest
 
 from conftest import REPO, TINY_LABELS, toy_images
 from edgecxr import ImageError, Model, ModelError, Prediction, load_image, load_model
+from edgecxr.card import ModelCard, read_card, sha256_of, write_card
 from edgecxr.checks import Check, input_checks
 from edgecxr.imageio import from_array
-from edgecxr.card import read_card, sha256_of, write_card
+from edgecxr.preprocess import PreprocessSpec
 
 VARIANTS = ("float32", "int8")
 PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"}
@@ -71,8 +73,8 @@ def test_load_model(tiny_models, variant):
     assert model.name == f"tiny-{variant}"
     assert model.labels == TINY_LABELS
     assert model.path == tiny_models[variant]
-    assert model.card["preprocessing"]["size"] == [32, 32]
-    assert model.card["sha256"] == sha256_of(tiny_models[variant])
+    assert model.card.preprocessing.size == (32, 32)
+    assert model.card.sha256 == sha256_of(tiny_models[variant])
     assert list(model.input_details["shape"]) == [1, 32, 32, 1]
     assert int(model.output_details["shape"][-1]) == 3
     expected_dtype = np.float32 if variant == "float32" else np.int8
@@ -194,6 +196,20 @@ def test_int8_agrees_with_float32(models, cls):
         assert f.label == q.label == TINY_LABELS[cls]
         for label in TINY_LABELS:
             assert q.probabilities[label] == pytest.approx(f.probabilities[label], abs=0.05)
+
+
+def test_the_cards_spec_is_validated_when_loading_not_per_image(tiny_models, monkeypatch):
+    model = load_model(tiny_models["int8"])
+    assert isinstance(model.card.preprocessing, PreprocessSpec)
+
+    def refuse(*args):
+        raise AssertionError("preprocessing spec validated again")
+
+    monkeypatch.setattr(PreprocessSpec, "from_dict", classmethod(refuse))
+    for cls in range(3):
+        assert model.predict(toy64(cls), heatmap=True).label == TINY_LABELS[cls]
+    with pytest.raises(AssertionError, match="validated again"):
+        load_model(tiny_models["int8"])  # reading a card is where it is validated
 
 
 def test_predict_preprocessed_matches_predict(models):
@@ -374,10 +390,8 @@ def test_tampered_model_refused(tiny_models, tmp_path, variant):
 
 def test_card_labels_wrong_length_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["int8"], tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
-    card["labels"] = ["dark", "bright"]
-    write_card(path, card)  # sha still matches: only the label count is wrong
-    assert read_card(path)["sha256"] == sha256_of(path)
+    write_card(path, replace(read_card(path), labels=("dark", "bright"), cam=None))  # sha still matches: only the label count is wrong
+    assert read_card(path).sha256 == sha256_of(path)
     with pytest.raises(ModelError) as info:
         load_model(path)
     message = str(info.value)
@@ -387,18 +401,14 @@ def test_card_labels_wrong_length_refused(tiny_models, tmp_path):
 
 def test_card_too_many_labels_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["float32"], tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
-    card["labels"] = ["a", "b", "c", "d"]
-    write_card(path, card)
+    write_card(path, replace(read_card(path), labels=("a", "b", "c", "d"), cam=None))
     with pytest.raises(ModelError, match="3 outputs but its card lists 4 labels"):
         load_model(path)
 
 
 def test_card_size_mismatch_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["int8"], tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
-    card["preprocessing"]["size"] = [64, 64]
-    write_card(path, card)
+    write_card(path, replace(read_card(path), preprocessing=PreprocessSpec(size=(64, 64))))
     with pytest.raises(ModelError, match="does not match card size"):
         load_model(path)
 
@@ -414,7 +424,7 @@ def test_missing_card_refused(tiny_models, tmp_path):
 def test_garbage_tflite_refused(tmp_path):
     path = tmp_path / "garbage.tflite"
     path.write_bytes(os.urandom(64) + b"this is not a flatbuffer" * 20)
-    write_card(path, {"name": "garbage", "labels": TINY_LABELS, "preprocessing": {"size": [32, 32]}})
+    write_card(path, ModelCard(name="garbage", labels=tuple(TINY_LABELS), preprocessing=PreprocessSpec(size=(32, 32))))
     with pytest.raises(ModelError, match="not a valid TFLite model") as info:
         load_model(path)
     assert str(path) in str(info.value)
@@ -424,7 +434,7 @@ def test_bad_preprocessing_in_card_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["int8"], tmp_path)
     card = json.loads(path.with_suffix(".json").read_text())
     card["preprocessing"]["crop"] = "weird"
-    write_card(path, card)
+    path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="crop 'weird'"):
         load_model(path)
 

@@ -14,7 +14,7 @@ from edgecxr.provenance import OUTSIDE_REPO, REPO_ROOT, command_line, git_state,
 REPO = Path(__file__).resolve().parents[1]
 # Committed result folders that must hold no machine path. edgecxr/models joins them once the
 # bundled cards' training commands are migrated (issue 17, branch `card`).
-COMMITTED_RESULTS = ("benchmarks/results", "training/results")
+COMMITTED_RESULTS = ("benchmarks/results", "training/results", "edgecxr/models")
 MACHINE_PATH = re.compile(r"/(work|root|home)/")
 
 

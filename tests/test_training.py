@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from training.data import DatasetError, list_images, load_dataset  # noqa: E402
-from training.models import build_model  # noqa: E402
+from edgecxr.families import FAMILIES, family  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"size": [32, 32]}
@@ -49,21 +49,21 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_model_shapes_and_layers():
-    resnet = build_model("resnet18", 64, 3, width=8)
+    resnet = FAMILIES["resnet18"].build(64, 3, width=8)
     assert resnet.input_shape == (None, 64, 64, 1)
     assert resnet.output_shape == (None, 3)
     assert resnet.get_layer("features").output_shape == (None, 2, 2, 64)
     convs = [l for l in resnet.layers if l.__class__.__name__ == "Conv2D"]
     assert len(convs) == 1 + 16 + 3  # stem, 8 blocks x 2, 3 projections
     assert all(c.activation.__name__ == "linear" and not c.use_bias for c in convs)
-    mlp = build_model("mlp12", 32, 5)
+    mlp = FAMILIES["mlp12"].build(32, 5)
     dense = [l for l in mlp.layers if l.__class__.__name__ == "Dense"]
     assert len(dense) == 13 and all(d.activation.__name__ == "relu" for d in dense[:12])
     widths = [d.units for d in dense[:12]]
     assert widths == sorted(widths, reverse=True)
     assert mlp.output_shape == (None, 5)
     with pytest.raises(ValueError, match="unknown model family"):
-        build_model("vgg", 32, 3)
+        family("vgg")
 
 
 def test_n_class_folders_and_flat_layout(tmp_path):
@@ -124,7 +124,8 @@ def test_cli_bad_dataset_exit_code(tmp_path):
 
 def test_tiny_run_learns_and_matches_runtime(tmp_path):
     from converters.quantize import convert
-    from edgecxr.card import write_card
+    from edgecxr.card import ModelCard, write_card
+    from edgecxr.preprocess import PreprocessSpec
     from edgecxr.model import Model
     from training.train import TrainConfig, train
 
@@ -144,7 +145,7 @@ def test_tiny_run_learns_and_matches_runtime(tmp_path):
     model = keras.models.load_model(out / "best.keras")
     tflite = tmp_path / "m.tflite"
     tflite.write_bytes(convert(model, "float32"))
-    write_card(tflite, {"name": "m", "labels": info["labels"], "preprocessing": info["preprocessing"]})
+    write_card(tflite, ModelCard(name="m", labels=tuple(info["labels"]), preprocessing=PreprocessSpec.from_dict(info["preprocessing"])))
     data = load_dataset(root, info["preprocessing"], verbose=False)
     test = data.splits["test"]
     keras_probs = model.predict(test.x, verbose=0)

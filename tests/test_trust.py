@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from edgecxr import ModelError, load_model
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.cam import class_activation_map, normalise, overlay
 from edgecxr.card import read_card, write_card
+from edgecxr.cardparts import Temperature
 from edgecxr.checks import input_checks
 from edgecxr.cli import main
 from edgecxr.imageio import from_array, load_image
@@ -71,7 +73,7 @@ def test_cam_mean_plus_bias_is_the_logit(tiny_models, keras_tiny):
     """For GAP + dense the logit is the map's mean plus the bias: softmax of that gives the model's probabilities."""
     x, _ = toy_images(6, seed=5)
     model = load_model(tiny_models["float32"])
-    bias = np.asarray(read_card(tiny_models["float32"])["cam"]["bias"])
+    bias = np.asarray(read_card(tiny_models["float32"]).cam.bias)
     for img in x:
         logits = np.array([model.class_activation_map(img, c).mean() for c in range(3)]) + bias
         softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -138,8 +140,8 @@ def test_empty_heatmap_is_reported(tiny_models, tmp_path):
     path = tmp_path / "negative.tflite"
     shutil.copy(tiny_models["int8"], path)
     card = read_card(tiny_models["int8"])
-    card["cam"]["weights"] = (-np.abs(np.asarray(card["cam"]["weights"]))).tolist()  # no positive evidence anywhere
-    write_card(path, card)
+    negative = tuple(map(tuple, -np.abs(np.asarray(card.cam.weights))))  # no positive evidence anywhere
+    write_card(path, replace(card, cam=replace(card.cam, weights=negative)))
     p = load_model(path).predict(toy_u8(0), heatmap=True)
     assert p.heatmap.max() == 0.0
     assert p.warnings == [f"heatmap is empty: no positive evidence for {p.label} anywhere in the image"]
@@ -173,9 +175,7 @@ def test_gradcam_is_the_runtime_cam_over_the_map_area(tiny_models, keras_tiny):
 def test_model_without_feature_map_has_no_heatmap(tiny_models, tmp_path):
     path = tmp_path / "nocam.tflite"
     shutil.copy(tiny_models["int8"], path)
-    card = read_card(tiny_models["int8"])
-    del card["cam"]
-    write_card(path, card)
+    write_card(path, replace(read_card(tiny_models["int8"]), cam=None))
     model = load_model(path)
     assert not model.has_heatmap
     with pytest.raises(ModelError, match="no heatmap available"):
@@ -189,8 +189,7 @@ def test_card_heatmap_weights_of_wrong_shape_are_refused(tiny_models, tmp_path):
     path = tmp_path / "badcam.tflite"
     shutil.copy(tiny_models["int8"], path)
     card = read_card(tiny_models["int8"])
-    card["cam"]["weights"] = [[0.0] * 3] * 5
-    write_card(path, card)
+    write_card(path, replace(card, cam=replace(card.cam, weights=((0.0,) * 3,) * 5)))
     with pytest.raises(ModelError, match=r"heatmap weights have shape \(5, 3\), model needs \(8, 3\)"):
         load_model(path)
 
@@ -260,7 +259,7 @@ def test_temperature_one_is_identity_and_ece_by_hand():
 def test_runtime_applies_the_card_temperature(tiny_models, tmp_path):
     path = tmp_path / "warm.tflite"
     shutil.copy(tiny_models["float32"], path)
-    write_card(path, {**read_card(tiny_models["float32"]), "temperature": {"value": 2.0}})
+    write_card(path, replace(read_card(tiny_models["float32"]), temperature=Temperature(2.0)))
     plain, warm = load_model(tiny_models["float32"]), load_model(path)
     x, _ = toy_images(3, seed=9)
     for img in x:
@@ -269,7 +268,7 @@ def test_runtime_applies_the_card_temperature(tiny_models, tmp_path):
         np.testing.assert_allclose(warm.predict_preprocessed(img), apply_temperature(raw, 2.0), atol=1e-6)
         assert warm.predict_preprocessed(img).max() < raw.max()  # softer
     img = toy_u8(1)
-    expected = apply_temperature(plain.predict_preprocessed(preprocess(img, warm.card["preprocessing"])), 2.0)
+    expected = apply_temperature(plain.predict_preprocessed(preprocess(img, warm.card.preprocessing)), 2.0)
     assert list(warm.predict(img).probabilities.values()) == pytest.approx(list(expected), abs=1e-5)
 
 

@@ -6,6 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
+from edgecxr.families import FAMILIES
 from edgecxr.provenance import invocation
 from training.data import DatasetError
 
@@ -18,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("data", type=Path, help="dataset root folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write (model, metrics, plots)")
-    parser.add_argument("--family", default="resnet18", help="model family, as listed in training/models.py (default resnet18)")
-    parser.add_argument("--input-size", type=int, help="input side in pixels (default 128 resnet18, 64 mlp12)")
+    parser.add_argument("--family", choices=list(FAMILIES), default="resnet18", help="model family (default resnet18)")
+    sizes = ", ".join(f"{f.input_size} {f.name}" for f in FAMILIES.values())
+    parser.add_argument("--input-size", type=int, help=f"input side in pixels (default {sizes})")
     parser.add_argument("--width", type=int, default=32, help="resnet18 first-stage width (default 32)")
     parser.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm running-average momentum (0.9 for small data)")
     parser.add_argument("--epochs", type=int, default=30)
@@ -43,11 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.freeze_backbone and not args.init_from:
         parser.error("--freeze-backbone needs --init-from")
-    from training.models import FAMILIES  # imports tf_keras: not before --help is answered
-
-    if args.family not in FAMILIES:
-        parser.error(f"argument --family: invalid choice: {args.family!r} (choose from {', '.join(FAMILIES)})")
-
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(**{k: v for k, v in vars(args).items()})

@@ -18,7 +18,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import click
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import class_folders, find_images
 from edgecxr.manifest import Manifest, ManifestError, read_manifest
-from edgecxr.preprocess import preprocess
+from edgecxr.preprocess import PreprocessSpec, SpecLike, as_spec, preprocess
 
 SPLITS = ("train", "val", "test")
 
@@ -74,8 +73,9 @@ def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]
     return labels, pairs
 
 
-def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int = 4, verbose: bool = True) -> Dataset:
+def load_dataset(root: str | os.PathLike, spec: SpecLike, workers: int = 4, verbose: bool = True) -> Dataset:
     """Decode and preprocess every image of every split once, in parallel; skip unreadable ones."""
+    spec = as_spec(spec)
     root = Path(root)
     labels, pairs = list_images(root)
     manifest = dataset_manifest(root)
@@ -136,7 +136,7 @@ def _split_by_group(items: list[tuple[Path, str]], manifest: Manifest | None) ->
     return out
 
 
-def _decode_all(paths: list[Path], spec: Mapping[str, Any], workers: int, title: str | None) -> list:
+def _decode_all(paths: list[Path], spec: PreprocessSpec, workers: int, title: str | None) -> list:
     """Preprocessed arrays, or an error string for each file that could not be read."""
 
     def one(path: Path):

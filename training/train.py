@@ -21,18 +21,17 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from edgecxr import provenance
+from edgecxr.families import family
 from edgecxr.metrics import classification_report
-from edgecxr.preprocess import DEFAULT_SPEC, validate_spec
+from edgecxr.preprocess import PreprocessSpec
 from training import augment, report
 from training.data import Dataset, DatasetError, load_dataset
-from training.models import build_model
 
 
 @dataclass
@@ -40,7 +39,7 @@ class TrainConfig:
     data: Path
     out: Path
     family: str = "resnet18"
-    input_size: int | None = None  # default per family: see DEFAULT_INPUT_SIZE
+    input_size: int | None = None  # default: the family's (edgecxr.families)
     width: int = 32
     bn_momentum: float = 0.99
     epochs: int = 30
@@ -57,9 +56,6 @@ class TrainConfig:
     workers: int = 4
 
 
-DEFAULT_INPUT_SIZE = {"resnet18": 128, "mlp12": 64}
-
-
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """``default``: one device; ``mirrored``: all local GPUs; ``multiworker``: machines from TF_CONFIG."""
     if name == "default":
@@ -71,13 +67,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}: choose default, mirrored or multiworker")
 
 
-def run_spec(cfg: TrainConfig) -> dict[str, Any]:
+def run_spec(cfg: TrainConfig) -> PreprocessSpec:
     """The preprocessing spec of this run: the init model's when fine-tuning, else the default at the family's size."""
     if cfg.init_from:
         info = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())
-        return validate_spec(info["preprocessing"])
-    size = cfg.input_size or DEFAULT_INPUT_SIZE[cfg.family]
-    return validate_spec({**DEFAULT_SPEC, "size": [size, size]})
+        return PreprocessSpec.from_dict(info["preprocessing"])
+    size = cfg.input_size or family(cfg.family).input_size
+    return PreprocessSpec(size=(size, size))
 
 
 def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
@@ -101,7 +97,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
         print(f"nothing to resume in {cfg.out} (no last.keras): starting a new run")
     if not resuming and (cfg.out / "last.keras").exists():
         raise DatasetError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose another --out")
-    spec = json.loads((cfg.out / "run.json").read_text())["preprocessing"] if resuming else run_spec(cfg)
+    spec = PreprocessSpec.from_dict(json.loads((cfg.out / "run.json").read_text())["preprocessing"]) if resuming else run_spec(cfg)
     data = load_dataset(cfg.data, spec, workers=cfg.workers)
     train_split = data.splits["train"]
     val_split = data.splits.get("val")
@@ -183,10 +179,10 @@ def evaluate_run(model: keras.Model, data: Dataset, out: Path, batch_size: int =
     return metrics
 
 
-def _new_or_init_model(cfg: TrainConfig, spec: dict, labels: list[str]) -> keras.Model:
+def _new_or_init_model(cfg: TrainConfig, spec: PreprocessSpec, labels: list[str]) -> keras.Model:
     n_classes = len(labels)
     if not cfg.init_from:
-        return build_model(cfg.family, spec["size"][0], n_classes, width=cfg.width, bn_momentum=cfg.bn_momentum)
+        return family(cfg.family).build(spec.size[0], n_classes, **vars(cfg))
     base = keras.models.load_model(_model_file_of(cfg.init_from))
     base_labels = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())["labels"]
     if base_labels != labels:  # another label set: keep the backbone, new head
@@ -251,7 +247,7 @@ def _load_history(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str], resuming: bool) -> None:
+def _write_run_info(cfg: TrainConfig, data: Dataset, spec: PreprocessSpec, argv: list[str], resuming: bool) -> None:
     """Write run.json (paths repo-relative); a resumed run keeps the original record and appends its own command."""
     path = cfg.out / "run.json"
     if resuming:
@@ -263,7 +259,7 @@ def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str]
         **provenance.record(argv),
         "config": {k: provenance.repo_relative(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
         "labels": data.labels,
-        "preprocessing": spec,
+        "preprocessing": spec.to_dict(),
         "dataset": {
             "root": provenance.repo_relative(data.root),
             "manifest_sha256": data.manifest_sha256,
