@@ -38,12 +38,11 @@ from edgecxr.manifest import Manifest, ManifestError, read_manifest
 from edgecxr.model import load_model
 from edgecxr.provenance import invocation, record, repo_relative, utc_now
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
+from edgecxr.targets import targets as edgecxr_targets
 
 THREADS = (1, 2, 4)
 ROW_ORDER = (*VARIANTS, "keras")  # within a family: the registry's variants, then the Keras full model
 # The issue's targets: int8 vs float32 of the same family, and a cold `edgecxr predict`.
-MAX_P50_RATIO, MAX_SIZE_RATIO, MAX_ACCURACY_LOSS = 0.5, 0.3, 1.0  # ratios; accuracy points
-MAX_COLD_WALL_S, MAX_COLD_RSS_MB = 0.8, 150.0
 SIMD_FLAGS = {  # /proc/cpuinfo flags that decide how fast int8 kernels can be
     "x86_64": ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"),
     "aarch64": ("asimd", "asimddp", "i8mm"),
@@ -189,16 +188,10 @@ def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs:
             "latency": latency, "keras": keras_rows, "accuracy": accuracy, "cold_start": cold}
 
 
-def check(name: str, scope: str, op: str, target: float, reached: float) -> dict[str, Any]:
-    """One target: ``met`` when ``reached op target``; ``margin`` > 0 is room left, < 0 how much it was missed by."""
-    margin = reached - target if op == ">=" else target - reached
-    met = margin >= 0 if op in (">=", "<=") else margin > 0
-    return {"name": name, "scope": scope, "op": op, "target": target, "reached": reached, "met": met, "margin": round(margin, 3)}
-
-
 def targets(results: dict) -> list[dict[str, Any]]:
-    """The issue's targets from ``results``: int8 vs float32 per family (p50 per threads x XNNPACK, size,
-    accuracy), and per bundled model a cold ``edgecxr predict`` (median wall time, max peak RSS)."""
+    """The ``matrix`` targets of ``edgecxr/targets.json`` checked against ``results``: int8 vs float32 per
+    family (p50 per threads x XNNPACK, size, accuracy), and per bundled model a cold ``edgecxr predict``."""
+    goal = {t.key: t for t in edgecxr_targets("matrix")}
     rows = {(r["family"], r["variant"], r["threads"], r["xnnpack"]): r for r in results["latency"]}
     acc = {(a["family"], a["variant"]): a for a in results["accuracy"].values()}
     out = []
@@ -208,16 +201,16 @@ def targets(results: dict) -> list[dict[str, Any]]:
         for threads, xnnpack in sorted(int8.keys() & f32.keys(), key=lambda k: (k[0], not k[1])):
             ratio = round(int8[threads, xnnpack]["p50_ms"] / f32[threads, xnnpack]["p50_ms"], 3)
             scope = f"{family}, {threads} thread{'s' * (threads != 1)}, XNNPACK {'on' if xnnpack else 'off'}"
-            out.append(check("int8/float32 p50 latency", scope, "<=", MAX_P50_RATIO, ratio))
+            out.append(goal["int8_float32_p50_ratio"].check(ratio, scope))
         any_int8, any_f32 = next(iter(int8.values())), next(iter(f32.values()))
-        out.append(check("int8/float32 file size", family, "<=", MAX_SIZE_RATIO, round(any_int8["size_bytes"] / any_f32["size_bytes"], 3)))
+        out.append(goal["int8_float32_size_ratio"].check(round(any_int8["size_bytes"] / any_f32["size_bytes"], 3), family))
         if (family, "int8") in acc and (family, "float32") in acc:
             delta = round((acc[family, "int8"]["accuracy"] - acc[family, "float32"]["accuracy"]) * 100, 2)
-            out.append(check("int8 - float32 test accuracy, points", family, ">=", -MAX_ACCURACY_LOSS, delta))
+            out.append(goal["int8_minus_float32_accuracy_points"].check(delta, family))
     for m in results.get("cold_start", {}).get("models", []):
         scope = f"{m['model']}{' (default)' if m['default'] else ''}"
-        out.append(check("cold predict, median wall s", scope, "<", MAX_COLD_WALL_S, m["wall_median_s"]))
-        out.append(check("cold predict, max peak RSS MB", scope, "<", MAX_COLD_RSS_MB, m["rss_max_mb"]))
+        out.append(goal["cold_wall_median_s"].check(m["wall_median_s"], scope))
+        out.append(goal["cold_rss_max_mb"].check(m["rss_max_mb"], scope))
     return out
 
 
@@ -244,7 +237,6 @@ def markdown(results: dict, notes: str | None = None) -> str:
             + f", at {provenance(cold)}."),
         "", *targets_markdown(results, notes), *cold_markdown(cold),
         "## Accuracy on the test split", "",
-        *([qat_sentence(results), ""] if qat_sentence(results) else []),
         "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
     ]
@@ -313,20 +305,6 @@ def cold_markdown(cold: dict | None) -> list[str]:
         lines.append(f"| {m['model']}{' (default)' if m['default'] else ''} | {m['wall_median_s']:.3f} | {m['wall_max_s']:.3f} | "
                      f"{m['rss_median_mb']:.0f} | {m['rss_max_mb']:.0f} |")
     return lines + [""]
-
-
-def qat_sentence(results: dict) -> str:
-    """Why the variants have no QAT int8 row, with the numbers that decided it."""
-    acc = {(a["family"], a["variant"]): a for a in results["accuracy"].values()}
-    parts = []
-    for family in sorted({f for f, _ in acc if f}):
-        int8, f32 = acc.get((family, "int8")), acc.get((family, "float32"))
-        if int8 and f32:
-            agreement = int8.get("agreement_with_float32")
-            parts.append(f"{family} {(int8['accuracy'] - f32['accuracy']) * 100:+.2f} accuracy points"
-                         + (f", {agreement:.1%} agreement with float32 (model card)" if agreement is not None else ""))
-    return ("There is no QAT int8 variant: quantisation-aware training was not built because post-training int8 "
-            f"lost nothing measurable against float32 ({'; '.join(parts)}).") if parts else ""
 
 
 def plot(results: dict, path: Path) -> None:
