@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.matrix import THREADS, check, cold_start, main, row_order, targets
+from benchmarks.matrix import THREADS, cold_start, main, row_order, targets
+from edgecxr.targets import Target
 from edgecxr.card import sha256_of
 from edgecxr.provenance import repo_relative
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
@@ -108,9 +109,9 @@ def test_targets_met_and_missed_with_exact_margins():
 
 
 def test_check_boundaries():
-    assert check("x", "s", "<=", 0.5, 0.5)["met"] is True
-    assert check("x", "s", "<", 0.5, 0.5)["met"] is False
-    assert check("x", "s", ">=", -1.0, -1.0)["met"] is True
+    assert Target("k", "x", "<=", 0.5).check(0.5, "s")["met"] is True
+    assert Target("k", "x", "<", 0.5).check(0.5, "s")["met"] is False
+    assert Target("k", "x", ">=", -1.0).check(-1.0, "s")["met"] is True
 
 
 def test_rows_sort_by_family_then_variant():
