@@ -1,7 +1,6 @@
-"""Shared fixtures: paths to the shared data, and a tiny trained .tflite pair built in code."""
+"""Shared fixtures: paths to the shared data, and the committed tiny .tflite pair (tests/fixtures)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -10,6 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # the tiny models, written by tests/make_tiny.py
 TINY_LABELS = ["dark", "bright", "striped"]
 TINY_SPEC = {"color": "grayscale", "crop": "none", "size": [32, 32], "interpolation": "area", "scale": "0-1", "clahe": False}
 
@@ -46,39 +46,11 @@ def write_png(path, cls: int, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """A tiny CNN trained on the toy set, converted to float32 and int8 with cards: {variant: path}.
+def tiny_models() -> dict[str, Path]:
+    """The committed tiny CNN as float32 and int8 ``.tflite`` with cards: {variant: path} (see tests/make_tiny.py).
 
-    Like the ResNet family, its last feature map is the layer ``features`` and is exported as a
-    second output, with the classifier's weights in the card, so heatmaps work on it. The Keras
-    model is saved beside the files as ``tiny.keras``.
+    Its last feature map is exported as a second output, so heatmaps work on it; the Keras model
+    lies beside the files as ``tiny.keras``, its probabilities on ``toy_images(30)`` as
+    ``keras_probs.npy``. Tests read these files and never write beside them.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tf_keras as keras
-
-    from converters.build import cam_card
-    from converters.quantize import convert, with_feature_map
-    from edgecxr.card import write_card
-
-    keras.utils.set_random_seed(0)
-    x, y = toy_images(300)
-    inputs = keras.Input((32, 32, 1))
-    h = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(inputs)
-    h = keras.layers.BatchNormalization()(h)
-    h = keras.layers.ReLU(name="features")(h)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(h)
-    model = keras.Model(inputs, outputs, name="tiny")
-    model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-    folder = tmp_path_factory.mktemp("tiny_models")
-    paths = {}
-    for variant in ("float32", "int8"):
-        path = folder / f"tiny-{variant}.tflite"
-        path.write_bytes(convert(with_feature_map(model), variant, x[:100]))
-        card = {"name": f"tiny-{variant}", "family": "tiny", "variant": variant, "labels": TINY_LABELS, "preprocessing": TINY_SPEC}
-        write_card(path, {**card, **cam_card(model)})
-        paths[variant] = path
-    np.save(folder / "keras_probs.npy", model.predict(x[:30], verbose=0))
-    model.save(folder / "tiny.keras")
-    return paths
+    return {variant: FIXTURES / f"tiny-{variant}.tflite" for variant in ("float32", "int8")}
