@@ -1,13 +1,32 @@
-"""Shared fixtures: paths to the shared data, and the committed tiny .tflite pair (tests/fixtures)."""
+"""Shared fixtures: the shared data, the committed tiny models; the tiers' markers.
+
+The tiers (markers registered in setup.cfg): ``train`` needs the train extra (TensorFlow),
+``data`` needs ../shared/data (given to every test that uses :func:`shared_data`), ``slow`` takes
+more than about 10 s here. ``pytest -m "not train and not slow"`` is the runtime tier: it needs
+only ``pip install '.[test]'``, as on a board.
+"""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# training/, converters/ and benchmarks/ are not installed: they are imported from the checkout.
+# Appended, so edgecxr itself comes from wherever Python finds it first: the checkout under
+# `python -m pytest` in it (or an editable install), the installed package under the `pytest`
+# command of a runtime-only venv (the runtime tier; test_tiers.py checks which).
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+
+import edgecxr  # noqa: E402
+
+EDGECXR_HOME = Path(edgecxr.__file__).resolve().parents[1]  # the folder the edgecxr under test is imported from
 SHARED_DATA = REPO.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # the tiny models, written by tests/make_tiny.py
 TINY_LABELS = ["dark", "bright", "striped"]
@@ -18,6 +37,18 @@ TINY_SPEC = {"color": "grayscale", "crop": "none", "size": [32, 32], "interpolat
 def shared_data() -> Path:
     assert SHARED_DATA.is_dir(), f"{SHARED_DATA} is missing: tests need ../shared beside the checkout"
     return SHARED_DATA
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
+def child_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``env`` with PYTHONPATH set so that a child Python imports the same edgecxr as these tests."""
+    return {**env, "PYTHONPATH": str(EDGECXR_HOME)}
 
 
 def toy_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -54,3 +85,26 @@ def tiny_models() -> dict[str, Path]:
     ``keras_probs.npy``. Tests read these files and never write beside them.
     """
     return {variant: FIXTURES / f"tiny-{variant}.tflite" for variant in ("float32", "int8")}
+
+
+def _pattern(label: str, rng: np.random.Generator, side: int = 48) -> np.ndarray:
+    img = rng.uniform(0, 60, (side, side))
+    if label == "bright":
+        img += 150
+    elif label == "striped":
+        img[:, ::4] = 255
+    elif label == "checked":
+        img[::6, :] = 255
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def make_dataset(root: Path, labels=("dark", "bright", "striped"), per_class=(24, 6, 6), seed=0) -> Path:
+    """A training dataset ``root/{train,val,test}/<label>/*.png`` of 48x48 toy patterns, ``per_class`` per split."""
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "val", "test"), per_class):
+        for label in labels:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(folder / f"{label}-{i}.png"), _pattern(label, rng))
+    return root

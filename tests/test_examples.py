@@ -1,10 +1,9 @@
-"""The example scripts in examples/: each run as a user would, in a subprocess from the repo root."""
+"""The example scripts in examples/: each run as a user would, in a subprocess."""
 from __future__ import annotations
 
 import csv
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,17 +13,16 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_LABELS, write_png
-from test_training import make_dataset
+from conftest import REPO, TINY_LABELS, child_env, make_dataset, write_png
 
 EXAMPLES = REPO / "examples"
 CLINIC_LINE = re.compile(r"^\s*(\d+)\. (\S+)  (.*)$")
 
 
 def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    env = {**child_env(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(  # not cwd=REPO: a `python -m edgecxr` inside must import the edgecxr under test
+        [sys.executable, str(EXAMPLES / script), *args], cwd=EXAMPLES, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -150,6 +148,8 @@ def test_clinic_app_triage_api(model_path, scans):
     assert cases[2].error and cases[2].review
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_finetune_site(tmp_path):
     from training.train import TrainConfig, train
 
