@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared data, the committed tiny models; the tiers' markers.
+"""Shared fixtures: the shared data, the committed tiny models, one trained run; the tiers' markers.
 
 The tiers (markers registered in setup.cfg): ``train`` needs the train extra (TensorFlow),
 ``data`` needs ../shared/data (given to every test that uses :func:`shared_data`), ``slow`` takes
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import cv2
 import numpy as np
@@ -108,3 +108,23 @@ def make_dataset(root: Path, labels=("dark", "bright", "striped"), per_class=(24
             for i in range(n):
                 cv2.imwrite(str(folder / f"{label}-{i}.png"), _pattern(label, rng))
     return root
+
+
+class TrainedRun(NamedTuple):
+    data: Path
+    out: Path
+    metrics: dict
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """One tiny ResNet-18-style run (32x32, width 8, 10 epochs) on ``make_dataset(per_class=(100, 10, 10))``.
+
+    Shared by the tests that check a run and those that fine-tune from one; they never write into it.
+    """
+    from training.train import TrainConfig, train
+
+    root = make_dataset(tmp_path_factory.mktemp("trained") / "data", per_class=(100, 10, 10))
+    out = root.parent / "run"
+    metrics = train(TrainConfig(root, out, family="resnet18", input_size=32, width=8, bn_momentum=0.9, epochs=10, lr=3e-3, batch_size=16, patience=30))
+    return TrainedRun(root, out, metrics)

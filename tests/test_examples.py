@@ -150,11 +150,8 @@ def test_clinic_app_triage_api(model_path, scans):
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_finetune_site(tmp_path):
-    from training.train import TrainConfig, train
-
-    base = tmp_path / "base"
-    train(TrainConfig(make_dataset(tmp_path / "d3", per_class=(12, 3, 3)), base, input_size=32, width=8, epochs=1, batch_size=16))
+def test_finetune_site(trained_run, tmp_path):
+    base = trained_run.out
     site = make_dataset(tmp_path / "site", labels=("dark", "bright", "striped", "checked"), per_class=(8, 4, 4))
     out = tmp_path / "out"
     result = run_example("finetune_site.py", str(site), str(base), str(out), "--epochs", "1", "--batch-size", "16")

@@ -104,15 +104,12 @@ def test_cli_bad_dataset_exit_code(tmp_path):
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_tiny_run_learns_and_matches_runtime(tmp_path):
+def test_tiny_run_learns_and_matches_runtime(trained_run, tmp_path):
     from converters.quantize import convert
     from edgecxr.card import write_card
     from edgecxr.model import Model
-    from training.train import TrainConfig, train
 
-    root = make_dataset(tmp_path / "data", per_class=(100, 10, 10))
-    out = tmp_path / "run"
-    metrics = train(TrainConfig(root, out, family="resnet18", input_size=32, width=8, bn_momentum=0.9, epochs=10, lr=3e-3, batch_size=16, patience=30))
+    root, out, metrics = trained_run
     assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
     for name in ("best.keras", "last.keras", "run.json", "history.json", "metrics.json", "curves.png", "confusion_test.png"):
         assert (out / name).is_file(), name
@@ -163,12 +160,11 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path):
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_init_from_with_new_classes_and_frozen_backbone(tmp_path):
+def test_init_from_with_new_classes_and_frozen_backbone(trained_run, tmp_path):
     from training.train import TrainConfig, train
     import tf_keras as keras
 
-    base = tmp_path / "base"
-    train(TrainConfig(make_dataset(tmp_path / "d3"), base, input_size=32, width=8, epochs=1, batch_size=16))
+    base = trained_run.out
     site = make_dataset(tmp_path / "d4", labels=("dark", "bright", "striped", "checked"), per_class=(8, 4, 4))
     out = tmp_path / "site"
     train(TrainConfig(site, out, init_from=base, freeze_backbone=True, epochs=2, batch_size=16))
