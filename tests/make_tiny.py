@@ -12,8 +12,8 @@ is deterministic; ``tests/test_fixtures.py`` rebuilds them and compares with the
 """
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,5 +58,7 @@ def make_tiny(folder: Path) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    for written in make_tiny(Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURES).values():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, nargs="?", default=FIXTURES, help="folder to write (default: tests/fixtures)")
+    for written in make_tiny(parser.parse_args().out).values():
         print(written)
