@@ -1,10 +1,9 @@
-"""The example scripts in examples/: each run as a user would, in a subprocess from the repo root."""
+"""The example scripts in examples/: each run as a user would, in a subprocess."""
 from __future__ import annotations
 
 import csv
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,17 +13,16 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_LABELS, write_png
-from test_training import make_dataset
+from conftest import REPO, TINY_LABELS, child_env, make_dataset, write_png
 
 EXAMPLES = REPO / "examples"
 CLINIC_LINE = re.compile(r"^\s*(\d+)\. (\S+)  (.*)$")
 
 
 def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    env = {**child_env(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(  # not cwd=REPO: a `python -m edgecxr` inside must import the edgecxr under test
+        [sys.executable, str(EXAMPLES / script), *args], cwd=EXAMPLES, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -150,11 +148,10 @@ def test_clinic_app_triage_api(model_path, scans):
     assert cases[2].error and cases[2].review
 
 
-def test_finetune_site(tmp_path):
-    from training.train import TrainConfig, train
-
-    base = tmp_path / "base"
-    train(TrainConfig(make_dataset(tmp_path / "d3", per_class=(12, 3, 3)), base, input_size=32, width=8, epochs=1, batch_size=16))
+@pytest.mark.train
+@pytest.mark.slow
+def test_finetune_site(trained_run, tmp_path):
+    base = trained_run.out
     site = make_dataset(tmp_path / "site", labels=("dark", "bright", "striped", "checked"), per_class=(8, 4, 4))
     out = tmp_path / "out"
     result = run_example("finetune_site.py", str(site), str(base), str(out), "--epochs", "1", "--batch-size", "16")

@@ -25,10 +25,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from conftest import child_env
 from edgecxr.imageio import MAX_PIXELS, ImageError, LoadedImage, from_array, is_dicom, load_image
 from edgecxr.preprocess import PreprocessSpec, preprocess
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -318,9 +317,9 @@ def test_pixel_limit_survives_package_import_order(tmp_path):
         """
     )
     # edgecxr.imageio has set OPENCV_* in this process's environment; the child must not inherit it
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    env = child_env({k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")})
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "refusing to decode" in result.stdout, result.stdout
@@ -344,9 +343,9 @@ def test_pixel_limit_holds_when_cv2_was_imported_first(tmp_path):
             print("LOADED")
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    env = child_env({k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")})
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path}: "), result.stdout

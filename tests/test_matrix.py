@@ -24,6 +24,7 @@ def two_class_data(tmp_path_factory):
     return data
 
 
+@pytest.mark.train  # matplotlib, for tradeoff.png
 def test_matrix_writes_results_report_and_plot(tiny_models, two_class_data, tmp_path):
     out = tmp_path / "out"
     args = ["--models", str(tiny_models["int8"].parent), "--data", str(two_class_data), "--out", str(out)]

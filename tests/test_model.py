@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_LABELS, toy_images
+from conftest import TINY_LABELS, child_env, toy_images
 from edgecxr import ImageError, Model, ModelError, Prediction, load_image, load_model
 from edgecxr.card import ModelCard, read_card, sha256_of, write_card
 from edgecxr.checks import Check, input_checks
@@ -514,7 +514,7 @@ def test_predict_does_not_import_tensorflow(tiny_models, tmp_path):
         print("NO_TENSORFLOW_OK")
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300
     )

@@ -48,6 +48,7 @@ def keras_cams(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
 # --- class activation maps ---------------------------------------------------------------------
 
 
+@pytest.mark.train
 def test_cam_of_float32_model_equals_keras(tiny_models, keras_tiny):
     x, y = toy_images(9, seed=3)
     model = load_model(tiny_models["float32"])
@@ -58,6 +59,7 @@ def test_cam_of_float32_model_equals_keras(tiny_models, keras_tiny):
     np.testing.assert_allclose(runtime, expected, atol=1e-4)
 
 
+@pytest.mark.train
 def test_cam_of_int8_model_follows_keras(tiny_models, keras_tiny):
     x, y = toy_images(9, seed=4)
     model = load_model(tiny_models["int8"])
@@ -69,7 +71,7 @@ def test_cam_of_int8_model_follows_keras(tiny_models, keras_tiny):
     assert np.max(np.abs(runtime - expected)) < 0.1 * np.max(np.abs(expected))
 
 
-def test_cam_mean_plus_bias_is_the_logit(tiny_models, keras_tiny):
+def test_cam_mean_plus_bias_is_the_logit(tiny_models):
     """For GAP + dense the logit is the map's mean plus the bias: softmax of that gives the model's probabilities."""
     x, _ = toy_images(6, seed=5)
     model = load_model(tiny_models["float32"])
@@ -159,6 +161,7 @@ def test_cli_keeps_the_prediction_when_the_heatmap_cannot_be_written(tiny_models
     assert "heatmap not written (disk full)" in result.stderr
 
 
+@pytest.mark.train
 def test_gradcam_is_the_runtime_cam_over_the_map_area(tiny_models, keras_tiny):
     from training.gradcam import grad_cam, rank_correlation
 
