@@ -10,7 +10,7 @@ from edgecxr.targets import TARGETS_FILE, Target, model_targets, targets
 
 def test_every_target_names_a_known_op_and_a_number():
     data = json.loads(TARGETS_FILE.read_text())
-    for group in ("model", "matrix"):
+    for group in ("model", "matrix", "generalization"):
         assert targets(group), group
         assert len(targets(group)) == len(data[group])
     assert {t.key for t in targets("model")} == {"macro_f1", "covid_sensitivity"}
