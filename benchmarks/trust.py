@@ -24,10 +24,10 @@ import numpy as np
 
 from edgecxr.calibration import apply_temperature, expected_calibration_error, negative_log_likelihood, reliability_bins
 from edgecxr.cam import normalise, overlay
+from edgecxr.card import ModelError
 from edgecxr.checks import input_checks
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import find_images
-from edgecxr.card import ModelError
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import to_original
 from edgecxr.provenance import invocation, record

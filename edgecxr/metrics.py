@@ -1,7 +1,7 @@
 """Classification metrics in plain numpy, shared by training, converters, `evaluate` and benchmarks."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

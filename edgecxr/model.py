@@ -13,7 +13,7 @@ from edgecxr import registry
 from edgecxr.calibration import apply_temperature
 from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelError, read_card, verify_file
-from edgecxr.checks import DEFAULT_PROFILE, Check, input_checks, refuse_blank
+from edgecxr.checks import Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
 from edgecxr.preprocess import preprocess, to_original
