@@ -299,6 +299,7 @@ def release(card: ModelCard, previous: ModelCard | None, change: str, date: date
     Unchanged content keeps the previous version and changelog; changed content gets the next
     minor version with ``change`` logged on ``date``; with no previous card it is 1.0.0, first entry ``change``.
     """
+    history: tuple[ChangelogEntry, ...]
     if previous is None:
         version, history = "1.0.0", ()
     elif _content(card) == _content(previous):
