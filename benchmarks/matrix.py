@@ -216,7 +216,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
 
 def provenance(block: dict) -> str:
     """When a block of results was measured and how loaded the machine was."""
-    loads = [block.get("load_before"), block.get("load_after")]
+    loads: list[Any] = [block.get("load_before"), block.get("load_after")]  # JSON lists of 3 floats, or None
     load = ("load average (1/5/15 min) {} before, {} after".format(*("/".join(f"{x:.2f}" for x in v) for v in loads))
             if all(loads) else "load not recorded")
     return f"{block.get('measured_at') or 'a time not recorded'}, {load}"

@@ -24,10 +24,10 @@ import numpy as np
 
 from edgecxr.calibration import apply_temperature, expected_calibration_error, negative_log_likelihood, reliability_bins
 from edgecxr.cam import normalise, overlay
+from edgecxr.card import ModelError
 from edgecxr.checks import input_checks
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import find_images
-from edgecxr.card import ModelError
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import to_original
 from edgecxr.provenance import invocation, record
@@ -126,6 +126,7 @@ def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.nda
     from training.gradcam import grad_cam, rank_correlation
 
     keras_model = keras.models.load_model(keras_run / "best.keras")
+    assert model.card.cam is not None  # only heatmap models get here
     kernel, card_weights = keras_model.get_layer("classifier").get_weights()[0], np.asarray(model.card.cam.weights)
     if kernel.shape != card_weights.shape or not np.allclose(kernel, card_weights, atol=1e-5):
         raise ValueError(f"{keras_run}: its classifier weights differ from {model.name}'s card: not the model it was converted from")
@@ -159,7 +160,7 @@ def wrong_inputs(test_files: list[Path], seed: int = 0) -> dict[str, tuple[str, 
     """
     rng = np.random.default_rng(seed)
     n = WRONG_INPUTS_PER_KIND
-    sample = [load_image(f).pixels for f in rng.choice(test_files, n, replace=False)]
+    sample = [load_image(test_files[i]).pixels for i in rng.choice(len(test_files), n, replace=False)]  # the same draws as choosing from the list
     smooth_colour = [cv2.resize(rng.uniform(0, 255, (6, 8, 3)).astype(np.uint8), (400, 300), interpolation=cv2.INTER_CUBIC) for _ in range(n)]
     return {
         "colour photograph (smooth colour field)": ("colour", smooth_colour),
@@ -183,7 +184,8 @@ def checks_section(model: Model, test_files: list[Path], fullres_files: list[Pat
         real[name] = {"images": len(files), "fired": {k: len(v) for k, v in fired.items()}, "files": fired}
     wrong = {}
     for name, (expected, images) in wrong_inputs(test_files).items():
-        caught, refused, labels = 0, 0, {}
+        caught, refused = 0, 0
+        labels: dict[str, int] = {}
         for image in images:
             try:
                 p = model.predict(image)
@@ -243,6 +245,7 @@ def write_examples(model: Model, test, out: Path, per_class: int) -> None:
         for i in rng.choice(np.flatnonzero(test.y == c), per_class, replace=False):
             loaded = load_image(test.files[i])
             p = model.predict(loaded, heatmap=True)
+            assert p.heatmap is not None  # predict(heatmap=True) sets it
             name = f"{model.labels[c]}-{test.sources[i]}-{Path(test.files[i]).stem}-pred-{p.label}.png"
             cv2.imwrite(str(out / name), overlay(loaded.pixels, p.heatmap))
 

@@ -6,17 +6,18 @@ the model with, and after, with the tensors the runtime reports and the verifica
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import tf_keras as keras
 
 from converters.quantize import with_feature_map
 from edgecxr.card import ModelCard, gzip_size
+from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification
 from edgecxr.checks import DEFAULT_PROFILE
-from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, TensorSpec, Temperature, Training, Verification
 from edgecxr.families import family as family_of
 from edgecxr.families import variant as variant_of
 from edgecxr.model import Model

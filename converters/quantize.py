@@ -1,7 +1,7 @@
 """Keras → TFLite flatbuffers: float32, float16 weights, dynamic-range int8, full-integer int8."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf

@@ -1,7 +1,7 @@
 """Checking a converted model against its float32 reference before it is released."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

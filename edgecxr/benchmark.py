@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 import platform
 import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgecxr.model import Model
 
 
 def platform_info() -> dict[str, str]:
@@ -96,7 +99,7 @@ def measure_in_child(model_path: str, **kwargs: Any) -> dict[str, Any]:
         return pool.submit(measure, model_path, **kwargs).result()
 
 
-def _dtype(model) -> str:
+def _dtype(model: Model) -> str:
     """The number format of the card's variant (``dynamic-int8`` ...), else of the input tensor."""
     from edgecxr.families import VARIANTS
 
@@ -104,7 +107,7 @@ def _dtype(model) -> str:
     return variant.dtype if variant else np.dtype(model.input_details["dtype"]).name
 
 
-def _latency_input(model, data: str | None) -> np.ndarray:
+def _latency_input(model: Model, data: str | None) -> np.ndarray:
     """The first image of ``data`` preprocessed, else a fixed synthetic X-ray-like gradient."""
     from edgecxr.evaluate import labelled_files
     from edgecxr.imageio import ImageError, load_image
@@ -123,7 +126,7 @@ def _latency_input(model, data: str | None) -> np.ndarray:
     return np.clip(synthetic, 0, 1).astype(np.float32)[:, :, None]
 
 
-def _accuracy(model, data: str) -> dict[str, Any]:
+def _accuracy(model: Model, data: str) -> dict[str, Any]:
     """Accuracy on ``data`` and the end-to-end time per image (decode + preprocess + invoke)."""
     from edgecxr.evaluate import evaluate
 

@@ -20,13 +20,14 @@ import gzip
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edgecxr import fields as f
+from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification, semver
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
-from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, TensorSpec, Temperature, Training, Verification, semver
 from edgecxr.fields import FieldError
 from edgecxr.preprocess import PreprocessSpec
 
@@ -298,6 +299,7 @@ def release(card: ModelCard, previous: ModelCard | None, change: str, date: date
     Unchanged content keeps the previous version and changelog; changed content gets the next
     minor version with ``change`` logged on ``date``; with no previous card it is 1.0.0, first entry ``change``.
     """
+    history: tuple[ChangelogEntry, ...]
     if previous is None:
         version, history = "1.0.0", ()
     elif _content(card) == _content(previous):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from edgecxr.imageio import ImageError, LoadedImage  # first: it sets OpenCV's pixel limit, which cv2 reads when loaded
 
+# isort: split
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 

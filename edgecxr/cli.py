@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -17,10 +18,13 @@ from edgecxr.card import ModelError
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import find_images
 
+if TYPE_CHECKING:
+    from edgecxr.model import Model
+
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 
 
-def load_or_exit(model: str | None, threads: int | None):
+def load_or_exit(model: str | None, threads: int | None) -> Model:
     """Load a model for a command, or print one error line and exit 2."""
     from edgecxr.model import load_model
 
@@ -93,6 +97,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
                 continue
             out = result.to_dict()
             if heatmaps is not None:
+                assert result.heatmap is not None  # predict(heatmap=True) sets it
                 try:
                     out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
                 except (OSError, cv2.error) as exc:  # the prediction is still printed, with "heatmap": null
@@ -111,7 +116,8 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     from edgecxr import registry
 
     rows, failed = [], False
-    for name in [*registry.bundled_models(), *extra]:
+    names: list[str | Path] = [*registry.bundled_models(), *extra]
+    for name in names:
         try:
             rows.append(registry.describe(registry.resolve(name)))
         except ModelError as exc:
@@ -183,7 +189,7 @@ def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_jso
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
 @click.option("--no-xnnpack", is_flag=True, help="disable the XNNPACK delegate")
 @click.option("--json", "as_json", is_flag=True, help='print one JSON object: {"platform": {...}, "results": [...]}')
-def benchmark(names, data, runs, warmup, threads, no_xnnpack, as_json) -> None:
+def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, threads: int | None, no_xnnpack: bool, as_json: bool) -> None:
     """Measure latency (init, first, warm-up, mean/std, p50/p90/p99), peak RSS and size of models.
 
     Each model runs in its own process. Without --data, latency is timed on a synthetic
@@ -286,11 +292,11 @@ def _human(result: dict) -> str:
 class _plain:
     """A no-op stand-in for click.progressbar when no bar is shown."""
 
-    def __init__(self, items):
+    def __init__(self, items: Any) -> None:
         self.items = items
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self.items
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False

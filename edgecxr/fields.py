@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, TypeVar
 
 T = TypeVar("T")
 _SHA256 = re.compile(r"[0-9a-f]{64}")

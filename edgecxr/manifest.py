@@ -12,9 +12,9 @@ import csv
 import hashlib
 import io
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 FIELDS = ("label", "split", "source", "subclass", "patient_group", "age_group")
 

@@ -1,12 +1,12 @@
 """Classification metrics in plain numpy, shared by training, converters, `evaluate` and benchmarks."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
@@ -14,7 +14,7 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: in
 
 
 def classification_report(
-    y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str], sources: Sequence[str] | None = None
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, labels: Sequence[str], sources: Sequence[str] | None = None
 ) -> dict:
     """Accuracy, per-class precision (PPV) / recall (sensitivity) / F1 / support, macro-F1, confusion.
 
@@ -33,7 +33,7 @@ def classification_report(
     return report
 
 
-def _report(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str]) -> dict:
+def _report(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, labels: list[str]) -> dict:
     """The report of one set of samples (no groups)."""
     cm = confusion_matrix(y_true, y_pred, len(labels))
     n = int(cm.sum())

@@ -13,7 +13,7 @@ from edgecxr import registry
 from edgecxr.calibration import apply_temperature
 from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelError, read_card, verify_file
-from edgecxr.checks import DEFAULT_PROFILE, Check, input_checks, refuse_blank
+from edgecxr.checks import Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
 from edgecxr.preprocess import preprocess, to_original
@@ -146,7 +146,7 @@ class Model:
         """The raw (h, w) activation map of ``class_index`` for one preprocessed image, from the model's own feature map."""
         if not self.has_heatmap:
             raise ModelError(f"{self.name}: no heatmap available")
-        return class_activation_map(self._run(x, features=True)[1], self._cam_weights, class_index)
+        return self._cam(self._run(x, features=True)[1], class_index)
 
     def _run(self, x: np.ndarray, calibrated: bool = True, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.interpreter.set_tensor(self._input["index"], self.quantize_input(x[None]))
@@ -158,8 +158,12 @@ class Model:
             return probs, None
         return probs, _dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
 
-    def _heatmap(self, features: np.ndarray, class_index: int, shape: tuple[int, int]) -> np.ndarray:
-        cam = class_activation_map(features, self._cam_weights, class_index)
+    def _cam(self, features: np.ndarray | None, class_index: int) -> np.ndarray:
+        assert features is not None and self._cam_weights is not None, "callers check has_heatmap"
+        return class_activation_map(features, self._cam_weights, class_index)
+
+    def _heatmap(self, features: np.ndarray | None, class_index: int, shape: tuple[int, int]) -> np.ndarray:
+        cam = self._cam(features, class_index)
         return normalise(to_original(cam, heatmap_shape(shape), self.card.preprocessing))
 
     def _read_cam_weights(self) -> np.ndarray | None:

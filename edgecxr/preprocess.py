@@ -21,10 +21,13 @@ training starts); :func:`preprocess` given a :class:`PreprocessSpec` does not ch
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import edgecxr.imageio  # noqa: F401  (sets OpenCV's pixel limit, which cv2 reads only when loaded)
+
+# isort: split
 import cv2
 import numpy as np
 

@@ -18,9 +18,10 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from edgecxr.card import sha256_of
 

@@ -8,10 +8,11 @@ met/missed; why a target is missed is written by people, in each report's ``note
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 TARGETS_FILE = Path(__file__).with_name("targets.json")
 _OPS = (">=", "<=", ">", "<")
@@ -37,7 +38,7 @@ class Target:
         return {"name": self.name, "scope": scope, "op": self.op, "target": self.value, "reached": reached, "met": met, "margin": round(margin, 3)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def targets(group: str) -> tuple[Target, ...]:
     """The targets of ``group`` (``model`` or ``matrix``) from :data:`TARGETS_FILE`."""
     data = json.loads(TARGETS_FILE.read_text())

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         rss = next(r["peak_rss_mb"] for r in report["results"] if r["model"] == model)
         print(f"{model:<22} p50 {p50:8.2f} ms   x86-64 {ref}   peak RSS {rss:.0f} MB")
     for family, ratio in int8_ratios(report["results"]).items():
-        ref = int8_ratios(reference).get(family)
-        print(f"{family}: int8 / float32 p50 = {ratio:.2f} here" + (f", {ref:.2f} on x86-64" if ref else ""))
+        ref_ratio = int8_ratios(reference).get(family)
+        print(f"{family}: int8 / float32 p50 = {ratio:.2f} here" + (f", {ref_ratio:.2f} on x86-64" if ref_ratio else ""))
     return 0
 
 

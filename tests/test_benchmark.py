@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_LABELS
+from conftest import TINY_LABELS, write_png
 from edgecxr import benchmark
 from edgecxr.card import read_card, write_card
 from edgecxr.cli import main
-from conftest import write_png
 from test_evaluate import make_dataset
 
 RESULT_KEYS = {

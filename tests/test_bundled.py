@@ -106,9 +106,8 @@ def test_bundled_models_are_calibrated_and_resnets_have_heatmaps(name):
 
 
 def test_default_heatmap_on_a_real_full_size_film(shared_data):
-    from edgecxr.imageio import load_image
-
     from edgecxr.cam import heatmap_shape
+    from edgecxr.imageio import load_image
 
     path = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]
     image = load_image(path)

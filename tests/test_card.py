@@ -9,9 +9,7 @@ from dataclasses import replace
 import pytest
 
 from edgecxr.card import INTENDED_USE, SCHEMA_VERSION, ModelCard, ModelError, card_path_for, read_card, release, sha256_of, verify_file, write_card
-from edgecxr.cardparts import (
-    BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Pruning, Quantization, TensorSpec, Temperature, Thresholds, Training, Verification,
-)
+from edgecxr.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Pruning, Quantization, Temperature, TensorSpec, Thresholds, Training, Verification
 from edgecxr.preprocess import PreprocessSpec
 from edgecxr.registry import MODELS_DIR
 

@@ -28,6 +28,7 @@ def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.Com
 
 def import_example(name: str):
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
@@ -106,8 +107,9 @@ def test_folder_to_csv_bad_model(tmp_path):
 
 
 def clinic_rows(stdout: str) -> list[tuple[str, str]]:
-    rows = [CLINIC_LINE.match(line) for line in stdout.splitlines()]
-    assert all(rows), stdout
+    lines = stdout.splitlines()
+    rows = [m for m in map(CLINIC_LINE.match, lines) if m]
+    assert len(rows) == len(lines), stdout
     assert [int(m.group(1)) for m in rows] == list(range(1, len(rows) + 1))
     return [(Path(m.group(2)).name, m.group(3)) for m in rows]
 

@@ -51,6 +51,7 @@ def structure(path: Path) -> dict:
     for key in ("sha256", "size_bytes"):
         card.pop(key)
     model = load_model(path)
+    assert model.feature_details is not None  # every tiny fixture has a heatmap
     tensors = {kind: (list(d["shape"]), np.dtype(d["dtype"]).name) for kind, d in
                (("input", model.input_details), ("output", model.output_details), ("features", model.feature_details))}
     return {"card": card, "cam": (cam["feature_layer"], np.shape(cam["weights"]), np.shape(cam["bias"])), "tensors": tensors}

@@ -14,21 +14,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import pydicom
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
 
 from conftest import child_env
 from edgecxr.imageio import MAX_PIXELS, ImageError, LoadedImage, from_array, is_dicom, load_image
 from edgecxr.preprocess import PreprocessSpec, preprocess
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -53,7 +47,7 @@ def write_dicom(
     *,
     bits_stored: int = 16,
     photometric: str = "MONOCHROME2",
-    transfer_syntax: str = ExplicitVRLittleEndian,
+    transfer_syntax: UID = ExplicitVRLittleEndian,
     pixel_data: bytes | None = None,
     **attrs,
 ) -> Path:

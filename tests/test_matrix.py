@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from benchmarks.matrix import THREADS, cold_start, main, row_order, targets
-from edgecxr.targets import Target
 from edgecxr.card import sha256_of
 from edgecxr.provenance import repo_relative
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
+from edgecxr.targets import Target
 
 
 @pytest.fixture(scope="module")

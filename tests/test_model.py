@@ -104,7 +104,7 @@ def check_prediction(p: Prediction, model: Model) -> None:
     assert list(p.probabilities) == model.labels
     assert abs(sum(p.probabilities.values()) - 1.0) < 1e-5
     assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
-    assert p.label == max(p.probabilities, key=p.probabilities.get)
+    assert p.label == max(p.probabilities, key=p.probabilities.__getitem__)
     assert p.latency_ms > 0
     assert p.model == model.name
 

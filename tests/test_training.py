@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_dataset
-from training.data import DatasetError, list_images, load_dataset  # no TensorFlow: these run in the runtime tier too
-
 from edgecxr.families import FAMILIES, family
+from training.data import DatasetError, list_images, load_dataset  # no TensorFlow: these run in the runtime tier too
 
 SPEC = {"size": [32, 32]}
 
@@ -107,8 +106,8 @@ def test_cli_bad_dataset_exit_code(tmp_path):
 def test_tiny_run_learns_and_matches_runtime(trained_run, tmp_path):
     from converters.quantize import convert
     from edgecxr.card import ModelCard, write_card
-    from edgecxr.preprocess import PreprocessSpec
     from edgecxr.model import Model
+    from edgecxr.preprocess import PreprocessSpec
 
     root, out, metrics = trained_run
     assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
@@ -162,8 +161,9 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path):
 @pytest.mark.train
 @pytest.mark.slow
 def test_init_from_with_new_classes_and_frozen_backbone(trained_run, tmp_path):
-    from training.train import TrainConfig, train
     import tf_keras as keras
+
+    from training.train import TrainConfig, train
 
     base = trained_run.out
     site = make_dataset(tmp_path / "d4", labels=("dark", "bright", "striped", "checked"), per_class=(8, 4, 4))
