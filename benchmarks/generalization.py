@@ -172,8 +172,12 @@ def quantities(section: dict[str, Any]) -> dict[str, float | None]:
 
 def check_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
     reached = quantities(section)
-    return [t.check(reached[t.key], section["model"]) for t in targets("generalization")
-            if t.applies_to(section["family"] or "") and reached.get(t.key) is not None]
+    out = []
+    for t in targets("generalization"):
+        value = reached.get(t.key)
+        if t.applies_to(section["family"] or "") and value is not None:
+            out.append(t.check(value, section["model"]))
+    return out
 
 
 def lung_masks_for(roots: list[Path], frame: tuple[int, int]) -> dict[Path, np.ndarray] | None:
