@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +30,19 @@ import numpy as np
 
 import edgecxr
 from edgecxr.benchmark import measure_in_child, percentile, platform_info
-from edgecxr.cli import expand_inputs
-from edgecxr.evaluate import labelled_files, predict_labelled
+from edgecxr.card import read_card
+from edgecxr.evaluate import evaluate
+from edgecxr.families import VARIANTS
+from edgecxr.inputs import find_images
+from edgecxr.manifest import Manifest, ManifestError, read_manifest
 from edgecxr.model import load_model
+from edgecxr.provenance import invocation, record, repo_relative, utc_now
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
-from training.data import read_sources
-from training.report import split_metrics
+from edgecxr.targets import targets as edgecxr_targets
 
 THREADS = (1, 2, 4)
-VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8", "keras")  # row order within a family
+ROW_ORDER = (*VARIANTS, "keras")  # within a family: the registry's variants, then the Keras full model
 # The issue's targets: int8 vs float32 of the same family, and a cold `edgecxr predict`.
-MAX_P50_RATIO, MAX_SIZE_RATIO, MAX_ACCURACY_LOSS = 0.5, 0.3, 1.0  # ratios; accuracy points
-MAX_COLD_WALL_S, MAX_COLD_RSS_MB = 0.8, 150.0
 SIMD_FLAGS = {  # /proc/cpuinfo flags that decide how fast int8 kernels can be
     "x86_64": ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"),
     "aarch64": ("asimd", "asimddp", "i8mm"),
@@ -60,10 +60,6 @@ print(time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_m
 """
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def cpu_features() -> dict[str, bool]:
     """Which of the SIMD features that matter for int8 this CPU has (empty when unknown)."""
     wanted = SIMD_FLAGS.get(platform.machine(), ())
@@ -75,29 +71,31 @@ def cpu_features() -> dict[str, bool]:
     return {f: f in flags for f in wanted}
 
 
-def family_variant(name: str) -> tuple[str, str]:
-    """``resnet18-pruned-int8`` -> (``resnet18``, ``pruned-int8``); ("name", "") for an unknown variant."""
-    for variant in sorted(VARIANTS, key=len, reverse=True):
-        if name.endswith(f"-{variant}"):
-            return name[: -len(variant) - 1], variant
-    return name, ""
+def row_order(row: dict) -> tuple[str, int]:
+    """Sort key of a result row (its ``family`` and ``variant``, from the card): family, then variant in
+    :data:`ROW_ORDER` (unknown variants last)."""
+    variant = row["variant"]
+    return row["family"] or "", ROW_ORDER.index(variant) if variant in ROW_ORDER else len(ROW_ORDER)
 
 
-def row_order(name: str) -> tuple[str, int]:
-    """Sort key: family, then variant in the order of ``VARIANTS`` (unknown variants last)."""
-    family, variant = family_variant(name)
-    return family, VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS)
+def card_fields(path: Path) -> dict[str, Any]:
+    """The ``family`` and ``variant`` of a model, from its card."""
+    card = read_card(path)
+    return {"family": card.family, "variant": card.variant}
 
 
-def accuracy_by_source(path: Path, data: Path) -> dict:
+def split_manifest(data: Path) -> Manifest | None:
+    """The manifest beside the split folder ``data`` (``data/../manifest.csv``), or None when there is none."""
+    path = data.parent / "manifest.csv"
+    return read_manifest(path) if path.is_file() else None
+
+
+def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None) -> dict:
     """Metrics of one model on ``data`` (a split folder), overall and per manifest source."""
     model = load_model(path)
-    files, y_true, y_pred, errors = predict_labelled(model, labelled_files(data, model.labels))
-    sources = read_sources(data.parent)  # the manifest sits beside the split folders
-    report = split_metrics(np.array(y_true), np.array(y_pred), model.labels, [sources.get(str(f), "") for f in files])
-    report["errors"] = errors
-    report["agreement_with_float32"] = model.card.get("verification", {}).get("agreement_with_float32")
-    return report
+    report = evaluate(model, data, manifest=manifest)
+    report["agreement_with_float32"] = model.card.verification.agreement_with_float32 if model.card.verification else None
+    return {**report, **card_fields(path)}
 
 
 def keras_latency(run: Path, runs: int, warmup: int) -> dict:
@@ -120,6 +118,7 @@ def keras_latency(run: Path, runs: int, warmup: int) -> dict:
         "p50_ms": round(percentile(times, 50), 3), "p90_ms": round(percentile(times, 90), 3),
         "p99_ms": round(percentile(times, 99), 3), "mean_ms": round(float(np.mean(times)), 3),
         "size_bytes": (run / "best.keras").stat().st_size, "threads": "tf default", "xnnpack": None,
+        "family": model.name, "variant": "keras",  # a family's builder names its Keras model after it
     }
 
 
@@ -131,7 +130,7 @@ def cold_start(data: Path, runs: int) -> dict[str, Any]:
     process. Wall time is spawn to exit (interpreter start, imports, model load, decode, answer);
     the OS file cache is warm after the first run.
     """
-    image = next(expand_inputs((str(data),)))
+    image = find_images(data)[0]
     script = Path(sys.executable).with_name("edgecxr")
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "edgecxr"]
     package_root = str(Path(edgecxr.__file__).resolve().parents[1])
@@ -156,44 +155,45 @@ def cold_start(data: Path, runs: int) -> dict[str, Any]:
             "wall_max_s": max(walls), "rss_median_mb": round(statistics.median(rss), 1), "rss_max_mb": max(rss),
         })
     return {
-        "measured_at": now(), "load_before": load_before, "load_after": os.getloadavg(),
+        "measured_at": utc_now(), "load_before": load_before, "load_after": os.getloadavg(),
         "platform": {**platform_info(), "cpu_features": cpu_features()}, "command": " ".join([Path(command[0]).name, *command[1:]]),
-        "package": str(Path(edgecxr.__file__).resolve().parent), "image": str(image), "runs": runs, "models": models,
+        "package": repo_relative(Path(edgecxr.__file__).parent), "image": repo_relative(image), "runs": runs, "models": models,
     }
 
 
-def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int, cold_runs: int) -> dict:
-    started, load_before = now(), os.getloadavg()
-    paths = sorted((p for d in model_dirs for p in d.glob("*.tflite")), key=lambda p: row_order(p.stem))
+def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int, cold_runs: int,
+               command: list[str]) -> dict:
+    """Measure everything; ``provenance`` records ``command`` and the sha256 of every model measured."""
+    started, load_before = utc_now(), os.getloadavg()
+    manifest = split_manifest(data)  # read before measuring: a bad one stops the run at once
+    cards = {p: card_fields(p) for d in model_dirs for p in d.glob("*.tflite")}
+    paths = sorted(cards, key=lambda p: (*row_order(cards[p]), p.stem))
     latency = []
     for i, path in enumerate(paths):
         for threads in THREADS:
             for xnnpack in (True, False):
                 print(f"[{i + 1}/{len(paths)}] {path.name} threads={threads} xnnpack={xnnpack}", file=sys.stderr, flush=True)
-                latency.append(measure_in_child(str(path), runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack))
+                row = measure_in_child(str(path), runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack)
+                latency.append({**row, "path": repo_relative(row["path"]), **cards[path]})
     print("cold start", file=sys.stderr, flush=True)
     cold = cold_start(data, cold_runs)
     accuracy = {}
     for path in paths:
         print(f"accuracy of {path.name}", file=sys.stderr, flush=True)
-        accuracy[path.stem] = accuracy_by_source(path, data)
+        accuracy[path.stem] = accuracy_by_source(path, data, manifest)
     keras_rows = [keras_latency(r, runs, warmup) for r in keras_runs]
-    return {"platform": {**platform_info(), "cpu_features": cpu_features()}, "measured_at": started,
-            "load_before": load_before, "load_after": os.getloadavg(), "data": str(data), "runs": runs, "warmup": warmup,
+    return {"provenance": record(command, models=paths),
+            "platform": {**platform_info(), "cpu_features": cpu_features()}, "measured_at": started,
+            "load_before": load_before, "load_after": os.getloadavg(), "data": repo_relative(data), "runs": runs, "warmup": warmup,
             "latency": latency, "keras": keras_rows, "accuracy": accuracy, "cold_start": cold}
 
 
-def check(name: str, scope: str, op: str, target: float, reached: float) -> dict[str, Any]:
-    """One target: ``met`` when ``reached op target``; ``margin`` > 0 is room left, < 0 how much it was missed by."""
-    margin = reached - target if op == ">=" else target - reached
-    met = margin >= 0 if op in (">=", "<=") else margin > 0
-    return {"name": name, "scope": scope, "op": op, "target": target, "reached": reached, "met": met, "margin": round(margin, 3)}
-
-
 def targets(results: dict) -> list[dict[str, Any]]:
-    """The issue's targets from ``results``: int8 vs float32 per family (p50 per threads x XNNPACK, size,
-    accuracy), and per bundled model a cold ``edgecxr predict`` (median wall time, max peak RSS)."""
-    rows = {(*family_variant(r["model"]), r["threads"], r["xnnpack"]): r for r in results["latency"]}
+    """The ``matrix`` targets of ``edgecxr/targets.json`` checked against ``results``: int8 vs float32 per
+    family (p50 per threads x XNNPACK, size, accuracy), and per bundled model a cold ``edgecxr predict``."""
+    goal = {t.key: t for t in edgecxr_targets("matrix")}
+    rows = {(r["family"], r["variant"], r["threads"], r["xnnpack"]): r for r in results["latency"]}
+    acc = {(a["family"], a["variant"]): a for a in results["accuracy"].values()}
     out = []
     for family in sorted({f for f, v, _, _ in rows if v == "int8"} & {f for f, v, _, _ in rows if v == "float32"}):
         int8 = {k[2:]: r for k, r in rows.items() if k[:2] == (family, "int8")}
@@ -201,23 +201,22 @@ def targets(results: dict) -> list[dict[str, Any]]:
         for threads, xnnpack in sorted(int8.keys() & f32.keys(), key=lambda k: (k[0], not k[1])):
             ratio = round(int8[threads, xnnpack]["p50_ms"] / f32[threads, xnnpack]["p50_ms"], 3)
             scope = f"{family}, {threads} thread{'s' * (threads != 1)}, XNNPACK {'on' if xnnpack else 'off'}"
-            out.append(check("int8/float32 p50 latency", scope, "<=", MAX_P50_RATIO, ratio))
+            out.append(goal["int8_float32_p50_ratio"].check(ratio, scope))
         any_int8, any_f32 = next(iter(int8.values())), next(iter(f32.values()))
-        out.append(check("int8/float32 file size", family, "<=", MAX_SIZE_RATIO, round(any_int8["size_bytes"] / any_f32["size_bytes"], 3)))
-        acc = results["accuracy"]
-        if f"{family}-int8" in acc and f"{family}-float32" in acc:
-            delta = round((acc[f"{family}-int8"]["accuracy"] - acc[f"{family}-float32"]["accuracy"]) * 100, 2)
-            out.append(check("int8 - float32 test accuracy, points", family, ">=", -MAX_ACCURACY_LOSS, delta))
+        out.append(goal["int8_float32_size_ratio"].check(round(any_int8["size_bytes"] / any_f32["size_bytes"], 3), family))
+        if (family, "int8") in acc and (family, "float32") in acc:
+            delta = round((acc[family, "int8"]["accuracy"] - acc[family, "float32"]["accuracy"]) * 100, 2)
+            out.append(goal["int8_minus_float32_accuracy_points"].check(delta, family))
     for m in results.get("cold_start", {}).get("models", []):
         scope = f"{m['model']}{' (default)' if m['default'] else ''}"
-        out.append(check("cold predict, median wall s", scope, "<", MAX_COLD_WALL_S, m["wall_median_s"]))
-        out.append(check("cold predict, max peak RSS MB", scope, "<", MAX_COLD_RSS_MB, m["rss_max_mb"]))
+        out.append(goal["cold_wall_median_s"].check(m["wall_median_s"], scope))
+        out.append(goal["cold_rss_max_mb"].check(m["rss_max_mb"], scope))
     return out
 
 
 def provenance(block: dict) -> str:
     """When a block of results was measured and how loaded the machine was."""
-    loads = [block.get("load_before"), block.get("load_after")]
+    loads: list[Any] = [block.get("load_before"), block.get("load_after")]  # JSON lists of 3 floats, or None
     load = ("load average (1/5/15 min) {} before, {} after".format(*("/".join(f"{x:.2f}" for x in v) for v in loads))
             if all(loads) else "load not recorded")
     return f"{block.get('measured_at') or 'a time not recorded'}, {load}"
@@ -238,17 +237,16 @@ def markdown(results: dict, notes: str | None = None) -> str:
             + f", at {provenance(cold)}."),
         "", *targets_markdown(results, notes), *cold_markdown(cold),
         "## Accuracy on the test split", "",
-        *([qat_sentence(results), ""] if qat_sentence(results) else []),
         "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
     ]
-    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[0])):
+    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[1])):
         sens = " | ".join(f"{a['per_class'][l]['recall']:.3f}" for l in a["labels"])
         lines.append(f"| {name} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | {sens} |")
     lines += ["", "## Latency (batch 1, ms)", "",
               "| model | dtype | MB | gzip MB | threads | XNNPACK | init | first | p50 | p90 | p99 | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results["latency"] + results["keras"], key=lambda r: row_order(r["model"])):
+    for r in sorted(results["latency"] + results["keras"], key=row_order):
         if r["xnnpack"] is None:  # Keras: TensorFlow, no LiteRT fields
             lines.append(f"| {r['model']} | float32 | {r['size_bytes'] / 1e6:.2f} | – | {r['threads']} | – | {r['init_ms']:.0f} | – | "
                          f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | – |")
@@ -259,7 +257,7 @@ def markdown(results: dict, notes: str | None = None) -> str:
                 f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['peak_rss_mb']:.0f} |"
             )
     lines += ["", "## Accuracy per source (test split)", ""]
-    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[0])):
+    for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[1])):
         per = ", ".join(f"{s} {v['accuracy']:.3f} (n={v['n']})" for s, v in a.get("per_source", {}).items())
         lines.append(f"- **{name}**: {per}")
     return "\n".join(lines) + "\n"
@@ -309,20 +307,6 @@ def cold_markdown(cold: dict | None) -> list[str]:
     return lines + [""]
 
 
-def qat_sentence(results: dict) -> str:
-    """Why the variants have no QAT int8 row, with the numbers that decided it."""
-    acc = results["accuracy"]
-    parts = []
-    for family in sorted({family_variant(name)[0] for name in acc}):
-        int8, f32 = acc.get(f"{family}-int8"), acc.get(f"{family}-float32")
-        if int8 and f32:
-            agreement = int8.get("agreement_with_float32")
-            parts.append(f"{family} {(int8['accuracy'] - f32['accuracy']) * 100:+.2f} accuracy points"
-                         + (f", {agreement:.1%} agreement with float32 (model card)" if agreement is not None else ""))
-    return ("There is no QAT int8 variant: quantisation-aware training was not built because post-training int8 "
-            f"lost nothing measurable against float32 ({'; '.join(parts)}).") if parts else ""
-
-
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -368,9 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_results:
         results = json.loads(args.from_results.read_text())
         if args.measure_cold_start:
-            results["cold_start"] = {**cold_start(args.data, args.cold_runs), "separate_run": True}
+            cold = cold_start(args.data, args.cold_runs)
+            results["cold_start"] = {**cold, "separate_run": True, "provenance": record(invocation("python -m benchmarks.matrix", argv))}
     else:
-        results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs)
+        try:
+            results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs,
+                                 invocation("python -m benchmarks.matrix", argv))
+        except ManifestError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     results["targets"] = targets(results)
     out = args.out or args.from_results.parent
     out.mkdir(parents=True, exist_ok=True)

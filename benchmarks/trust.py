@@ -24,11 +24,13 @@ import numpy as np
 
 from edgecxr.calibration import apply_temperature, expected_calibration_error, negative_log_likelihood, reliability_bins
 from edgecxr.cam import normalise, overlay
-from edgecxr.checks import input_warnings
-from edgecxr.imageio import ImageError, load_image
 from edgecxr.card import ModelError
+from edgecxr.checks import input_checks
+from edgecxr.imageio import ImageError, load_image
+from edgecxr.inputs import find_images
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import to_original
+from edgecxr.provenance import invocation, record
 from edgecxr.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
 
 WRONG_INPUTS_PER_KIND = 40
@@ -44,7 +46,7 @@ def heatmaps_in_frame(model: Model, x: np.ndarray, classes: np.ndarray) -> tuple
     """(raw low-resolution CAMs, normalised CAMs mapped onto the input frame) of ``classes[i]`` for ``x[i]``."""
     frame_shape = x.shape[1:3]
     raw = np.stack([model.class_activation_map(img, int(c)) for img, c in zip(x, classes)])
-    frame = np.stack([normalise(to_original(m, frame_shape, model.card["preprocessing"])) for m in raw])
+    frame = np.stack([normalise(to_original(m, frame_shape, model.card.preprocessing)) for m in raw])
     return raw, frame
 
 
@@ -124,7 +126,8 @@ def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.nda
     from training.gradcam import grad_cam, rank_correlation
 
     keras_model = keras.models.load_model(keras_run / "best.keras")
-    kernel, card_weights = keras_model.get_layer("classifier").get_weights()[0], np.asarray(model.card["cam"]["weights"])
+    assert model.card.cam is not None  # only heatmap models get here
+    kernel, card_weights = keras_model.get_layer("classifier").get_weights()[0], np.asarray(model.card.cam.weights)
     if kernel.shape != card_weights.shape or not np.allclose(kernel, card_weights, atol=1e-5):
         raise ValueError(f"{keras_run}: its classifier weights differ from {model.name}'s card: not the model it was converted from")
     reference = grad_cam(keras_model, x, pred)
@@ -144,7 +147,7 @@ def calibration_section(model: Model, test, raw: np.ndarray) -> tuple[dict, np.n
     calibrated = apply_temperature(raw, model.temperature)
     return {
         "temperature": model.temperature,
-        "fitted_on": model.card.get("temperature", {}).get("fitted_on"),
+        "fitted_on": model.card.temperature.fitted_on if model.card.temperature else None,
         "test_ece": {"before": round(expected_calibration_error(raw, test.y), 4), "after": round(expected_calibration_error(calibrated, test.y), 4)},
         "test_nll": {"before": round(negative_log_likelihood(raw, test.y), 4), "after": round(negative_log_likelihood(calibrated, test.y), 4)},
     }, calibrated
@@ -157,22 +160,17 @@ def wrong_inputs(test_files: list[Path], seed: int = 0) -> dict[str, tuple[str, 
     """
     rng = np.random.default_rng(seed)
     n = WRONG_INPUTS_PER_KIND
-    sample = [load_image(f).pixels for f in rng.choice(test_files, n, replace=False)]
+    sample = [load_image(test_files[i]).pixels for i in rng.choice(len(test_files), n, replace=False)]  # the same draws as choosing from the list
     smooth_colour = [cv2.resize(rng.uniform(0, 255, (6, 8, 3)).astype(np.uint8), (400, 300), interpolation=cv2.INTER_CUBIC) for _ in range(n)]
     return {
-        "colour photograph (smooth colour field)": ("colour image", smooth_colour),
+        "colour photograph (smooth colour field)": ("colour", smooth_colour),
         "constant image": ("refused", [np.full((256, 256), v, np.float32) for v in rng.uniform(0, 1, n)]),
-        "nearly uniform image": ("image is blank or nearly uniform", [np.clip(rng.normal(v, 0.005, (256, 256)), 0, 1).astype(np.float32) for v in rng.uniform(0.1, 0.9, n)]),
-        "tiny X-ray (longest side 48 px)": ("very small image", [cv2.resize(x, (48, max(8, round(48 * x.shape[0] / x.shape[1]))), interpolation=cv2.INTER_AREA) for x in sample]),
-        "strip cut from an X-ray (4:1)": ("extreme aspect ratio", [x[x.shape[0] // 2 - x.shape[1] // 8 : x.shape[0] // 2 + x.shape[1] // 8, :] for x in sample]),
-        "negative X-ray (every test film inverted)": ("possibly a negative", [1.0 - load_image(f).pixels for f in test_files]),
-        "uniform noise": ("looks like noise", [rng.uniform(0, 1, (256, 256)).astype(np.float32) for _ in range(n)]),
+        "nearly uniform image": ("nearly_uniform", [np.clip(rng.normal(v, 0.005, (256, 256)), 0, 1).astype(np.float32) for v in rng.uniform(0.1, 0.9, n)]),
+        "tiny X-ray (longest side 48 px)": ("small_image", [cv2.resize(x, (48, max(8, round(48 * x.shape[0] / x.shape[1]))), interpolation=cv2.INTER_AREA) for x in sample]),
+        "strip cut from an X-ray (4:1)": ("extreme_aspect", [x[x.shape[0] // 2 - x.shape[1] // 8 : x.shape[0] // 2 + x.shape[1] // 8, :] for x in sample]),
+        "negative X-ray (every test film inverted)": ("negative_film", [1.0 - load_image(f).pixels for f in test_files]),
+        "uniform noise": ("noise", [rng.uniform(0, 1, (256, 256)).astype(np.float32) for _ in range(n)]),
     }
-
-
-def warning_kind(warning: str) -> str:
-    """The fixed start of a warning, before its numbers: 'extreme aspect ratio', 'colour image', ..."""
-    return warning.split(" (")[0].split(";")[0].split(":")[0]
 
 
 def checks_section(model: Model, test_files: list[Path], fullres_files: list[Path]) -> dict:
@@ -181,19 +179,20 @@ def checks_section(model: Model, test_files: list[Path], fullres_files: list[Pat
     for name, files in (("held-out test split", test_files), ("full-resolution originals", fullres_files)):
         fired: dict[str, list[str]] = {}
         for f in files:
-            for kind in map(warning_kind, input_warnings(load_image(f))):
-                fired.setdefault(kind, []).append(f.name)
+            for check in input_checks(load_image(f), profile=model.check_profile):
+                fired.setdefault(check.code, []).append(f.name)
         real[name] = {"images": len(files), "fired": {k: len(v) for k, v in fired.items()}, "files": fired}
     wrong = {}
     for name, (expected, images) in wrong_inputs(test_files).items():
-        caught, refused, labels = 0, 0, {}
+        caught, refused = 0, 0
+        labels: dict[str, int] = {}
         for image in images:
             try:
                 p = model.predict(image)
             except ImageError:
                 refused += 1
                 continue
-            caught += expected in map(warning_kind, p.warnings)
+            caught += expected in {c.code for c in p.checks}
             labels[p.label] = labels.get(p.label, 0) + 1
         wrong[name] = {"images": len(images), "expected": expected, "caught": caught + (refused if expected == "refused" else 0), "refused": refused, "predicted": labels}
     return {"real": real, "wrong": wrong}
@@ -246,6 +245,7 @@ def write_examples(model: Model, test, out: Path, per_class: int) -> None:
         for i in rng.choice(np.flatnonzero(test.y == c), per_class, replace=False):
             loaded = load_image(test.files[i])
             p = model.predict(loaded, heatmap=True)
+            assert p.heatmap is not None  # predict(heatmap=True) sets it
             name = f"{model.labels[c]}-{test.sources[i]}-{Path(test.files[i]).stem}-pred-{p.label}.png"
             cv2.imwrite(str(out / name), overlay(loaded.pixels, p.heatmap))
 
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {model.name} has no heatmap", file=sys.stderr)
         return 2
     try:
-        test = load_dataset(args.data, model.card["preprocessing"]).splits["test"]
+        test = load_dataset(args.data, model.card.preprocessing).splits["test"]
     except (DatasetError, KeyError) as exc:
         print(f"error: {args.data}: no usable test split ({exc})", file=sys.stderr)
         return 2
@@ -372,9 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --keras: {exc}", file=sys.stderr)
         return 2
     calibration, calibrated = calibration_section(model, test, raw_probs)
-    fullres = sorted(p for p in args.fullres.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}) if args.fullres else []
+    fullres = find_images(args.fullres) if args.fullres else []
     report = {
         "model": model.name,
+        "provenance": record(invocation("python -m benchmarks.trust", argv),
+                             models=[model.path, *([args.keras / "best.keras"] if args.keras else [])]),
         "test_images": int(len(test.y)),
         "input_size": int(test.x.shape[1]),
         "heatmaps": heat,

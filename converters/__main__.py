@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import shutil
 import sys
 from pathlib import Path
 
-from converters.build import ALL_VARIANTS, ConvertConfig, build
-from converters.verify import Thresholds
-from training.data import DatasetError
+from converters.build import ConvertConfig, build
+from edgecxr.card import read_card, release, write_card
+from edgecxr.cardparts import Thresholds
+from edgecxr.checks import DEFAULT_PROFILE, PROFILES
+from edgecxr.families import VARIANTS
 from edgecxr.registry import MODELS_DIR
+from training.data import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,17 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run", type=Path, help="training run folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .tflite files and cards")
-    parser.add_argument("--variants", default=",".join(ALL_VARIANTS), help=f"comma-separated subset of {','.join(ALL_VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--data", type=Path, help="dataset root (default: the run's)")
     parser.add_argument("--calibration", type=int, default=300, help="training images used to calibrate int8")
     parser.add_argument("--sparsity", type=float, default=0.5, help="pruning target sparsity")
     parser.add_argument("--prune-epochs", type=int, default=2)
     parser.add_argument("--min-agreement", type=float, default=Thresholds.min_agreement, help="top-1 agreement with float32 required")
     parser.add_argument("--max-f1-drop", type=float, default=Thresholds.max_macro_f1_drop, help="largest macro-F1 drop allowed")
+    parser.add_argument(
+        "--checks", choices=tuple(PROFILES), default=DEFAULT_PROFILE,
+        help="input-check profile for the cards: chest-xray (default) or generic for models trained on other images",
+    )
     parser.add_argument("--bundle", action="store_true", help="copy the int8 and float32 models into the package (edgecxr/models/)")
+    parser.add_argument(
+        "--change", help="with --bundle: the changelog entry of a bundled model whose content changes (default: converted from RUN_DIR's name)",
+    )
     args = parser.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
-    unknown = set(variants) - set(ALL_VARIANTS)
+    unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}")
     if not (args.run / "best.keras").is_file() or not (args.run / "run.json").is_file():
@@ -37,25 +48,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = ConvertConfig(
         args.run, args.out, variants, args.data, args.calibration, args.sparsity, args.prune_epochs,
-        Thresholds(args.min_agreement, args.max_f1_drop),
+        Thresholds(args.min_agreement, args.max_f1_drop), args.checks,
     )
     try:
         cards = build(cfg)
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failed = [v for v, c in cards.items() if not c["verification"]["passed"]]
+    failed = [v for v, c in cards.items() if c.verification is None or not c.verification.passed]
     if args.bundle:
+        change = args.change or f"converted from training run {args.run.name}"
         for variant in ("int8", "float32"):
             if variant in cards and variant not in failed:
-                name = cards[variant]["name"]
-                for suffix in (".tflite", ".json"):
-                    shutil.copy2(args.out / f"{name}{suffix}", MODELS_DIR / f"{name}{suffix}")
-                print(f"bundled {name} in {MODELS_DIR}")
+                bundle(args.out / f"{cards[variant].name}.tflite", change)
     if failed:
         print(f"error: verification failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
         return 1
     return 0
+
+
+def bundle(model_path: Path, change: str) -> None:
+    """Copy a converted model into the package; its card continues the bundled model's version history."""
+    target = MODELS_DIR / model_path.name
+    previous = read_card(target) if target.with_suffix(".json").is_file() else None
+    shutil.copy2(model_path, target)
+    card = write_card(target, release(read_card(model_path), previous, change, datetime.date.today()))
+    print(f"bundled {card.name} {card.version} in {MODELS_DIR}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Keras → TFLite flatbuffers: float32, float16 weights, dynamic-range int8, full-integer int8."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-VARIANTS = ("float32", "float16", "dynamic", "int8")
+from edgecxr.families import variant as variant_of
 
 
 def with_feature_map(model: keras.Model) -> keras.Model:
@@ -31,18 +31,20 @@ def representative_images(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def convert(model: keras.Model, variant: str, calibration: np.ndarray | None = None) -> bytes:
-    """The ``.tflite`` bytes of ``model`` as ``variant`` (one of :data:`VARIANTS`).
+    """The ``.tflite`` bytes of ``model`` quantized as the registered ``variant`` says (:data:`edgecxr.families.VARIANTS`).
 
-    ``int8`` is full-integer post-training quantization with int8 input and output
+    Pruning is not done here: a pruned variant is converted from the already pruned model.
+    ``int8`` quantization is full-integer post-training quantization with int8 input and output
     (``TFLITE_BUILTINS_INT8`` only), calibrated on ``calibration`` (preprocessed real images).
     """
+    quantization = variant_of(variant).quantization
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant == "float16":
+    if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic":
+    elif quantization == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant == "int8":
+    elif quantization == "int8":
         if calibration is None or len(calibration) == 0:
             raise ValueError("int8 conversion needs calibration images")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -50,8 +52,6 @@ def convert(model: keras.Model, variant: str, calibration: np.ndarray | None = N
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    elif variant != "float32":
-        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     return converter.convert()
 
 

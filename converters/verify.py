@@ -1,21 +1,13 @@
 """Checking a converted model against its float32 reference before it is released."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from edgecxr.cardparts import Deltas, Thresholds, Verification
+from edgecxr.metrics import classification_report
 from edgecxr.model import Model
-from training.report import split_metrics
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """A variant fails verification below ``min_agreement`` or when macro-F1 drops by more than ``max_macro_f1_drop``."""
-
-    min_agreement: float = 0.97
-    max_macro_f1_drop: float = 0.02
 
 
 def tflite_probabilities(model: Model, x: np.ndarray) -> np.ndarray:
@@ -30,25 +22,22 @@ def compare(
     labels: Sequence[str],
     sources: Sequence[str],
     thresholds: Thresholds,
-) -> dict:
-    """Metrics of ``probs``, their agreement with and deltas to ``reference``, and pass/fail."""
+) -> tuple[dict, Verification]:
+    """Metrics of ``probs``, and their verification: agreement with and deltas to ``reference``, pass/fail."""
     pred, ref_pred = probs.argmax(1), reference.argmax(1)
-    metrics = split_metrics(y, pred, labels, sources)
-    ref = split_metrics(y, ref_pred, labels, sources)
+    metrics = classification_report(y, pred, labels, sources)
+    ref = classification_report(y, ref_pred, labels, sources)
     agreement = float(np.mean(pred == ref_pred))
-    deltas = {
-        "accuracy": round(metrics["accuracy"] - ref["accuracy"], 4),
-        "macro_f1": round(metrics["macro_f1"] - ref["macro_f1"], 4),
-        "sensitivity": {k: round(metrics["per_class"][k]["recall"] - ref["per_class"][k]["recall"], 4) for k in labels},
-    }
-    passed = agreement >= thresholds.min_agreement and -deltas["macro_f1"] <= thresholds.max_macro_f1_drop
-    return {
-        "metrics": metrics,
-        "verification": {
-            "agreement_with_float32": round(agreement, 4),
-            "max_abs_probability_diff": round(float(np.max(np.abs(probs - reference))), 4),
-            "deltas_to_float32": deltas,
-            "thresholds": vars(thresholds),
-            "passed": bool(passed),
-        },
-    }
+    deltas = Deltas(
+        accuracy=round(metrics["accuracy"] - ref["accuracy"], 4),
+        macro_f1=round(metrics["macro_f1"] - ref["macro_f1"], 4),
+        sensitivity={k: round(metrics["per_class"][k]["recall"] - ref["per_class"][k]["recall"], 4) for k in labels},
+    )
+    passed = agreement >= thresholds.min_agreement and -deltas.macro_f1 <= thresholds.max_macro_f1_drop
+    return metrics, Verification(
+        agreement_with_float32=round(agreement, 4),
+        max_abs_probability_diff=round(float(np.max(np.abs(probs - reference))), 4),
+        deltas_to_float32=deltas,
+        thresholds=thresholds,
+        passed=bool(passed),
+    )

@@ -9,7 +9,8 @@ Importing edgecxr never imports TensorFlow.
 """
 from edgecxr.card import ModelError
 from edgecxr.imageio import ImageError, load_image
+from edgecxr.inputs import find_images
 from edgecxr.model import Model, Prediction, load_model
 
-__all__ = ["ImageError", "Model", "ModelError", "Prediction", "load_image", "load_model"]
+__all__ = ["ImageError", "Model", "ModelError", "Prediction", "find_images", "load_image", "load_model"]
 __version__ = "0.1.0"

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 import platform
 import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-DTYPE_OF_VARIANT = {"float32": "float32", "float16": "float16", "dynamic": "dynamic-int8", "int8": "int8", "pruned-int8": "int8"}
+if TYPE_CHECKING:
+    from edgecxr.model import Model
 
 
 def platform_info() -> dict[str, str]:
@@ -67,7 +68,7 @@ def measure(
     result: dict[str, Any] = {
         "model": model.name,
         "path": str(model_path),
-        "dtype": DTYPE_OF_VARIANT.get(str(model.card.get("variant")), np.dtype(model.input_details["dtype"]).name),
+        "dtype": _dtype(model),
         "size_bytes": len(flat),
         "gzip_bytes": gzip_size(flat),
         "init_ms": round(init_ms, 3),
@@ -98,7 +99,15 @@ def measure_in_child(model_path: str, **kwargs: Any) -> dict[str, Any]:
         return pool.submit(measure, model_path, **kwargs).result()
 
 
-def _latency_input(model, data: str | None) -> np.ndarray:
+def _dtype(model: Model) -> str:
+    """The number format of the card's variant (``dynamic-int8`` ...), else of the input tensor."""
+    from edgecxr.families import VARIANTS
+
+    variant = VARIANTS.get(model.card.variant or "")
+    return variant.dtype if variant else np.dtype(model.input_details["dtype"]).name
+
+
+def _latency_input(model: Model, data: str | None) -> np.ndarray:
     """The first image of ``data`` preprocessed, else a fixed synthetic X-ray-like gradient."""
     from edgecxr.evaluate import labelled_files
     from edgecxr.imageio import ImageError, load_image
@@ -107,17 +116,17 @@ def _latency_input(model, data: str | None) -> np.ndarray:
     if data:
         for path, _ in labelled_files(data, model.labels):
             try:
-                return preprocess(load_image(path).pixels, model.card["preprocessing"])
+                return preprocess(load_image(path).pixels, model.card.preprocessing)
             except ImageError:
                 continue
-    h, w = model.card["preprocessing"]["size"]
+    h, w = model.card.preprocessing.size
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     synthetic = 0.6 - 0.4 * np.exp(-((xx - 0.5) ** 2) / 0.05) * (yy > 0.1) + rng.normal(0, 0.03, (h, w))
     return np.clip(synthetic, 0, 1).astype(np.float32)[:, :, None]
 
 
-def _accuracy(model, data: str) -> dict[str, Any]:
+def _accuracy(model: Model, data: str) -> dict[str, Any]:
     """Accuracy on ``data`` and the end-to-end time per image (decode + preprocess + invoke)."""
     from edgecxr.evaluate import evaluate
 

@@ -9,6 +9,8 @@ dense layer mixes every pixel), so it has no heatmap.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -49,3 +51,29 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.nd
     gray = np.clip((image - low) * (255.0 / max(float(high - low), 1e-6)), 0, 255).astype(np.uint8)
     colour = cv2.applyColorMap(np.round(heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(colour, alpha, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), 1.0 - alpha, 0.0)
+
+
+class HeatmapWriter:
+    """Writes ``<stem>.heatmap.png`` overlays into one folder, never overwriting an earlier one of the same run."""
+
+    suffix = ".heatmap.png"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.used: set[str] = set()
+
+    def write(self, source: Path, pixels: np.ndarray, heatmap: np.ndarray) -> str:
+        """Write the overlay of ``heatmap`` on ``pixels`` for the image ``source``; return the file written."""
+        return self._save(source, overlay(pixels, heatmap))
+
+    def _save(self, source: Path, picture: np.ndarray) -> str:
+        """Write ``picture`` as ``<stem><suffix>`` (``<stem>-2<suffix>``... on a repeated stem); return the file written."""
+        name, n = f"{source.stem}{self.suffix}", 1
+        while name in self.used:
+            n += 1
+            name = f"{source.stem}-{n}{self.suffix}"
+        self.used.add(name)
+        target = self.folder / name
+        if not cv2.imwrite(str(target), picture):
+            raise OSError(f"could not write {target}")
+        return str(target)

@@ -1,22 +1,37 @@
-"""Model cards: the JSON sidecar that makes a ``.tflite`` self-describing, and its checks.
+"""Model cards: the typed, versioned JSON sidecar that makes a ``.tflite`` self-describing.
 
-A card sits beside its model as ``<name>.json`` and holds: ``name``, ``version``, ``family``,
-``variant``, ``architecture``, ``labels`` (in output order), ``input``/``output`` (shape, dtype,
-quantization scale/zero point), ``preprocessing`` (the spec :func:`edgecxr.preprocess.preprocess`
-runs), ``metrics``, ``training_data``, ``file``, ``sha256``, ``size_bytes`` and ``intended_use``.
+A card sits beside its model as ``<name>.json``. :func:`read_card` reads it into a
+:class:`ModelCard`, made of the parts in :mod:`edgecxr.cardparts`, and validates it completely
+(types, ranges, labels, shapes, dtypes, sha256s and how the parts fit together); any problem is
+one :class:`ModelError` line naming the file and the field. :func:`write_card` writes a card with the model file's name, size and sha256.
+
+Schema 2 (``"schema_version": 2``) is schema 1 (cards without ``schema_version``) plus
+``schema_version`` and ``changelog``; schema 1 cards are still read (as version 1.0.0, the only
+version the converter wrote then, when they name none). A model's ``version`` is bumped whenever
+its content changes: the ``.tflite`` or what the card tells the runtime (labels, preprocessing,
+temperature, heatmap weights). Each bump adds a ``changelog`` entry ``{version, date, change}``
+(:func:`release` does both).
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import gzip
 import hashlib
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecxr.preprocess import validate_spec
+from edgecxr import fields as f
+from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification, semver
+from edgecxr.checks import DEFAULT_PROFILE, PROFILES
+from edgecxr.fields import FieldError
+from edgecxr.preprocess import PreprocessSpec
 
-REQUIRED_KEYS = ("name", "labels", "preprocessing", "sha256")
+SCHEMA_VERSION = 2
 INTENDED_USE = (
     "Research and software testing only. Not a medical device; not for diagnosis, triage or any "
     "clinical decision. Trained on public data sets with known confounders (see metrics per source)."
@@ -25,6 +40,204 @@ INTENDED_USE = (
 
 class ModelError(Exception):
     """A model or card that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model's card. ``metrics`` ({split: report}) and ``targets`` ({name: status}) stay plain data.
+
+    ``file``, ``size_bytes`` and ``sha256`` are None until :func:`write_card` fills them in.
+    """
+
+    name: str
+    labels: tuple[str, ...]  # in output order
+    preprocessing: PreprocessSpec
+    checks: str = DEFAULT_PROFILE  # the input-check profile that fits the films it was trained on (edgecxr.checks.PROFILES)
+    version: str = "1.0.0"
+    changelog: tuple[ChangelogEntry, ...] = ()
+    family: str | None = None
+    variant: str | None = None
+    architecture: str | None = None
+    gzip_bytes: int | None = None
+    pruning: Pruning | None = None
+    calibration: Calibration | None = None
+    training: Training | None = None
+    cam: Cam | None = None
+    temperature: Temperature | None = None
+    metrics: Mapping[str, Mapping[str, Any]] | None = None
+    verification: Verification | None = None
+    input: TensorSpec | None = None
+    output: TensorSpec | None = None
+    targets: Mapping[str, Mapping[str, Any]] | None = None
+    file: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    intended_use: str = INTENDED_USE
+
+    @property
+    def test_metrics(self) -> Mapping[str, Any]:
+        """The metrics on the test split (empty when the card has none)."""
+        return (self.metrics or {}).get("test", {})
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | os.PathLike) -> ModelCard:
+        """Validate plain card data completely (schema 1 or 2); ModelError naming ``source`` and the field."""
+        try:
+            return _parse(data)
+        except ValueError as exc:  # FieldError, and PreprocessSpec's own
+            raise ModelError(f"{source}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as JSON data, in schema :data:`SCHEMA_VERSION`; ``pruning`` and ``cam`` are left out when absent."""
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "changelog": [dataclasses.asdict(e) for e in self.changelog],
+            "family": self.family,
+            "variant": self.variant,
+            "architecture": self.architecture,
+            "labels": list(self.labels),
+            "preprocessing": self.preprocessing.to_dict(),
+            "checks": self.checks,
+            "gzip_bytes": self.gzip_bytes,
+        }
+        if self.pruning is not None:
+            out["pruning"] = dataclasses.asdict(self.pruning)
+        out["calibration"] = dataclasses.asdict(self.calibration) if self.calibration else None
+        out["training"] = self.training.to_dict() if self.training else None
+        if self.cam is not None:
+            out["cam"] = self.cam.to_dict()
+        out.update({
+            "temperature": self.temperature.to_dict() if self.temperature else None,
+            "metrics": _plain(self.metrics),
+            "verification": self.verification.to_dict() if self.verification else None,
+            "input": self.input.to_dict() if self.input else None,
+            "output": self.output.to_dict() if self.output else None,
+            "targets": _plain(self.targets),
+            "file": self.file,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "intended_use": self.intended_use,
+        })
+        return out
+
+
+# Keys a card must have, per schema; every other key may be missing or null.
+_REQUIRED = {
+    1: ("name", "labels", "preprocessing", "sha256"),
+    2: ("schema_version", "name", "version", "labels", "preprocessing", "file", "size_bytes", "sha256"),
+}
+_KEYS = ("schema_version", *(x.name for x in dataclasses.fields(ModelCard)))
+
+
+def _parse(data: Any) -> ModelCard:
+    if not isinstance(data, dict):
+        raise FieldError("a model card must be a JSON object")
+    schema = data.get("schema_version", 1)
+    if type(schema) is not int or schema not in _REQUIRED:
+        raise FieldError(f"schema_version {schema!r} is not one this edgecxr reads ({', '.join(map(str, _REQUIRED))}); upgrade edgecxr")
+    missing = [k for k in _REQUIRED[schema] if k not in data]
+    if missing:
+        raise FieldError(f"model card lacks {', '.join(missing)}")
+    f.obj(data, "model card", _KEYS if schema > 1 else [k for k in _KEYS if k != "changelog"])
+    get = data.get
+    card = ModelCard(
+        name=f.string(data["name"], "name"),
+        labels=_labels(data["labels"]),
+        preprocessing=PreprocessSpec.from_dict(data["preprocessing"]),
+        checks=_profile(get("checks", DEFAULT_PROFILE)),
+        version=semver(get("version", "1.0.0"), "version"),
+        changelog=tuple(ChangelogEntry.from_dict(e, f"changelog[{i}]") for i, e in enumerate(f.array(get("changelog", []), "changelog"))),
+        family=f.optional(f.string, get("family"), "family"),
+        variant=f.optional(f.string, get("variant"), "variant"),
+        architecture=f.optional(f.string, get("architecture"), "architecture"),
+        gzip_bytes=f.optional(f.integer, get("gzip_bytes"), "gzip_bytes", 0),
+        pruning=f.optional(Pruning.from_dict, get("pruning"), "pruning"),
+        calibration=f.optional(Calibration.from_dict, get("calibration"), "calibration"),
+        training=f.optional(Training.from_dict, get("training"), "training"),
+        cam=f.optional(Cam.from_dict, get("cam"), "cam"),
+        temperature=f.optional(Temperature.from_dict, get("temperature"), "temperature"),
+        metrics=f.optional(_metrics, get("metrics"), "metrics"),
+        verification=f.optional(Verification.from_dict, get("verification"), "verification"),
+        input=f.optional(TensorSpec.from_dict, get("input"), "input"),
+        output=f.optional(TensorSpec.from_dict, get("output"), "output"),
+        targets=f.optional(_targets, get("targets"), "targets"),
+        file=f.optional(f.string, get("file"), "file"),
+        size_bytes=f.optional(f.integer, get("size_bytes"), "size_bytes", 0),
+        sha256=f.sha256(data["sha256"], "sha256"),
+        intended_use=f.string(get("intended_use", INTENDED_USE), "intended_use"),
+    )
+    _check_parts_fit(card)
+    return card
+
+
+def _check_parts_fit(card: ModelCard) -> None:
+    """Cross-field checks: the parts of one card describe the same model."""
+    n = len(card.labels)
+    if card.output is not None and card.output.shape[-1] != n:
+        raise FieldError(f"output.shape {list(card.output.shape)} does not fit {n} labels")
+    if card.input is not None and len(card.input.shape) == 4 and card.input.shape[1:3] != card.preprocessing.size:
+        raise FieldError(f"input.shape {list(card.input.shape)} does not fit preprocessing size {list(card.preprocessing.size)}")
+    if card.cam is not None and (len(card.cam.weights[0]) != n or len(card.cam.bias) != n):
+        raise FieldError(f"cam.weights and cam.bias must have one column per label ({n})")
+    if card.changelog:
+        versions = [_version_key(e.version) for e in card.changelog]
+        if versions != sorted(set(versions)):
+            raise FieldError("changelog versions must increase from entry to entry")
+        if card.changelog[-1].version != card.version:
+            raise FieldError(f"version {card.version} is not the changelog's last ({card.changelog[-1].version})")
+
+
+def _labels(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) < 2:
+        raise FieldError(f"labels must be a list of at least two names, got {f.shown(value)}")
+    for i, label in enumerate(value):
+        f.string(label, f"labels[{i}]")
+    repeated = sorted({x for x in value if value.count(x) > 1})
+    if repeated:
+        raise FieldError(f"labels must be unique; repeated: {repeated}")
+    return tuple(value)
+
+
+def _profile(value: Any) -> str:
+    if value not in PROFILES:
+        raise FieldError(f"checks must name a check profile ({', '.join(PROFILES)}), got {f.shown(value)}")
+    return value
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def _report(value: Any, field: str) -> Mapping[str, Any]:
+    """One metrics report (plain data): an object whose accuracy and macro-F1 lie in [0, 1], per source too."""
+    d = f.mapping(value, field)
+    for key in ("accuracy", "macro_f1"):
+        f.optional(f.number, d.get(key), f"{field}.{key}", 0, 1)
+    f.optional(f.integer, d.get("n"), f"{field}.n", 0)
+    for source, report in (f.optional(f.mapping, d.get("per_source"), f"{field}.per_source") or {}).items():
+        _report(report, f"{field}.per_source.{source}")
+    return d
+
+
+def _metrics(value: Any, field: str) -> Mapping[str, Mapping[str, Any]]:
+    d = f.mapping(value, field)
+    return {split: _report(report, f"{field}.{split}") for split, report in d.items()}
+
+
+def _targets(value: Any, field: str) -> Mapping[str, Mapping[str, Any]]:
+    d = f.mapping(value, field)
+    for name, status in d.items():
+        s = f.obj(status, f"{field}.{name}", ("target", "reached", "met"), required=("target", "reached", "met"))
+        f.number(s["target"], f"{field}.{name}.target")
+        f.optional(f.number, s["reached"], f"{field}.{name}.reached")
+        f.boolean(s["met"], f"{field}.{name}.met")
+    return d
+
+
+def _plain(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if mapping is None else json.loads(json.dumps(mapping))
 
 
 def card_path_for(model_path: str | os.PathLike) -> Path:
@@ -44,47 +257,60 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_card(model_path: str | os.PathLike) -> dict[str, Any]:
+def read_card(model_path: str | os.PathLike) -> ModelCard:
     """Read and validate the card of ``model_path`` (not yet checked against the model file)."""
     path = card_path_for(model_path)
     if not path.is_file():
         raise ModelError(f"{model_path}: no model card found (expected {path.name} beside it)")
     try:
-        card = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: model card is not valid JSON ({exc})") from None
-    missing = [k for k in REQUIRED_KEYS if k not in card]
-    if missing:
-        raise ModelError(f"{path}: model card lacks {', '.join(missing)}")
-    if not isinstance(card["labels"], list) or len(card["labels"]) < 2:
-        raise ModelError(f"{path}: model card labels must be a list of at least two names")
-    try:
-        card["preprocessing"] = validate_spec(card["preprocessing"])
-    except ValueError as exc:
-        raise ModelError(f"{path}: {exc}") from None
-    return card
+    return ModelCard.from_dict(data, path)
 
 
-def verify_file(model_path: str | os.PathLike, card: dict[str, Any]) -> None:
+def verify_file(model_path: str | os.PathLike, card: ModelCard) -> None:
     """Refuse a model file whose sha256 differs from the card's."""
     actual = sha256_of(model_path)
-    if actual != card["sha256"]:
+    if actual != card.sha256:
         raise ModelError(
-            f"{model_path}: sha256 {actual[:12]}… does not match its card ({card['sha256'][:12]}…); "
+            f"{model_path}: sha256 {actual[:12]}… does not match its card ({(card.sha256 or '')[:12]}…); "
             "the model file was changed or corrupted"
         )
 
 
-def write_card(model_path: str | os.PathLike, card: dict[str, Any]) -> Path:
-    """Write ``card`` beside ``model_path`` with the file's current name, size and sha256."""
+def write_card(model_path: str | os.PathLike, card: ModelCard) -> ModelCard:
+    """Write ``card`` beside ``model_path`` with the file's current name, size and sha256; returns what was written.
+
+    The card is validated as :func:`read_card` would validate it, before anything is written.
+    """
     model_path = Path(model_path)
-    card = {
-        **card,
-        "file": model_path.name,
-        "size_bytes": model_path.stat().st_size,
-        "sha256": sha256_of(model_path),
-    }
-    card.setdefault("intended_use", INTENDED_USE)
+    card = dataclasses.replace(card, file=model_path.name, size_bytes=model_path.stat().st_size, sha256=sha256_of(model_path))
     path = card_path_for(model_path)
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return path
+    data = card.to_dict()
+    ModelCard.from_dict(data, path)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return card
+
+
+def release(card: ModelCard, previous: ModelCard | None, change: str, date: datetime.date) -> ModelCard:
+    """``card`` as the successor of ``previous`` (the card it replaces, if any).
+
+    Unchanged content keeps the previous version and changelog; changed content gets the next
+    minor version with ``change`` logged on ``date``; with no previous card it is 1.0.0, first entry ``change``.
+    """
+    history: tuple[ChangelogEntry, ...]
+    if previous is None:
+        version, history = "1.0.0", ()
+    elif _content(card) == _content(previous):
+        return dataclasses.replace(card, version=previous.version, changelog=previous.changelog)
+    else:
+        major, minor, _ = _version_key(previous.version)
+        version, history = f"{major}.{minor + 1}.0", previous.changelog
+    entry = ChangelogEntry(version, date.isoformat(), change)
+    return dataclasses.replace(card, version=version, changelog=(*history, entry))
+
+
+def _content(card: ModelCard) -> tuple:
+    """What a model answers with: its file and what the card tells the runtime."""
+    return card.sha256, card.labels, card.preprocessing, card.temperature.value if card.temperature else None, card.cam

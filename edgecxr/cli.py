@@ -8,28 +8,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from edgecxr import __version__
+from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
-from edgecxr.imageio import IMAGE_SUFFIXES, ImageError, load_image
+from edgecxr.imageio import ImageError, load_image
+from edgecxr.inputs import find_images
+
+if TYPE_CHECKING:
+    from edgecxr.model import Model
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 
 
-def expand_inputs(paths: tuple[str, ...]) -> Iterator[Path]:
-    """Files as given; folders recursively, image files only, in sorted order."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            yield path
-
-
-def load_or_exit(model: str | None, threads: int | None):
+def load_or_exit(model: str | None, threads: int | None) -> Model:
     """Load a model for a command, or print one error line and exit 2."""
     from edgecxr.model import load_model
 
@@ -82,7 +77,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
             click.echo(f"error: --heatmap: cannot create folder {heatmap_dir} ({exc.strerror})", err=True)
             sys.exit(2)
         heatmaps = HeatmapWriter(Path(heatmap_dir))
-    files = list(expand_inputs(paths))
+    files = find_images(paths)
     if not files:
         click.echo("error: no image files found in the given paths", err=True)
         sys.exit(1)
@@ -102,6 +97,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
                 continue
             out = result.to_dict()
             if heatmaps is not None:
+                assert result.heatmap is not None  # predict(heatmap=True) sets it
                 try:
                     out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
                 except (OSError, cv2.error) as exc:  # the prediction is still printed, with "heatmap": null
@@ -120,7 +116,8 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     from edgecxr import registry
 
     rows, failed = [], False
-    for name in [*registry.bundled_models(), *extra]:
+    names: list[str | Path] = [*registry.bundled_models(), *extra]
+    for name in names:
         try:
             rows.append(registry.describe(registry.resolve(name)))
         except ModelError as exc:
@@ -146,32 +143,41 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "-m", help=MODEL_HELP)
+@click.option(
+    "--manifest",
+    "manifest_path",
+    metavar="CSV",
+    help="dataset manifest (columns file, relative to the CSV's folder, and source): adds metrics per source (per_source with --json)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with accuracy, macro_f1, labels, per_class, confusion_matrix, n")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
-def evaluate(data_dir: str, model: str | None, as_json: bool, threads: int | None) -> None:
+def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_json: bool, threads: int | None) -> None:
     """Measure a model on DATA_DIR, which holds one folder of images per class (named as the model's labels).
 
     Prints accuracy, macro-F1, per-class precision / recall (sensitivity) / F1 / support and the
-    confusion matrix (rows: true class, columns: predicted). Unreadable images are listed on
-    stderr and left out of the metrics.
+    confusion matrix (rows: true class, columns: predicted); with --manifest, the same per
+    source, and how many images the manifest does not list (or lists but are missing).
+    Unreadable images are listed on stderr and left out of the metrics.
     """
     from edgecxr.evaluate import evaluate as run_evaluation
     from edgecxr.evaluate import labelled_files
+    from edgecxr.manifest import read_manifest
 
     net = load_or_exit(model, threads)
     try:
-        total = len(labelled_files(data_dir, net.labels))
-    except ValueError as exc:
+        manifest = read_manifest(manifest_path, required=("source",)) if manifest_path is not None else None
+        items = labelled_files(data_dir, net.labels)
+    except ValueError as exc:  # also ManifestError
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    with click.progressbar(length=total, label="evaluating", file=sys.stderr) if sys.stderr.isatty() else _plain(None) as bar:
-        report = run_evaluation(net, data_dir, progress=bar.update if bar is not None else None)
+    with click.progressbar(length=len(items), label="evaluating", file=sys.stderr) if sys.stderr.isatty() else _plain(None) as bar:
+        report = run_evaluation(net, data_dir, progress=bar.update if bar is not None else None, manifest=manifest, items=items)
     for line in report["errors"]:
         click.echo(f"error: {line}", err=True)
     if as_json:
         click.echo(json.dumps(report))
     else:
-        click.echo(_evaluation_table(report))
+        click.echo(_evaluation_table(report, data_dir))
     sys.exit(1 if report["errors"] else 0)
 
 
@@ -183,7 +189,7 @@ def evaluate(data_dir: str, model: str | None, as_json: bool, threads: int | Non
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
 @click.option("--no-xnnpack", is_flag=True, help="disable the XNNPACK delegate")
 @click.option("--json", "as_json", is_flag=True, help='print one JSON object: {"platform": {...}, "results": [...]}')
-def benchmark(names, data, runs, warmup, threads, no_xnnpack, as_json) -> None:
+def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, threads: int | None, no_xnnpack: bool, as_json: bool) -> None:
     """Measure latency (init, first, warm-up, mean/std, p50/p90/p99), peak RSS and size of models.
 
     Each model runs in its own process. Without --data, latency is timed on a synthetic
@@ -249,7 +255,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     an `error: <file>: <reason>` line on stderr (and {"file", "error"} with --json); the exit
     status is then 1.
     """
-    from edgecxr.lungs import NO_LUNGS_WARNING, load_lung_model
+    from edgecxr.lungs import NO_LUNGS_WARNING, LungMaskWriter, load_lung_model
 
     try:
         net = load_lung_model(model, threads=threads)
@@ -262,7 +268,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
         click.echo(f"error: --out: cannot create folder {out_dir} ({exc.strerror})", err=True)
         sys.exit(2)
     writer = LungMaskWriter(Path(out_dir))
-    files = list(expand_inputs(paths))
+    files = find_images(paths)
     if not files:
         click.echo("error: no image files found in the given paths", err=True)
         sys.exit(1)
@@ -288,7 +294,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     sys.exit(1 if failed else 0)
 
 
-def _evaluation_table(report: dict) -> str:
+def _evaluation_table(report: dict, data_dir: str) -> str:
     labels = report["labels"]
     lines = [
         f"model {report['model']} on {report['n']} images: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}",
@@ -301,7 +307,32 @@ def _evaluation_table(report: dict) -> str:
     lines += ["", "confusion matrix (rows true, columns predicted):", " " * 14 + "".join(f"{l[:10]:>11}" for l in labels)]
     for label, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"{label:<14}" + "".join(f"{v:>11}" for v in row))
+    if "per_source" in report:
+        lines += _source_table(report, data_dir)
     return "\n".join(lines)
+
+
+def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
+    """The per-source rows (recall per class, "-" for a class the source has no image of) and what the manifest covers."""
+    labels, coverage = report["labels"], report["manifest"]
+    lines = [
+        "",
+        "per source (recall of each class):",
+        f"{'source':<14}{'n':>6}{'accuracy':>10}{'macro-F1':>10}" + "".join(f"{l[:10]:>11}" for l in labels),
+    ]
+    for source, r in report["per_source"].items():
+        recall = "".join(f"{c['recall']:>11.4f}" if c["support"] else f"{'-':>11}" for c in (r["per_class"][l] for l in labels))
+        lines.append(f"{source:<14}{r['n']:>6}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}{recall}")
+    lines += [
+        "",
+        f"manifest: lists {coverage['listed']} of the {report['n']} images read; "
+        f"{len(coverage['unlisted'])} not listed (counted overall, in no source); "
+        f"{len(coverage['missing'])} listed under {data_dir} not found",
+    ]
+    for kind in ("unlisted", "missing"):
+        files = coverage[kind]
+        lines += [f"  {kind}: {f}" for f in files[:shown]] + ([f"  {kind}: ... and {len(files) - shown} more"] if len(files) > shown else [])
+    return lines
 
 
 def _human(result: dict) -> str:
@@ -312,51 +343,14 @@ def _human(result: dict) -> str:
     return line + "".join(f"\n  warning: {w}" for w in result["warnings"])
 
 
-class HeatmapWriter:
-    """Writes ``<stem>.heatmap.png`` overlays into one folder, never overwriting an earlier one of the same run."""
-
-    suffix = ".heatmap.png"
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.used: set[str] = set()
-
-    def write(self, source: Path, pixels, heatmap) -> str:
-        from edgecxr.cam import overlay
-
-        return self._save(source, overlay(pixels, heatmap))
-
-    def _save(self, source: Path, picture) -> str:
-        import cv2
-
-        name, n = f"{source.stem}{self.suffix}", 1
-        while name in self.used:
-            n += 1
-            name = f"{source.stem}-{n}{self.suffix}"
-        self.used.add(name)
-        target = self.folder / name
-        if not cv2.imwrite(str(target), picture):
-            raise OSError(f"could not write {target}")
-        return str(target)
-
-
-class LungMaskWriter(HeatmapWriter):
-    """Writes ``<stem>.lungs.png`` masks (0 or 255, the input's own size), same naming rule."""
-
-    suffix = ".lungs.png"
-
-    def write(self, source: Path, mask) -> str:
-        return self._save(source, mask)
-
-
 class _plain:
     """A no-op stand-in for click.progressbar when no bar is shown."""
 
-    def __init__(self, items):
+    def __init__(self, items: Any) -> None:
         self.items = items
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self.items
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False

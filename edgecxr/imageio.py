@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Refuse images whose header claims more pixels than a Raspberry Pi can hold comfortably.
 # OpenCV reads this once, when the cv2 library is loaded (not at its first decode), so it only
@@ -23,6 +24,9 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 MIN_SIDE = 2
@@ -36,7 +40,7 @@ class ImageError(Exception):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
-    def __reduce__(self):  # picklable, so it crosses process boundaries (edgecxr benchmark)
+    def __reduce__(self) -> tuple[type[ImageError], tuple[str, str]]:  # picklable, so it crosses process boundaries (edgecxr benchmark)
         return (ImageError, (self.path, self.reason))
 
 
@@ -188,7 +192,7 @@ def _decode_dicom(p: Path) -> LoadedImage:
     return LoadedImage(pixels, "dicom", 1, bits, 0.0)
 
 
-def _window_range(ds, bits: int) -> tuple[float, float]:
+def _window_range(ds: Dataset, bits: int) -> tuple[float, float]:
     """The output range of pydicom's windowing: the stored range, through RescaleSlope/Intercept if any.
 
     (lo > hi for a negative slope; the caller's division handles that orientation.)
@@ -201,7 +205,7 @@ def _window_range(ds, bits: int) -> tuple[float, float]:
     return lo, hi
 
 
-def _stored_range(values: np.ndarray, ds, bits: int) -> tuple[float, float]:
+def _stored_range(values: np.ndarray, ds: Dataset, bits: int) -> tuple[float, float]:
     """Without a window: unsigned, unrescaled data spans its BitsStored; anything else its own min..max."""
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     rescaled = float(ds.get("RescaleSlope", 1)) != 1 or float(ds.get("RescaleIntercept", 0)) != 0

@@ -6,6 +6,7 @@ last resort (a machine with the ``train`` extra only).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 _CANDIDATES = (
@@ -23,6 +24,11 @@ def interpreter_module() -> tuple[str, Any]:
         except ImportError:
             continue
     raise ImportError("no TFLite interpreter found: pip install ai-edge-litert (or tflite-runtime)")
+
+
+def interpreter_package() -> str | None:
+    """The package :func:`interpreter_module` would use, found without importing it (None if there is none)."""
+    return next((package for package, _ in _CANDIDATES if importlib.util.find_spec(package)), None)
 
 
 def interpreter_version(package: str) -> str:

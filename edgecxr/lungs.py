@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError, read_card, verify_file
 from edgecxr.checks import refuse_blank
 from edgecxr.interpreter import make_interpreter
@@ -103,6 +104,16 @@ class LungModel:
         mask = mask_at_size(prob, loaded.pixels.shape, self.spec)
         latency = (time.perf_counter() - start) * 1000.0
         return LungResult(mask, lung_fraction(mask), lung_fields_found(prob, frame), latency, file)
+
+
+class LungMaskWriter(HeatmapWriter):
+    """Writes ``<stem>.lungs.png`` masks (0 or 255, the input's own size) into one folder, same naming rule."""
+
+    suffix = ".lungs.png"
+
+    def write(self, source: Path, mask: np.ndarray) -> str:  # type: ignore[override]
+        """Write ``mask`` for the image ``source``; return the file written."""
+        return self._save(source, mask)
 
 
 @lru_cache(maxsize=4)

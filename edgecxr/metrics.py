@@ -1,25 +1,40 @@
 """Classification metrics in plain numpy, shared by training, converters, `evaluate` and benchmarks."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
     return cm
 
 
-def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
+def classification_report(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, labels: Sequence[str], sources: Sequence[str] | None = None
+) -> dict:
     """Accuracy, per-class precision (PPV) / recall (sensitivity) / F1 / support, macro-F1, confusion.
 
     The keys are the stable contract of ``edgecxr evaluate --json``: ``accuracy``, ``macro_f1``,
-    ``labels``, ``per_class``, ``confusion_matrix``, ``n``.
+    ``labels``, ``per_class``, ``confusion_matrix``, ``n``. With ``sources`` (one name per sample,
+    ``""`` where unknown), ``per_source`` is added when any sample has one: ``{source: report of its
+    samples}`` in name order; samples without a source count only in the overall numbers.
     """
-    labels = list(labels)
+    if sources is not None and len(sources) != len(y_true):
+        raise ValueError(f"{len(sources)} sources for {len(y_true)} samples")
+    report = _report(y_true, y_pred, list(labels))
+    names = sorted({s for s in sources if s}) if sources is not None else []
+    if names:
+        true, pred, src = np.asarray(y_true), np.asarray(y_pred), np.asarray(sources)
+        report["per_source"] = {s: _report(true[src == s], pred[src == s], report["labels"]) for s in names}
+    return report
+
+
+def _report(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, labels: list[str]) -> dict:
+    """The report of one set of samples (no groups)."""
     cm = confusion_matrix(y_true, y_pred, len(labels))
     n = int(cm.sum())
     per_class = {}

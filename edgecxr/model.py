@@ -13,7 +13,7 @@ from edgecxr import registry
 from edgecxr.calibration import apply_temperature
 from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelError, read_card, verify_file
-from edgecxr.checks import input_warnings, refuse_blank
+from edgecxr.checks import Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
 from edgecxr.preprocess import preprocess, to_original
@@ -30,9 +30,14 @@ class Prediction:
     latency_ms: float
     model: str
     file: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     # (H, W) float32 in [0, 1] over the input image when asked for; at most HEATMAP_MAX_SIDE px long
     heatmap: np.ndarray | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """The messages of the checks that fired, for people."""
+        return [c.message for c in self.checks]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,7 +46,8 @@ class Prediction:
             "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "latency_ms": round(self.latency_ms, 3),
-            "warnings": list(self.warnings),
+            "warnings": self.warnings,
+            "checks": [c.to_dict() for c in self.checks],
         }
 
 
@@ -63,21 +69,22 @@ class Model:
         n_out = int(self._output["shape"][-1])
         if n_out != len(self.labels):
             raise ModelError(f"{self.path}: model has {n_out} outputs but its card lists {len(self.labels)} labels")
-        height, width = self.card["preprocessing"]["size"]
-        if tuple(self._input["shape"][1:3]) != (height, width):
-            raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {[height, width]}")
+        spec = self.card.preprocessing
+        if tuple(self._input["shape"][1:3]) != spec.size:
+            raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {list(spec.size)}")
         self._cam_weights = self._read_cam_weights()
-        self.temperature = float(self.card.get("temperature", {}).get("value", 1.0))
-        spec = self.card["preprocessing"]  # is the model input the whole film, area-resized? (the checks reuse it)
-        self._whole_film_area = spec["crop"] == "none" and not spec["clahe"] and spec["interpolation"] == "area"
+        self.temperature = self.card.temperature.value if self.card.temperature else 1.0
+        # is the model input the whole film, area-resized? (the checks reuse it)
+        self._whole_film_area = spec.crop == "none" and not spec.clahe and spec.interpolation == "area"
+        self.check_profile = self.card.checks  # which input checks apply to this model's films
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.card.name
 
     @property
     def labels(self) -> list[str]:
-        return list(self.card["labels"])
+        return list(self.card.labels)
 
     @property
     def input_details(self) -> dict[str, Any]:
@@ -107,27 +114,27 @@ class Model:
         input image (ModelError for a model without one, such as MLP-12).
         """
         if heatmap and not self.has_heatmap:
-            raise ModelError(f"{self.name}: no heatmap available ({self.card.get('family', 'this')} model has no spatial feature map)")
+            raise ModelError(f"{self.name}: no heatmap available ({self.card.family or 'this'} model has no spatial feature map)")
         loaded, file = _as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
-        x = preprocess(loaded.pixels, self.card["preprocessing"])
+        x = preprocess(loaded.pixels, self.card.preprocessing)
         probs, features = self._run(x, features=heatmap)
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
-        warnings = input_warnings(loaded, x if self._whole_film_area else None)
+        checks = input_checks(loaded, x if self._whole_film_area else None, self.check_profile)
         heat = None
         if heatmap:
             heat = self._heatmap(features, best, loaded.pixels.shape)
             if not heat.any():
-                warnings.append(f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image")
+                checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image"))
         return Prediction(
             label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
             latency_ms=latency,
             model=self.name,
             file=file,
-            warnings=warnings,
+            checks=checks,
             heatmap=heat,
         )
 
@@ -145,7 +152,7 @@ class Model:
         """The raw (h, w) activation map of ``class_index`` for one preprocessed image, from the model's own feature map."""
         if not self.has_heatmap:
             raise ModelError(f"{self.name}: no heatmap available")
-        return class_activation_map(self._run(x, features=True)[1], self._cam_weights, class_index)
+        return self._cam(self._run(x, features=True)[1], class_index)
 
     def _run(self, x: np.ndarray, calibrated: bool = True, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.interpreter.set_tensor(self._input["index"], self.quantize_input(x[None]))
@@ -157,15 +164,19 @@ class Model:
             return probs, None
         return probs, _dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
 
-    def _heatmap(self, features: np.ndarray, class_index: int, shape: tuple[int, int]) -> np.ndarray:
-        cam = class_activation_map(features, self._cam_weights, class_index)
-        return normalise(to_original(cam, heatmap_shape(shape), self.card["preprocessing"]))
+    def _cam(self, features: np.ndarray | None, class_index: int) -> np.ndarray:
+        assert features is not None and self._cam_weights is not None, "callers check has_heatmap"
+        return class_activation_map(features, self._cam_weights, class_index)
+
+    def _heatmap(self, features: np.ndarray | None, class_index: int, shape: tuple[int, int]) -> np.ndarray:
+        cam = self._cam(features, class_index)
+        return normalise(to_original(cam, heatmap_shape(shape), self.card.preprocessing))
 
     def _read_cam_weights(self) -> np.ndarray | None:
-        cam = self.card.get("cam")
+        cam = self.card.cam
         if cam is None or self._features is None:
             return None
-        weights = np.asarray(cam["weights"], np.float32)
+        weights = np.asarray(cam.weights, np.float32)
         expected = (int(self._features["shape"][-1]), len(self.labels))
         if weights.shape != expected:
             raise ModelError(f"{self.path}: card's heatmap weights have shape {weights.shape}, model needs {expected}")

@@ -3,96 +3,131 @@
 Training (``training/``), conversion (``converters/``) and the runtime all call
 :func:`preprocess`; nothing else in the project resizes or rescales an image for a model.
 
-A spec is plain data, e.g.::
+A spec is a :class:`PreprocessSpec`, stored in cards and run records as plain data, e.g.::
 
-    {"color": "grayscale", "crop": "none", "size": [224, 224],
-     "interpolation": "area", "scale": "0-1", "clahe": false}
+    {"color": "grayscale", "crop": "none", "size": [224, 224], "interpolation": "area",
+     "scale": "0-1", "clahe": false, "clahe_clip_limit": 2.0, "clahe_tile_grid": 8}
 
 - ``crop``: ``"none"`` resizes the whole image to ``size`` (aspect not kept; several public CXR
   collections were distributed already squashed to 224x224, so squashing every image makes all
   sources alike), ``"center-square"`` takes the largest centred square first.
 - ``scale``: ``"0-1"`` maps intensities to [0, 1].
-- ``clahe``: contrast-limited adaptive histogram equalisation before resizing.
+- ``clahe``: contrast-limited adaptive histogram equalisation before resizing, with OpenCV's
+  ``clahe_clip_limit`` and a ``clahe_tile_grid`` x ``clahe_tile_grid`` grid of tiles.
+
+:meth:`PreprocessSpec.from_dict` validates a spec once (a card when it is read, a run record when
+training starts); :func:`preprocess` given a :class:`PreprocessSpec` does not check it again.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Union
 
 import edgecxr.imageio  # noqa: F401  (sets OpenCV's pixel limit, which cv2 reads only when loaded)
+
+# isort: split
 import cv2
 import numpy as np
-
-DEFAULT_SPEC: dict[str, Any] = {
-    "color": "grayscale",
-    "crop": "none",
-    "size": [224, 224],
-    "interpolation": "area",
-    "scale": "0-1",
-    "clahe": False,
-}
 
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 _CROPS = ("none", "center-square")
 
 
-def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a complete spec (defaults filled in), or raise ValueError naming the bad key."""
-    full = {**DEFAULT_SPEC, **spec}
-    unknown = set(full) - set(DEFAULT_SPEC)
-    if unknown:
-        raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
-    if full["color"] != "grayscale":
-        raise ValueError(f"preprocessing color {full['color']!r} is not supported (grayscale only)")
-    if full["crop"] not in _CROPS:
-        raise ValueError(f"preprocessing crop {full['crop']!r} not in {_CROPS}")
-    if full["interpolation"] not in _INTERPOLATIONS:
-        raise ValueError(f"preprocessing interpolation {full['interpolation']!r} not in {sorted(_INTERPOLATIONS)}")
-    if full["scale"] != "0-1":
-        raise ValueError(f"preprocessing scale {full['scale']!r} is not supported ('0-1' only)")
-    size = full["size"]
-    if (
-        not isinstance(size, (list, tuple))
-        or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        raise ValueError(f"preprocessing size must be [height, width], got {size!r}")
-    full["size"] = [int(size[0]), int(size[1])]
-    full["clahe"] = bool(full["clahe"])
-    return full
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an image becomes a model input; the defaults are what a card leaves out."""
+
+    color: str = "grayscale"
+    crop: str = "none"
+    size: tuple[int, int] = (224, 224)  # (height, width)
+    interpolation: str = "area"
+    scale: str = "0-1"
+    clahe: bool = False
+    clahe_clip_limit: float = 2.0
+    clahe_tile_grid: int = 8
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessSpec:
+        """A complete spec (defaults filled in) from plain data, or ValueError naming the bad key."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"preprocessing must be an object, got {data!r}")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
+        full = {**asdict(cls()), **data}
+        if full["color"] != "grayscale":
+            raise ValueError(f"preprocessing color {full['color']!r} is not supported (grayscale only)")
+        if full["crop"] not in _CROPS:
+            raise ValueError(f"preprocessing crop {full['crop']!r} not in {_CROPS}")
+        if full["interpolation"] not in _INTERPOLATIONS:
+            raise ValueError(f"preprocessing interpolation {full['interpolation']!r} not in {sorted(_INTERPOLATIONS)}")
+        if full["scale"] != "0-1":
+            raise ValueError(f"preprocessing scale {full['scale']!r} is not supported ('0-1' only)")
+        size = full["size"]
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
+            raise ValueError(f"preprocessing size must be [height, width], got {size!r}")
+        if not (isinstance(full["clahe"], bool) or (_is_int(full["clahe"]) and full["clahe"] in (0, 1))):
+            raise ValueError(f"preprocessing clahe must be true or false, got {full['clahe']!r}")
+        limit = full["clahe_clip_limit"]
+        if not (isinstance(limit, (int, float)) and not isinstance(limit, bool) and math.isfinite(limit) and limit > 0):
+            raise ValueError(f"preprocessing clahe_clip_limit must be a number > 0, got {limit!r}")
+        if not (_is_int(full["clahe_tile_grid"]) and full["clahe_tile_grid"] > 0):
+            raise ValueError(f"preprocessing clahe_tile_grid must be a whole number > 0, got {full['clahe_tile_grid']!r}")
+        return cls(
+            color=full["color"], crop=full["crop"], size=(int(size[0]), int(size[1])),
+            interpolation=full["interpolation"], scale=full["scale"], clahe=bool(full["clahe"]),
+            clahe_clip_limit=float(limit), clahe_tile_grid=int(full["clahe_tile_grid"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a card stores it (``size`` as a list)."""
+        return {**asdict(self), "size": list(self.size)}
 
 
-def preprocess(image: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+SpecLike = Union[PreprocessSpec, Mapping[str, Any]]
+
+
+def as_spec(spec: SpecLike) -> PreprocessSpec:
+    """``spec`` itself, or plain data validated into a :class:`PreprocessSpec` (ValueError naming the bad key)."""
+    return spec if isinstance(spec, PreprocessSpec) else PreprocessSpec.from_dict(spec)
+
+
+def preprocess(image: np.ndarray, spec: SpecLike) -> np.ndarray:
     """Turn a grayscale intensity image into a model input of shape ``(H, W, 1)``, float32.
 
     ``image`` is 2-D; uint8 is read as 0..255, uint16 as 0..65535, float as already in [0, 1]
-    (see :func:`edgecxr.imageio.load_image`, which returns that).
+    (see :func:`edgecxr.imageio.load_image`, which returns that). Plain-data ``spec`` is validated
+    on every call: convert it once with :func:`as_spec` before a loop.
     """
-    spec = validate_spec(spec)
+    spec = as_spec(spec)
     if image.ndim != 2:
         raise ValueError(f"preprocess expects a 2-D grayscale image, got shape {image.shape}")
     img = _to_unit_float(image)
-    if spec["crop"] == "center-square":
+    if spec.crop == "center-square":
         h, w = img.shape
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
         img = img[top : top + side, left : left + side]
-    if spec["clahe"]:
+    if spec.clahe:
         u8 = np.round(img * 255.0).astype(np.uint8)
-        img = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(u8).astype(np.float32) / 255.0
-    height, width = spec["size"]
-    img = cv2.resize(img, (width, height), interpolation=_INTERPOLATIONS[spec["interpolation"]])
+        grid = (spec.clahe_tile_grid, spec.clahe_tile_grid)
+        img = cv2.createCLAHE(clipLimit=spec.clahe_clip_limit, tileGridSize=grid).apply(u8).astype(np.float32) / 255.0
+    height, width = spec.size
+    img = cv2.resize(img, (width, height), interpolation=_INTERPOLATIONS[spec.interpolation])
     return np.clip(img, 0.0, 1.0).astype(np.float32)[:, :, None]
 
 
-def to_original(frame_map: np.ndarray, original_shape: tuple[int, int], spec: Mapping[str, Any]) -> np.ndarray:
+def to_original(frame_map: np.ndarray, original_shape: tuple[int, int], spec: SpecLike) -> np.ndarray:
     """Map an (h, w) array over the model's input frame back onto the original image's pixels.
 
     The inverse of :func:`preprocess`'s geometry: a ``"none"`` crop is stretched back to the
     original size; a ``"center-square"`` crop fills its square and leaves zeros outside it.
     """
-    spec = validate_spec(spec)
+    spec = as_spec(spec)
     height, width = original_shape
-    if spec["crop"] == "none":
+    if spec.crop == "none":
         return cv2.resize(frame_map.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
@@ -109,3 +144,7 @@ def _to_unit_float(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(image.dtype, np.floating):
         return np.clip(image.astype(np.float32), 0.0, 1.0)
     raise ValueError(f"unsupported image dtype {image.dtype}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -34,21 +34,20 @@ def resolve(name: str | os.PathLike | None) -> Path:
 def describe(path: Path) -> dict:
     """A model's card summary for ``edgecxr models``."""
     card = read_card(path)
-    metrics = card.get("metrics", {}).get("test", {})
     return {
-        "name": card["name"],
+        "name": card.name,
         "path": str(path),
         "bundled": path.parent == MODELS_DIR,
         "default": path.parent == MODELS_DIR and path.stem == DEFAULT_MODEL,
-        "family": card.get("family"),
-        "variant": card.get("variant"),
-        "labels": card["labels"],
-        "input": card.get("input"),
-        "preprocessing": card["preprocessing"],
-        "size_bytes": card.get("size_bytes"),
-        "sha256": card["sha256"],
-        "test_accuracy": metrics.get("accuracy"),
-        "test_macro_f1": metrics.get("macro_f1"),
-        "heatmap": "cam" in card,
-        "temperature": card.get("temperature", {}).get("value"),
+        "family": card.family,
+        "variant": card.variant,
+        "labels": list(card.labels),
+        "input": card.input.to_dict() if card.input else None,
+        "preprocessing": card.preprocessing.to_dict(),
+        "size_bytes": card.size_bytes,
+        "sha256": card.sha256,
+        "test_accuracy": card.test_metrics.get("accuracy"),
+        "test_macro_f1": card.test_metrics.get("macro_f1"),
+        "heatmap": card.cam is not None,
+        "temperature": card.temperature.value if card.temperature else None,
     }

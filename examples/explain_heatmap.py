@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        assert p.heatmap is not None  # predict(heatmap=True) sets it
         target = args.out / f"{Path(file).stem}.heatmap.png"
         cv2.imwrite(str(target), overlay(image.pixels, p.heatmap))
         share = lung_share(p.heatmap)

@@ -16,14 +16,7 @@ import csv
 import sys
 from pathlib import Path
 
-from edgecxr import ImageError, ModelError, load_model
-
-SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}  # as `edgecxr predict`
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, in sorted order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+from edgecxr import ImageError, ModelError, find_images, load_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with args.out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        for path in find_images(args.scans):
+        for path in find_images(args.scans):  # recursively, sorted, as `edgecxr predict` finds them
             try:
                 p = model.predict(path)
             except ImageError as exc:  # unreadable file: record it and carry on

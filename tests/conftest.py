@@ -1,23 +1,63 @@
-"""Shared fixtures: paths to the shared data, and a tiny trained .tflite pair built in code."""
+"""Shared fixtures: the shared data, the committed tiny models, one trained run; the tiers' markers.
+
+The tiers (markers registered in setup.cfg): ``train`` needs the train extra (TensorFlow),
+``data`` needs ../shared/data (given to every test that uses :func:`shared_data`), ``slow`` takes
+more than about 10 s here. ``pytest -m "not train and not slow"`` is the runtime tier: it needs
+only ``pip install '.[test]'``, as on a board.
+"""
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# training/, converters/ and benchmarks/ are not installed: they are imported from the checkout.
+# Appended, so edgecxr itself comes from wherever Python finds it first: the checkout under
+# `python -m pytest` in it (or an editable install), the installed package under the `pytest`
+# command of a runtime-only venv (the runtime tier; test_tiers.py checks which).
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+
+import edgecxr  # noqa: E402
+
+EDGECXR_HOME = Path(edgecxr.__file__).resolve().parents[1]  # the folder the edgecxr under test is imported from
 SHARED_DATA = REPO.parent / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # the tiny models, written by tests/make_tiny.py
 TINY_LABELS = ["dark", "bright", "striped"]
 TINY_SPEC = {"color": "grayscale", "crop": "none", "size": [32, 32], "interpolation": "area", "scale": "0-1", "clahe": False}
+
+
+def tiny_card(variant: str | None, **parts):
+    """The card of a tiny test model (family ``tiny``), before write_card fills in the file's identity."""
+    from edgecxr.card import ModelCard
+    from edgecxr.preprocess import PreprocessSpec
+
+    return ModelCard(name=f"tiny-{variant}", labels=tuple(TINY_LABELS), preprocessing=PreprocessSpec.from_dict(TINY_SPEC), family="tiny", variant=variant, **parts)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     assert SHARED_DATA.is_dir(), f"{SHARED_DATA} is missing: tests need ../shared beside the checkout"
     return SHARED_DATA
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
+def child_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``env`` with PYTHONPATH set so that a child Python imports the same edgecxr as these tests."""
+    return {**env, "PYTHONPATH": str(EDGECXR_HOME)}
 
 
 def toy_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,39 +86,54 @@ def write_png(path, cls: int, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """A tiny CNN trained on the toy set, converted to float32 and int8 with cards: {variant: path}.
+def tiny_models() -> dict[str, Path]:
+    """The committed tiny CNN as float32 and int8 ``.tflite`` with cards: {variant: path} (see tests/make_tiny.py).
 
-    Like the ResNet family, its last feature map is the layer ``features`` and is exported as a
-    second output, with the classifier's weights in the card, so heatmaps work on it. The Keras
-    model is saved beside the files as ``tiny.keras``.
+    Its last feature map is exported as a second output, so heatmaps work on it; the Keras model
+    lies beside the files as ``tiny.keras``, its probabilities on ``toy_images(30)`` as
+    ``keras_probs.npy``. Tests read these files and never write beside them.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tf_keras as keras
+    return {variant: FIXTURES / f"tiny-{variant}.tflite" for variant in ("float32", "int8")}
 
-    from converters.build import cam_card
-    from converters.quantize import convert, with_feature_map
-    from edgecxr.card import write_card
 
-    keras.utils.set_random_seed(0)
-    x, y = toy_images(300)
-    inputs = keras.Input((32, 32, 1))
-    h = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(inputs)
-    h = keras.layers.BatchNormalization()(h)
-    h = keras.layers.ReLU(name="features")(h)
-    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(h)
-    model = keras.Model(inputs, outputs, name="tiny")
-    model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-    folder = tmp_path_factory.mktemp("tiny_models")
-    paths = {}
-    for variant in ("float32", "int8"):
-        path = folder / f"tiny-{variant}.tflite"
-        path.write_bytes(convert(with_feature_map(model), variant, x[:100]))
-        card = {"name": f"tiny-{variant}", "family": "tiny", "variant": variant, "labels": TINY_LABELS, "preprocessing": TINY_SPEC}
-        write_card(path, {**card, **cam_card(model)})
-        paths[variant] = path
-    np.save(folder / "keras_probs.npy", model.predict(x[:30], verbose=0))
-    model.save(folder / "tiny.keras")
-    return paths
+def _pattern(label: str, rng: np.random.Generator, side: int = 48) -> np.ndarray:
+    img = rng.uniform(0, 60, (side, side))
+    if label == "bright":
+        img += 150
+    elif label == "striped":
+        img[:, ::4] = 255
+    elif label == "checked":
+        img[::6, :] = 255
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def make_dataset(root: Path, labels=("dark", "bright", "striped"), per_class=(24, 6, 6), seed=0) -> Path:
+    """A training dataset ``root/{train,val,test}/<label>/*.png`` of 48x48 toy patterns, ``per_class`` per split."""
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "val", "test"), per_class):
+        for label in labels:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(folder / f"{label}-{i}.png"), _pattern(label, rng))
+    return root
+
+
+class TrainedRun(NamedTuple):
+    data: Path
+    out: Path
+    metrics: dict
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """One tiny ResNet-18-style run (32x32, width 8, 10 epochs) on ``make_dataset(per_class=(100, 10, 10))``.
+
+    Shared by the tests that check a run and those that fine-tune from one; they never write into it.
+    """
+    from training.train import TrainConfig, train
+
+    root = make_dataset(tmp_path_factory.mktemp("trained") / "data", per_class=(100, 10, 10))
+    out = root.parent / "run"
+    metrics = train(TrainConfig(root, out, family="resnet18", input_size=32, width=8, bn_momentum=0.9, epochs=10, lr=3e-3, batch_size=16, patience=30))
+    return TrainedRun(root, out, metrics)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
 from benchmarks.arm.parity import FLOAT_TOLERANCE, INT8_STEPS, bundled_cards, compare, pick_images, tolerance
+from edgecxr.cardparts import Quantization, TensorSpec
 
 
 def answers(*rows: tuple[str, str, dict[str, float]]) -> list[dict]:
@@ -54,9 +56,10 @@ def test_missing_failed_or_incomplete_answers_are_flagged():
 
 
 def test_tolerance_from_the_card():
-    assert tolerance({"output": {"dtype": "float32", "quantization": None}}) == FLOAT_TOLERANCE
-    assert tolerance({}) == FLOAT_TOLERANCE
-    int8 = {"output": {"dtype": "int8", "quantization": {"scale": 1 / 256, "zero_point": -128}}}
+    card = next(iter(bundled_cards().values()))
+    assert tolerance(replace(card, output=TensorSpec((1, 3), "float32"))) == FLOAT_TOLERANCE
+    assert tolerance(replace(card, output=None)) == FLOAT_TOLERANCE
+    int8 = replace(card, output=TensorSpec((1, 3), "int8", Quantization(1 / 256, -128)))
     assert tolerance(int8) == pytest.approx(INT8_STEPS / 256, abs=2e-6)
 
 

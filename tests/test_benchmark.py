@@ -1,6 +1,7 @@
 """``edgecxr benchmark`` and :func:`edgecxr.benchmark.measure` on the tiny toy models (few runs: fast)."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -9,11 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_LABELS, TINY_SPEC
+from conftest import TINY_LABELS, write_png
 from edgecxr import benchmark
-from edgecxr.card import write_card
+from edgecxr.card import read_card, write_card
 from edgecxr.cli import main
-from conftest import write_png
 from test_evaluate import make_dataset
 
 RESULT_KEYS = {
@@ -236,7 +236,7 @@ def test_measure_rejects_bad_counts(tiny_models, runs, warmup):
 def test_measure_dtype_from_input_tensor_without_variant(tiny_models, tmp_path, variant):
     path = tmp_path / f"tiny-{variant}.tflite"
     shutil.copy(tiny_models[variant], path)
-    write_card(path, {"name": f"tiny-{variant}", "family": "tiny", "labels": TINY_LABELS, "preprocessing": TINY_SPEC})
+    write_card(path, dataclasses.replace(read_card(tiny_models[variant]), variant=None))
     r = benchmark.measure(str(path), runs=1, warmup=0)
     assert r["dtype"] == variant  # no "variant" on the card: the input tensor's dtype
 

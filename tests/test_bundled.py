@@ -11,6 +11,7 @@ from edgecxr import load_model
 from edgecxr.card import read_card, sha256_of
 from edgecxr.cli import main
 from edgecxr.evaluate import evaluate
+from edgecxr.manifest import read_manifest
 from edgecxr.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
 
 EXPECTED = {"resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"}
@@ -25,23 +26,23 @@ def test_expected_models_are_bundled():
 def test_card_matches_file(name):
     path = MODELS_DIR / f"{name}.tflite"
     card = read_card(path)
-    assert card["name"] == name and card["file"] == path.name
-    assert card["sha256"] == sha256_of(path)
-    assert card["size_bytes"] == path.stat().st_size
-    assert card["labels"] == ["COVID", "Normal", "Pneumonia"]
-    assert card["verification"]["passed"] is True
-    assert "Not a medical device" in card["intended_use"]
+    assert card.name == name and card.file == path.name
+    assert card.sha256 == sha256_of(path)
+    assert card.size_bytes == path.stat().st_size
+    assert card.labels == ("COVID", "Normal", "Pneumonia")
+    assert card.verification.passed is True
+    assert "Not a medical device" in card.intended_use
     model = load_model(name)
     assert model.output_details["shape"][-1] == 3
-    assert list(model.input_details["shape"][1:3]) == card["preprocessing"]["size"]
+    assert tuple(model.input_details["shape"][1:3]) == card.preprocessing.size
     if name.endswith("int8"):
-        assert card["input"]["dtype"] == "int8" and card["output"]["dtype"] == "int8"
+        assert card.input.dtype == "int8" and card.output.dtype == "int8"
 
 
 def test_default_model_is_int8_resnet():
     model = load_model()
     assert model.name == "resnet18-int8"
-    assert model.card["family"] == "resnet18"
+    assert model.card.family == "resnet18"
 
 
 def test_models_command_lists_bundled():
@@ -51,20 +52,27 @@ def test_models_command_lists_bundled():
     assert {r["name"] for r in rows} == EXPECTED
     assert [r["name"] for r in rows if r["default"]] == [DEFAULT_MODEL]
     assert {r["name"] for r in rows if r["heatmap"]} == {"resnet18-int8", "resnet18-float32"}
-    assert all(r["temperature"] == read_card(MODELS_DIR / f"{r['name']}.tflite")["temperature"]["value"] for r in rows)
+    assert all(r["temperature"] == read_card(MODELS_DIR / f"{r['name']}.tflite").temperature.value for r in rows)
 
 
 @pytest.mark.parametrize("name", ["resnet18-int8", "mlp12-int8"])
 def test_bundled_model_reproduces_card_metrics_on_shared_test_split(name, shared_data):
     model = load_model(name)
-    report = evaluate(model, shared_data / "cxr3" / "test")
-    card = model.card["metrics"]["test"]
+    manifest = read_manifest(shared_data / "cxr3" / "manifest.csv")
+    report = evaluate(model, shared_data / "cxr3" / "test", manifest=manifest)
+    card = model.card.test_metrics
     assert report["errors"] == []
     assert report["n"] == card["n"] == 905
     assert report["accuracy"] == pytest.approx(card["accuracy"], abs=0.002)
     assert report["macro_f1"] == pytest.approx(card["macro_f1"], abs=0.002)
     diff = np.abs(np.array(report["confusion_matrix"]) - np.array(card["confusion_matrix"]))
     assert diff.max() <= 2
+    # per source too (the README quotes them): every test image is listed, each source as in the card
+    assert report["manifest"] == {"listed": 905, "unlisted": [], "missing": []}
+    assert list(report["per_source"]) == list(card["per_source"])
+    for source, metrics in card["per_source"].items():
+        assert report["per_source"][source]["n"] == metrics["n"]
+        assert report["per_source"][source]["accuracy"] == pytest.approx(metrics["accuracy"], abs=2 / metrics["n"])  # 2 images, as above
 
 
 def test_full_size_originals_agree_with_their_downscaled_copies(shared_data):
@@ -89,18 +97,17 @@ def test_full_size_originals_agree_with_their_downscaled_copies(shared_data):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bundled_models_are_calibrated_and_resnets_have_heatmaps(name):
     model = load_model(name)
-    t = model.card["temperature"]
-    assert t["fitted_on"] == "val" and t["images"] == 906
-    assert model.temperature == t["value"] != 1.0
-    assert t["ece_test"]["after"] < t["ece_test"]["before"]
-    assert t["nll_val"]["after"] <= t["nll_val"]["before"]
+    t = model.card.temperature
+    assert t.fitted_on == "val" and t.images == 906
+    assert model.temperature == t.value != 1.0
+    assert t.ece_test.after < t.ece_test.before
+    assert t.nll_val.after <= t.nll_val.before
     assert model.has_heatmap == name.startswith("resnet18")
 
 
 def test_default_heatmap_on_a_real_full_size_film(shared_data):
-    from edgecxr.imageio import load_image
-
     from edgecxr.cam import heatmap_shape
+    from edgecxr.imageio import load_image
 
     path = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]
     image = load_image(path)
@@ -120,8 +127,19 @@ def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared
 
     model = load_model()
     items = labelled_files(shared_data / "cxr3" / "test", model.labels)
-    raw = np.stack([model.predict_preprocessed(preprocess(load_image(f).pixels, model.card["preprocessing"]), calibrated=False) for f, _ in items])
+    raw = np.stack([model.predict_preprocessed(preprocess(load_image(f).pixels, model.card.preprocessing), calibrated=False) for f, _ in items])
     y = np.array([label for _, label in items])
-    ece = model.card["temperature"]["ece_test"]
-    assert expected_calibration_error(raw, y) == pytest.approx(ece["before"], abs=0.002)
-    assert expected_calibration_error(apply_temperature(raw, model.temperature), y) == pytest.approx(ece["after"], abs=0.002)
+    ece = model.card.temperature.ece_test
+    assert expected_calibration_error(raw, y) == pytest.approx(ece.before, abs=0.002)
+    assert expected_calibration_error(apply_temperature(raw, model.temperature), y) == pytest.approx(ece.after, abs=0.002)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bundled_cards_carry_their_version_history(name):
+    """1.0.0 first release; 1.1.0 when the ResNets gained the heatmap output and every model a temperature."""
+    card = read_card(MODELS_DIR / f"{name}.tflite")
+    assert card.version == "1.1.0"
+    assert [(e.version, e.date) for e in card.changelog] == [("1.0.0", "2026-11-23"), ("1.1.0", "2026-11-23")]
+    later = card.changelog[-1].change
+    assert "temperature" in later
+    assert ("feature map" in later) == name.startswith("resnet18")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -11,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, TINY_LABELS, write_png
+from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import main
 
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"}
 
 
 @pytest.fixture()
@@ -28,7 +27,7 @@ def model_path(tiny_models) -> str:
 
 
 def run_subprocess(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     return subprocess.run(
         [sys.executable, "-c", "from edgecxr.cli import main; main()", *args],
         cwd=str(cwd),

@@ -1,9 +1,8 @@
-"""Metrics (`classification_report`) and the ``edgecxr evaluate`` command on toy class folders."""
+"""Metrics (`classification_report`) and the ``edgecxr evaluate`` command on toy class folders, with and without a manifest."""
 from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,6 +10,7 @@ from click.testing import CliRunner
 from conftest import TINY_LABELS, write_png
 from edgecxr.cli import main
 from edgecxr.evaluate import evaluate, labelled_files
+from edgecxr.manifest import read_manifest
 from edgecxr.metrics import classification_report, confusion_matrix
 from edgecxr.model import Model
 
@@ -118,6 +118,25 @@ def test_report_empty():
     assert report["macro_f1"] == 0.0
     assert report["confusion_matrix"] == [[0, 0], [0, 0]]
     assert all(c["support"] == 0 for c in report["per_class"].values())
+
+
+def test_report_per_source_hand_computed():
+    labels = ["a", "b"]
+    y_true, y_pred = [0, 0, 1, 1, 0, 1], [0, 1, 1, 1, 0, 0]
+    report = classification_report(y_true, y_pred, labels, sources=["x", "x", "x", "y", "", "y"])
+    assert {k: v for k, v in report.items() if k != "per_source"} == classification_report(y_true, y_pred, labels)
+    assert list(report["per_source"]) == ["x", "y"]  # sorted; the sample without a source counts only overall
+    assert report["per_source"]["x"] == classification_report([0, 0, 1], [0, 1, 1], labels)
+    assert report["per_source"]["x"]["accuracy"] == 0.6667 and report["per_source"]["x"]["n"] == 3
+    assert report["per_source"]["y"]["confusion_matrix"] == [[0, 0], [1, 1]]
+    assert report["per_source"]["y"]["accuracy"] == 0.5
+
+
+def test_report_per_source_left_out_without_sources():
+    assert "per_source" not in classification_report([0, 1], [0, 1], ["a", "b"], sources=["", ""])
+    assert "per_source" not in classification_report([0, 1], [0, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="1 sources for 2 samples"):
+        classification_report([0, 1], [0, 1], ["a", "b"], sources=["x"])
 
 
 # --- the Python API ----------------------------------------------------------------------------
@@ -306,3 +325,118 @@ def test_evaluate_help(runner):
     assert result.exit_code == 0
     for option in ("--model", "-m", "--json", "--threads", "DATA_DIR"):
         assert option in result.stdout
+
+
+# --- edgecxr evaluate --manifest -----------------------------------------------------------------
+
+SITES = {  # file under the data folder -> source; striped/striped_1.png is left out of the manifest
+    "dark/dark_0.png": "siteA", "dark/dark_1.png": "siteA", "bright/bright_0.png": "siteA",
+    "dark/zz_actually_bright.png": "siteA", "bright/bright_1.png": "siteB", "striped/striped_0.png": "siteB",
+}
+
+
+@pytest.fixture(scope="module")
+def sited(tmp_path_factory):
+    """(data folder, manifest beside it) in the split layout: rows for six of the seven images, a missing file and one elsewhere."""
+    root = tmp_path_factory.mktemp("sited")
+    data = make_dataset(root / "test")
+    rows = [f"test/{f},{f.split('/')[0]},test,{s}" for f, s in SITES.items()]
+    rows += ["test/dark/gone.png,dark,test,siteA", "train/dark/elsewhere.png,dark,train,siteC"]
+    (root / "manifest.csv").write_text("\n".join(["file,label,split,source", *rows]) + "\n")
+    return data, root / "manifest.csv"
+
+
+def test_evaluate_manifest_per_source_matches_a_direct_computation(runner, model_path, sited):
+    data, manifest = sited
+    result = runner.invoke(main, ["evaluate", str(data), "-m", model_path, "--manifest", str(manifest), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    report = json.loads(result.stdout)
+    assert set(report) == REPORT_KEYS | {"model", "errors", "per_source", "manifest"}
+    # the overall numbers are those without a manifest
+    assert report["confusion_matrix"] == EXPECTED_CM and report["accuracy"] == EXPECTED_ACCURACY and report["n"] == 7
+    model = Model(model_path)
+    for source in ("siteA", "siteB"):
+        files = [f for f, s in SITES.items() if s == source]
+        truth = [TINY_LABELS.index(f.split("/")[0]) for f in files]
+        pred = [TINY_LABELS.index(model.predict(data / f).label) for f in files]
+        assert report["per_source"][source] == classification_report(truth, pred, TINY_LABELS)
+    assert list(report["per_source"]) == ["siteA", "siteB"]  # siteC has no image here
+    site_a, site_b = report["per_source"]["siteA"], report["per_source"]["siteB"]
+    assert (site_a["n"], site_a["accuracy"], site_a["confusion_matrix"]) == (4, 0.75, [[2, 1, 0], [0, 1, 0], [0, 0, 0]])
+    assert (site_b["n"], site_b["accuracy"], site_b["macro_f1"]) == (2, 1.0, 1.0)
+    assert report["manifest"] == {
+        "listed": 6,
+        "unlisted": [str(data / "striped" / "striped_1.png")],  # counted overall, in no source
+        "missing": [str(data / "dark" / "gone.png")],  # listed under the data folder, not there; train/ is not counted
+    }
+    assert evaluate(model, data, manifest=read_manifest(manifest)) == report  # the API gives the same
+
+
+def test_evaluate_manifest_human_table_shows_sources(runner, model_path, sited):
+    data, manifest = sited
+    result = runner.invoke(main, ["evaluate", str(data), "-m", model_path, "--manifest", str(manifest)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"model tiny-int8 on 7 images: accuracy {EXPECTED_ACCURACY:.4f}, macro-F1 {EXPECTED_MACRO_F1:.4f}"
+    at = lines.index("per source (recall of each class):")
+    assert lines[at + 1].split() == ["source", "n", "accuracy", "macro-F1", *TINY_LABELS]
+    # siteA: dark 2 of 3 right, bright 1 of 1, no striped image ("-"); macro-F1 (0.8 + 0.6667) / 2
+    assert lines[at + 2].split() == ["siteA", "4", "0.7500", "0.7333", "0.6667", "1.0000", "-"]
+    assert lines[at + 3].split() == ["siteB", "2", "1.0000", "1.0000", "-", "1.0000", "1.0000"]
+    assert lines[at + 5] == f"manifest: lists 6 of the 7 images read; 1 not listed (counted overall, in no source); 1 listed under {data} not found"
+    assert lines[at + 6:] == [f"  unlisted: {data / 'striped' / 'striped_1.png'}", f"  missing: {data / 'dark' / 'gone.png'}"]
+
+
+def test_evaluate_manifest_beside_or_inside_data_changes_nothing_without_the_option(runner, model_path, sited, tmp_path):
+    data, _ = sited  # the split layout: a manifest.csv in DATA_DIR's parent
+    plain = make_dataset(tmp_path / "plain")
+    (plain / "manifest.csv").write_text("file,source\ndark/dark_0.png,siteA\n")  # and one inside DATA_DIR
+    for folder in (data, plain):
+        for extra in ([], ["--json"]):
+            result = runner.invoke(main, ["evaluate", str(folder), "-m", model_path, *extra])
+            assert result.exit_code == 0 and result.stderr == ""
+            assert "per source" not in result.stdout and "manifest" not in result.stdout
+    report = json.loads(result.stdout)
+    assert set(report) == REPORT_KEYS | {"model", "errors"}
+
+
+def test_evaluate_manifest_with_unreadable_images_keeps_exit_1(runner, model_path, tmp_path):
+    data = make_dataset(tmp_path / "data", mislabelled=False)
+    broken = data / "dark" / "broken.png"
+    broken.write_bytes(b"")
+    (tmp_path / "m.csv").write_text("file,source\ndata/dark/broken.png,siteA\ndata/dark/dark_0.png,siteA\n")
+    result = runner.invoke(main, ["evaluate", str(data), "-m", model_path, "--manifest", str(tmp_path / "m.csv"), "--json"])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {broken}: file is empty\n"
+    report = json.loads(result.stdout)
+    assert report["n"] == 6 and report["per_source"]["siteA"]["n"] == 1  # the unreadable one is in no metric
+    assert report["manifest"] == {"listed": 1, "unlisted": [str(data / f) for f in (
+        "bright/bright_0.png", "bright/bright_1.png", "dark/dark_1.png", "striped/striped_0.png", "striped/striped_1.png")], "missing": []}
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("absent.csv", None, "manifest does not exist"),
+        ("scan.png", "png", "not a CSV text file"),
+        ("no_source.csv", "file,label\ndark/dark_0.png,dark\n", "no 'source' column (columns: file, label)"),
+        ("no_file.csv", "image,source\ndark/dark_0.png,siteA\n", "no 'file' column (columns: image, source)"),
+    ],
+)
+def test_evaluate_bad_manifest_is_one_error_line_and_exit_2(runner, model_path, dataset, tmp_path, name, content, message):
+    path = tmp_path / name
+    if content == "png":
+        write_png(path, 0)
+    elif content is not None:
+        path.write_text(content)
+    for extra in ([], ["--json"]):
+        result = runner.invoke(main, ["evaluate", str(dataset), "-m", model_path, "--manifest", str(path), *extra])
+        assert result.exit_code == 2
+        assert result.stdout == ""
+        assert result.stderr == f"error: {path}: {message}\n"
+
+
+def test_evaluate_help_names_the_manifest(runner):
+    result = runner.invoke(main, ["evaluate", "--help"])
+    assert "--manifest CSV" in result.stdout and "per_source" in result.stdout

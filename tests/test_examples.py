@@ -1,10 +1,9 @@
-"""The example scripts in examples/: each run as a user would, in a subprocess from the repo root."""
+"""The example scripts in examples/: each run as a user would, in a subprocess."""
 from __future__ import annotations
 
 import csv
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,22 +13,22 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_LABELS, write_png
-from test_training import make_dataset
+from conftest import REPO, TINY_LABELS, child_env, make_dataset, write_png
 
 EXAMPLES = REPO / "examples"
 CLINIC_LINE = re.compile(r"^\s*(\d+)\. (\S+)  (.*)$")
 
 
 def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    env = {**child_env(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(  # not cwd=REPO: a `python -m edgecxr` inside must import the edgecxr under test
+        [sys.executable, str(EXAMPLES / script), *args], cwd=EXAMPLES, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
 def import_example(name: str):
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
@@ -64,10 +63,10 @@ def test_help_and_docstring(script):
     assert not re.search(r"\._[a-z]", text.replace("__", "")), "examples must not touch private attributes"
 
 
-def test_folder_to_csv_suffixes_match_runtime():
-    from edgecxr.imageio import IMAGE_SUFFIXES
+def test_folder_to_csv_finds_images_as_the_runtime():
+    import edgecxr
 
-    assert import_example("folder_to_csv").SUFFIXES == set(IMAGE_SUFFIXES)
+    assert import_example("folder_to_csv").find_images is edgecxr.find_images
 
 
 def test_folder_to_csv(model_path, scans, tmp_path):
@@ -108,8 +107,9 @@ def test_folder_to_csv_bad_model(tmp_path):
 
 
 def clinic_rows(stdout: str) -> list[tuple[str, str]]:
-    rows = [CLINIC_LINE.match(line) for line in stdout.splitlines()]
-    assert all(rows), stdout
+    lines = stdout.splitlines()
+    rows = [m for m in map(CLINIC_LINE.match, lines) if m]
+    assert len(rows) == len(lines), stdout
     assert [int(m.group(1)) for m in rows] == list(range(1, len(rows) + 1))
     return [(Path(m.group(2)).name, m.group(3)) for m in rows]
 
@@ -150,11 +150,10 @@ def test_clinic_app_triage_api(model_path, scans):
     assert cases[2].error and cases[2].review
 
 
-def test_finetune_site(tmp_path):
-    from training.train import TrainConfig, train
-
-    base = tmp_path / "base"
-    train(TrainConfig(make_dataset(tmp_path / "d3", per_class=(12, 3, 3)), base, input_size=32, width=8, epochs=1, batch_size=16))
+@pytest.mark.train
+@pytest.mark.slow
+def test_finetune_site(trained_run, tmp_path):
+    base = trained_run.out
     site = make_dataset(tmp_path / "site", labels=("dark", "bright", "striped", "checked"), per_class=(8, 4, 4))
     out = tmp_path / "out"
     result = run_example("finetune_site.py", str(site), str(base), str(out), "--epochs", "1", "--batch-size", "16")
@@ -197,12 +196,13 @@ def test_pi_benchmark_compares_with_a_reference(model_path, tmp_path):
     name = Path(model_path).stem
     reference = tmp_path / "results.json"
     reference.write_text(json.dumps({"latency": [
-        {"model": name, "threads": 2, "xnnpack": True, "p50_ms": 123.0},
-        {"model": name, "threads": 2, "xnnpack": False, "p50_ms": 999.0},
+        {"model": name, "family": "tiny", "variant": "int8", "threads": 2, "xnnpack": True, "p50_ms": 123.0},
+        {"model": name, "family": "tiny", "variant": "int8", "threads": 2, "xnnpack": False, "p50_ms": 999.0},
     ]}))
     result = run_example("pi_benchmark.py", "--threads", "2", "--runs", "3", "--model", model_path, "--compare", str(reference))
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith(name))
     assert "x86-64   123.00 ms" in row and "999" not in row
     module = import_example("pi_benchmark")
-    assert module.int8_ratios({"a-int8": 1.0, "a-float32": 4.0, "b-int8": 2.0}) == {"a": 0.25}
+    rows = [{"family": f, "variant": v, "p50_ms": p50} for f, v, p50 in (("a", "int8", 1.0), ("a", "float32", 4.0), ("b", "int8", 2.0))]
+    assert module.int8_ratios(rows) == {"a": 0.25}

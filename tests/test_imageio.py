@@ -14,22 +14,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import pydicom
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
 
+from conftest import child_env
 from edgecxr.imageio import MAX_PIXELS, ImageError, LoadedImage, from_array, is_dicom, load_image
-from edgecxr.preprocess import DEFAULT_SPEC, preprocess
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
+from edgecxr.preprocess import PreprocessSpec, preprocess
 
 # --------------------------------------------------------------------------- helpers
 
@@ -54,7 +47,7 @@ def write_dicom(
     *,
     bits_stored: int = 16,
     photometric: str = "MONOCHROME2",
-    transfer_syntax: str = ExplicitVRLittleEndian,
+    transfer_syntax: UID = ExplicitVRLittleEndian,
     pixel_data: bytes | None = None,
     **attrs,
 ) -> Path:
@@ -318,9 +311,9 @@ def test_pixel_limit_survives_package_import_order(tmp_path):
         """
     )
     # edgecxr.imageio has set OPENCV_* in this process's environment; the child must not inherit it
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    env = child_env({k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")})
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "refusing to decode" in result.stdout, result.stdout
@@ -344,9 +337,9 @@ def test_pixel_limit_holds_when_cv2_was_imported_first(tmp_path):
             print("LOADED")
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    env = child_env({k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")})
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path}: "), result.stdout
@@ -526,7 +519,7 @@ def test_dicom_and_its_png_export_preprocess_the_same(tmp_path):
     export = np.round(dicom.pixels * 255.0).astype(np.uint8)
     png = load_image(write_image(tmp_path / "study.png", export))
     assert png.bit_depth == 8 and dicom.bit_depth == 12
-    for spec in (DEFAULT_SPEC, {"crop": "center-square", "size": [32, 32]}):
+    for spec in (PreprocessSpec(), {"crop": "center-square", "size": [32, 32]}):
         a = preprocess(dicom.pixels, spec)
         b = preprocess(png.pixels, spec)
         assert a.shape == b.shape

@@ -7,8 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.matrix import THREADS, check, cold_start, main, row_order, targets
+from benchmarks.matrix import THREADS, cold_start, main, row_order, targets
+from edgecxr.card import sha256_of
+from edgecxr.provenance import repo_relative
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
+from edgecxr.targets import Target
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +24,7 @@ def two_class_data(tmp_path_factory):
     return data
 
 
+@pytest.mark.train  # matplotlib, for tradeoff.png
 def test_matrix_writes_results_report_and_plot(tiny_models, two_class_data, tmp_path):
     out = tmp_path / "out"
     args = ["--models", str(tiny_models["int8"].parent), "--data", str(two_class_data), "--out", str(out)]
@@ -34,14 +38,17 @@ def test_matrix_writes_results_report_and_plot(tiny_models, two_class_data, tmp_
     acc = results["accuracy"]["tiny-int8"]
     assert acc["n"] == 4 and acc["accuracy"] == 1.0
     assert [m["model"] for m in results["cold_start"]["models"]] == [p.stem for p in bundled_models()]
-    assert results["cold_start"]["image"] == str(two_class_data / "bright" / "0.png")  # first in sorted order
+    assert results["cold_start"]["image"] == repo_relative(two_class_data / "bright" / "0.png")  # first in sorted order
+    assert results["provenance"]["models"] == {repo_relative(p): sha256_of(p) for p in tiny_models.values()}
+    assert {r["path"] for r in results["latency"]} == set(results["provenance"]["models"])  # no absolute machine paths
     # tiny: 6 p50 ratios, size, accuracy; then wall and RSS per bundled model
     assert len(results["targets"]) == 6 + 2 + 2 * len(bundled_models())
     assert all(set(t) == {"name", "scope", "op", "target", "reached", "met", "margin"} for t in results["targets"])
     report = (out / "report.md").read_text()
     assert "| tiny-int8 | 1.0000 | " in report and results["platform"]["machine"] in report
     assert report.index("| tiny-float32 | 1.0000") < report.index("| tiny-int8 | 1.0000")  # float32 row first
-    assert "## Targets" in report and "## Cold start" in report and "There is no QAT int8 variant" in report
+    assert "## Targets" in report and "## Cold start" in report
+    assert "There is no QAT int8 variant" not in report  # conclusions are written by people, in notes.md
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
 
     # re-rendering from results.json gives the same report without measuring, plus a notes.md when present
@@ -63,8 +70,14 @@ def test_from_results_needs_no_models_but_cold_start_needs_data(tmp_path, capsys
     assert "required unless --from-results" in capsys.readouterr().err
 
 
+def named(model: str, **fields) -> dict:
+    """A result row of ``model`` (FAMILY-VARIANT), with the family and variant its card would give."""
+    family, variant = model.split("-", 1)
+    return {"model": model, "family": family, "variant": variant, **fields}
+
+
 def latency_row(model: str, threads: int, xnnpack: bool, p50: float, size: int) -> dict:
-    return {"model": model, "threads": threads, "xnnpack": xnnpack, "p50_ms": p50, "size_bytes": size}
+    return named(model, threads=threads, xnnpack=xnnpack, p50_ms=p50, size_bytes=size)
 
 
 def test_targets_met_and_missed_with_exact_margins():
@@ -75,7 +88,7 @@ def test_targets_met_and_missed_with_exact_margins():
             latency_row("a-pruned-int8", 1, True, 1.0, 100),  # not the int8 variant: ignored
             latency_row("b-float32", 1, True, 5.0, 500),  # no int8 in family b: no targets
         ],
-        "accuracy": {"a-float32": {"accuracy": 0.900}, "a-int8": {"accuracy": 0.885}},
+        "accuracy": {"a-float32": named("a-float32", accuracy=0.900), "a-int8": named("a-int8", accuracy=0.885)},
         "cold_start": {"models": [
             {"model": "m-int8", "default": True, "wall_median_s": 0.5, "rss_max_mb": 160.0},
             {"model": "m-float32", "default": False, "wall_median_s": 0.8, "rss_max_mb": 149.9},
@@ -97,18 +110,33 @@ def test_targets_met_and_missed_with_exact_margins():
 
 
 def test_check_boundaries():
-    assert check("x", "s", "<=", 0.5, 0.5)["met"] is True
-    assert check("x", "s", "<", 0.5, 0.5)["met"] is False
-    assert check("x", "s", ">=", -1.0, -1.0)["met"] is True
+    assert Target("k", "x", "<=", 0.5).check(0.5, "s")["met"] is True
+    assert Target("k", "x", "<", 0.5).check(0.5, "s")["met"] is False
+    assert Target("k", "x", ">=", -1.0).check(-1.0, "s")["met"] is True
 
 
 def test_rows_sort_by_family_then_variant():
     names = ["resnet18-keras", "mlp12-int8", "resnet18-pruned-int8", "resnet18-int8", "resnet18-float16",
              "resnet18-dynamic", "resnet18-float32", "mlp12-keras", "mlp12-float32", "resnet18-odd"]
-    assert sorted(names, key=row_order) == [
+    assert [r["model"] for r in sorted(map(named, names), key=row_order)] == [
         "mlp12-float32", "mlp12-int8", "mlp12-keras", "resnet18-float32", "resnet18-float16", "resnet18-dynamic",
         "resnet18-int8", "resnet18-pruned-int8", "resnet18-keras", "resnet18-odd",
     ]
+
+
+def test_rows_carry_family_and_variant_from_the_card_not_the_name(tiny_models, two_class_data, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from benchmarks.matrix import accuracy_by_source, card_fields
+    from edgecxr.card import read_card, write_card
+
+    path = tmp_path / "renamed.tflite"  # a file name that says nothing
+    shutil.copy(tiny_models["int8"], path)
+    write_card(path, replace(read_card(tiny_models["int8"]), family="other"))
+    assert card_fields(path) == {"family": "other", "variant": "int8"}
+    report = accuracy_by_source(path, two_class_data)
+    assert (report["family"], report["variant"], report["n"]) == ("other", "int8", 4)
 
 
 def test_cold_start_of_the_bundled_default(two_class_data):

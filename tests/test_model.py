@@ -7,17 +7,21 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_LABELS, toy_images
+from conftest import TINY_LABELS, child_env, toy_images
 from edgecxr import ImageError, Model, ModelError, Prediction, load_image, load_model
-from edgecxr.card import read_card, sha256_of, write_card
+from edgecxr.card import ModelCard, read_card, sha256_of, write_card
+from edgecxr.checks import Check, input_checks
+from edgecxr.imageio import from_array
+from edgecxr.preprocess import PreprocessSpec
 
 VARIANTS = ("float32", "int8")
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"}
 
 
 def toy64(cls: int, seed: int = 0) -> np.ndarray:
@@ -69,8 +73,8 @@ def test_load_model(tiny_models, variant):
     assert model.name == f"tiny-{variant}"
     assert model.labels == TINY_LABELS
     assert model.path == tiny_models[variant]
-    assert model.card["preprocessing"]["size"] == [32, 32]
-    assert model.card["sha256"] == sha256_of(tiny_models[variant])
+    assert model.card.preprocessing.size == (32, 32)
+    assert model.card.sha256 == sha256_of(tiny_models[variant])
     assert list(model.input_details["shape"]) == [1, 32, 32, 1]
     assert int(model.output_details["shape"][-1]) == 3
     expected_dtype = np.float32 if variant == "float32" else np.int8
@@ -100,7 +104,7 @@ def check_prediction(p: Prediction, model: Model) -> None:
     assert list(p.probabilities) == model.labels
     assert abs(sum(p.probabilities.values()) - 1.0) < 1e-5
     assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
-    assert p.label == max(p.probabilities, key=p.probabilities.get)
+    assert p.label == max(p.probabilities, key=p.probabilities.__getitem__)
     assert p.latency_ms > 0
     assert p.model == model.name
 
@@ -194,6 +198,20 @@ def test_int8_agrees_with_float32(models, cls):
             assert q.probabilities[label] == pytest.approx(f.probabilities[label], abs=0.05)
 
 
+def test_the_cards_spec_is_validated_when_loading_not_per_image(tiny_models, monkeypatch):
+    model = load_model(tiny_models["int8"])
+    assert isinstance(model.card.preprocessing, PreprocessSpec)
+
+    def refuse(*args):
+        raise AssertionError("preprocessing spec validated again")
+
+    monkeypatch.setattr(PreprocessSpec, "from_dict", classmethod(refuse))
+    for cls in range(3):
+        assert model.predict(toy64(cls), heatmap=True).label == TINY_LABELS[cls]
+    with pytest.raises(AssertionError, match="validated again"):
+        load_model(tiny_models["int8"])  # reading a card is where it is validated
+
+
 def test_predict_preprocessed_matches_predict(models):
     x, y = toy_images(6, seed=42)
     for variant in VARIANTS:
@@ -240,19 +258,19 @@ def test_to_dict_keys_and_values(models, tmp_path):
     p = models["int8"].predict(path)
     d = p.to_dict()
     assert set(d) == PREDICTION_KEYS
-    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "warnings"]
+    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"]
     assert d["file"] == str(path)
     assert d["model"] == "tiny-int8"
     assert d["label"] == "dark"
     assert list(d["probabilities"]) == TINY_LABELS
     assert abs(sum(d["probabilities"].values()) - 1.0) < 1e-5
     assert d["latency_ms"] == round(p.latency_ms, 3)
-    assert d["warnings"] == []
+    assert d["warnings"] == [] and d["checks"] == []
     assert json.loads(json.dumps(d)) == d  # JSON-serialisable as is
 
 
 def test_to_dict_rounds_and_copies():
-    p = Prediction("a", {"a": 0.123456789, "b": 0.876543211}, 1.23456789, "m", None, ["w"])
+    p = Prediction("a", {"a": 0.123456789, "b": 0.876543211}, 1.23456789, "m", None, [Check("code", "w", 0.5)])
     d = p.to_dict()
     assert d == {
         "file": None,
@@ -261,6 +279,7 @@ def test_to_dict_rounds_and_copies():
         "probabilities": {"a": 0.123457, "b": 0.876543},
         "latency_ms": 1.235,
         "warnings": ["w"],
+        "checks": [{"code": "code", "message": "w", "value": 0.5}],
     }
     d["warnings"].append("x")
     assert p.warnings == ["w"]
@@ -371,10 +390,8 @@ def test_tampered_model_refused(tiny_models, tmp_path, variant):
 
 def test_card_labels_wrong_length_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["int8"], tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
-    card["labels"] = ["dark", "bright"]
-    write_card(path, card)  # sha still matches: only the label count is wrong
-    assert read_card(path)["sha256"] == sha256_of(path)
+    write_card(path, replace(read_card(path), labels=("dark", "bright"), cam=None))  # sha still matches: only the label count is wrong
+    assert read_card(path).sha256 == sha256_of(path)
     with pytest.raises(ModelError) as info:
         load_model(path)
     message = str(info.value)
@@ -384,18 +401,14 @@ def test_card_labels_wrong_length_refused(tiny_models, tmp_path):
 
 def test_card_too_many_labels_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["float32"], tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
-    card["labels"] = ["a", "b", "c", "d"]
-    write_card(path, card)
+    write_card(path, replace(read_card(path), labels=("a", "b", "c", "d"), cam=None))
     with pytest.raises(ModelError, match="3 outputs but its card lists 4 labels"):
         load_model(path)
 
 
 def test_card_size_mismatch_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["int8"], tmp_path)
-    card = json.loads(path.with_suffix(".json").read_text())
-    card["preprocessing"]["size"] = [64, 64]
-    write_card(path, card)
+    write_card(path, replace(read_card(path), preprocessing=PreprocessSpec(size=(64, 64))))
     with pytest.raises(ModelError, match="does not match card size"):
         load_model(path)
 
@@ -411,7 +424,7 @@ def test_missing_card_refused(tiny_models, tmp_path):
 def test_garbage_tflite_refused(tmp_path):
     path = tmp_path / "garbage.tflite"
     path.write_bytes(os.urandom(64) + b"this is not a flatbuffer" * 20)
-    write_card(path, {"name": "garbage", "labels": TINY_LABELS, "preprocessing": {"size": [32, 32]}})
+    write_card(path, ModelCard(name="garbage", labels=tuple(TINY_LABELS), preprocessing=PreprocessSpec(size=(32, 32))))
     with pytest.raises(ModelError, match="not a valid TFLite model") as info:
         load_model(path)
     assert str(path) in str(info.value)
@@ -421,7 +434,7 @@ def test_bad_preprocessing_in_card_refused(tiny_models, tmp_path):
     path = copy_model(tiny_models["int8"], tmp_path)
     card = json.loads(path.with_suffix(".json").read_text())
     card["preprocessing"]["crop"] = "weird"
-    write_card(path, card)
+    path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="crop 'weird'"):
         load_model(path)
 
@@ -501,7 +514,7 @@ def test_predict_does_not_import_tensorflow(tiny_models, tmp_path):
         print("NO_TENSORFLOW_OK")
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300
     )
@@ -511,3 +524,40 @@ def test_predict_does_not_import_tensorflow(tiny_models, tmp_path):
     assert "TF_LOADED False" in lines
     assert "TF_ANY []" in lines
     assert "NO_TENSORFLOW_OK" in lines
+
+
+# --- structured checks -------------------------------------------------------------------------
+
+
+def test_checks_carry_code_message_and_value(models):
+    strip = np.zeros((20, 200), np.uint8)
+    strip[10, 100] = 1
+    p = models["int8"].predict(strip)
+    assert [c.code for c in p.checks] == ["small_image", "extreme_aspect", "nearly_uniform"]
+    assert p.warnings == [c.message for c in p.checks]
+    assert p.checks[0].value == 20.0 and p.checks[1].value == 10.0
+    assert 0 < p.checks[2].value < 0.02
+    d = p.to_dict()
+    assert d["checks"][1] == {"code": "extreme_aspect", "message": p.warnings[1], "value": 10.0}
+
+
+def test_generic_profile_leaves_out_chest_film_checks():
+    noise = from_array(np.random.default_rng(1).uniform(0, 1, (200, 200)).astype(np.float32))
+    assert [c.code for c in input_checks(noise)] == ["noise"]
+    assert input_checks(noise, profile="generic") == []
+    tiny = from_array(np.random.default_rng(1).uniform(0, 1, (30, 30)).astype(np.float32))
+    assert [c.code for c in input_checks(tiny, profile="generic")] == ["small_image"]
+    with pytest.raises(ValueError, match="unknown check profile 'mri'"):
+        input_checks(noise, profile="mri")
+
+
+def test_model_uses_the_profile_its_card_names(tiny_models, tmp_path):
+    for f in (tiny_models["int8"], tiny_models["int8"].with_suffix(".json")):
+        shutil.copy(f, tmp_path / f.name)
+    card_file = tmp_path / tiny_models["int8"].with_suffix(".json").name
+    card = json.loads(card_file.read_text())
+    card["checks"] = "generic"
+    card_file.write_text(json.dumps(card))
+    noise = np.random.default_rng(2).uniform(0, 1, (200, 200)).astype(np.float32)
+    assert load_model(tmp_path / tiny_models["int8"].name).predict(noise).checks == []
+    assert [c.code for c in load_model(tiny_models["int8"]).predict(noise).checks] == ["noise"]

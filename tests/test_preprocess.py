@@ -1,12 +1,12 @@
-"""Tests for edgecxr.preprocess: output contract, cropping, dtype handling, spec validation, CLAHE."""
+"""Tests for edgecxr.preprocess: output contract, cropping, dtype handling, spec validation (once), CLAHE."""
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import pytest
 
-from edgecxr.preprocess import DEFAULT_SPEC, preprocess, validate_spec
+from edgecxr.preprocess import PreprocessSpec, preprocess
+
+DEFAULT_SPEC = PreprocessSpec()
 
 
 def stripes(height: int, width: int) -> np.ndarray:
@@ -182,24 +182,28 @@ def test_clahe_false_is_the_default():
     np.testing.assert_array_equal(preprocess(img, {"clahe": False}), preprocess(img, DEFAULT_SPEC))
 
 
-# --------------------------------------------------------------------------- validate_spec
+# --------------------------------------------------------------------------- PreprocessSpec.from_dict
 
 
-def test_validate_spec_fills_defaults_without_mutating_them():
-    saved = copy.deepcopy(DEFAULT_SPEC)
-    full = validate_spec({"size": (64, 32), "clahe": 1})
-    assert full == {**saved, "size": [64, 32], "clahe": True}
-    assert full["size"] == [64, 32] and isinstance(full["size"], list)
-    assert full["clahe"] is True
-    full["size"].append(1)
-    assert DEFAULT_SPEC == saved
-    assert validate_spec({}) == saved
-    assert validate_spec(DEFAULT_SPEC) == saved
+def test_from_dict_fills_defaults():
+    full = PreprocessSpec.from_dict({"size": (64, 32), "clahe": 1})
+    assert full == PreprocessSpec(size=(64, 32), clahe=True)
+    assert full.size == (64, 32) and isinstance(full.size, tuple)
+    assert full.clahe is True
+    assert PreprocessSpec.from_dict({}) == DEFAULT_SPEC
+    assert PreprocessSpec.from_dict(DEFAULT_SPEC.to_dict()) == DEFAULT_SPEC
 
 
-def test_validate_spec_rejects_unknown_keys():
+def test_to_dict_is_the_card_form_with_the_clahe_parameters():
+    assert PreprocessSpec(size=(128, 96)).to_dict() == {
+        "color": "grayscale", "crop": "none", "size": [128, 96], "interpolation": "area", "scale": "0-1",
+        "clahe": False, "clahe_clip_limit": 2.0, "clahe_tile_grid": 8,
+    }
+
+
+def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown preprocessing keys") as info:
-        validate_spec({"normalise": True, "size": [224, 224]})
+        PreprocessSpec.from_dict({"normalise": True, "size": [224, 224]})
     assert "normalise" in str(info.value)
 
 
@@ -221,11 +225,20 @@ def test_validate_spec_rejects_unknown_keys():
         ("size", "ab"),
         ("size", None),
         ("size", [True, True]),
+        ("clahe", "yes"),
+        ("clahe", 2),
+        ("clahe_clip_limit", 0),
+        ("clahe_clip_limit", -1.0),
+        ("clahe_clip_limit", float("nan")),
+        ("clahe_clip_limit", "2"),
+        ("clahe_tile_grid", 0),
+        ("clahe_tile_grid", 8.0),
+        ("clahe_tile_grid", True),
     ],
 )
-def test_validate_spec_rejects_bad_values_naming_the_key(key, value):
+def test_from_dict_rejects_bad_values_naming_the_key(key, value):
     with pytest.raises(ValueError) as info:
-        validate_spec({key: value})
+        PreprocessSpec.from_dict({key: value})
     assert key in str(info.value)
 
 
@@ -234,3 +247,29 @@ def test_preprocess_validates_spec():
         preprocess(np.zeros((10, 10), np.uint8), {"crop": "middle"})
     with pytest.raises(ValueError, match="unknown preprocessing keys"):
         preprocess(np.zeros((10, 10), np.uint8), {"mean": 0.5})
+
+
+def test_a_spec_is_validated_once_not_per_image(monkeypatch):
+    """preprocess() given a PreprocessSpec uses it as it is; plain data is validated on each call."""
+    spec = PreprocessSpec.from_dict({"size": [16, 16], "clahe": True})
+    img = np.random.default_rng(6).random((40, 40)).astype(np.float32)
+    expected = preprocess(img, spec)
+    calls = []
+    original = PreprocessSpec.from_dict.__func__
+    monkeypatch.setattr(PreprocessSpec, "from_dict", classmethod(lambda cls, data: calls.append(data) or original(cls, data)))
+    for _ in range(3):
+        np.testing.assert_array_equal(preprocess(img, spec), expected)
+    assert calls == []
+    np.testing.assert_array_equal(preprocess(img, spec.to_dict()), expected)
+    assert calls == [spec.to_dict()]
+
+
+def test_clahe_parameters_come_from_the_spec():
+    y, x = np.mgrid[0:256, 0:256]
+    img = (0.5 + 0.05 * np.sin(x / 10.0) * np.sin(y / 13.0)).astype(np.float32)
+    default = preprocess(img, PreprocessSpec(size=(128, 128), clahe=True))
+    assert np.array_equal(default, preprocess(img, PreprocessSpec(size=(128, 128), clahe=True, clahe_clip_limit=2.0, clahe_tile_grid=8)))
+    gentle = preprocess(img, PreprocessSpec(size=(128, 128), clahe=True, clahe_clip_limit=1.0))
+    coarse = preprocess(img, PreprocessSpec(size=(128, 128), clahe=True, clahe_tile_grid=2))
+    assert gentle.std() < default.std()  # a lower clip limit equalises less
+    assert np.abs(coarse - default).max() > 0.05  # other tiles, other local histograms

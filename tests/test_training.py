@@ -1,69 +1,47 @@
-"""Training pipeline: models, data discovery, a tiny real run, resume, Ctrl+C, parity with the runtime."""
+"""Training pipeline: models, data discovery, a tiny real run, resume, Ctrl+C, parity with the runtime.
+
+The data discovery tests need no TensorFlow; the others are marked ``train`` and import it inside.
+"""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from conftest import REPO, make_dataset
+from edgecxr.families import FAMILIES, family
+from training.data import DatasetError, list_images, load_dataset  # no TensorFlow: these run in the runtime tier too
 
-from training.data import DatasetError, list_images, load_dataset  # noqa: E402
-from training.models import build_model  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 SPEC = {"size": [32, 32]}
-
-
-def _pattern(label: str, rng: np.random.Generator, side: int = 48) -> np.ndarray:
-    img = rng.uniform(0, 60, (side, side))
-    if label == "bright":
-        img += 150
-    elif label == "striped":
-        img[:, ::4] = 255
-    elif label == "checked":
-        img[::6, :] = 255
-    return img.clip(0, 255).astype(np.uint8)
-
-
-def make_dataset(root: Path, labels=("dark", "bright", "striped"), per_class=(24, 6, 6), seed=0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, n in zip(("train", "val", "test"), per_class):
-        for label in labels:
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(n):
-                cv2.imwrite(str(folder / f"{label}-{i}.png"), _pattern(label, rng))
-    return root
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.train
 def test_model_shapes_and_layers():
-    resnet = build_model("resnet18", 64, 3, width=8)
+    resnet = FAMILIES["resnet18"].build(64, 3, width=8)
     assert resnet.input_shape == (None, 64, 64, 1)
     assert resnet.output_shape == (None, 3)
     assert resnet.get_layer("features").output_shape == (None, 2, 2, 64)
     convs = [l for l in resnet.layers if l.__class__.__name__ == "Conv2D"]
     assert len(convs) == 1 + 16 + 3  # stem, 8 blocks x 2, 3 projections
     assert all(c.activation.__name__ == "linear" and not c.use_bias for c in convs)
-    mlp = build_model("mlp12", 32, 5)
+    mlp = FAMILIES["mlp12"].build(32, 5)
     dense = [l for l in mlp.layers if l.__class__.__name__ == "Dense"]
     assert len(dense) == 13 and all(d.activation.__name__ == "relu" for d in dense[:12])
     widths = [d.units for d in dense[:12]]
     assert widths == sorted(widths, reverse=True)
     assert mlp.output_shape == (None, 5)
     with pytest.raises(ValueError, match="unknown model family"):
-        build_model("vgg", 32, 3)
+        family("vgg")
 
 
 def test_n_class_folders_and_flat_layout(tmp_path):
@@ -116,21 +94,22 @@ def test_bad_datasets(tmp_path):
     assert data.splits["train"].x.shape == (12, 32, 32, 1)
 
 
+@pytest.mark.train
 def test_cli_bad_dataset_exit_code(tmp_path):
     result = run_cli(str(tmp_path / "missing"), "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_tiny_run_learns_and_matches_runtime(tmp_path):
+@pytest.mark.train
+@pytest.mark.slow
+def test_tiny_run_learns_and_matches_runtime(trained_run, tmp_path):
     from converters.quantize import convert
-    from edgecxr.card import write_card
+    from edgecxr.card import ModelCard, write_card
     from edgecxr.model import Model
-    from training.train import TrainConfig, train
+    from edgecxr.preprocess import PreprocessSpec
 
-    root = make_dataset(tmp_path / "data", per_class=(100, 10, 10))
-    out = tmp_path / "run"
-    metrics = train(TrainConfig(root, out, family="resnet18", input_size=32, width=8, bn_momentum=0.9, epochs=10, lr=3e-3, batch_size=16, patience=30))
+    root, out, metrics = trained_run
     assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
     for name in ("best.keras", "last.keras", "run.json", "history.json", "metrics.json", "curves.png", "confusion_test.png"):
         assert (out / name).is_file(), name
@@ -144,7 +123,7 @@ def test_tiny_run_learns_and_matches_runtime(tmp_path):
     model = keras.models.load_model(out / "best.keras")
     tflite = tmp_path / "m.tflite"
     tflite.write_bytes(convert(model, "float32"))
-    write_card(tflite, {"name": "m", "labels": info["labels"], "preprocessing": info["preprocessing"]})
+    write_card(tflite, ModelCard(name="m", labels=tuple(info["labels"]), preprocessing=PreprocessSpec.from_dict(info["preprocessing"])))
     data = load_dataset(root, info["preprocessing"], verbose=False)
     test = data.splits["test"]
     keras_probs = model.predict(test.x, verbose=0)
@@ -153,6 +132,8 @@ def test_tiny_run_learns_and_matches_runtime(tmp_path):
     np.testing.assert_allclose(runtime_probs, keras_probs, atol=1e-4)
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path):
     root = make_dataset(tmp_path / "data", per_class=(60, 6, 6))
     out = tmp_path / "run"
@@ -177,12 +158,14 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(tmp_path):
     assert (out / "metrics.json").is_file()
 
 
-def test_init_from_with_new_classes_and_frozen_backbone(tmp_path):
-    from training.train import TrainConfig, train
+@pytest.mark.train
+@pytest.mark.slow
+def test_init_from_with_new_classes_and_frozen_backbone(trained_run, tmp_path):
     import tf_keras as keras
 
-    base = tmp_path / "base"
-    train(TrainConfig(make_dataset(tmp_path / "d3"), base, input_size=32, width=8, epochs=1, batch_size=16))
+    from training.train import TrainConfig, train
+
+    base = trained_run.out
     site = make_dataset(tmp_path / "d4", labels=("dark", "bright", "striped", "checked"), per_class=(8, 4, 4))
     out = tmp_path / "site"
     train(TrainConfig(site, out, init_from=base, freeze_backbone=True, epochs=2, batch_size=16))
@@ -193,6 +176,7 @@ def test_init_from_with_new_classes_and_frozen_backbone(tmp_path):
     assert json.loads((out / "run.json").read_text())["preprocessing"]["size"] == [32, 32]
 
 
+@pytest.mark.train
 def test_ctrl_c_during_a_checkpoint_waits_for_it():
     import os
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,10 +15,15 @@ from edgecxr import ModelError, load_model
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.cam import class_activation_map, normalise, overlay
 from edgecxr.card import read_card, write_card
-from edgecxr.checks import input_warnings
+from edgecxr.cardparts import Temperature
+from edgecxr.checks import input_checks
 from edgecxr.cli import main
 from edgecxr.imageio import from_array, load_image
 from edgecxr.preprocess import preprocess, to_original
+
+
+def messages(image):
+    return [c.message for c in input_checks(image)]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +48,7 @@ def keras_cams(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
 # --- class activation maps ---------------------------------------------------------------------
 
 
+@pytest.mark.train
 def test_cam_of_float32_model_equals_keras(tiny_models, keras_tiny):
     x, y = toy_images(9, seed=3)
     model = load_model(tiny_models["float32"])
@@ -52,6 +59,7 @@ def test_cam_of_float32_model_equals_keras(tiny_models, keras_tiny):
     np.testing.assert_allclose(runtime, expected, atol=1e-4)
 
 
+@pytest.mark.train
 def test_cam_of_int8_model_follows_keras(tiny_models, keras_tiny):
     x, y = toy_images(9, seed=4)
     model = load_model(tiny_models["int8"])
@@ -63,11 +71,11 @@ def test_cam_of_int8_model_follows_keras(tiny_models, keras_tiny):
     assert np.max(np.abs(runtime - expected)) < 0.1 * np.max(np.abs(expected))
 
 
-def test_cam_mean_plus_bias_is_the_logit(tiny_models, keras_tiny):
+def test_cam_mean_plus_bias_is_the_logit(tiny_models):
     """For GAP + dense the logit is the map's mean plus the bias: softmax of that gives the model's probabilities."""
     x, _ = toy_images(6, seed=5)
     model = load_model(tiny_models["float32"])
-    bias = np.asarray(read_card(tiny_models["float32"])["cam"]["bias"])
+    bias = np.asarray(read_card(tiny_models["float32"]).cam.bias)
     for img in x:
         logits = np.array([model.class_activation_map(img, c).mean() for c in range(3)]) + bias
         softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -134,8 +142,8 @@ def test_empty_heatmap_is_reported(tiny_models, tmp_path):
     path = tmp_path / "negative.tflite"
     shutil.copy(tiny_models["int8"], path)
     card = read_card(tiny_models["int8"])
-    card["cam"]["weights"] = (-np.abs(np.asarray(card["cam"]["weights"]))).tolist()  # no positive evidence anywhere
-    write_card(path, card)
+    negative = tuple(map(tuple, -np.abs(np.asarray(card.cam.weights))))  # no positive evidence anywhere
+    write_card(path, replace(card, cam=replace(card.cam, weights=negative)))
     p = load_model(path).predict(toy_u8(0), heatmap=True)
     assert p.heatmap.max() == 0.0
     assert p.warnings == [f"heatmap is empty: no positive evidence for {p.label} anywhere in the image"]
@@ -153,6 +161,7 @@ def test_cli_keeps_the_prediction_when_the_heatmap_cannot_be_written(tiny_models
     assert "heatmap not written (disk full)" in result.stderr
 
 
+@pytest.mark.train
 def test_gradcam_is_the_runtime_cam_over_the_map_area(tiny_models, keras_tiny):
     from training.gradcam import grad_cam, rank_correlation
 
@@ -169,9 +178,7 @@ def test_gradcam_is_the_runtime_cam_over_the_map_area(tiny_models, keras_tiny):
 def test_model_without_feature_map_has_no_heatmap(tiny_models, tmp_path):
     path = tmp_path / "nocam.tflite"
     shutil.copy(tiny_models["int8"], path)
-    card = read_card(tiny_models["int8"])
-    del card["cam"]
-    write_card(path, card)
+    write_card(path, replace(read_card(tiny_models["int8"]), cam=None))
     model = load_model(path)
     assert not model.has_heatmap
     with pytest.raises(ModelError, match="no heatmap available"):
@@ -185,8 +192,7 @@ def test_card_heatmap_weights_of_wrong_shape_are_refused(tiny_models, tmp_path):
     path = tmp_path / "badcam.tflite"
     shutil.copy(tiny_models["int8"], path)
     card = read_card(tiny_models["int8"])
-    card["cam"]["weights"] = [[0.0] * 3] * 5
-    write_card(path, card)
+    write_card(path, replace(card, cam=replace(card.cam, weights=((0.0,) * 3,) * 5)))
     with pytest.raises(ModelError, match=r"heatmap weights have shape \(5, 3\), model needs \(8, 3\)"):
         load_model(path)
 
@@ -256,7 +262,7 @@ def test_temperature_one_is_identity_and_ece_by_hand():
 def test_runtime_applies_the_card_temperature(tiny_models, tmp_path):
     path = tmp_path / "warm.tflite"
     shutil.copy(tiny_models["float32"], path)
-    write_card(path, {**read_card(tiny_models["float32"]), "temperature": {"value": 2.0}})
+    write_card(path, replace(read_card(tiny_models["float32"]), temperature=Temperature(2.0)))
     plain, warm = load_model(tiny_models["float32"]), load_model(path)
     x, _ = toy_images(3, seed=9)
     for img in x:
@@ -265,7 +271,7 @@ def test_runtime_applies_the_card_temperature(tiny_models, tmp_path):
         np.testing.assert_allclose(warm.predict_preprocessed(img), apply_temperature(raw, 2.0), atol=1e-6)
         assert warm.predict_preprocessed(img).max() < raw.max()  # softer
     img = toy_u8(1)
-    expected = apply_temperature(plain.predict_preprocessed(preprocess(img, warm.card["preprocessing"])), 2.0)
+    expected = apply_temperature(plain.predict_preprocessed(preprocess(img, warm.card.preprocessing)), 2.0)
     assert list(warm.predict(img).probabilities.values()) == pytest.approx(list(expected), abs=1e-5)
 
 
@@ -284,9 +290,9 @@ def test_each_warning_fires_on_its_case(shared_data):
         "noise": from_array(rng.uniform(0, 1, (200, 200)).astype(np.float32)),
         "negative": from_array(1.0 - xray),
     }
-    assert input_warnings(from_array(xray)) == []
+    assert messages(from_array(xray)) == []
     for word, image in cases.items():
-        warnings = input_warnings(image)
+        warnings = messages(image)
         assert word in warnings[0], (word, warnings)
         assert len(warnings) == 1 or word == "colour", (word, warnings)  # a colour field may also read as a negative
 
@@ -295,7 +301,7 @@ def test_warnings_rarely_fire_on_real_test_xrays(shared_data):
     """False alarms on the shared test split: two narrow crops (aspect > 2.5) and four off-centre films."""
     files = sorted((shared_data / "cxr3" / "test").rglob("*.png"))
     assert len(files) == 905
-    fired = {f.name: w for f in files if (w := input_warnings(load_image(f)))}
+    fired = {f.name: w for f in files if (w := messages(load_image(f)))}
     kinds = sorted(w[0].split(" ")[1] for w in fired.values())
     assert kinds == ["a"] * 4 + ["aspect"] * 2, fired  # "possibly a negative ..." x4, "extreme aspect ..." x2
     assert all(len(w) == 1 for w in fired.values())

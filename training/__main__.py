@@ -6,8 +6,9 @@ import signal
 import sys
 from pathlib import Path
 
+from edgecxr.families import FAMILIES
+from edgecxr.provenance import invocation
 from training.data import DatasetError
-from training.models import FAMILIES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("data", type=Path, help="dataset root folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write (model, metrics, plots)")
-    parser.add_argument("--family", choices=FAMILIES, default="resnet18", help="model family (default resnet18)")
-    parser.add_argument("--input-size", type=int, help="input side in pixels (default 128 resnet18, 64 mlp12)")
+    parser.add_argument("--family", choices=list(FAMILIES), default="resnet18", help="model family (default resnet18)")
+    sizes = ", ".join(f"{f.input_size} {f.name}" for f in FAMILIES.values())
+    parser.add_argument("--input-size", type=int, help=f"input side in pixels (default {sizes})")
     parser.add_argument("--width", type=int, default=32, help="resnet18 first-stage width (default 32)")
     parser.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm running-average momentum (0.9 for small data)")
     parser.add_argument("--epochs", type=int, default=30)
@@ -43,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.freeze_backbone and not args.init_from:
         parser.error("--freeze-backbone needs --init-from")
-
     from training.train import TrainConfig, train
 
     cfg = TrainConfig(**{k: v for k, v in vars(args).items()})
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # shell makes the process ignore SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        metrics = train(cfg, ["python -m training", *(argv if argv is not None else sys.argv[1:])])
+        metrics = train(cfg, invocation("python -m training", argv))
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,12 +13,14 @@ import tf_keras as keras
 
 
 def train_pipeline(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, hflip: bool = False, geometric: bool = True
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, hflip: bool = False, geometric: bool = True,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled, augmented, batched (image, label) pairs; one pass is one epoch.
 
     ``geometric=False`` keeps only intensity augmentation (brightness, contrast, noise): an MLP
     has no translation invariance, so crops and rotations mostly make its task harder.
+    ``drop_remainder`` leaves out the last incomplete batch (multi-worker training needs whole batches).
     """
     size = x.shape[1:3]
     rotate = keras.layers.RandomRotation(7.0 / 360.0, fill_mode="constant", seed=seed)
@@ -51,11 +53,12 @@ def train_pipeline(
         return rotate(images, training=True)
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def eval_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, drop_remainder: bool = False) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:

@@ -6,23 +6,26 @@ Layouts understood:
 - ``root/{class}/<image>`` — a split is made: by ``patient_group`` when ``root/manifest.csv``
   has that column (no patient in two splits), else by file name; 70 / 15 / 15, deterministic.
 
-``root/manifest.csv`` (optional) has a ``file`` column relative to ``root``; its ``source`` column,
-when present, is kept so metrics can be reported per source.
+``root/manifest.csv`` (optional, read by :func:`edgecxr.manifest.read_manifest`) has a ``file``
+column relative to ``root``; its ``source`` column, when present, is kept so metrics can be
+reported per source.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
+import click
 import numpy as np
 
-from edgecxr.imageio import IMAGE_SUFFIXES, ImageError, load_image
-from edgecxr.preprocess import preprocess
+from edgecxr.imageio import ImageError, load_image
+from edgecxr.inputs import class_folders, find_images
+from edgecxr.manifest import Manifest, ManifestError, read_manifest
+from edgecxr.preprocess import PreprocessSpec, SpecLike, as_spec, preprocess
 
 SPLITS = ("train", "val", "test")
 
@@ -58,11 +61,11 @@ def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]
     if given:
         if "train" not in given:
             raise DatasetError(f"{root}: has {given} split folders but no train/")
-        labels = _class_folders(root / "train")
+        labels = class_folders(root / "train")
         pairs = {s: _images_of(root / s, labels) for s in given}
     else:
-        labels = _class_folders(root)
-        pairs = _split_by_group(root, _images_of(root, labels))
+        labels = class_folders(root)
+        pairs = _split_by_group(_images_of(root, labels), dataset_manifest(root))
     if len(labels) < 2:
         raise DatasetError(f"{root}: found {len(labels)} class folder(s) {labels}; need at least two")
     if not pairs.get("train"):
@@ -70,12 +73,12 @@ def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]
     return labels, pairs
 
 
-def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int = 4, verbose: bool = True) -> Dataset:
+def load_dataset(root: str | os.PathLike, spec: SpecLike, workers: int = 4, verbose: bool = True) -> Dataset:
     """Decode and preprocess every image of every split once, in parallel; skip unreadable ones."""
+    spec = as_spec(spec)
     root = Path(root)
     labels, pairs = list_images(root)
-    manifest = root / "manifest.csv"
-    sources = read_sources(root)
+    manifest = dataset_manifest(root)
     skipped: list[str] = []
     splits = {}
     for name, items in pairs.items():
@@ -91,7 +94,7 @@ def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int 
             x=np.stack([arrays[i] for i in keep]),
             y=np.array([labels.index(items[i][1]) for i in keep], dtype=np.int64),
             files=files,
-            sources=[sources.get(f, "") for f in files],
+            sources=manifest.sources(files) if manifest else [""] * len(files),
         )
     if "train" not in splits:
         raise DatasetError(f"{root}: none of the training images could be read")
@@ -99,12 +102,18 @@ def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int 
         print(f"skipped {len(skipped)} unreadable image(s):")
         for line in skipped[:20]:
             print(f"  {line}")
-    digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
-    return Dataset(root, labels, splits, skipped, digest)
+    return Dataset(root, labels, splits, skipped, manifest.sha256 if manifest else None)
 
 
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+def dataset_manifest(root: Path) -> Manifest | None:
+    """``root/manifest.csv``, or None when there is none; a manifest that cannot be read raises DatasetError."""
+    path = root / "manifest.csv"
+    if not path.is_file():
+        return None
+    try:
+        return read_manifest(path)
+    except ManifestError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _images_of(folder: Path, labels: list[str]) -> list[tuple[Path, str]]:
@@ -112,37 +121,22 @@ def _images_of(folder: Path, labels: list[str]) -> list[tuple[Path, str]]:
     for label in labels:
         cls = folder / label
         if cls.is_dir():
-            out += [(f, label) for f in sorted(cls.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            out += [(f, label) for f in find_images(cls)]
     return out
 
 
-def _split_by_group(root: Path, items: list[tuple[Path, str]]) -> dict[str, list[tuple[Path, str]]]:
+def _split_by_group(items: list[tuple[Path, str]], manifest: Manifest | None) -> dict[str, list[tuple[Path, str]]]:
     """70/15/15 split by a stable hash of the patient group (or the file name)."""
-    groups = {}
-    manifest = root / "manifest.csv"
-    if manifest.is_file():
-        with manifest.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("patient_group"):
-                    groups[str((root / row["file"]).resolve())] = row["patient_group"]
     out: dict[str, list[tuple[Path, str]]] = {s: [] for s in SPLITS}
     for path, label in items:
-        key = groups.get(str(path.resolve()), path.name)
+        row = manifest.get(path) if manifest else None
+        key = row.patient_group if row and row.patient_group else path.name
         bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
         out["train" if bucket < 70 else "val" if bucket < 85 else "test"].append((path, label))
     return out
 
 
-def read_sources(root: Path) -> dict[str, str]:
-    """``str(root / file)`` -> ``source`` from ``root/manifest.csv``; empty when there is none."""
-    manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        return {}
-    with manifest.open(newline="") as fh:
-        return {str(root / r["file"]): r.get("source", "") or "" for r in csv.DictReader(fh) if "file" in r}
-
-
-def _decode_all(paths: list[Path], spec: Mapping[str, Any], workers: int, title: str | None) -> list:
+def _decode_all(paths: list[Path], spec: PreprocessSpec, workers: int, title: str | None) -> list:
     """Preprocessed arrays, or an error string for each file that could not be read."""
 
     def one(path: Path):
@@ -151,16 +145,9 @@ def _decode_all(paths: list[Path], spec: Mapping[str, Any], workers: int, title:
         except ImageError as exc:
             return str(exc)
 
-    progbar = None
-    if title:
-        import tf_keras as keras
-
-        print(title)
-        progbar = keras.utils.Progbar(len(paths))
-    out = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, arr in enumerate(pool.map(one, paths)):
-            out.append(arr)
-            if progbar and (i % 200 == 0 or i == len(paths) - 1):
-                progbar.update(i + 1)
-    return out
+        arrays = pool.map(one, paths)
+        if title is None:
+            return list(arrays)
+        with click.progressbar(arrays, length=len(paths), label=title, file=sys.stdout) as bar:  # no TensorFlow here
+            return list(bar)

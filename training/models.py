@@ -1,4 +1,7 @@
-"""The two model families edgecxr ships: MLP-12 and a ResNet-18-style CNN.
+"""The tf_keras builders of the model families edgecxr ships: MLP-12 and a ResNet-18-style CNN.
+
+The families themselves (names, default input sizes, which builder) are registered in
+:mod:`edgecxr.families`; training builds one with ``family(name).build(...)``.
 
 Both are plain Functional tf_keras models built only from layers that tensorflow-model-optimization
 can prune and that TFLite quantizes to int8 (Conv2D, BatchNormalization, ReLU, Add, pooling,
@@ -10,8 +13,6 @@ from __future__ import annotations
 
 import tf_keras as keras
 from tf_keras import layers
-
-FAMILIES = ("resnet18", "mlp12")
 
 # Widths of the 12 hidden Dense layers of MLP-12: an encoder that narrows step by step.
 MLP12_WIDTHS = (512, 512, 384, 256, 256, 192, 128, 128, 96, 64, 48, 32)
@@ -67,12 +68,3 @@ def build_resnet18(
     x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name="resnet18")
-
-
-def build_model(family: str, input_size: int, n_classes: int, width: int = 32, bn_momentum: float = 0.99) -> keras.Model:
-    """Build one family by name."""
-    if family == "mlp12":
-        return build_mlp12(input_size, n_classes)
-    if family == "resnet18":
-        return build_resnet18(input_size, n_classes, width=width, bn_momentum=bn_momentum)
-    raise ValueError(f"unknown model family {family!r}; choose from {FAMILIES}")

@@ -1,23 +1,10 @@
-"""What a finished run leaves besides the model: metrics JSON (overall and per source) and plots."""
+"""What a finished run leaves besides the model: its metrics as JSON, and plots."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-
-from edgecxr.metrics import classification_report
-
-
-def split_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], sources: Sequence[str]) -> dict:
-    """Metrics for one split, with a ``per_source`` breakdown when sources are known."""
-    out = classification_report(y_true, y_pred, labels)
-    names = sorted({s for s in sources if s})
-    if names:
-        src = np.asarray(sources)
-        out["per_source"] = {s: classification_report(y_true[src == s], y_pred[src == s], labels) for s in names}
-    return out
 
 
 def plot_history(history: dict, path: Path) -> None:

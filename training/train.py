@@ -1,30 +1,37 @@
 """The training loop: build or load a model, fit it with checkpoints, and write the run folder.
 
-A run folder holds ``run.json`` (command, versions, dataset manifest hash, labels, preprocessing
-spec), ``best.keras`` (lowest validation loss), ``last.keras`` + ``state.json`` (for ``--resume``
-and written on Ctrl+C), ``history.json``, ``metrics.json`` (val and test, overall and per
-source), ``curves.png`` and ``confusion_{val,test}.png``.
+A run folder holds ``run.json`` (provenance: command, git commit, versions, time; dataset
+manifest hash, labels, preprocessing spec), ``best.keras`` (lowest validation loss),
+``last.keras`` + ``state.json`` (for ``--resume`` and written on Ctrl+C), ``history.json``,
+``metrics.json`` (val and test, overall and per source), ``curves.png`` and
+``confusion_{val,test}.png``.
+
+Under ``--strategy multiworker`` only the chief (worker 0) writes the run folder. Every worker
+runs the same saves, since saving reads variables that need all workers (TensorFlow's
+multi-worker checkpointing pattern); the others save into a temporary folder that is deleted
+at the end, and they skip the final evaluation.
 """
 from __future__ import annotations
 
 import json
-import platform
 import signal
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgecxr.preprocess import DEFAULT_SPEC, validate_spec
+from edgecxr import provenance
+from edgecxr.families import family
+from edgecxr.metrics import classification_report
+from edgecxr.preprocess import PreprocessSpec
 from training import augment, report
 from training.data import Dataset, DatasetError, load_dataset
-from training.models import build_model
 
 
 @dataclass
@@ -32,7 +39,7 @@ class TrainConfig:
     data: Path
     out: Path
     family: str = "resnet18"
-    input_size: int | None = None  # default per family: see DEFAULT_INPUT_SIZE
+    input_size: int | None = None  # default: the family's (edgecxr.families)
     width: int = 32
     bn_momentum: float = 0.99
     epochs: int = 30
@@ -49,9 +56,6 @@ class TrainConfig:
     workers: int = 4
 
 
-DEFAULT_INPUT_SIZE = {"resnet18": 128, "mlp12": 64}
-
-
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """``default``: one device; ``mirrored``: all local GPUs; ``multiworker``: machines from TF_CONFIG."""
     if name == "default":
@@ -63,41 +67,60 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}: choose default, mirrored or multiworker")
 
 
-def run_spec(cfg: TrainConfig) -> dict[str, Any]:
+def run_spec(cfg: TrainConfig) -> PreprocessSpec:
     """The preprocessing spec of this run: the init model's when fine-tuning, else the default at the family's size."""
     if cfg.init_from:
         info = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())
-        return validate_spec(info["preprocessing"])
-    size = cfg.input_size or DEFAULT_INPUT_SIZE[cfg.family]
-    return validate_spec({**DEFAULT_SPEC, "size": [size, size]})
+        return PreprocessSpec.from_dict(info["preprocessing"])
+    size = cfg.input_size or family(cfg.family).input_size
+    return PreprocessSpec(size=(size, size))
 
 
 def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
-    """Train per ``cfg``; returns the metrics dict also written to ``metrics.json``."""
+    """Train per ``cfg``; returns the metrics dict also written to ``metrics.json`` (empty on a non-chief worker)."""
+    strategy = make_strategy(cfg.strategy)  # first: a multi-worker strategy must exist before any other TF op
+    chief = strategy.extended.should_checkpoint
+    with tempfile.TemporaryDirectory(prefix="edgecxr-worker-") as scratch:
+        write_dir = cfg.out if chief else Path(scratch)
+        metrics = _train(cfg, argv, strategy, chief, write_dir)
+    if not chief:
+        print(f"worker {strategy.cluster_resolver.task_id}: done; the chief wrote the run folder")
+    return metrics
+
+
+def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Strategy, chief: bool, write_dir: Path) -> dict:
+    """The training of :func:`train`; this worker's files go to ``write_dir`` (``cfg.out`` on the chief, else a scratch folder)."""
     keras.utils.set_random_seed(cfg.seed)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_dir.mkdir(parents=True, exist_ok=True)
     resuming = cfg.resume and (cfg.out / "last.keras").exists()
     if cfg.resume and not resuming:
         print(f"nothing to resume in {cfg.out} (no last.keras): starting a new run")
     if not resuming and (cfg.out / "last.keras").exists():
         raise DatasetError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose another --out")
-    spec = json.loads((cfg.out / "run.json").read_text())["preprocessing"] if resuming else run_spec(cfg)
+    spec = PreprocessSpec.from_dict(json.loads((cfg.out / "run.json").read_text())["preprocessing"]) if resuming else run_spec(cfg)
     data = load_dataset(cfg.data, spec, workers=cfg.workers)
     train_split = data.splits["train"]
     val_split = data.splits.get("val")
     if val_split is None:
         print("warning: no validation split; early stopping and the best checkpoint use the training set")
         val_split = train_split
-    _write_run_info(cfg, data, spec, argv or sys.argv, resuming)
+    # Under multiworker an incomplete last batch leaves some worker an empty one, on which TensorFlow's oneDNN CPU
+    # convolution returns a wrong shape (TF 2.21): fit then uses whole global batches only.
+    whole = cfg.strategy == "multiworker"
+    if whole and min(len(train_split.x), len(val_split.x)) < cfg.batch_size:
+        raise DatasetError(
+            f"{cfg.data}: --strategy multiworker needs at least --batch-size ({cfg.batch_size}) training and validation images"
+        )
+    if chief:
+        _write_run_info(cfg, data, spec, argv or sys.argv, resuming)
 
-    strategy = make_strategy(cfg.strategy)
-    state_path = cfg.out / "state.json"
+    state_path = write_dir / "state.json"
     initial_epoch = 0
-    steps = int(np.ceil(len(train_split.x) / cfg.batch_size))
+    steps = len(train_split.x) // cfg.batch_size if whole else int(np.ceil(len(train_split.x) / cfg.batch_size))
     with strategy.scope():
         if resuming:
             model = keras.models.load_model(cfg.out / "last.keras")
-            initial_epoch = json.loads(state_path.read_text())["epochs_done"]
+            initial_epoch = json.loads((cfg.out / "state.json").read_text())["epochs_done"]
             print(f"resuming from {cfg.out / 'last.keras'} after epoch {initial_epoch}")
         else:
             model = _new_or_init_model(cfg, spec, data.labels)
@@ -111,15 +134,15 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
     best_so_far = min(history.get("val_loss", []), default=None)  # a resumed run keeps its best checkpoint
     callbacks = [
         _BestCheckpoint(
-            str(cfg.out / "best.keras"), monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
+            str(write_dir / "best.keras"), monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
         ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
-        _LastCheckpoint(cfg.out, history),
+        _LastCheckpoint(write_dir, history),
     ]
     try:
         model.fit(
-            augment.train_pipeline(train_split.x, train_split.y, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric),
-            validation_data=augment.eval_pipeline(val_split.x, val_split.y, cfg.batch_size),
+            augment.train_pipeline(train_split.x, train_split.y, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric, whole),
+            validation_data=augment.eval_pipeline(val_split.x, val_split.y, cfg.batch_size, whole),
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
             class_weight=augment.class_weights(train_split.y, len(data.labels)),
@@ -128,11 +151,13 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
         )
     except KeyboardInterrupt:
         done = json.loads(state_path.read_text())["epochs_done"] if state_path.exists() else 0
-        if not (cfg.out / "last.keras").exists():
-            model.save(cfg.out / "last.keras")
+        if not (write_dir / "last.keras").exists():
+            model.save(write_dir / "last.keras")
             state_path.write_text(json.dumps({"epochs_done": done}))
         print(f"\ninterrupted: checkpoint of epoch {done} is in {cfg.out / 'last.keras'}; continue with --resume")
         raise
+    if not chief:
+        return {}
     best = keras.models.load_model(cfg.out / "best.keras") if (cfg.out / "best.keras").exists() else model
     return evaluate_run(best, data, cfg.out, cfg.batch_size)
 
@@ -145,7 +170,7 @@ def evaluate_run(model: keras.Model, data: Dataset, out: Path, batch_size: int =
         if split is None:
             continue
         pred = np.argmax(model.predict(split.x, batch_size=batch_size, verbose=0), axis=1)
-        metrics[name] = report.split_metrics(split.y, pred, data.labels, split.sources)
+        metrics[name] = classification_report(split.y, pred, data.labels, split.sources)
         report.plot_confusion(metrics[name], f"{model.name} {name}", out / f"confusion_{name}.png")
     report.write_json(metrics, out / "metrics.json")
     history = _load_history(out)
@@ -154,10 +179,10 @@ def evaluate_run(model: keras.Model, data: Dataset, out: Path, batch_size: int =
     return metrics
 
 
-def _new_or_init_model(cfg: TrainConfig, spec: dict, labels: list[str]) -> keras.Model:
+def _new_or_init_model(cfg: TrainConfig, spec: PreprocessSpec, labels: list[str]) -> keras.Model:
     n_classes = len(labels)
     if not cfg.init_from:
-        return build_model(cfg.family, spec["size"][0], n_classes, width=cfg.width, bn_momentum=cfg.bn_momentum)
+        return family(cfg.family).build(spec.size[0], n_classes, **vars(cfg))
     base = keras.models.load_model(_model_file_of(cfg.init_from))
     base_labels = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())["labels"]
     if base_labels != labels:  # another label set: keep the backbone, new head
@@ -222,33 +247,24 @@ def _load_history(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str], resuming: bool) -> None:
-    """Write run.json; a resumed run keeps the original record and appends its own command."""
-    import cv2
-
+def _write_run_info(cfg: TrainConfig, data: Dataset, spec: PreprocessSpec, argv: list[str], resuming: bool) -> None:
+    """Write run.json (paths repo-relative); a resumed run keeps the original record and appends its own command."""
     path = cfg.out / "run.json"
     if resuming:
         info = json.loads(path.read_text())
-        info.setdefault("resumed_with", []).append(" ".join(argv))
+        info.setdefault("resumed_with", []).append(provenance.command_line(argv))
         report.write_json(info, path)
         return
     info = {
-        "command": " ".join(argv),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        **provenance.record(argv),
+        "config": {k: provenance.repo_relative(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
         "labels": data.labels,
-        "preprocessing": spec,
+        "preprocessing": spec.to_dict(),
         "dataset": {
-            "root": str(data.root),
+            "root": provenance.repo_relative(data.root),
             "manifest_sha256": data.manifest_sha256,
             "counts": {name: np.bincount(s.y, minlength=len(data.labels)).tolist() for name, s in data.splits.items()},
             "skipped": data.skipped,
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "tf_keras": keras.__version__,
-            "numpy": np.__version__,
-            "opencv": cv2.__version__,
         },
     }
     report.write_json(info, cfg.out / "run.json")

@@ -22,6 +22,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgecxr.card import ModelCard, read_card
+from edgecxr.inputs import find_images
+from edgecxr.provenance import invocation, record
+
 REPO = Path(__file__).resolve().parents[2]
 FLOAT_TOLERANCE = 1e-4
 INT8_STEPS = 8
@@ -32,19 +36,19 @@ def pick_images(data: Path, per_class: int) -> list[Path]:
     """``per_class`` images from each class folder of ``data``, evenly spaced in sorted name order."""
     picked = []
     for folder in sorted(p for p in data.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+        files = find_images(folder)
         picked += [files[i * len(files) // per_class] for i in range(min(per_class, len(files)))]
     return picked
 
 
-def bundled_cards(repo: Path = REPO) -> dict[str, dict]:
+def bundled_cards(repo: Path = REPO) -> dict[str, ModelCard]:
     """The model cards of the checkout's bundled classifiers, by model name (the lung model has no `predict`)."""
     from edgecxr.registry import LUNG_MODEL
 
-    return {p.stem: json.loads(p.read_text()) for p in sorted((repo / "edgecxr" / "models").glob("*.json")) if p.stem != LUNG_MODEL}
+    return {p.stem: read_card(p) for p in sorted((repo / "edgecxr" / "models").glob("*.tflite")) if p.stem != LUNG_MODEL}
 
 
-def tolerance(card: dict) -> float:
+def tolerance(card: ModelCard) -> float:
     """Largest allowed probability difference between two runs of the same interpreter build.
 
     Float outputs: 1e-4. x86 and NEON kernels sum float32 products in another order, which moves
@@ -56,10 +60,14 @@ def tolerance(card: dict) -> float:
     (``verification.max_abs_probability_diff`` in their cards, 0.07 for the ResNet); labels must
     match exactly whatever the tolerance.
     """
-    quantization = (card.get("output") or {}).get("quantization") or {}
-    if quantization.get("scale"):
-        return INT8_STEPS * float(quantization["scale"]) + JSON_ROUNDING
-    return FLOAT_TOLERANCE
+    step = output_step(card)
+    return INT8_STEPS * step + JSON_ROUNDING if step else FLOAT_TOLERANCE
+
+
+def output_step(card: ModelCard) -> float | None:
+    """The probability output's quantization step (None for a float output)."""
+    quantization = card.output.quantization if card.output else None
+    return quantization.scale if quantization else None
 
 
 def compare(reference: list[dict], answers: list[dict], tol: float | None) -> dict:
@@ -119,13 +127,13 @@ def _host_env() -> dict[str, str]:
 
 
 def check_board(board: list[str], twin: list[str], host: list[str], host_platform: dict,
-                files: list[Path], cards: dict[str, dict], runs: int, host_answers: dict) -> dict:
+                files: list[Path], cards: dict[str, ModelCard], runs: int, host_answers: dict) -> dict:
     """Parity of one board against its twin and this machine; see the module docstring."""
     bench = benchmark(board, runs)
     platform = bench["platform"]
     same_build = (platform["interpreter"], platform["interpreter_version"]) == (host_platform["interpreter"], host_platform["interpreter_version"])
     listed = {m["name"]: m["sha256"] for m in json.loads(run(board, "models", "--json"))}
-    problems = [] if listed == {n: c["sha256"] for n, c in cards.items()} else [f"bundled models differ from the checkout's: {sorted(listed)}"]
+    problems = [] if listed == {n: c.sha256 for n, c in cards.items()} else [f"bundled models differ from the checkout's: {sorted(listed)}"]
     models = {}
     for model, card in cards.items():
         if model not in host_answers:
@@ -134,7 +142,7 @@ def check_board(board: list[str], twin: list[str], host: list[str], host_platfor
         tol = tolerance(card)
         vs_twin = compare(predict(twin, model, files), answers, tol)
         vs_host = compare(host_answers[model], answers, tol if same_build else None)
-        step = ((card.get("output") or {}).get("quantization") or {}).get("scale")
+        step = output_step(card)
         models[model] = {"tolerance": round(tol, 7), "output_step": step, "vs_twin": vs_twin, "vs_host": vs_host,
                          "host_tolerance_applied": same_build,
                          "problems": [f"vs x86-64 twin: {p}" for p in vs_twin.pop("problems")]
@@ -215,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     results = {
         "date": datetime.date.today().isoformat(),
+        "provenance": record(invocation("python -m benchmarks.arm.parity", argv),
+                             models=[REPO / "edgecxr" / "models" / f"{name}.tflite" for name in cards]),
         "data": os.path.relpath(args.data, REPO), "per_class": args.per_class, "runs": args.runs,
         "files": [str(f.relative_to(args.data)) for f in files],
         "host": {"platform": host_bench["platform"], "benchmark": host_bench["results"]},

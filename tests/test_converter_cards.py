@@ -1,0 +1,94 @@
+"""converters/cards.py: the converter's one card-building function, and bundling that keeps a model's version history."""
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+from dataclasses import replace
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from conftest import TINY_LABELS, toy_images  # noqa: E402
+from converters.cards import Measured, Source, model_card  # noqa: E402
+from converters.verify import compare, tflite_probabilities  # noqa: E402
+from edgecxr.card import read_card, write_card  # noqa: E402
+from edgecxr.cardparts import Temperature, Thresholds  # noqa: E402
+from edgecxr.families import FAMILIES, Family  # noqa: E402
+from edgecxr.model import Model  # noqa: E402
+
+INFO = {
+    "command": "python -m training data --out run-7",
+    "config": {"width": 8},
+    "preprocessing": {"size": [32, 32]},
+    "dataset": {"manifest_sha256": None, "counts": {"train": [100, 100, 100]}},
+    "versions": {"python": "3.11.7"},
+}
+
+
+@pytest.fixture()
+def tiny(tiny_models, monkeypatch):
+    """The tiny test CNN (conftest) as a registered family, with its Keras model."""
+    import tf_keras as keras
+
+    family = Family("tiny", "tiny CNN on {height}x{width}, stem {stem}; {params:,} parameters", 32, True, "conftest:none")
+    monkeypatch.setitem(FAMILIES, "tiny", family)
+    return keras.models.load_model(tiny_models["int8"].parent / "tiny.keras")
+
+
+def source(tmp_path) -> Source:
+    return Source(INFO, tmp_path / "run-7", TINY_LABELS, 30, datetime.date(2026, 12, 1))
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, variant):
+    x, y = toy_images(30)
+    path = tmp_path / f"tiny-{variant}.tflite"
+    shutil.copy(tiny_models[variant], path)
+    flat = path.read_bytes()
+
+    loadable = write_card(path, model_card(source(tmp_path), tiny, variant, flat))
+    assert (loadable.name, loadable.family, loadable.variant, loadable.version) == (f"tiny-{variant}", "tiny", variant, "1.0.0")
+    assert loadable.changelog[0].change == "converted from training run run-7" and loadable.changelog[0].date == "2026-12-01"
+    assert loadable.architecture == f"tiny CNN on 32x32, stem 8; {tiny.count_params():,} parameters"
+    assert (loadable.calibration is not None) == (variant == "int8")
+    assert loadable.metrics is loadable.verification is loadable.input is loadable.cam.feature_map is None
+
+    runtime = Model(path)
+    probs = tflite_probabilities(runtime, x)
+    metrics, verification = compare(probs, probs, y, TINY_LABELS, [""] * len(y), Thresholds())
+    measured = Measured(runtime, metrics, verification, Temperature(1.2))
+    card = write_card(path, model_card(source(tmp_path), tiny, variant, flat, measured=measured))
+    assert card.input.dtype == card.output.dtype == ("int8" if variant == "int8" else "float32")
+    assert card.input.shape == (1, 32, 32, 1) and card.output.shape == (1, 3)
+    assert card.cam.feature_map.shape == (1, 15, 15, 8) and len(card.cam.weights) == 8
+    assert card.test_metrics == metrics and card.verification.passed
+    assert card.targets == {}  # no targets set for this family
+    assert read_card(path) == card and Model(path).temperature == 1.2
+
+
+def test_bundling_continues_the_version_history(tiny, tiny_models, tmp_path, monkeypatch):
+    import converters.__main__ as cli
+
+    out, bundled = tmp_path / "out", tmp_path / "models"
+    out.mkdir()
+    bundled.mkdir()
+    monkeypatch.setattr(cli, "MODELS_DIR", bundled)
+    path = out / "tiny-float32.tflite"
+    shutil.copy(tiny_models["float32"], path)
+    flat = path.read_bytes()
+    write_card(path, model_card(source(tmp_path), tiny, "float32", flat))
+
+    cli.bundle(path, "first bundle")
+    first = read_card(bundled / path.name)
+    assert first.version == "1.0.0" and [e.change for e in first.changelog] == ["first bundle"]
+    cli.bundle(path, "same model again")  # nothing changed: no new version
+    assert read_card(bundled / path.name).changelog == first.changelog
+
+    write_card(path, replace(read_card(path), temperature=Temperature(1.4)))  # what the runtime answers changes
+    cli.bundle(path, "calibrated")
+    second = read_card(bundled / path.name)
+    assert second.version == "1.1.0" and [e.version for e in second.changelog] == ["1.0.0", "1.1.0"]
+    assert second.changelog[-1].change == "calibrated"
+    assert (bundled / path.name).read_bytes() == flat
