@@ -31,6 +31,7 @@ import numpy as np
 import edgecxr
 from edgecxr.benchmark import measure_in_child, percentile, platform_info
 from edgecxr.card import read_card
+from edgecxr.cardparts import Verification
 from edgecxr.evaluate import evaluate
 from edgecxr.families import VARIANTS
 from edgecxr.inputs import find_images
@@ -94,7 +95,8 @@ def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None)
     """Metrics of one model on ``data`` (a split folder), overall and per manifest source."""
     model = load_model(path)
     report = evaluate(model, data, manifest=manifest)
-    report["agreement_with_float32"] = model.card.verification.agreement_with_float32 if model.card.verification else None
+    verification = model.card.verification
+    report["agreement_with_float32"] = verification.agreement_with_float32 if isinstance(verification, Verification) else None
     return {**report, **card_fields(path)}
 
 

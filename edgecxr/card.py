@@ -23,10 +23,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from edgecxr import families
 from edgecxr import fields as f
-from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification, semver
+from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, SegmentationVerification, Temperature, TensorSpec, Training, Verification, semver
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from edgecxr.fields import FieldError
 from edgecxr.preprocess import PreprocessSpec
@@ -65,7 +66,7 @@ class ModelCard:
     cam: Cam | None = None
     temperature: Temperature | None = None
     metrics: Mapping[str, Mapping[str, Any]] | None = None
-    verification: Verification | None = None
+    verification: Verification | SegmentationVerification | None = None  # which one: the family's task
     input: TensorSpec | None = None
     output: TensorSpec | None = None
     targets: Mapping[str, Mapping[str, Any]] | None = None
@@ -73,6 +74,7 @@ class ModelCard:
     size_bytes: int | None = None
     sha256: str | None = None
     intended_use: str = INTENDED_USE
+    notes: str | None = None  # free text: what the output means, caveats of the data
 
     @property
     def test_metrics(self) -> Mapping[str, Any]:
@@ -120,6 +122,8 @@ class ModelCard:
             "sha256": self.sha256,
             "intended_use": self.intended_use,
         })
+        if self.notes is not None:
+            out["notes"] = self.notes
         return out
 
 
@@ -159,7 +163,7 @@ def _parse(data: Any) -> ModelCard:
         cam=f.optional(Cam.from_dict, get("cam"), "cam"),
         temperature=f.optional(Temperature.from_dict, get("temperature"), "temperature"),
         metrics=f.optional(_metrics, get("metrics"), "metrics"),
-        verification=f.optional(Verification.from_dict, get("verification"), "verification"),
+        verification=f.optional(_verification_reader(get("family")), get("verification"), "verification"),
         input=f.optional(TensorSpec.from_dict, get("input"), "input"),
         output=f.optional(TensorSpec.from_dict, get("output"), "output"),
         targets=f.optional(_targets, get("targets"), "targets"),
@@ -167,15 +171,31 @@ def _parse(data: Any) -> ModelCard:
         size_bytes=f.optional(f.integer, get("size_bytes"), "size_bytes", 0),
         sha256=f.sha256(data["sha256"], "sha256"),
         intended_use=f.string(get("intended_use", INTENDED_USE), "intended_use"),
+        notes=f.optional(f.string, get("notes"), "notes"),
     )
     _check_parts_fit(card)
     return card
 
 
+def _task(family: Any) -> str:
+    """The task of a registered family; cards of other families (test models) are classifiers."""
+    return families.FAMILIES[family].task if isinstance(family, str) and family in families.FAMILIES else "classification"
+
+
+def _verification_reader(family: Any) -> Callable[[Any, str], Verification | SegmentationVerification]:
+    """The verification part of the family's task."""
+    return SegmentationVerification.from_dict if _task(family) == "segmentation" else Verification.from_dict
+
+
 def _check_parts_fit(card: ModelCard) -> None:
     """Cross-field checks: the parts of one card describe the same model."""
     n = len(card.labels)
-    if card.output is not None and card.output.shape[-1] != n:
+    if _task(card.family) == "segmentation":  # one sigmoid channel: the probability of labels[1], per pixel
+        if n != 2:
+            raise FieldError(f"a segmentation model has two labels (background, foreground), got {n}")
+        if card.output is not None and (card.output.shape[-1] != 1 or card.output.shape[1:3] != card.preprocessing.size):
+            raise FieldError(f"output.shape {list(card.output.shape)} is not one channel at preprocessing size {list(card.preprocessing.size)}")
+    elif card.output is not None and card.output.shape[-1] != n:
         raise FieldError(f"output.shape {list(card.output.shape)} does not fit {n} labels")
     if card.input is not None and len(card.input.shape) == 4 and card.input.shape[1:3] != card.preprocessing.size:
         raise FieldError(f"input.shape {list(card.input.shape)} does not fit preprocessing size {list(card.preprocessing.size)}")

@@ -1,7 +1,7 @@
 """The typed parts of a model card, each read from JSON with errors that name its field.
 
 Tensors (:class:`TensorSpec`), calibration (:class:`Temperature`), heatmap weights (:class:`Cam`),
-the float32 comparison (:class:`Verification`), pruning, int8 calibration images, training
+the float32 comparison (:class:`Verification`; segmentation models: :class:`SegmentationVerification`), pruning, int8 calibration images, training
 provenance and changelog entries: frozen dataclasses that :class:`edgecxr.card.ModelCard` is made of.
 """
 from __future__ import annotations
@@ -207,6 +207,46 @@ class Verification(Record):
         if self.keras_max_abs_probability_diff is None:
             del out["keras_max_abs_probability_diff"]
         return out
+
+
+@dataclass(frozen=True)
+class SegmentationGates(Record):
+    """A segmentation variant fails verification outside these bounds.
+
+    float32 TFLite vs Keras: max |probability difference| in the frame; any other variant vs
+    float32: mean and worst mask Dice, and the val Dice drop.
+    """
+
+    keras_max_abs_diff: float = 1e-3
+    min_mean_dice_vs_float32: float = 0.98
+    min_dice_vs_float32: float = 0.90
+    max_dice_drop: float = 0.01
+
+    _readers = {"keras_max_abs_diff": _FRACTION, "min_mean_dice_vs_float32": _FRACTION, "min_dice_vs_float32": _FRACTION, "max_dice_drop": _FRACTION}
+    _required = ("keras_max_abs_diff", "min_mean_dice_vs_float32", "min_dice_vs_float32", "max_dice_drop")
+
+
+@dataclass(frozen=True)
+class SegmentationVerification(Record):
+    """A segmentation variant's masks checked against the float32 model's (float32: against Keras) on ``films``."""
+
+    passed: bool
+    gates: SegmentationGates
+    films: str  # which films, at which size
+    mask_dice_vs_float32_mean: float | None = None  # the variants other than float32
+    mask_dice_vs_float32_min: float | None = None
+    val_dice_drop_vs_float32: float | None = None
+    keras_max_abs_probability_diff: float | None = None  # float32 only
+    mask_dice_vs_keras_mean: float | None = None
+
+    _readers = {
+        "passed": f.boolean, "gates": SegmentationGates.from_dict, "films": f.string,
+        "mask_dice_vs_float32_mean": _FRACTION, "mask_dice_vs_float32_min": _FRACTION, "val_dice_drop_vs_float32": _DELTA,
+        "keras_max_abs_probability_diff": _FRACTION, "mask_dice_vs_keras_mean": _FRACTION,
+    }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ class Family:
 
     name: str
     # The card's ``architecture`` text: str.format fields {height}, {width} (input), {params}
-    # (parameter count), {stem} (first-stage width) and {stages} (the four stage widths).
+    # (parameter count), {stem} (first-stage width), {stages} (the four stage widths) and
+    # {bottleneck} (the width after them, stem * 16).
     description: str
     input_size: int  # default input side in pixels
     has_heatmap: bool  # a spatial feature map named ``features`` and a dense ``classifier`` on it
@@ -37,7 +38,8 @@ class Family:
     def describe(self, height: int, width: int, params: int, stem: int | None = None) -> str:
         """The architecture text for a card: this family at ``height`` x ``width`` with ``params`` parameters."""
         stages = "/".join(str(stem * 2**i) for i in range(4)) if stem else ""
-        return self.description.format(height=height, width=width, params=params, stem=stem, stages=stages)
+        bottleneck = stem * 2**4 if stem else None
+        return self.description.format(height=height, width=width, params=params, stem=stem, stages=stages, bottleneck=bottleneck)
 
     def build(self, input_size: int, n_classes: int, /, **settings: Any) -> Any:
         """Build the model (imports the builder, and so TensorFlow); ``settings`` beyond :attr:`options` are ignored."""
@@ -76,6 +78,16 @@ FAMILIES: dict[str, Family] = {
             has_heatmap=False,
             builder="training.models:build_mlp12",
         ),
+        Family(
+            "lungs",
+            "U-Net, grayscale {height}x{width} input, 4 levels of two 3x3 conv + BN + ReLU ({stages} channels, max-pool), "
+            "bottleneck {bottleneck}, nearest upsampling + skip concatenation, 1x1 conv + sigmoid; {params:,} parameters",
+            input_size=128,
+            has_heatmap=False,
+            builder="training.unet:build_unet",
+            options=("widths", "bn_momentum"),
+            task="segmentation",
+        ),
     )
 }
 
@@ -98,6 +110,11 @@ def family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r}; choose from {tuple(FAMILIES)}") from None
+
+
+def names(task: str) -> tuple[str, ...]:
+    """The registered families of ``task``, in registry order."""
+    return tuple(name for name, fam in FAMILIES.items() if fam.task == task)
 
 
 def variant(name: str) -> Variant:

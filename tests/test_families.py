@@ -33,7 +33,7 @@ def test_family_descriptions_reproduce_the_bundled_cards_architecture():
 
 
 def test_unknown_names_are_refused_listing_the_registered_ones():
-    with pytest.raises(ValueError, match=r"unknown model family 'vgg'; choose from \('resnet18', 'mlp12'\)"):
+    with pytest.raises(ValueError, match=r"unknown model family 'vgg'; choose from \('resnet18', 'mlp12', 'lungs'\)"):
         family("vgg")
     with pytest.raises(ValueError, match="unknown variant 'int4'"):
         variant("int4")

@@ -22,14 +22,14 @@ def run_python(script: str) -> subprocess.CompletedProcess:
 
 
 def test_unknown_family_is_refused_with_the_list(capsys):
-    from edgecxr.families import FAMILIES
+    from edgecxr.families import names
     from training.__main__ import main
 
     with pytest.raises(SystemExit) as exc:
         main(["data", "--out", "run", "--family", "vgg"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'vgg'" in err and all(f"'{name}'" in err for name in FAMILIES)
+    assert "invalid choice: 'vgg'" in err and all(f"'{name}'" in err for name in names("classification")) and "'lungs'" not in err
 
 
 def test_trust_report_without_keras_imports_no_tensorflow(tiny_models, tmp_path):

@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from edgecxr.families import FAMILIES
+from edgecxr.families import FAMILIES, names
 from edgecxr.provenance import invocation
 from training.data import DatasetError
 
@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("data", type=Path, help="dataset root folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write (model, metrics, plots)")
-    parser.add_argument("--family", choices=list(FAMILIES), default="resnet18", help="model family (default resnet18)")
-    sizes = ", ".join(f"{f.input_size} {f.name}" for f in FAMILIES.values())
+    classifiers = names("classification")  # segmentation families train with their own command (python -m training.lungs)
+    parser.add_argument("--family", choices=classifiers, default="resnet18", help="model family (default resnet18)")
+    sizes = ", ".join(f"{FAMILIES[n].input_size} {n}" for n in classifiers)
     parser.add_argument("--input-size", type=int, help=f"input side in pixels (default {sizes})")
     parser.add_argument("--width", type=int, default=32, help="resnet18 first-stage width (default 32)")
     parser.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm running-average momentum (0.9 for small data)")
