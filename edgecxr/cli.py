@@ -278,7 +278,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
         for path in items:
             try:
                 result = net.segment(load_image(path))
-                out = {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": writer.write(path, result.mask)}
+                out: dict[str, Any] = {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": writer.write(path, result.mask)}
             except Exception as exc:  # one bad input must never stop a batch
                 failed += 1
                 reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,9 +26,11 @@ import numpy as np
 from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError, read_card, verify_file
 from edgecxr.checks import refuse_blank
+from edgecxr.families import FAMILIES
+from edgecxr.families import family as family_of
 from edgecxr.interpreter import make_interpreter
-from edgecxr.model import ImageSource, _as_loaded, _dequantize
-from edgecxr.preprocess import preprocess, to_original
+from edgecxr.model import ImageSource, as_loaded, dequantize
+from edgecxr.preprocess import PreprocessSpec, SpecLike, preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
 
 LUNG_SPEC: dict[str, Any] = {"color": "grayscale", "crop": "none", "size": [128, 128], "interpolation": "area", "scale": "0-1", "clahe": False}
@@ -55,22 +58,23 @@ class LungModel:
             raise ModelError(f"{self.path}: no such model file")
         self.card = read_card(self.path)
         verify_file(self.path, self.card)
-        if self.card.get("task") != "segmentation":
-            raise ModelError(f"{self.path}: card task is {self.card.get('task')!r}, not 'segmentation'")
+        task = family_of(self.card.family).task if self.card.family in FAMILIES else None
+        if task != "segmentation":
+            raise ModelError(f"{self.path}: model family {self.card.family!r} is not a segmentation family (task {task!r})")
         try:
             self.interpreter = make_interpreter(str(self.path), threads=threads)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: not a valid TFLite model ({exc})") from None
         self._input = self.interpreter.get_input_details()[0]
         outputs = self.interpreter.get_output_details()
-        height, width = self.card["preprocessing"]["size"]
+        height, width = self.card.preprocessing.size
         if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, height, width, 1) or tuple(self._input["shape"]) != (1, height, width, 1):
             raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {list(self._input['shape'])} -> {[list(o['shape']) for o in outputs]}")
         self._output = outputs[0]
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.card.name
 
     @property
     def input_details(self) -> dict[str, Any]:
@@ -81,14 +85,14 @@ class LungModel:
         return self._output
 
     @property
-    def spec(self) -> dict[str, Any]:
-        return self.card["preprocessing"]
+    def spec(self) -> PreprocessSpec:
+        return self.card.preprocessing
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """The (h, w) lung probability of one preprocessed (h, w, 1) frame."""
         self.interpreter.set_tensor(self._input["index"], _quantize(x[None], self._input))
         self.interpreter.invoke()
-        return _dequantize(self.interpreter.get_tensor(self._output["index"])[0, :, :, 0], self._output)
+        return dequantize(self.interpreter.get_tensor(self._output["index"])[0, :, :, 0], self._output)
 
     def lungs(self, image: ImageSource) -> np.ndarray:
         """The lung mask of ``image`` (a path or an array): uint8, 0 or 255, the input's own height and width."""
@@ -96,7 +100,7 @@ class LungModel:
 
     def segment(self, image: ImageSource) -> LungResult:
         """The mask, its lung fraction and whether lung fields were found."""
-        loaded, file = _as_loaded(image)
+        loaded, file = as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
         frame = preprocess(loaded.pixels, self.spec)
@@ -122,7 +126,7 @@ def load_lung_model(path: str | os.PathLike | None = None, threads: int | None =
     return LungModel(path or MODELS_DIR / f"{LUNG_MODEL}.tflite", threads=threads)
 
 
-def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: dict[str, Any]) -> np.ndarray:
+def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: SpecLike) -> np.ndarray:
     """A model-frame probability map as a uint8 0/255 mask over an image of ``shape`` (h, w)."""
     return np.where(to_original(prob, shape, spec) > THRESHOLD, 255, 0).astype(np.uint8)
 
@@ -187,7 +191,10 @@ def segmentation_report(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray],
     def summary(idx: list[int]) -> dict[str, Any]:
         d = np.array([dice(pred[i], truth[i]) for i in idx])
         j = np.array([iou(pred[i], truth[i]) for i in idx])
-        return {"n": len(idx), "dice_mean": round(float(d.mean()), 4), "dice_median": round(float(np.median(d)), 4), "dice_min": round(float(d.min()), 4), "iou_mean": round(float(j.mean()), 4)}
+        return {
+            "n": len(idx), "dice_mean": round(float(d.mean()), 4), "dice_median": round(float(np.median(d)), 4),
+            "dice_min": round(float(d.min()), 4), "iou_mean": round(float(j.mean()), 4),
+        }
 
     out = summary(list(range(len(pred))))
     out["per_source"] = {s: summary([i for i, v in enumerate(sources) if v == s]) for s in sorted(set(sources))}

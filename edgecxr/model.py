@@ -115,7 +115,7 @@ class Model:
         """
         if heatmap and not self.has_heatmap:
             raise ModelError(f"{self.name}: no heatmap available ({self.card.family or 'this'} model has no spatial feature map)")
-        loaded, file = _as_loaded(image)
+        loaded, file = as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
         x = preprocess(loaded.pixels, self.card.preprocessing)
@@ -162,7 +162,7 @@ class Model:
             probs = apply_temperature(probs, self.temperature)
         if not features or self._features is None:
             return probs, None
-        return probs, _dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
+        return probs, dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
 
     def _cam(self, features: np.ndarray | None, class_index: int) -> np.ndarray:
         assert features is not None and self._cam_weights is not None, "callers check has_heatmap"
@@ -193,7 +193,7 @@ class Model:
 
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
         """Output tensor to probabilities that sum to 1."""
-        y = np.clip(_dequantize(y, self._output), 0.0, None)
+        y = np.clip(dequantize(y, self._output), 0.0, None)
         total = float(y.sum())
         return y / total if total > 0 else np.full_like(y, 1.0 / len(y))
 
@@ -203,7 +203,7 @@ def load_model(name: str | os.PathLike | None = None, threads: int | None = None
     return Model(registry.resolve(name), threads=threads, xnnpack=xnnpack)
 
 
-def _dequantize(tensor: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def dequantize(tensor: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """A tensor in float32, using its own scale and zero point when it is quantized."""
     if np.dtype(detail["dtype"]).kind == "f":
         return tensor.astype(np.float32)
@@ -220,7 +220,8 @@ def _split_outputs(details: list[dict[str, Any]], path: Path) -> tuple[dict[str,
     return probs[0], (maps[0] if maps else None)
 
 
-def _as_loaded(image: ImageSource) -> tuple[LoadedImage, str | None]:
+def as_loaded(image: ImageSource) -> tuple[LoadedImage, str | None]:
+    """``image`` (a path, an array or a loaded image) as a loaded image, with the file it came from (None for an array)."""
     if isinstance(image, LoadedImage):
         return image, image.source
     if isinstance(image, np.ndarray):

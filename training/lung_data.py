@@ -14,7 +14,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -22,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from edgecxr.imageio import load_image
-from edgecxr.preprocess import preprocess
+from edgecxr.preprocess import SpecLike, as_spec, preprocess
 
 
 @dataclass
@@ -53,11 +52,11 @@ def manifest_sha256(root: str | os.PathLike) -> str:
     return hashlib.sha256((Path(root) / "manifest.csv").read_bytes()).hexdigest()
 
 
-def load_lungmask(root: str | os.PathLike, spec: Mapping[str, Any], splits=("train", "val"), workers: int = 4) -> dict[str, LungSplit]:
+def load_lungmask(root: str | os.PathLike, spec: SpecLike, splits=("train", "val"), workers: int = 4) -> dict[str, LungSplit]:
     """Decode and preprocess every film and mask of the given splits once."""
     root = Path(root)
     rows = manifest_rows(root)
-    height, width = spec["size"]
+    height, width = as_spec(spec).size
 
     def one(row: dict[str, str]):
         image = load_image(root / row["image"]).pixels

@@ -11,15 +11,13 @@ colour scenes (``benchmarks/nonxray.py`` has them).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import cv2
 import numpy as np
 
-from edgecxr.preprocess import preprocess
+from edgecxr.preprocess import SpecLike, preprocess
 
 
-def negative_frames(n: int, spec: Mapping[str, Any], films: np.ndarray, seed: int = 1234) -> np.ndarray:
+def negative_frames(n: int, spec: SpecLike, films: np.ndarray, seed: int = 1234) -> np.ndarray:
     """``n`` preprocessed (H, W, 1) frames without lungs; ``films`` are preprocessed training films to shuffle."""
     rng = np.random.default_rng(seed)
     makers = (_noise, _surface, _shapes, lambda r, h, w: _shuffled_film(r, films))

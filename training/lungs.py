@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from edgecxr.lungs import LUNG_SPEC, mask_at_size, segmentation_report  # noqa: E402
-from edgecxr.preprocess import validate_spec  # noqa: E402
+from edgecxr.preprocess import PreprocessSpec  # noqa: E402
 from training import lung_data  # noqa: E402
 from training.lung_negatives import negative_frames  # noqa: E402
 from training.unet import UNET_WIDTHS, build_unet  # noqa: E402
@@ -93,7 +93,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
     resuming = args.resume and (out / "last.keras").exists()
     if not resuming and (out / "last.keras").exists():
         raise ValueError(f"{out}: already holds a run; pass --resume or choose another --out")
-    spec = validate_spec(json.loads((out / "run.json").read_text())["preprocessing"] if resuming else {**LUNG_SPEC, "size": [args.input_size] * 2})
+    spec = PreprocessSpec.from_dict(json.loads((out / "run.json").read_text())["preprocessing"] if resuming else {**LUNG_SPEC, "size": [args.input_size] * 2})
     data = lung_data.load_lungmask(args.data, spec)
     train_split, val = data["train"], data["val"]
     info_path = out / "run.json"
@@ -105,7 +105,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         info = {
             "command": " ".join(argv),
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "preprocessing": spec,
+            "preprocessing": spec.to_dict(),
             "dataset": {"root": str(args.data), "manifest_sha256": lung_data.manifest_sha256(args.data), "counts": {k: len(v.files) for k, v in data.items()}},
             "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": keras.__version__, "numpy": np.__version__},
         }
@@ -120,7 +120,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         initial_epoch = json.loads((out / "state.json").read_text())["epochs_done"]
         print(f"resuming from {out / 'last.keras'} after epoch {initial_epoch}", flush=True)
     else:
-        model = build_unet(spec["size"][0], widths=tuple(args.widths))
+        model = build_unet(spec.size[0], widths=tuple(args.widths))
         schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=args.epochs * steps, alpha=0.01)
         model.compile(keras.optimizers.Adam(schedule), loss=dice_bce_loss, metrics=[dice_metric])
         initial_epoch = 0
@@ -143,7 +143,9 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.lungs", description="Train the lung-field U-Net on a lungmask-style folder (manifest.csv with image, mask, source, split).")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.lungs", description="Train the lung-field U-Net on a lungmask-style folder (manifest.csv: image, mask, source, split).",
+    )
     parser.add_argument("data", type=Path, help="dataset root, e.g. ../shared/data/lungmask")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--input-size", type=int, default=LUNG_SPEC["size"][0])

@@ -8,7 +8,7 @@ LOGISTIC), so ``converters/lungs.py`` needs no model surgery.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tf_keras as keras
 from tf_keras import layers
@@ -24,11 +24,14 @@ def _double_conv(x, filters: int, name: str, momentum: float):
     return x
 
 
-def build_unet(input_size: int = 128, widths: Sequence[int] = UNET_WIDTHS, bn_momentum: float = 0.9) -> keras.Model:
+def build_unet(input_size: int = 128, n_classes: int = 2, widths: Sequence[int] = UNET_WIDTHS, bn_momentum: float = 0.9) -> keras.Model:
     """A U-Net mapping a (input_size, input_size, 1) image to a same-size sigmoid lung mask.
 
-    ``input_size`` must be divisible by ``2 ** (len(widths) - 1)``.
+    ``n_classes`` is 2 (background, lung: one sigmoid channel), as :meth:`edgecxr.families.Family.build`
+    passes it. ``input_size`` must be divisible by ``2 ** (len(widths) - 1)``.
     """
+    if n_classes != 2:
+        raise ValueError(f"the U-Net segments two classes (background, lung), not {n_classes}")
     levels = len(widths) - 1
     if input_size % (2**levels):
         raise ValueError(f"input size {input_size} is not divisible by {2 ** levels} ({levels} pooling levels)")
