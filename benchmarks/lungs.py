@@ -27,6 +27,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,10 +66,11 @@ def dice_section(models: dict[str, LungModel], data: Path) -> dict:
 
     with (data / "lungmask" / "manifest.csv").open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "val"]
-    truth = [cv2.imread(str(data / "lungmask" / r["mask"]), cv2.IMREAD_GRAYSCALE) > 127 for r in rows]
+    truth = [np.asarray(cv2.imread(str(data / "lungmask" / r["mask"]), cv2.IMREAD_GRAYSCALE)) > 127 for r in rows]
     images = [load_image(data / "lungmask" / r["image"]) for r in rows]
     sources = [r["source"] for r in rows]
-    out, masks = {}, {}
+    out: dict[str, Any] = {}
+    masks: dict[str, list[np.ndarray]] = {}
     for variant, model in models.items():
         model.segment(images[0])  # warm-up
         times, masks[variant] = [], []
@@ -80,7 +82,7 @@ def dice_section(models: dict[str, LungModel], data: Path) -> dict:
             "val": segmentation_report(masks[variant], truth, sources),
             "segment_ms": {"mean": round(float(np.mean(times)), 2), "p50": round(float(np.median(times)), 2), "p90": round(float(np.percentile(times, 90)), 2)},
             "size_bytes": model.path.stat().st_size,
-            "card_val_dice": model.card["metrics"]["val"]["dice_mean"],
+            "card_val_dice": (model.card.metrics or {})["val"]["dice_mean"],
         }
     agree = [dice(a, b) for a, b in zip(masks["int8"], masks["float32"])]
     out["int8_vs_float32"] = {"dice_mean": round(float(np.mean(agree)), 4), "dice_min": round(float(np.min(agree)), 4)}
@@ -89,7 +91,7 @@ def dice_section(models: dict[str, LungModel], data: Path) -> dict:
 
 def film_features(model: LungModel, data: Path, films: list[tuple[str, str]]) -> list[dict]:
     """What the rule reads on each film, and whether it finds lung fields there."""
-    records = []
+    records: list[dict[str, Any]] = []
     for group, rel in films:
         try:
             pixels = load_image(data / rel).pixels
@@ -98,7 +100,8 @@ def film_features(model: LungModel, data: Path, films: list[tuple[str, str]]) ->
             continue
         frame = preprocess(pixels, model.spec)
         prob = model.probability(frame)
-        records.append({"group": group, "file": rel, **{k: round(v, 5) for k, v in mask_features(prob, frame).items()}, "found": lung_fields_found(prob, frame)})
+        features = {k: round(v, 5) for k, v in mask_features(prob, frame).items()}
+        records.append({"group": group, "file": rel, **features, "found": lung_fields_found(prob, frame)})
     return records
 
 
@@ -106,13 +109,13 @@ def rule_section(model: LungModel, data: Path) -> dict:
     records = film_features(model, data, chest_films(data))
     ok = [r for r in records if "error" not in r]
     fit = [r for r in ok if r["group"] in FIT_GROUPS]
-    groups = {}
+    groups: dict[str, dict[str, Any]] = {}
     for group in sorted({r["group"] for r in ok}):
         rows = [r for r in ok if r["group"] == group]
         alarms = [r["file"] for r in rows if not r["found"]]
         groups[group] = {"films": len(rows), "false_alarms": len(alarms), "rate": round(len(alarms) / len(rows), 4), "files": alarms}
     alarms_all = sum(g["false_alarms"] for g in groups.values())
-    synthetic = {}
+    synthetic: dict[str, dict[str, Any]] = {}
     for name, seed in (("design (seed 0)", 0), ("reported (seed 1)", 1)):
         kinds: dict[str, list[bool]] = {}
         for kind, image in non_xray_images(seed):
@@ -125,7 +128,10 @@ def rule_section(model: LungModel, data: Path) -> dict:
         }
     return {
         "rule": {"flag when any is below": NO_LUNGS},
-        "fit_films": {"groups": list(FIT_GROUPS), "films": len(fit), "quantiles": {k: {str(q): round(float(np.quantile([r[k] for r in fit], q)), 5) for q in QUANTILES} for k in NO_LUNGS}},
+        "fit_films": {
+            "groups": list(FIT_GROUPS), "films": len(fit),
+            "quantiles": {k: {str(q): round(float(np.quantile([r[k] for r in fit], q)), 5) for q in QUANTILES} for k in NO_LUNGS},
+        },
         "chest_films": {"films": len(ok), "false_alarms": alarms_all, "rate": round(alarms_all / len(ok), 5), "unreadable": [r for r in records if "error" in r], "groups": groups},
         "synthetic": synthetic,
     }
@@ -174,7 +180,8 @@ def markdown(report: dict) -> str:
     for k, qs in r["fit_films"]["quantiles"].items():
         lines.append(f"| {k} | " + " | ".join(f"{v:.4f}" for v in qs.values()) + f" | {NO_LUNGS[k]} |")
     c = r["chest_films"]
-    lines += ["", f"**False alarms on shared chest films: {c['false_alarms']} of {c['films']} ({c['rate']:.2%})** (target <= 0.5%).", "", "| films | n | flagged | rate |", "|---|---|---|---|"]
+    lines += ["", f"**False alarms on shared chest films: {c['false_alarms']} of {c['films']} ({c['rate']:.2%})** (target <= 0.5%).", ""]
+    lines += ["| films | n | flagged | rate |", "|---|---|---|---|"]
     for g, v in c["groups"].items():
         note = " (reporting only)" if g == "cxr3-plus/external" else ""
         lines.append(f"| {g}{note} | {v['films']} | {v['false_alarms']} | {v['rate']:.2%} |")
@@ -182,7 +189,8 @@ def markdown(report: dict) -> str:
     if flagged:
         lines += ["", "Flagged films: " + ", ".join(f"`{f}`" for f in flagged)]
     for name, s in r["synthetic"].items():
-        lines += ["", f"**Generated non-X-ray images, {name}: {s['flagged']} of {s['images']} flagged.**", "", "| kind | images | flagged | similar training negatives |", "|---|---|---|---|"]
+        lines += ["", f"**Generated non-X-ray images, {name}: {s['flagged']} of {s['images']} flagged.**", ""]
+        lines += ["| kind | images | flagged | similar training negatives |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['images']} | {v['flagged']} | {SIMILAR_TRAINING_NEGATIVES.get(k, 'no')} |" for k, v in s["per_kind"].items()]
     lines += [
         "",
@@ -202,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     package, _ = interpreter_module()
     report = {
         "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "platform": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(), "interpreter": package, "interpreter_version": interpreter_version(package), "load_average": [round(v, 2) for v in os.getloadavg()]},
-        "models": {v: {"name": m.name, "sha256": m.card["sha256"]} for v, m in models.items()},
+        "platform": {
+            "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(), "interpreter": package,
+            "interpreter_version": interpreter_version(package), "load_average": [round(v, 2) for v in os.getloadavg()],
+        },
+        "models": {v: {"name": m.name, "sha256": m.card.sha256} for v, m in models.items()},
         "dice": dice_section(models, args.data),
         "no_lung_fields": rule_section(models["int8"], args.data),
     }

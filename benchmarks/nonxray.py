@@ -100,7 +100,8 @@ def _stripes(rng, h, w):
 
 
 def _colour(rng) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(0, 256, 3))
+    r, g, b = (int(v) for v in rng.integers(0, 256, 3))
+    return r, g, b
 
 
 def _scene(rng, h, w):

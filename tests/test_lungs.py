@@ -29,7 +29,7 @@ def val_rows(shared_data, n: int) -> list[dict]:
 
 
 def truth(shared_data, row) -> np.ndarray:
-    return cv2.imread(str(shared_data / "lungmask" / row["mask"]), cv2.IMREAD_GRAYSCALE) > 127
+    return np.asarray(cv2.imread(str(shared_data / "lungmask" / row["mask"]), cv2.IMREAD_GRAYSCALE)) > 127
 
 
 def test_dice_and_iou_on_known_masks():
