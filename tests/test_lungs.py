@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import subprocess
 import sys
 
 import cv2
@@ -12,9 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.nonxray import non_xray_images
-from conftest import REPO
+from conftest import child_env
 from edgecxr import ModelError, load_model
+from edgecxr.card import ModelCard, read_card, write_card
+from edgecxr.cardparts import SegmentationVerification
 from edgecxr.cli import main
+from edgecxr.families import FAMILIES
 from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, segmentation_report
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
@@ -52,10 +57,11 @@ def test_unet_builds_with_the_right_output_shape():
     assert model.layers[-1].activation.__name__ == "sigmoid"
     with pytest.raises(ValueError, match="divisible"):
         build_unet(100)
+    via_registry = FAMILIES["lungs"].build(64, 2, widths=(8, 16, 32, 64, 128), width=32)  # settings it does not take are ignored
+    assert via_registry.output_shape == (None, 64, 64, 1) and via_registry.name == "lungs"
 
 
 @pytest.mark.train
-@pytest.mark.data
 @pytest.mark.slow
 def test_keras_tflite_runtime_masks_agree_on_val_films(shared_data, tmp_path):
     """A small U-Net briefly trained on real films: float32 TFLite equals Keras, int8 is close, through LungModel."""
@@ -63,8 +69,8 @@ def test_keras_tflite_runtime_masks_agree_on_val_films(shared_data, tmp_path):
     import tf_keras as keras
 
     from converters.quantize import convert
-    from edgecxr.card import write_card
     from edgecxr.lungs import mask_at_size
+    from edgecxr.preprocess import PreprocessSpec
     from training import lung_data
     from training.lungs import dice_bce_loss
     from training.unet import build_unet
@@ -83,18 +89,18 @@ def test_keras_tflite_runtime_masks_agree_on_val_films(shared_data, tmp_path):
     for variant in ("float32", "int8"):
         path = tmp_path / f"lungs-{variant}.tflite"
         path.write_bytes(convert(model, variant, train.x[:50]))
-        write_card(path, {"name": f"lungs-{variant}", "family": "lungs", "variant": variant, "task": "segmentation", "labels": ["background", "lung"], "preprocessing": spec})
+        write_card(path, ModelCard(name=f"lungs-{variant}", labels=("background", "lung"), preprocessing=PreprocessSpec.from_dict(spec), family="lungs", variant=variant))
         net = LungModel(path)
         runtime[variant] = [net.lungs(cv2.imread(str(shared_data / "lungmask" / val.files[i]), cv2.IMREAD_GRAYSCALE)) for i in films]
     assert min(dice(a, b) for a, b in zip(runtime["float32"], keras_masks)) > 0.995
     assert np.mean([dice(a, b) for a, b in zip(runtime["int8"], runtime["float32"])]) > 0.95
 
 
-@pytest.mark.data
 def test_bundled_lung_model_reproduces_its_card_on_val(shared_data):
     """All 100 val films through the runtime: masks 0/255 at each film's size, Dice per source as in the card."""
     net = load_lung_model()
-    assert net.card["task"] == "segmentation" and net.card["verification"]["passed"]
+    assert FAMILIES[net.card.family].task == "segmentation"
+    assert isinstance(net.card.verification, SegmentationVerification) and net.card.verification.passed
     rows = val_rows(shared_data, 1000)
     masks, truths = [], []
     for row in rows:
@@ -102,7 +108,7 @@ def test_bundled_lung_model_reproduces_its_card_on_val(shared_data):
         truths.append(truth(shared_data, row))
         assert masks[-1].shape == truths[-1].shape and masks[-1].dtype == np.uint8 and set(np.unique(masks[-1])) <= {0, 255}
     report = segmentation_report(masks, truths, [r["source"] for r in rows])
-    card = net.card["metrics"]["val"]
+    card = net.card.metrics["val"]
     assert report["n"] == card["n"] == 100
     assert report["dice_mean"] == pytest.approx(card["dice_mean"], abs=1e-4)
     for source, metrics in card["per_source"].items():
@@ -115,13 +121,11 @@ def test_lung_model_is_not_a_classifier_and_back():
         LungModel(MODELS_DIR / "resnet18-int8.tflite")
 
 
-@pytest.mark.data
 def test_classifier_model_delegates_to_the_bundled_lung_model(shared_data):
     film = str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"])
     assert np.array_equal(load_model().lungs(film), load_lung_model().lungs(film))
 
 
-@pytest.mark.data
 def test_no_lung_fields_rule_on_a_generated_image_and_on_a_real_film(shared_data):
     net = load_lung_model()
     film = net.segment(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"]))
@@ -133,7 +137,6 @@ def test_no_lung_fields_rule_on_a_generated_image_and_on_a_real_film(shared_data
             assert result.mask.shape == image.shape[:2]
 
 
-@pytest.mark.data
 def test_lungs_command_writes_masks_at_each_input_size(shared_data, tmp_path):
     fullres = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]  # a large JPEG original
     film = shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"]
@@ -165,9 +168,43 @@ def test_lungs_command_refuses_a_model_that_is_not_a_lung_model(tmp_path):
 
 
 def test_runtime_never_imports_tensorflow_for_lungs():
-    import subprocess
-
     code = "import sys, edgecxr.lungs, edgecxr.cli; print('tensorflow' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=child_env(), timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_the_lung_card_is_a_schema_2_model_card():
+    """One card schema for every model: the bundled lung card round-trips, its family says the task, its parts are typed."""
+    path = MODELS_DIR / f"{LUNG_MODEL}.tflite"
+    data = json.loads(path.with_suffix(".json").read_text())
+    card = ModelCard.from_dict(data, path)
+    assert card.to_dict() == data and "task" not in data
+    assert card.sha256 == "64cf21d3952d65b80c1edd5b707ebafda5f551998b354b65ad64aff9d71f6bae"  # the .tflite the card was migrated for
+    assert card.architecture == FAMILIES["lungs"].describe(128, 128, 2_163_553, 16)
+    assert isinstance(card.verification, SegmentationVerification) and card.verification.mask_dice_vs_float32_mean == 0.9977
+    assert set(card.metrics or {}) == {"val", "float32_val"} and card.metrics["val"]["dice_mean"] == 0.9328
+    assert dict(card.targets or {}) == {"dice": {"target": 0.95, "reached": 0.9328, "met": False}}
+    assert card.training is not None and dict(card.training.counts) == {"train": (524,), "val": (100,)}
+    assert card.notes is not None and "thresholds it at 0.5" in card.notes and "opacified" in card.notes
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": "segmentation"}, "model card has unknown keys ['task']"),
+    ({"notes": ""}, "notes must be a non-empty string"),
+    ({"verification": read_card(MODELS_DIR / "resnet18-int8.tflite").to_dict()["verification"]}, "verification has unknown keys"),
+    ({"family": "resnet18"}, "verification has unknown keys"),  # a classifier's verification part is read for a classifier family
+])
+def test_a_lung_card_that_does_not_fit_is_refused_in_one_line(tmp_path, change, message):
+    path = tmp_path / "lungs-int8.tflite"
+    path.write_bytes((MODELS_DIR / path.name).read_bytes())
+    path.with_suffix(".json").write_text(json.dumps({**json.loads((MODELS_DIR / "lungs-int8.json").read_text()), **change}))
+    with pytest.raises(ModelError) as exc:
+        LungModel(path)
+    assert str(exc.value).startswith(f"{path.with_suffix('.json')}: ") and message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_lung_card_written_with_the_typed_api_loads(tmp_path):
+    path = tmp_path / "lungs-int8.tflite"
+    path.write_bytes((MODELS_DIR / path.name).read_bytes())
+    card = write_card(path, dataclasses.replace(read_card(MODELS_DIR / path.name), notes="another note"))
+    assert LungModel(path).card == card and card.notes == "another note"
