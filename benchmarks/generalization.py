@@ -33,6 +33,7 @@ from edgecxr.cam import normalise
 from edgecxr.card import ModelError
 from edgecxr.evaluate import labelled_files
 from edgecxr.imageio import ImageError, load_image
+from edgecxr.lungs import LungModel, load_lung_model
 from edgecxr.manifest import ManifestError, read_manifest
 from edgecxr.metrics import classification_report
 from edgecxr.model import Model, load_model
@@ -129,9 +130,12 @@ def model_section(model: Model, roots: list[Path], lung_masks: dict[Path, np.nda
     external = [r for r in measure_films(model, films_of(roots, EXTERNAL, labels), None)]
     called = {label: round(float(np.mean([r["pred"] == i for r in external])), 4) for i, label in enumerate(labels)} if external else {}
     free = {}
+    lungs = lung_model()
     for kind, images in content_free_images().items():
         preds = [model.predict(img) for img in images]
         free[kind] = {"n": len(preds), "called_covid": round(float(np.mean([p.label == "COVID" for p in preds])), 4)}
+        if lungs is not None:  # the bundled lung model's "no lung fields found" rule
+            free[kind]["flagged_no_lungs"] = round(float(np.mean([not lungs.segment(img).found for img in images])), 4)
     section: dict[str, Any] = {
         "model": model.name, "version": model.card.version, "sha256": model.card.sha256, "family": model.card.family,
         "test": {k: report[k] for k in ("n", "accuracy", "macro_f1")}, "covid_sensitivity": report["per_class"].get("COVID", {}).get("recall"),
@@ -166,6 +170,7 @@ def quantities(section: dict[str, Any]) -> dict[str, float | None]:
         "covid_sensitivity": section["covid_sensitivity"],
         "worst_cell_sensitivity": section["worst_cell"]["recall"] if section["worst_cell"] else None,
         "content_free_called_covid": max(v["called_covid"] for v in free.values()) if free else None,
+        "content_free_flagged": min(v["flagged_no_lungs"] for v in free.values()) if free and all("flagged_no_lungs" in v for v in free.values()) else None,
         "cam_lung_share_covid": heat.get("COVID", {}).get("lung_share"),
     }
 
@@ -180,13 +185,19 @@ def check_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def lung_model() -> LungModel | None:
+    """The bundled lung model, or None when this checkout has none."""
+    try:
+        return load_lung_model()
+    except ModelError:
+        return None
+
+
 def lung_masks_for(roots: list[Path], frame: tuple[int, int]) -> dict[Path, np.ndarray] | None:
     """Lung-field masks (booleans over a model frame of ``frame`` size) of every test film, by the bundled lung model."""
-    try:
-        from edgecxr.lungs import load_lung_model
-    except ImportError:
+    lungs = lung_model()
+    if lungs is None:
         return None
-    lungs = load_lung_model()
     out = {}
     for film in films_of(roots, "test", ["COVID", "Normal", "Pneumonia"]):
         mask = lungs.lungs(film.path)
@@ -215,7 +226,7 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         ("worst cell (>= 30 films)", lambda s: f"{s['worst_cell']['cell']} {s['worst_cell']['recall']:.3f}" if s["worst_cell"] else "–"),
         (f"{EXTERNAL} called Normal", lambda s: f"{s['external']['called'].get('Normal', float('nan')):.3f} (n={s['external']['n']})"),
         (f"{EXTERNAL} called COVID", lambda s: f"{s['external']['called'].get('COVID', float('nan')):.3f}"),
-        *[(f"content-free '{kind}' called COVID", lambda s, k=kind: f"{s['content_free'][k]['called_covid']:.2f}") for kind in sections[0]["content_free"]],
+        *[(f"content-free '{kind}' called COVID / flagged no lung fields", lambda s, k=kind: _free_cell(s["content_free"][k])) for kind in sections[0]["content_free"]],
         *[(f"correct {label}: heatmap peak in top row / lung share", lambda s, c=label: _heat_cell(s, c)) for label in ("COVID", "Normal", "Pneumonia")],
     ]
     for title, cell in rows:
@@ -230,6 +241,11 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
     if notes:
         lines += ["", "## Why", "", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _free_cell(free: dict[str, Any]) -> str:
+    flagged = free.get("flagged_no_lungs")
+    return f"{free['called_covid']:.2f} / " + (f"{flagged:.2f}" if flagged is not None else "–")
 
 
 def _heat_cell(section: dict[str, Any], label: str) -> str:
