@@ -20,11 +20,17 @@ def train_pipeline(
     ``geometric=False`` keeps only intensity augmentation (brightness, contrast, noise): an MLP
     has no translation invariance, so crops and rotations mostly make its task harder.
     """
-    size = x.shape[1:3]
+    augment = make_augment(x.shape[1:3], seed, hflip, geometric)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(lambda images, labels: (augment(images), labels), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_augment(size, seed: int, hflip: bool = False, geometric: bool = True):
+    """The batch augmentation of :func:`train_pipeline`: a function images -> augmented images."""
     rotate = keras.layers.RandomRotation(7.0 / 360.0, fill_mode="constant", seed=seed)
     rng = tf.random.Generator.from_seed(seed)
 
-    def augment(images, labels):
+    def augment(images):
         n = tf.shape(images)[0]
         if geometric:
             images = geometric_augment(images, n)
@@ -36,7 +42,7 @@ def train_pipeline(
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         images = (images - mean) * contrast + mean + brightness
         images += rng.normal(tf.shape(images), stddev=0.015)
-        return tf.clip_by_value(images, 0.0, 1.0), labels
+        return tf.clip_by_value(images, 0.0, 1.0)
 
     def geometric_augment(images, n):
         """Random resized crop (80-100% area, aspect 0.9-1.1) and a rotation of up to 7 degrees."""
@@ -50,8 +56,7 @@ def train_pipeline(
         images = tf.image.crop_and_resize(images, boxes, tf.range(n), size)
         return rotate(images, training=True)
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return augment
 
 
 def eval_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int) -> tf.data.Dataset:

@@ -74,8 +74,21 @@ def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int 
     """Decode and preprocess every image of every split once, in parallel; skip unreadable ones."""
     root = Path(root)
     labels, pairs = list_images(root)
+    return decode_pairs(root, labels, pairs, read_sources(root), spec, workers, verbose)
+
+
+def decode_pairs(
+    root: Path,
+    labels: list[str],
+    pairs: Mapping[str, list[tuple[Path, str]]],
+    sources: Mapping[str, str],
+    spec: Mapping[str, Any],
+    workers: int = 4,
+    verbose: bool = True,
+    need_train: bool = True,
+) -> Dataset:
+    """Decode listed (file, class) pairs per split into a :class:`Dataset` named after ``root``."""
     manifest = root / "manifest.csv"
-    sources = read_sources(root)
     skipped: list[str] = []
     splits = {}
     for name, items in pairs.items():
@@ -93,7 +106,7 @@ def load_dataset(root: str | os.PathLike, spec: Mapping[str, Any], workers: int 
             files=files,
             sources=[sources.get(f, "") for f in files],
         )
-    if "train" not in splits:
+    if need_train and "train" not in splits:
         raise DatasetError(f"{root}: none of the training images could be read")
     if skipped and verbose:
         print(f"skipped {len(skipped)} unreadable image(s):")

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from edgecxr.preprocess import DEFAULT_SPEC, validate_spec
-from training import augment, report
-from training.data import Dataset, DatasetError, load_dataset
+from training import adversarial, report
+from training.data import Dataset, DatasetError
 from training.models import build_model
+from training.multiroot import load_roots, manifest_digests
+from training.recipe import Recipe, source_ids, steps_per_epoch, train_dataset
+from training.selection import ValCells, cell_names
 
 
 @dataclass
@@ -47,6 +50,15 @@ class TrainConfig:
     freeze_backbone: bool = False
     strategy: str = "default"
     workers: int = 4
+    more_data: list[Path] = field(default_factory=list)  # further dataset roots (training.multiroot)
+    balance: str = "none"  # de-confounding switches: see training.recipe.Recipe
+    scanner_aug: bool = False
+    markers: bool = False
+    adversarial: float = 0.0
+    select: str = "loss"  # best.keras by lowest val loss, or "worst": highest worst source x class val recall
+
+    def recipe(self) -> Recipe:
+        return Recipe(self.balance, self.scanner_aug, self.markers, self.adversarial)
 
 
 DEFAULT_INPUT_SIZE = {"resnet18": 128, "mlp12": 64}
@@ -82,7 +94,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
     if not resuming and (cfg.out / "last.keras").exists():
         raise DatasetError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose another --out")
     spec = json.loads((cfg.out / "run.json").read_text())["preprocessing"] if resuming else run_spec(cfg)
-    data = load_dataset(cfg.data, spec, workers=cfg.workers)
+    data = load_roots([cfg.data, *cfg.more_data], spec, workers=cfg.workers)
     train_split = data.splits["train"]
     val_split = data.splits.get("val")
     if val_split is None:
@@ -93,47 +105,57 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
     strategy = make_strategy(cfg.strategy)
     state_path = cfg.out / "state.json"
     initial_epoch = 0
-    steps = int(np.ceil(len(train_split.x) / cfg.batch_size))
+    steps = steps_per_epoch(len(train_split.x), cfg.batch_size)
+    recipe = cfg.recipe()
+    n_sources = len(source_ids(train_split.sources)[1])
+    if recipe.adversarial > 0 and n_sources < 2:
+        raise DatasetError(f"{cfg.data}: --adversarial needs at least two training sources in the manifests, found {n_sources}")
+    resume_file = cfg.out / (adversarial.WRAPPER_FILE if recipe.adversarial > 0 else "last.keras")
     with strategy.scope():
         if resuming:
-            model = keras.models.load_model(cfg.out / "last.keras")
+            model = keras.models.load_model(resume_file)
             initial_epoch = json.loads(state_path.read_text())["epochs_done"]
-            print(f"resuming from {cfg.out / 'last.keras'} after epoch {initial_epoch}")
+            print(f"resuming from {resume_file} after epoch {initial_epoch}")
         else:
             model = _new_or_init_model(cfg, spec, data.labels)
+            if recipe.adversarial > 0:
+                model = adversarial.build_wrapper(model, n_sources)
             schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, cfg.epochs * steps), alpha=0.02)
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
                 loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
+                metrics={"classifier": "accuracy"} if recipe.adversarial > 0 else ["accuracy"],
+                weighted_metrics=[],
             )
+    classifier = adversarial.plain_classifier(model) if recipe.adversarial > 0 else model
     history = _load_history(cfg.out) if cfg.resume else {}
-    best_so_far = min(history.get("val_loss", []), default=None)  # a resumed run keeps its best checkpoint
     callbacks = [
-        _BestCheckpoint(
-            str(cfg.out / "best.keras"), monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
-        ),
+        ValCells(classifier, val_split.x, val_split.y, cell_names(val_split.y, val_split.sources, data.labels), cfg.out, cfg.batch_size),
+        *_best_checkpoints(cfg, history, classifier),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
-        _LastCheckpoint(cfg.out, history),
+        _LastCheckpoint(cfg.out, history, classifier),
     ]
+    if recipe.adversarial > 0:
+        callbacks.insert(0, adversarial.ReversalSchedule(recipe.adversarial, cfg.epochs))
     try:
         model.fit(
-            augment.train_pipeline(train_split.x, train_split.y, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric),
-            validation_data=augment.eval_pipeline(val_split.x, val_split.y, cfg.batch_size),
+            train_dataset(train_split.x, train_split.y, train_split.sources, data.labels, recipe, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric),
+            steps_per_epoch=steps,
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
-            class_weight=augment.class_weights(train_split.y, len(data.labels)),
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )
     except KeyboardInterrupt:
         done = json.loads(state_path.read_text())["epochs_done"] if state_path.exists() else 0
         if not (cfg.out / "last.keras").exists():
-            model.save(cfg.out / "last.keras")
+            classifier.save(cfg.out / "last.keras")
+            if classifier is not model:
+                model.save(cfg.out / adversarial.WRAPPER_FILE)
             state_path.write_text(json.dumps({"epochs_done": done}))
         print(f"\ninterrupted: checkpoint of epoch {done} is in {cfg.out / 'last.keras'}; continue with --resume")
         raise
-    best = keras.models.load_model(cfg.out / "best.keras") if (cfg.out / "best.keras").exists() else model
+    best = keras.models.load_model(cfg.out / "best.keras") if (cfg.out / "best.keras").exists() else classifier
     return evaluate_run(best, data, cfg.out, cfg.batch_size)
 
 
@@ -193,8 +215,34 @@ def _ctrl_c_deferred():
         raise KeyboardInterrupt
 
 
+def _best_checkpoints(cfg: TrainConfig, history: dict, classifier: keras.Model) -> list[keras.callbacks.Callback]:
+    """best.keras by ``cfg.select``; with ``worst``, the lowest-val-loss model also goes to best_loss.keras.
+
+    A resumed run keeps its best checkpoints (the thresholds start from its history).
+    """
+    def by(monitor: str, mode: str, name: str) -> keras.callbacks.Callback:
+        values = history.get(monitor, [])
+        start = (max(values) if mode == "max" else min(values)) if values else None
+        return _BestCheckpoint(
+            str(cfg.out / name), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=start, plain=classifier
+        )
+
+    if cfg.select == "loss":
+        return [by("val_loss", "min", "best.keras")]
+    if cfg.select == "worst":
+        return [by("val_worst_recall", "max", "best.keras"), by("val_loss", "min", "best_loss.keras")]
+    raise ValueError(f"unknown --select {cfg.select!r}: choose loss or worst")
+
+
 class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Keras's best-model checkpoint, written whole even when Ctrl+C arrives during the save."""
+    """Keras's best-model checkpoint of the plain classifier, written whole even when Ctrl+C arrives during the save."""
+
+    def __init__(self, *args, plain: keras.Model, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.plain = plain
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self.plain)  # the adversarial wrapper is trained; the plain classifier is saved
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with _ctrl_c_deferred():
@@ -202,17 +250,22 @@ class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class _LastCheckpoint(keras.callbacks.Callback):
-    """Saves ``last.keras``, ``state.json`` and ``history.json`` after every epoch, together."""
+    """Saves ``last.keras`` (the plain classifier), ``state.json`` and ``history.json`` after every epoch, together.
 
-    def __init__(self, out: Path, history: dict) -> None:
+    When the trained model is the adversarial wrapper, it is saved too (``adversarial.keras``, for ``--resume``).
+    """
+
+    def __init__(self, out: Path, history: dict, plain: keras.Model) -> None:
         super().__init__()
-        self.out, self.history = out, history
+        self.out, self.history, self.plain = out, history, plain
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with _ctrl_c_deferred():
             for key, value in (logs or {}).items():
                 self.history.setdefault(key, []).append(float(value))
-            self.model.save(self.out / "last.keras")
+            self.plain.save(self.out / "last.keras")
+            if self.plain is not self.model:
+                self.model.save(self.out / adversarial.WRAPPER_FILE)
             (self.out / "state.json").write_text(json.dumps({"epochs_done": epoch + 1}))
             report.write_json(self.history, self.out / "history.json")
 
@@ -234,12 +287,13 @@ def _write_run_info(cfg: TrainConfig, data: Dataset, spec: dict, argv: list[str]
         return
     info = {
         "command": " ".join(argv),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        "config": {k: [str(p) for p in v] if isinstance(v, list) else str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
         "labels": data.labels,
         "preprocessing": spec,
         "dataset": {
             "root": str(data.root),
             "manifest_sha256": data.manifest_sha256,
+            "roots": manifest_digests([cfg.data, *cfg.more_data]),
             "counts": {name: np.bincount(s.y, minlength=len(data.labels)).tolist() for name, s in data.splits.items()},
             "skipped": data.skipped,
         },
