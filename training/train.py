@@ -1,9 +1,13 @@
 """The training loop: build or load a model, fit it with checkpoints, and write the run folder.
 
-A run folder holds ``run.json`` (command, versions, dataset manifest hash, labels, preprocessing
-spec), ``best.keras`` (lowest validation loss), ``last.keras`` + ``state.json`` (for ``--resume``
-and written on Ctrl+C), ``history.json``, ``metrics.json`` (val and test, overall and per
-source), ``curves.png`` and ``confusion_{val,test}.png``.
+A run folder holds ``run.json`` (command, versions, dataset manifest hashes, labels, preprocessing
+spec), ``best.keras`` (lowest validation loss, or with ``select="worst"`` the best worst val cell,
+the lowest-loss model then in ``best_loss.keras``), ``last.keras`` + ``state.json`` (for
+``--resume`` and written on Ctrl+C; ``adversarial.keras`` too when the source-adversarial wrapper
+is trained), ``history.json``, ``cells.json`` (val recall per source x class and epoch),
+``metrics.json`` (val and test, overall and per source), ``curves.png`` and
+``confusion_{val,test}.png``. The training input and its de-confounding switches are
+:mod:`training.recipe`'s.
 """
 from __future__ import annotations
 
