@@ -233,3 +233,17 @@ def test_tiny_run_with_every_measure_saves_the_plain_classifier_and_resumes(tmp_
     assert set(info["dataset"]["roots"]) == {str(main), str(plus)} and info["config"]["more_data"] == [str(plus)]
     assert metrics["test"]["n"] == 4 * 3 + 2 + 3
     assert set(metrics["test"]["per_source"]) == {"alpha", "beta", "gamma"}
+
+
+def test_ablation_verdict_and_root_membership():
+    from training.ablation import files_under, kept
+
+    assert files_under(["d/cxr3/test/a.png", "d/cxr3-plus/test/b.png"], "d/cxr3").tolist() == [True, False]
+    base = {"external_normal": 0.60, "nih_normal": 0.60, "cxr3_macro_f1": 0.88, "cxr3_covid_sensitivity": 0.90}
+    better = {**base, "external_normal": 0.70, "cxr3_macro_f1": 0.875}
+    assert kept({"selected": better}, {"selected": base}).startswith("kept (external_normal +0.100")
+    worse_id = {**better, "cxr3_covid_sensitivity": 0.85}
+    assert kept({"selected": worse_id}, {"selected": base}).startswith("not kept (hurts cxr3_covid_sensitivity")
+    trade = {**base, "external_normal": 0.70, "nih_normal": 0.50}
+    assert kept({"selected": trade}, {"selected": base}).startswith("not kept (no clear gain")
+    assert kept({"selected": base}, None) == "reference"

@@ -125,11 +125,16 @@ def _eval_sets(roots: Sequence[str], spec: dict, labels: list[str], cache: dict)
         if data.labels != labels:
             raise SystemExit(f"error: {roots[0]}: labels {data.labels} differ from the run's {labels}")
         split = data.splits["test"]
-        first = str(Path(roots[0]))
-        in_first = np.array([f.startswith(first) for f in split.files])
+        in_first = files_under(split.files, roots[0])
         external = load_report_split(roots[-1], "external", labels, spec)
         cache[key] = (_TestSet(split.x, split.y, split.sources, in_first), external)
     return cache[key]
+
+
+def files_under(files: Sequence[str], root: str | Path) -> np.ndarray:
+    """Which ``files`` lie inside ``root`` (``cxr3-plus/x.png`` is not inside ``cxr3``)."""
+    root = Path(root)
+    return np.array([root in Path(f).parents for f in files], dtype=bool)
 
 
 def kept(row: dict, previous: dict | None) -> str:
