@@ -1,8 +1,9 @@
 """The de-confounding ablation: cumulative training rows, each measured the same way.
 
 ``python -m training.ablation run --out-root RUNS --data CXR3 --data CXR3_PLUS [--epochs 10]``
-trains the rows of :data:`ROWS` one after another (a finished row is skipped, an interrupted one
-continues with ``--resume``), measures each finished row and rewrites ``RUNS/ablation.json`` and
+trains the cumulative rows of :data:`ROWS` one after another (a finished row is skipped, an
+interrupted one continues with ``--resume``; ``--rows NAME...`` picks rows, including the
+one-change :data:`VARIANTS`), measures each finished row and rewrites ``RUNS/ablation.json`` and
 ``RUNS/ablation.md``. ``python -m training.ablation report ...`` only measures and writes.
 
 Every row is measured by :func:`measure` (Keras, the run's ``best.keras`` and, when the run
@@ -12,7 +13,8 @@ test macro-F1 and COVID sensitivity, the combined test's recall per source x cla
 recall, and the share of the report-only ``external`` films (all Normal) called Normal and called
 COVID. ``external`` is read by :func:`training.multiroot.load_report_split`, only here.
 
-A row's measure is **kept** when, against the row before it, it helps on ``external`` or ``nih``
+A row's measure is **kept** when, against the row it is compared with (the cumulative row before
+it; a variant names its own), it helps on ``external`` or ``nih``
 Normal (+0.02 / +0.05, about 5 and 2 films) without the other falling by as much, and does not hurt
 in distribution (cxr3 test macro-F1 down by at most 0.01, COVID sensitivity by at most 0.02). One
 seed per row: differences of a film or two are noise.
@@ -28,14 +30,27 @@ from typing import Sequence
 
 import numpy as np
 
-ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("baseline", "today's recipe, cxr3 only, selection on val loss", ()),
-    ("plus_nih", "+ cxr3-plus nih Normals, selection on the worst val cell", ("--select", "worst")),
-    ("balanced", "+ source x class balanced sampling (sqrt)", ("--select", "worst", "--balance", "sqrt")),
-    ("scanner", "+ scanner-style augmentation", ("--select", "worst", "--balance", "sqrt", "--scanner-aug")),
-    ("markers", "+ synthetic markers", ("--select", "worst", "--balance", "sqrt", "--scanner-aug", "--markers")),
-    ("adversarial", "+ source-adversarial head (0.3)", ("--select", "worst", "--balance", "sqrt", "--scanner-aug", "--markers", "--adversarial", "0.3")),
+# (name, measure, python -m training flags, row it is compared with); cumulative rows, then variants.
+ROWS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
+    ("baseline", "today's recipe, cxr3 only, selection on val loss", (), None),
+    ("plus_nih", "+ cxr3-plus nih Normals, selection on the worst val cell", ("--select", "worst"), "baseline"),
+    ("balanced", "+ source x class balanced sampling (sqrt)", ("--select", "worst", "--balance", "sqrt"), "plus_nih"),
+    ("scanner", "+ scanner-style augmentation", ("--select", "worst", "--balance", "sqrt", "--scanner-aug"), "balanced"),
+    ("markers", "+ synthetic markers", ("--select", "worst", "--balance", "sqrt", "--scanner-aug", "--markers"), "scanner"),
+    (
+        "adversarial", "+ source-adversarial head (0.3)",
+        ("--select", "worst", "--balance", "sqrt", "--scanner-aug", "--markers", "--adversarial", "0.3"), "markers",
+    ),
 )
+# Variants run only when named with --rows: one change against the row named last.
+VARIANTS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
+    ("balanced_cells", "balanced sampling with every cell of a class equally often", ("--select", "worst", "--balance", "cells"), "plus_nih"),
+    (
+        "adversarial_1", "source-adversarial head at 1.0",
+        ("--select", "worst", "--balance", "sqrt", "--scanner-aug", "--markers", "--adversarial", "1.0"), "markers",
+    ),
+)
+ALL_ROWS = ROWS + VARIANTS
 MIN_TEST_CELL = 30  # the issue's target: every source x class with >= 30 test films >= 0.85
 HELPS = {"external_normal": 0.02, "nih_normal": 0.05}
 HURTS = {"cxr3_macro_f1": 0.01, "cxr3_covid_sensitivity": 0.02}
@@ -43,7 +58,7 @@ HURTS = {"cxr3_macro_f1": 0.01, "cxr3_covid_sensitivity": 0.02}
 
 def row_command(name: str, roots: Sequence[str], out_root: Path, epochs: int, extra: Sequence[str] = ()) -> list[str]:
     """The ``python -m training`` arguments of one row (the baseline reads only the first root)."""
-    flags = dict((n, f) for n, _, f in ROWS)[name]
+    flags = {n: f for n, _, f, _ in ALL_ROWS}[name]
     data = roots[:1] if name == "baseline" else roots
     args = [a for r in data for a in ("--data", str(r))]
     return [*args, "--out", str(out_root / name), "--epochs", str(epochs), "--patience", str(epochs), *flags, *extra]
@@ -77,10 +92,10 @@ def measure(run_dir: Path, roots: Sequence[str], cache: dict) -> dict:
     }
     if history.get("epoch_seconds"):
         out["seconds_per_epoch"] = round(float(np.mean(history["epoch_seconds"])), 1)
-    checkpoints = {"selected": run_dir / "best.keras"}
+    checkpoints = {"selected": (run_dir / "best.keras", epoch)}
     if (run_dir / "best_loss.keras").exists():
-        checkpoints["by_val_loss"] = run_dir / "best_loss.keras"
-    for name, path in checkpoints.items():
+        checkpoints["by_val_loss"] = (run_dir / "best_loss.keras", int(np.argmin(history["val_loss"])) + 1)
+    for name, (path, at) in checkpoints.items():
         model = keras.models.load_model(path)
         pred = {k: np.argmax(model.predict(s.x, batch_size=64, verbose=0), axis=1) for k, s in (("test", test), ("external", external))}
         combined = split_metrics(test.y, pred["test"], labels, test.sources)
@@ -93,6 +108,7 @@ def measure(run_dir: Path, roots: Sequence[str], cache: dict) -> dict:
         ext_pred = np.asarray(pred["external"])
         out[name] = {
             "checkpoint": path.name,
+            "epoch": at,
             "cxr3_macro_f1": cxr3_report["macro_f1"],
             "cxr3_accuracy": cxr3_report["accuracy"],
             "cxr3_covid_sensitivity": cxr3_report["per_class"]["COVID"]["recall"],
@@ -137,11 +153,11 @@ def files_under(files: Sequence[str], root: str | Path) -> np.ndarray:
     return np.array([root in Path(f).parents for f in files], dtype=bool)
 
 
-def kept(row: dict, previous: dict | None) -> str:
-    """``kept`` / ``not kept`` with the reason, against the previous row (the selected checkpoints)."""
+def kept(row: dict, previous: dict | None, checkpoint: str = "selected") -> str:
+    """``kept`` / ``not kept`` with the reason, against the previous row (its ``checkpoint``, else the selected one)."""
     if previous is None:
         return "reference"
-    a, b = previous["selected"], row["selected"]
+    a, b = previous.get(checkpoint, previous["selected"]), row.get(checkpoint, row["selected"])
     delta = {k: (b[k] or 0.0) - (a[k] or 0.0) for k in (*HELPS, *HURTS)}
     helps = any(delta[k] >= t for k, t in HELPS.items()) and all(delta[k] > -t for k, t in HELPS.items())
     hurts = [k for k, t in HURTS.items() if delta[k] < -t]
@@ -153,15 +169,18 @@ def kept(row: dict, previous: dict | None) -> str:
 
 def write_tables(rows: list[dict], out_root: Path, schedule: str) -> None:
     """``ablation.json`` (one object per row) and ``ablation.md`` (the table)."""
-    order = [n for n, _, _ in ROWS]
+    order = [n for n, _, _, _ in ALL_ROWS]
     rows = sorted(rows, key=lambda r: order.index(r["row"]))
-    desc = {n: d for n, d, _ in ROWS}
-    previous = None
+    desc = {n: d for n, d, _, _ in ALL_ROWS}
+    against = {n: a for n, _, _, a in ALL_ROWS}
+    by_name = {r["row"]: r for r in rows}
     for row in rows:
         row["measure"] = desc[row["row"]]
-        adjacent = previous is None or order.index(row["row"]) == order.index(previous["row"]) + 1
-        row["verdict"] = kept(row, previous) if adjacent else "previous row missing"
-        previous = row
+        row["compared_with"] = against[row["row"]]
+        ref = by_name.get(against[row["row"]])
+        missing = against[row["row"]] is not None and ref is None
+        row["verdict"] = "compared row missing" if missing else kept(row, ref)
+        row["verdict_by_val_loss"] = "compared row missing" if missing else kept(row, ref, "by_val_loss")
     (out_root / "ablation.json").write_text(json.dumps({"schedule": schedule, "rows": rows}, indent=1) + "\n")
     head = (
         "| row | measure | selected epoch (criterion, val worst cell) | cxr3 test macro-F1 | cxr3 COVID sens. | cxr3+plus test macro-F1 "
@@ -176,13 +195,17 @@ def write_tables(rows: list[dict], out_root: Path, schedule: str) -> None:
             f"| {s['cxr3_covid_sensitivity']:.3f} | {s['test_macro_f1']:.3f} | {s['worst_test_cell']} {s['worst_test_cell_recall']:.3f} "
             f"| {_num(s['nih_normal'])} | {s['external_normal']:.3f} | {s['external_covid']:.3f} | {r.get('seconds_per_epoch', '-')} | {r['verdict']} |"
         )
-    alt = [r for r in rows if "by_val_loss" in r]
-    if alt:
-        lines += ["", "The same runs' lowest-val-loss checkpoint (what selection on the worst val cell changes):", "",
-                  "| row | cxr3 test macro-F1 | cxr3 COVID sens. | worst test cell | nih Normal test | external called Normal |", "|---|---|---|---|---|---|"]
-        for r in alt:
-            s = r["by_val_loss"]
-            lines.append(f"| {r['row']} | {s['cxr3_macro_f1']:.3f} | {s['cxr3_covid_sensitivity']:.3f} | {s['worst_test_cell']} {s['worst_test_cell_recall']:.3f} | {_num(s['nih_normal'])} | {s['external_normal']:.3f} |")
+    if any("by_val_loss" in r for r in rows):
+        lines += ["", "The same runs' lowest-val-loss checkpoint (the baseline selects it anyway), with the verdict on these:", "",
+                  "| row | epoch | cxr3 test macro-F1 | cxr3 COVID sens. | cxr3+plus test macro-F1 | worst test cell | nih Normal test "
+                  "| external called Normal | external called COVID | verdict |", "|" + "---|" * 10]
+        for r in rows:
+            s = r.get("by_val_loss", r["selected"])
+            lines.append(
+                f"| {r['row']} | {s.get('epoch', r['selected_epoch'])}/{r['epochs']} | {s['cxr3_macro_f1']:.3f} | {s['cxr3_covid_sensitivity']:.3f} "
+                f"| {s['test_macro_f1']:.3f} | {s['worst_test_cell']} {s['worst_test_cell_recall']:.3f} | {_num(s['nih_normal'])} "
+                f"| {s['external_normal']:.3f} | {s['external_covid']:.3f} | {r['verdict_by_val_loss']} |"
+            )
     cells = sorted({c for r in rows for c in r["selected"]["test_cell_recall"]})
     if rows:
         n = rows[-1]["selected"]["test_cell_n"]
@@ -199,7 +222,7 @@ def _num(v) -> str:
 
 def _measure_all(out_root: Path, roots: Sequence[str], schedule: str, cache: dict) -> None:
     rows = []
-    for name, _, _ in ROWS:
+    for name, _, _, _ in ALL_ROWS:
         run = out_root / name
         if not (run / "metrics.json").exists():
             continue
@@ -234,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-root", type=Path, required=True, help="folder of the row run folders (outside the repo)")
     parser.add_argument("--data", action="append", required=True, help="dataset roots: cxr3 first, then cxr3-plus (its external split is report-only)")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rows", nargs="*", help="only these rows (default all, in order)")
+    parser.add_argument("--rows", nargs="*", help="only these rows (default: the cumulative rows, in order; variants only by name)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more python -m training options for every row")
     args = parser.parse_args(argv)
     schedule = f"{args.epochs} epochs, cosine decay from 1e-3, batch 32, ResNet-18-style width 32 at 128x128, seed 0, one run per row"
@@ -243,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out_root.mkdir(parents=True, exist_ok=True)
     cache: dict = {}
     if args.action == "run":
-        for name, _, _ in ROWS:
-            if args.rows and name not in args.rows:
+        for name, _, _, _ in ALL_ROWS:
+            if (name not in args.rows) if args.rows else (name not in {n for n, _, _, _ in ROWS}):
                 continue
             code = _train_row(name, args.data, args.out_root, args.epochs, args.extra)
             if code != 0:
