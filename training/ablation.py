@@ -42,12 +42,14 @@ ROWS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
         ("--select", "worst", "--balance", "sqrt", "--scanner-aug", "--markers", "--adversarial", "0.3"), "markers",
     ),
 )
-# Variants run only when named with --rows: one change against the row named last.
+# Variants run only when named with --rows: the measures after plus_nih without balanced sampling
+# (which lost external films in the cumulative rows), each against the variant before it.
 VARIANTS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
-    ("balanced_cells", "balanced sampling with every cell of a class equally often", ("--select", "worst", "--balance", "cells"), "plus_nih"),
+    ("nobal_scanner", "plus_nih + scanner-style augmentation (no balanced sampling)", ("--select", "worst", "--scanner-aug"), "plus_nih"),
+    ("nobal_markers", "+ synthetic markers (no balanced sampling)", ("--select", "worst", "--scanner-aug", "--markers"), "nobal_scanner"),
     (
-        "adversarial_1", "source-adversarial head at 1.0",
-        ("--select", "worst", "--balance", "sqrt", "--scanner-aug", "--markers", "--adversarial", "1.0"), "markers",
+        "nobal_adversarial", "+ source-adversarial head (0.3) (no balanced sampling)",
+        ("--select", "worst", "--scanner-aug", "--markers", "--adversarial", "0.3"), "nobal_markers",
     ),
 )
 ALL_ROWS = ROWS + VARIANTS
