@@ -18,7 +18,8 @@ def small_copy(source_root: Path, target_root: Path, per_cell: int) -> list[dict
     """``per_cell`` films of every (split, label, source) of ``source_root``'s test/external splits, with their manifest rows."""
     with (source_root / "manifest.csv").open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] in ("test", "external")]
-    kept, seen = [], {}
+    kept: list[dict[str, str]] = []
+    seen: dict[tuple[str, str, str], int] = {}
     for row in rows:
         key = (row["split"], row["label"], row["source"])
         if seen.get(key, 0) < per_cell:
