@@ -9,6 +9,7 @@ from pathlib import Path
 from edgecxr.families import FAMILIES
 from edgecxr.provenance import invocation
 from training.data import DatasetError
+from training.recipe import BALANCE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=4, help="threads decoding images")
     parser.add_argument(
-        "--balance", choices=("none", "cells", "sqrt"), default="none",
+        "--balance", choices=BALANCE, default="none",
         help="source x class balanced sampling: every class equally often, its cells evenly (cells) or by sqrt(size) (sqrt)",
     )
     parser.add_argument("--scanner-aug", action="store_true", help="scanner-style augmentation (gamma, window, blur/sharpen, noise, JPEG, resampling, borders)")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
-from training import augment, markers, sampling, scanner_aug
-from training.selection import cell_names
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 BALANCE = ("none", "cells", "sqrt")
 
@@ -57,6 +57,11 @@ def train_dataset(
     geometric: bool = True,
 ) -> tf.data.Dataset:
     """The endless, batched, augmented training stream of a run; see the module docstring."""
+    import tensorflow as tf  # here, not at import: `python -m training --help` reads BALANCE without TensorFlow
+
+    from training import augment, markers, sampling, scanner_aug
+    from training.selection import cell_names
+
     if recipe.balance not in BALANCE:
         raise ValueError(f"unknown balance {recipe.balance!r}: choose from {BALANCE}")
     n_classes = len(labels)
