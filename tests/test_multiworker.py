@@ -19,7 +19,7 @@ from conftest import TINY_LABELS, write_png
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600  # both workers together; a tiny model, two epochs of three steps
-RUN_FILES = {"run.json", "best.keras", "last.keras", "state.json", "history.json", "metrics.json",
+RUN_FILES = {"run.json", "cells.json", "best.keras", "last.keras", "state.json", "history.json", "metrics.json",
              "curves.png", "confusion_val.png", "confusion_test.png"}
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training DATA_DIR --out RUN_DIR [options]``."""
+"""Command line: ``python -m training [DATA_DIR] [--data ROOT]... --out RUN_DIR [options]``."""
 from __future__ import annotations
 
 import argparse
@@ -9,15 +9,21 @@ from pathlib import Path
 from edgecxr.families import FAMILIES, names
 from edgecxr.provenance import invocation
 from training.data import DatasetError
+from training.recipe import BALANCE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train an edgecxr model on a one-folder-per-class dataset "
-        "(root/{train,val,test}/{class}/... or root/{class}/...).",
+        description="Train an edgecxr model on one-folder-per-class datasets "
+        "(root/{train,val,test}/{class}/... or root/{class}/...); several roots train together.",
     )
-    parser.add_argument("data", type=Path, help="dataset root folder")
+    parser.add_argument("data", type=Path, nargs="?", help="dataset root folder (the same as a first --data)")
+    parser.add_argument(
+        "--data", dest="roots", type=Path, action="append", default=[],
+        help="a dataset root, repeatable; the first root (positional or --data) gives the labels, "
+        "further roots' class folders are a subset (e.g. --data cxr3 --data cxr3-plus)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="run folder to write (model, metrics, plots)")
     classifiers = names("classification")  # segmentation families train with their own command (python -m training.lungs)
     parser.add_argument("--family", choices=classifiers, default="resnet18", help="model family (default resnet18)")
@@ -43,12 +49,31 @@ def main(argv: list[str] | None = None) -> int:
         help="tf.distribute strategy: one device, all local GPUs, or workers from TF_CONFIG",
     )
     parser.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    parser.add_argument(
+        "--balance", choices=BALANCE, default="none",
+        help="source x class balanced sampling: every class equally often, its cells evenly (cells) or by sqrt(size) (sqrt)",
+    )
+    parser.add_argument("--scanner-aug", action="store_true", help="scanner-style augmentation (gamma, window, blur/sharpen, noise, JPEG, resampling, borders)")
+    parser.add_argument("--markers", action="store_true", help="burn synthetic text, letters, arrows and boxes into films of all classes")
+    parser.add_argument(
+        "--adversarial", type=float, default=0.0, metavar="LAMBDA",
+        help="source-adversarial head with gradient reversal of this strength (0: off; e.g. 0.3)",
+    )
+    parser.add_argument(
+        "--select", choices=("loss", "worst"), default="loss",
+        help="best.keras by lowest val loss, or by the highest recall of the worst source x class val cell (>= 10 films)",
+    )
     args = parser.parse_args(argv)
     if args.freeze_backbone and not args.init_from:
         parser.error("--freeze-backbone needs --init-from")
+    roots = ([args.data] if args.data else []) + args.roots
+    if not roots:
+        parser.error("give a dataset root (DATA_DIR or --data ROOT)")
+
     from training.train import TrainConfig, train
 
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items()})
+    options = {k: v for k, v in vars(args).items() if k not in ("data", "roots")}
+    cfg = TrainConfig(data=roots[0], more_data=roots[1:], **options)
     # Ctrl+C must reach the checkpointing handler even when started in the background, where the
     # shell makes the process ignore SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)

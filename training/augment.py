@@ -22,11 +22,18 @@ def train_pipeline(
     has no translation invariance, so crops and rotations mostly make its task harder.
     ``drop_remainder`` leaves out the last incomplete batch (multi-worker training needs whole batches).
     """
-    size = x.shape[1:3]
+    augment = make_augment(x.shape[1:3], seed, hflip, geometric)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.map(lambda images, labels: (augment(images), labels), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_augment(size, seed: int, hflip: bool = False, geometric: bool = True):
+    """The batch augmentation of :func:`train_pipeline`: a function images -> augmented images."""
     rotate = keras.layers.RandomRotation(7.0 / 360.0, fill_mode="constant", seed=seed)
     rng = tf.random.Generator.from_seed(seed)
 
-    def augment(images, labels):
+    def augment(images):
         n = tf.shape(images)[0]
         if geometric:
             images = geometric_augment(images, n)
@@ -38,7 +45,7 @@ def train_pipeline(
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         images = (images - mean) * contrast + mean + brightness
         images += rng.normal(tf.shape(images), stddev=0.015)
-        return tf.clip_by_value(images, 0.0, 1.0), labels
+        return tf.clip_by_value(images, 0.0, 1.0)
 
     def geometric_augment(images, n):
         """Random resized crop (80-100% area, aspect 0.9-1.1) and a rotation of up to 7 degrees."""
@@ -52,9 +59,7 @@ def train_pipeline(
         images = tf.image.crop_and_resize(images, boxes, tf.range(n), size)
         return rotate(images, training=True)
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return augment
 
 
 def eval_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, drop_remainder: bool = False) -> tf.data.Dataset:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,24 @@ def load_dataset(root: str | os.PathLike, spec: SpecLike, workers: int = 4, verb
     root = Path(root)
     labels, pairs = list_images(root)
     manifest = dataset_manifest(root)
+    return decode_pairs(root, labels, pairs, [manifest] if manifest else [], spec, workers, verbose)
+
+
+def decode_pairs(
+    root: Path,
+    labels: list[str],
+    pairs: Mapping[str, list[tuple[Path, str]]],
+    manifests: Sequence[Manifest],
+    spec: PreprocessSpec,
+    workers: int = 4,
+    verbose: bool = True,
+    need_train: bool = True,
+) -> Dataset:
+    """Decode listed (file, class) pairs per split into a :class:`Dataset` named after ``root``.
+
+    Sources come from the first of ``manifests`` that lists a file; the dataset's manifest hash is
+    the first manifest's (``root``'s own).
+    """
     skipped: list[str] = []
     splits = {}
     for name, items in pairs.items():
@@ -94,15 +113,15 @@ def load_dataset(root: str | os.PathLike, spec: SpecLike, workers: int = 4, verb
             x=np.stack([arrays[i] for i in keep]),
             y=np.array([labels.index(items[i][1]) for i in keep], dtype=np.int64),
             files=files,
-            sources=manifest.sources(files) if manifest else [""] * len(files),
+            sources=[next((row.source for m in manifests if (row := m.get(f))), "") for f in files],
         )
-    if "train" not in splits:
+    if need_train and "train" not in splits:
         raise DatasetError(f"{root}: none of the training images could be read")
     if skipped and verbose:
         print(f"skipped {len(skipped)} unreadable image(s):")
         for line in skipped[:20]:
             print(f"  {line}")
-    return Dataset(root, labels, splits, skipped, manifest.sha256 if manifest else None)
+    return Dataset(root, labels, splits, skipped, manifests[0].sha256 if manifests else None)
 
 
 def dataset_manifest(root: Path) -> Manifest | None:

@@ -1,10 +1,13 @@
 """The training loop: build or load a model, fit it with checkpoints, and write the run folder.
 
 A run folder holds ``run.json`` (provenance: command, git commit, versions, time; dataset
-manifest hash, labels, preprocessing spec), ``best.keras`` (lowest validation loss),
-``last.keras`` + ``state.json`` (for ``--resume`` and written on Ctrl+C), ``history.json``,
-``metrics.json`` (val and test, overall and per source), ``curves.png`` and
-``confusion_{val,test}.png``.
+manifest hashes, labels, preprocessing spec), ``best.keras`` (lowest validation loss, or with
+``select="worst"`` the best worst val cell, the lowest-loss model then in ``best_loss.keras``),
+``last.keras`` + ``state.json`` (for ``--resume`` and written on Ctrl+C; ``adversarial.keras`` too
+when the source-adversarial wrapper is trained), ``history.json``, ``cells.json`` (val recall per
+source x class and epoch), ``metrics.json`` (val and test, overall and per source), ``curves.png``
+and ``confusion_{val,test}.png``. The training input and its de-confounding switches are
+:mod:`training.recipe`'s.
 
 Under ``--strategy multiworker`` only the chief (worker 0) writes the run folder. Every worker
 runs the same saves, since saving reads variables that need all workers (TensorFlow's
@@ -19,7 +22,7 @@ import sys
 import tempfile
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +33,11 @@ from edgecxr import provenance
 from edgecxr.families import family
 from edgecxr.metrics import classification_report
 from edgecxr.preprocess import PreprocessSpec
-from training import augment, report
-from training.data import Dataset, DatasetError, load_dataset
+from training import adversarial, report
+from training.data import Dataset, DatasetError
+from training.multiroot import load_roots, manifest_digests
+from training.recipe import Recipe, source_ids, steps_per_epoch, train_dataset
+from training.selection import ValCells, cell_names
 
 
 @dataclass
@@ -54,6 +60,15 @@ class TrainConfig:
     freeze_backbone: bool = False
     strategy: str = "default"
     workers: int = 4
+    more_data: list[Path] = field(default_factory=list)  # further dataset roots (training.multiroot)
+    balance: str = "none"  # de-confounding switches: see training.recipe.Recipe
+    scanner_aug: bool = False
+    markers: bool = False
+    adversarial: float = 0.0
+    select: str = "loss"  # best.keras by lowest val loss, or "worst": highest worst source x class val recall
+
+    def recipe(self) -> Recipe:
+        return Recipe(self.balance, self.scanner_aug, self.markers, self.adversarial)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -98,7 +113,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
     if not resuming and (cfg.out / "last.keras").exists():
         raise DatasetError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose another --out")
     spec = PreprocessSpec.from_dict(json.loads((cfg.out / "run.json").read_text())["preprocessing"]) if resuming else run_spec(cfg)
-    data = load_dataset(cfg.data, spec, workers=cfg.workers)
+    data = load_roots([cfg.data, *cfg.more_data], spec, workers=cfg.workers)
     train_split = data.splits["train"]
     val_split = data.splits.get("val")
     if val_split is None:
@@ -116,49 +131,59 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
 
     state_path = write_dir / "state.json"
     initial_epoch = 0
-    steps = len(train_split.x) // cfg.batch_size if whole else int(np.ceil(len(train_split.x) / cfg.batch_size))
+    steps = len(train_split.x) // cfg.batch_size if whole else steps_per_epoch(len(train_split.x), cfg.batch_size)
+    recipe = cfg.recipe()
+    n_sources = len(source_ids(train_split.sources)[1])
+    if recipe.adversarial > 0 and n_sources < 2:
+        raise DatasetError(f"{cfg.data}: --adversarial needs at least two training sources in the manifests, found {n_sources}")
+    resume_file = cfg.out / (adversarial.WRAPPER_FILE if recipe.adversarial > 0 else "last.keras")
     with strategy.scope():
         if resuming:
-            model = keras.models.load_model(cfg.out / "last.keras")
+            model = keras.models.load_model(resume_file)
             initial_epoch = json.loads((cfg.out / "state.json").read_text())["epochs_done"]
-            print(f"resuming from {cfg.out / 'last.keras'} after epoch {initial_epoch}")
+            print(f"resuming from {resume_file} after epoch {initial_epoch}")
         else:
             model = _new_or_init_model(cfg, spec, data.labels)
+            if recipe.adversarial > 0:
+                model = adversarial.build_wrapper(model, n_sources)
             schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, cfg.epochs * steps), alpha=0.02)
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
                 loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
+                metrics={"classifier": "accuracy"} if recipe.adversarial > 0 else ["accuracy"],
+                weighted_metrics=[],
             )
+    classifier = adversarial.plain_classifier(model) if recipe.adversarial > 0 else model
     history = _load_history(cfg.out) if cfg.resume else {}
-    best_so_far = min(history.get("val_loss", []), default=None)  # a resumed run keeps its best checkpoint
     callbacks = [
-        _BestCheckpoint(
-            str(write_dir / "best.keras"), monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
-        ),
+        ValCells(classifier, val_split.x, val_split.y, cell_names(val_split.y, val_split.sources, data.labels), write_dir, cfg.batch_size),
+        *_best_checkpoints(cfg, history, classifier, write_dir),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
-        _LastCheckpoint(write_dir, history),
+        _LastCheckpoint(write_dir, history, classifier),
     ]
+    if recipe.adversarial > 0:
+        callbacks.insert(0, adversarial.ReversalSchedule(recipe.adversarial, cfg.epochs))
     try:
         model.fit(
-            augment.train_pipeline(train_split.x, train_split.y, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric, whole),
-            validation_data=augment.eval_pipeline(val_split.x, val_split.y, cfg.batch_size, whole),
+            train_dataset(train_split.x, train_split.y, train_split.sources, data.labels, recipe, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric),
+            steps_per_epoch=steps,
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
-            class_weight=augment.class_weights(train_split.y, len(data.labels)),
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )
     except KeyboardInterrupt:
         done = json.loads(state_path.read_text())["epochs_done"] if state_path.exists() else 0
         if not (write_dir / "last.keras").exists():
-            model.save(write_dir / "last.keras")
+            classifier.save(write_dir / "last.keras")
+            if classifier is not model:
+                model.save(write_dir / adversarial.WRAPPER_FILE)
             state_path.write_text(json.dumps({"epochs_done": done}))
         print(f"\ninterrupted: checkpoint of epoch {done} is in {cfg.out / 'last.keras'}; continue with --resume")
         raise
     if not chief:
         return {}
-    best = keras.models.load_model(cfg.out / "best.keras") if (cfg.out / "best.keras").exists() else model
+    best = keras.models.load_model(cfg.out / "best.keras") if (cfg.out / "best.keras").exists() else classifier
     return evaluate_run(best, data, cfg.out, cfg.batch_size)
 
 
@@ -218,8 +243,34 @@ def _ctrl_c_deferred():
         raise KeyboardInterrupt
 
 
+def _best_checkpoints(cfg: TrainConfig, history: dict, classifier: keras.Model, folder: Path) -> list[keras.callbacks.Callback]:
+    """best.keras by ``cfg.select``; with ``worst``, the lowest-val-loss model also goes to best_loss.keras.
+
+    A resumed run keeps its best checkpoints (the thresholds start from its history).
+    """
+    def by(monitor: str, mode: str, name: str) -> keras.callbacks.Callback:
+        values = history.get(monitor, [])
+        start = (max(values) if mode == "max" else min(values)) if values else None
+        return _BestCheckpoint(
+            str(folder / name), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=start, plain=classifier
+        )
+
+    if cfg.select == "loss":
+        return [by("val_loss", "min", "best.keras")]
+    if cfg.select == "worst":
+        return [by("val_worst_recall", "max", "best.keras"), by("val_loss", "min", "best_loss.keras")]
+    raise ValueError(f"unknown --select {cfg.select!r}: choose loss or worst")
+
+
 class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Keras's best-model checkpoint, written whole even when Ctrl+C arrives during the save."""
+    """Keras's best-model checkpoint of the plain classifier, written whole even when Ctrl+C arrives during the save."""
+
+    def __init__(self, *args, plain: keras.Model, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.plain = plain
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self.plain)  # the adversarial wrapper is trained; the plain classifier is saved
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with _ctrl_c_deferred():
@@ -227,17 +278,22 @@ class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class _LastCheckpoint(keras.callbacks.Callback):
-    """Saves ``last.keras``, ``state.json`` and ``history.json`` after every epoch, together."""
+    """Saves ``last.keras`` (the plain classifier), ``state.json`` and ``history.json`` after every epoch, together.
 
-    def __init__(self, out: Path, history: dict) -> None:
+    When the trained model is the adversarial wrapper, it is saved too (``adversarial.keras``, for ``--resume``).
+    """
+
+    def __init__(self, out: Path, history: dict, plain: keras.Model) -> None:
         super().__init__()
-        self.out, self.history = out, history
+        self.out, self.history, self.plain = out, history, plain
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with _ctrl_c_deferred():
             for key, value in (logs or {}).items():
                 self.history.setdefault(key, []).append(float(value))
-            self.model.save(self.out / "last.keras")
+            self.plain.save(self.out / "last.keras")
+            if self.plain is not self.model:
+                self.model.save(self.out / adversarial.WRAPPER_FILE)
             (self.out / "state.json").write_text(json.dumps({"epochs_done": epoch + 1}))
             report.write_json(self.history, self.out / "history.json")
 
@@ -257,12 +313,14 @@ def _write_run_info(cfg: TrainConfig, data: Dataset, spec: PreprocessSpec, argv:
         return
     info = {
         **provenance.record(argv),
-        "config": {k: provenance.repo_relative(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        "config": {k: [provenance.repo_relative(p) for p in v] if isinstance(v, list) else provenance.repo_relative(v) if isinstance(v, Path) else v
+                   for k, v in vars(cfg).items()},
         "labels": data.labels,
         "preprocessing": spec.to_dict(),
         "dataset": {
             "root": provenance.repo_relative(data.root),
             "manifest_sha256": data.manifest_sha256,
+            "roots": {provenance.repo_relative(root): digest for root, digest in manifest_digests([cfg.data, *cfg.more_data]).items()},
             "counts": {name: np.bincount(s.y, minlength=len(data.labels)).tolist() for name, s in data.splits.items()},
             "skipped": data.skipped,
         },
