@@ -2,7 +2,7 @@
 
     python -m benchmarks.generalization --model resnet18-int8 [--model PATH ...] \\
         --data ../shared/data/cxr3 --data ../shared/data/cxr3-plus \\
-        [--ablation benchmarks/results/generalization/ablation.json] --out benchmarks/results/generalization
+        --out benchmarks/results/generalization
 
 For each model (through the runtime, as a user gets it): sensitivity per source x class on the
 test splits of every ``--data`` root (with each root's manifest for the sources), macro-F1 and
@@ -11,10 +11,9 @@ comes from; reported, never used to train, calibrate or select) called Normal, c
 (generated: nearly uniform, noise, gradients, colour scenes) called COVID, and for models with a
 heatmap the share of heatmap mass inside the lung fields (found by the bundled lung model) and how
 often the heatmap peaks in the top row. The ``generalization`` targets of ``edgecxr/targets.json``
-are checked for each model. ``--ablation`` adds the training ablation's rows (measured on the Keras
-models by ``python -m training.ablation``) to the report as they are. Writes ``generalization.json``,
-``report.md`` and ``cells.png``; a ``notes.md`` in the output folder (hand-written analysis) is
-included under "Why".
+are checked for each model. Writes ``generalization.json``, ``report.md`` and ``cells.png``; a
+``notes.md`` in the output folder (hand-written analysis) is included under "Why", and an
+``ablation.md`` there (the training ablation, written by ``python -m training.ablation``) is linked.
 """
 from __future__ import annotations
 
@@ -237,7 +236,7 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         n = next(s["cells"][k]["n"] for s in sections if k in s["cells"])
         lines.append(f"| {k} | {n} | " + " | ".join(f"{s['cells'][k]['recall']:.3f}" if k in s["cells"] else "–" for s in sections) + " |")
     if results.get("ablation"):
-        lines += ["", "## Training ablation", "", results["ablation"].strip()]
+        lines += ["", "## Training ablation", "", f"The recipes tried, measured on their Keras models: [{results['ablation']}]({results['ablation']})."]
     if notes:
         lines += ["", "## Why", "", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -282,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.generalization", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], help="bundled model name or .tflite path (repeatable; default: the bundled default)")
     parser.add_argument("--data", type=Path, action="append", required=True, help="dataset root with test/ (and external/) split folders and manifest.csv (repeatable)")
-    parser.add_argument("--ablation", type=Path, help="the training ablation's Markdown table to include")
     parser.add_argument("--out", type=Path, required=True, help="folder for generalization.json, report.md, cells.png")
     args = parser.parse_args(argv)
     try:
@@ -299,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "provenance": record(invocation("python -m benchmarks.generalization", argv), [m.path for m in models]),
         "roots": [str(r) for r in args.data], "min_cell": MIN_CELL, "models": sections,
-        "ablation": args.ablation.read_text() if args.ablation else None,
+        "ablation": "ablation.md" if (args.out / "ablation.md").is_file() else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     notes = args.out / "notes.md"
