@@ -69,31 +69,17 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     if heatmap_dir is not None and not net.has_heatmap:
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
         sys.exit(2)
-    heatmaps = None
-    if heatmap_dir is not None:
-        try:
-            Path(heatmap_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            click.echo(f"error: --heatmap: cannot create folder {heatmap_dir} ({exc.strerror})", err=True)
-            sys.exit(2)
-        heatmaps = HeatmapWriter(Path(heatmap_dir))
-    files = find_images(paths)
-    if not files:
-        click.echo("error: no image files found in the given paths", err=True)
-        sys.exit(1)
+    heatmaps = HeatmapWriter(folder_or_exit("--heatmap", heatmap_dir)) if heatmap_dir is not None else None
+    files = images_or_exit(paths)
     failed = 0
-    show_bar = len(files) > 1 and sys.stderr.isatty()
-    with click.progressbar(files, label="predicting", file=sys.stderr) if show_bar else _plain(files) as items:
+    with progress(files, "predicting") as items:
         for path in items:
             try:
                 loaded = load_image(path)
                 result = net.predict(loaded, heatmap=heatmaps is not None)
             except Exception as exc:  # one bad input must never stop a batch
                 failed += 1
-                reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
-                if as_json:
-                    click.echo(json.dumps({"file": str(path), "error": reason}))
-                click.echo(f"error: {path}: {reason}", err=True)
+                report_failure(path, exc, as_json)
                 continue
             out = result.to_dict()
             if heatmaps is not None:
@@ -262,29 +248,17 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     except (ModelError, ImportError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        click.echo(f"error: --out: cannot create folder {out_dir} ({exc.strerror})", err=True)
-        sys.exit(2)
-    writer = LungMaskWriter(Path(out_dir))
-    files = find_images(paths)
-    if not files:
-        click.echo("error: no image files found in the given paths", err=True)
-        sys.exit(1)
+    writer = LungMaskWriter(folder_or_exit("--out", out_dir))
+    files = images_or_exit(paths)
     failed = 0
-    show_bar = len(files) > 1 and sys.stderr.isatty()
-    with click.progressbar(files, label="segmenting", file=sys.stderr) if show_bar else _plain(files) as items:
+    with progress(files, "segmenting") as items:
         for path in items:
             try:
                 result = net.segment(load_image(path))
                 out: dict[str, Any] = {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": writer.write(path, result.mask)}
             except Exception as exc:  # one bad input must never stop a batch
                 failed += 1
-                reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
-                if as_json:
-                    click.echo(json.dumps({"file": str(path), "error": reason}))
-                click.echo(f"error: {path}: {reason}", err=True)
+                report_failure(path, exc, as_json)
                 continue
             out["warnings"] = [] if result.found else [NO_LUNGS_WARNING]
             if as_json:
@@ -292,6 +266,40 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
             else:
                 click.echo(f"{out['file']}: lung fraction {out['lung_fraction']:.3f}  mask: {out['mask']}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
     sys.exit(1 if failed else 0)
+
+
+def folder_or_exit(option: str, folder: str) -> Path:
+    """``folder``, made if missing; one error line naming ``option`` and exit 2 when it cannot be."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"error: {option}: cannot create folder {folder} ({exc.strerror})", err=True)
+        sys.exit(2)
+    return Path(folder)
+
+
+def images_or_exit(paths: tuple[str, ...]) -> list[Path]:
+    """The image files of ``paths`` (see :func:`edgecxr.inputs.find_images`); one error line and exit 1 when there are none."""
+    files = find_images(paths)
+    if not files:
+        click.echo("error: no image files found in the given paths", err=True)
+        sys.exit(1)
+    return files
+
+
+def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
+    """The one error line of an input that failed (and its JSON record with ``--json``)."""
+    reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
+    if as_json:
+        click.echo(json.dumps({"file": str(path), "error": reason}))
+    click.echo(f"error: {path}: {reason}", err=True)
+
+
+def progress(files: list[Path], label: str) -> Any:
+    """A progress bar over ``files`` on stderr when it is a terminal and there is more than one."""
+    if len(files) > 1 and sys.stderr.isatty():
+        return click.progressbar(files, label=label, file=sys.stderr)
+    return _plain(files)
 
 
 def _evaluation_table(report: dict, data_dir: str) -> str:
