@@ -5,18 +5,21 @@ import datetime
 import os
 import shutil
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from conftest import TINY_LABELS, toy_images
+from edgecxr.card import read_card, write_card
+from edgecxr.cardparts import Temperature, Thresholds
+from edgecxr.families import FAMILIES, Family
+from edgecxr.model import Model
 
-from conftest import TINY_LABELS, toy_images  # noqa: E402
-from converters.cards import Measured, Source, model_card  # noqa: E402
-from converters.verify import compare, tflite_probabilities  # noqa: E402
-from edgecxr.card import read_card, write_card  # noqa: E402
-from edgecxr.cardparts import Temperature, Thresholds  # noqa: E402
-from edgecxr.families import FAMILIES, Family  # noqa: E402
-from edgecxr.model import Model  # noqa: E402
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+pytestmark = pytest.mark.train  # the converter imports TensorFlow: imported inside the tests
+
+if TYPE_CHECKING:
+    from converters.cards import Source
 
 INFO = {
     "command": "python -m training data --out run-7",
@@ -38,11 +41,16 @@ def tiny(tiny_models, monkeypatch):
 
 
 def source(tmp_path) -> Source:
+    from converters.cards import Source
+
     return Source(INFO, tmp_path / "run-7", TINY_LABELS, 30, datetime.date(2026, 12, 1))
 
 
 @pytest.mark.parametrize("variant", ["float32", "int8"])
 def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, variant):
+    from converters.cards import Measured, model_card
+    from converters.verify import compare, tflite_probabilities
+
     x, y = toy_images(30)
     path = tmp_path / f"tiny-{variant}.tflite"
     shutil.copy(tiny_models[variant], path)
@@ -70,6 +78,7 @@ def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, vari
 
 def test_bundling_continues_the_version_history(tiny, tiny_models, tmp_path, monkeypatch):
     import converters.__main__ as cli
+    from converters.cards import model_card
 
     out, bundled = tmp_path / "out", tmp_path / "models"
     out.mkdir()

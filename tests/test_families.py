@@ -47,6 +47,7 @@ def test_variant_order_starts_with_the_float32_reference():
     assert [v.name for v in VARIANTS.values() if v.pruned] == ["pruned-int8"]
 
 
+@pytest.mark.train  # imports TensorFlow
 def test_converter_and_benchmarks_use_the_registry(capsys):
     from benchmarks.matrix import ROW_ORDER
     from converters.__main__ import main
@@ -66,6 +67,7 @@ def test_benchmark_dtype_is_the_variants(tiny_models):
     assert r["dtype"] == VARIANTS["int8"].dtype
 
 
+@pytest.mark.train  # imports TensorFlow
 def test_quantize_converts_as_the_registry_says(tiny_models, tmp_path):
     import numpy as np
     import tf_keras as keras
@@ -101,6 +103,7 @@ def test_training_help_lists_the_registry_without_importing_tensorflow():
     assert "default 128 resnet18, 64 mlp12" in done.stdout
 
 
+@pytest.mark.train  # imports TensorFlow
 def test_training_builds_a_family_from_its_dotted_builder():
     fam = FAMILIES["resnet18"]
     model = fam.build(32, 3, width=8, bn_momentum=0.9, epochs=3, input_size=None)  # as train() passes a TrainConfig's fields

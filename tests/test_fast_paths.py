@@ -32,6 +32,7 @@ def test_unknown_family_is_refused_with_the_list(capsys):
     assert "invalid choice: 'vgg'" in err and all(f"'{name}'" in err for name in names("classification")) and "'lungs'" not in err
 
 
+@pytest.mark.train  # the report's plots need matplotlib (train extra)
 def test_trust_report_without_keras_imports_no_tensorflow(tiny_models, tmp_path):
     data, out = tmp_path / "data", tmp_path / "trust"
     for split, n in (("train", 1), ("test", 4)):

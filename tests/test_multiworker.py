@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_LABELS, write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +42,8 @@ def epoch_logs(log: str) -> list[tuple[str, ...]]:
     return re.findall(r"- loss: (\S+) - accuracy: (\S+) - val_loss: (\S+) - val_accuracy: (\S+)", log)
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_two_local_workers_train_together_and_only_the_chief_writes(tmp_path):
     data = tmp_path / "data"
     for split, n in (("train", 8), ("val", 3), ("test", 3)):

@@ -18,6 +18,7 @@ COMMITTED_RESULTS = ("benchmarks/results", "training/results", "edgecxr/models")
 MACHINE_PATH = re.compile(r"/(work|root|home)/")
 
 
+@pytest.mark.train  # checkout tools: edgecxr imported from the checkout, as the train install is
 def test_record_has_every_key_and_the_model_sha256(tmp_path):
     model = REPO / "edgecxr" / "models" / "mlp12-int8.tflite"
     rec = record(["python -m benchmarks.trust", "--data", str(tmp_path / "data"), "--model", str(model)], models=[model])
@@ -32,6 +33,7 @@ def test_record_has_every_key_and_the_model_sha256(tmp_path):
     assert "models" not in record(["x"])
 
 
+@pytest.mark.train  # checkout tools: edgecxr imported from the checkout, as the train install is
 def test_git_state_is_this_checkout_or_none(tmp_path):
     state = git_state()
     if (REPO / ".git").exists():

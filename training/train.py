@@ -37,7 +37,8 @@ from training import adversarial, report
 from training.data import Dataset, DatasetError
 from training.multiroot import load_roots, manifest_digests
 from training.recipe import Recipe, source_ids, steps_per_epoch, train_dataset
-from training.selection import ValCells, cell_names
+from training.selection import cell_names
+from training.val_cells import ValCells
 
 
 @dataclass
