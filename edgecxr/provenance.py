@@ -38,13 +38,15 @@ def utc_now() -> str:
 
 def repo_relative(path: str | os.PathLike, cwd: str | os.PathLike | None = None, root: Path = REPO_ROOT) -> str:
     """``path`` (relative ones taken from ``cwd``, default the current directory) without machine parts; see the module docstring."""
-    full = Path(cwd or os.getcwd(), path).resolve()
-    rel = Path(os.path.relpath(full, root))
-    ups = rel.parts.count("..")
-    beside = ups == 1 and root.parent != Path(root.anchor)  # a sibling folder; not when the checkout sits at /
-    if ups == 0 or beside:
-        return rel.as_posix()
-    return "/".join((OUTSIDE_REPO, *full.parts[1:][-2:]))
+    given = Path(os.path.abspath(Path(cwd or os.getcwd(), path)))
+    # As written first (a ../shared that is a symlink is still beside the checkout), then with links followed.
+    for full in (given, given.resolve()):
+        rel = Path(os.path.relpath(full, root))
+        ups = rel.parts.count("..")
+        beside = ups == 1 and root.parent != Path(root.anchor)  # a sibling folder; not when the checkout sits at /
+        if ups == 0 or beside:
+            return rel.as_posix()
+    return "/".join((OUTSIDE_REPO, *given.parts[1:][-2:]))
 
 
 def command_line(argv: Sequence[str], cwd: str | os.PathLike | None = None) -> str:

@@ -16,14 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 # bundled cards' training commands are migrated (issue 17, branch `card`).
 COMMITTED_RESULTS = ("benchmarks/results", "training/results", "edgecxr/models")
 MACHINE_PATH = re.compile(r"/(work|root|home)/")
+# A folder two levels away from the checkout, wherever the checkout is (tmp_path may sit right beside it).
+FAR = REPO_ROOT.parent.parent / "edgecxr-elsewhere" / "scratch"
 
 
 @pytest.mark.train  # checkout tools: edgecxr imported from the checkout, as the train install is
-def test_record_has_every_key_and_the_model_sha256(tmp_path):
+def test_record_has_every_key_and_the_model_sha256():
     model = REPO / "edgecxr" / "models" / "mlp12-int8.tflite"
-    rec = record(["python -m benchmarks.trust", "--data", str(tmp_path / "data"), "--model", str(model)], models=[model])
+    rec = record(["python -m benchmarks.trust", "--data", str(FAR / "data"), "--model", str(model)], models=[model])
     assert set(rec) == {"command", "git", "versions", "utc_time", "models"}
-    assert rec["command"] == (f"python -m benchmarks.trust --data {OUTSIDE_REPO}/{tmp_path.name}/data "
+    assert rec["command"] == (f"python -m benchmarks.trust --data {OUTSIDE_REPO}/{FAR.name}/data "
                               "--model edgecxr/models/mlp12-int8.tflite")
     assert rec["models"] == {"edgecxr/models/mlp12-int8.tflite": sha256_of(model)}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", rec["utc_time"])
@@ -42,15 +44,14 @@ def test_git_state_is_this_checkout_or_none(tmp_path):
     assert git_state(tmp_path) is None  # not a checkout
 
 
-def test_paths_are_repo_relative_and_never_absolute(tmp_path, monkeypatch):
+def test_paths_are_repo_relative_and_never_absolute():
     assert repo_relative(REPO_ROOT / "runs" / "resnet18") == "runs/resnet18"
     assert repo_relative(REPO_ROOT) == "."
-    assert repo_relative(REPO_ROOT.parent / "shared" / "data" / "cxr3") == "../shared/data/cxr3"  # beside the checkout
+    assert repo_relative(REPO_ROOT.parent / "shared" / "data" / "cxr3") == "../shared/data/cxr3"  # beside the checkout (a link too)
     assert repo_relative("/home/alice/scans/run7/best.keras") == f"{OUTSIDE_REPO}/run7/best.keras"
-    monkeypatch.chdir(tmp_path)  # relative paths are taken from where the command ran
-    assert repo_relative("runs/x") == f"{OUTSIDE_REPO}/runs/x"
-    line = command_line(["python -m training", "data/cxr3", f"--out={tmp_path}/run", "--lr", "3e-4", "--init-from", str(REPO_ROOT / "r")])
-    assert line == f"python -m training {OUTSIDE_REPO}/data/cxr3 --out={OUTSIDE_REPO}/{tmp_path.name}/run --lr 3e-4 --init-from r"
+    assert repo_relative("runs/x", cwd=FAR) == f"{OUTSIDE_REPO}/runs/x"  # relative paths are taken from where the command ran
+    line = command_line(["python -m training", "data/cxr3", f"--out={FAR}/run", "--lr", "3e-4", "--init-from", str(REPO_ROOT / "r")], cwd=FAR)
+    assert line == f"python -m training {OUTSIDE_REPO}/data/cxr3 --out={OUTSIDE_REPO}/{FAR.name}/run --lr 3e-4 --init-from r"
     assert not any(token.startswith("/") or "=/" in token for token in line.split())
 
 
