@@ -192,13 +192,13 @@ def lung_model() -> LungModel | None:
         return None
 
 
-def lung_masks_for(roots: list[Path], frame: tuple[int, int]) -> dict[Path, np.ndarray] | None:
+def lung_masks_for(roots: list[Path], frame: tuple[int, int], labels: list[str]) -> dict[Path, np.ndarray] | None:
     """Lung-field masks (booleans over a model frame of ``frame`` size) of every test film, by the bundled lung model."""
     lungs = lung_model()
     if lungs is None:
         return None
     out = {}
-    for film in films_of(roots, "test", ["COVID", "Normal", "Pneumonia"]):
+    for film in films_of(roots, "test", labels):
         mask = lungs.lungs(film.path)
         out[film.path] = cv2.resize(mask, (frame[1], frame[0]), interpolation=cv2.INTER_NEAREST) > 0
     return out
@@ -291,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sizes = {m.card.preprocessing.size for m in models if m.has_heatmap}
-    masks = {size: lung_masks_for(args.data, size) for size in sizes}
+    masks = {}  # per model-frame size: the lung masks of every test film, computed once
+    for m in models:
+        if m.has_heatmap and m.card.preprocessing.size not in masks:
+            masks[m.card.preprocessing.size] = lung_masks_for(args.data, m.card.preprocessing.size, m.labels)
     sections = [model_section(m, args.data, masks.get(m.card.preprocessing.size)) for m in models]
     results = {
         "provenance": record(invocation("python -m benchmarks.generalization", argv), [m.path for m in models]),

@@ -24,12 +24,11 @@ import cv2
 import numpy as np
 
 from edgecxr.cam import HeatmapWriter
-from edgecxr.card import ModelError, read_card, verify_file
+from edgecxr.card import ModelError
 from edgecxr.checks import refuse_blank
 from edgecxr.families import FAMILIES
 from edgecxr.families import family as family_of
-from edgecxr.interpreter import make_interpreter
-from edgecxr.model import ImageSource, as_loaded, dequantize
+from edgecxr.model import ImageSource, as_loaded, dequantize, open_verified, quantize
 from edgecxr.preprocess import PreprocessSpec, SpecLike, preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
 
@@ -54,17 +53,10 @@ class LungModel:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such model file")
-        self.card = read_card(self.path)
-        verify_file(self.path, self.card)
+        self.card, self.interpreter = open_verified(self.path, threads)
         task = family_of(self.card.family).task if self.card.family in FAMILIES else None
         if task != "segmentation":
             raise ModelError(f"{self.path}: model family {self.card.family!r} is not a segmentation family (task {task!r})")
-        try:
-            self.interpreter = make_interpreter(str(self.path), threads=threads)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{self.path}: not a valid TFLite model ({exc})") from None
         self._input = self.interpreter.get_input_details()[0]
         outputs = self.interpreter.get_output_details()
         height, width = self.card.preprocessing.size
@@ -90,7 +82,7 @@ class LungModel:
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """The (h, w) lung probability of one preprocessed (h, w, 1) frame."""
-        self.interpreter.set_tensor(self._input["index"], _quantize(x[None], self._input))
+        self.interpreter.set_tensor(self._input["index"], quantize(x[None], self._input))
         self.interpreter.invoke()
         return dequantize(self.interpreter.get_tensor(self._output["index"])[0, :, :, 0], self._output)
 
@@ -199,12 +191,3 @@ def segmentation_report(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray],
     out = summary(list(range(len(pred))))
     out["per_source"] = {s: summary([i for i, v in enumerate(sources) if v == s]) for s in sorted(set(sources))}
     return out
-
-
-def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)

@@ -12,7 +12,7 @@ import numpy as np
 from edgecxr import registry
 from edgecxr.calibration import apply_temperature
 from edgecxr.cam import class_activation_map, heatmap_shape, normalise
-from edgecxr.card import ModelError, read_card, verify_file
+from edgecxr.card import ModelCard, ModelError, read_card, verify_file
 from edgecxr.checks import Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
@@ -56,14 +56,7 @@ class Model:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such model file")
-        self.card = read_card(self.path)
-        verify_file(self.path, self.card)
-        try:
-            self.interpreter = make_interpreter(str(self.path), threads=threads, xnnpack=xnnpack)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{self.path}: not a valid TFLite model ({exc})") from None
+        self.card, self.interpreter = open_verified(self.path, threads, xnnpack)
         self._input = self.interpreter.get_input_details()[0]
         self._output, self._features = _split_outputs(self.interpreter.get_output_details(), self.path)
         n_out = int(self._output["shape"][-1])
@@ -184,12 +177,7 @@ class Model:
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float input in model units to the input tensor's dtype, with its own scale and zero point."""
-        dtype = np.dtype(self._input["dtype"])
-        if dtype.kind == "f":
-            return x.astype(dtype)
-        scale, zero = self._input["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        return quantize(x, self._input)
 
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
         """Output tensor to probabilities that sum to 1."""
@@ -201,6 +189,28 @@ class Model:
 def load_model(name: str | os.PathLike | None = None, threads: int | None = None, xnnpack: bool = True) -> Model:
     """The bundled default model, a bundled model by name, or a ``.tflite`` path with its card beside it."""
     return Model(registry.resolve(name), threads=threads, xnnpack=xnnpack)
+
+
+def open_verified(path: Path, threads: int | None = None, xnnpack: bool = True) -> tuple[ModelCard, Any]:
+    """The card of the ``.tflite`` at ``path``, checked against the file, and an interpreter for it; ModelError otherwise."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    card = read_card(path)
+    verify_file(path, card)
+    try:
+        return card, make_interpreter(str(path), threads=threads, xnnpack=xnnpack)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: not a valid TFLite model ({exc})") from None
+
+
+def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float values to a tensor's dtype, with its own scale and zero point when it is quantized."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
 
 def dequantize(tensor: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
