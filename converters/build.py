@@ -19,7 +19,8 @@ import tf_keras as keras
 
 from converters import prune as pruning
 from converters.cards import Measured, Source, model_card
-from converters.quantize import convert, representative_images, with_feature_map
+from converters.embed import embed_facts
+from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.card import ModelCard, write_card
@@ -65,7 +66,7 @@ def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
     cards = {}
     for variant in ("float32", *[v for v in cfg.variants if v != "float32"]):
         source_model, pruned = _pruned(model, data, cfg, info) if VARIANTS[variant].pruned else (model, None)
-        flat = convert(with_feature_map(source_model), variant, calibration)
+        flat = embed_facts(convert(exported(source_model), variant, calibration), model_card(source, source_model, variant, b"").to_dict())
         path = cfg.out / f"{source_model.name}-{variant}.tflite"
         path.write_bytes(flat)
         write_card(path, model_card(source, source_model, variant, flat, pruned))  # what the runtime needs to load it

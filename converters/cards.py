@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tf_keras as keras
 
-from converters.quantize import with_feature_map
+from converters.quantize import has_feature_map
 from edgecxr.card import ModelCard, gzip_size
 from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification
 from edgecxr.checks import DEFAULT_PROFILE
@@ -58,6 +58,7 @@ def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pr
         labels=tuple(source.labels),
         preprocessing=spec,
         checks=source.checks,
+        output_kind="logits",  # converters.quantize.exported
         changelog=(ChangelogEntry("1.0.0", source.day.isoformat(), f"converted from training run {source.run.name}"),),
         family=family.name,
         variant=variant,
@@ -88,7 +89,7 @@ def cam_part(model: keras.Model, feature_map: dict[str, Any] | None = None) -> C
 
     ``feature_map`` is the interpreter's description of the exported feature-map tensor, once known.
     """
-    if with_feature_map(model) is model:
+    if not has_feature_map(model):
         return None
     kernel, bias = model.get_layer("classifier").get_weights()
     return Cam(

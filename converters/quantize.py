@@ -10,18 +10,29 @@ import tf_keras as keras
 from edgecxr.families import variant as variant_of
 
 
-def with_feature_map(model: keras.Model) -> keras.Model:
-    """``model`` with its last feature map (the layer named ``features``) as a second output, for heatmaps.
+def exported(model: keras.Model) -> keras.Model:
+    """The model a classifier ``.tflite`` is converted from: logits, and the last feature map when there is one.
 
-    A model without such a layer (MLP-12) is returned as it is. The class-probability output and
-    its numbers are unchanged: the second output only exposes a tensor the model computes anyway.
+    The first output is the logits: the Dense layer named ``classifier`` without its softmax (same
+    weights), so an int8 model's output steps fall on the logits, where they cost the probabilities
+    little, and the runtime applies the softmax and the temperature in float (card ``output_kind``
+    ``logits``). The second output, for models with a layer named ``features`` (not MLP-12), is
+    that feature map for heatmaps: a tensor the model computes anyway.
     """
-    try:
-        features = model.get_layer("features")
-    except ValueError:
-        return model
-    # The layer's newest node is this model's: strip_pruning rebuilds the graph around the same layers.
-    return keras.Model(model.input, [model.output, features.get_output_at(-1)], name=model.name)
+    classifier = model.get_layer("classifier")
+    # A layer's newest node is this model's: strip_pruning rebuilds the graph around the same layers.
+    logits_layer = keras.layers.Dense(classifier.units, name="logits")
+    logits = logits_layer(classifier.get_input_at(-1))
+    logits_layer.set_weights(classifier.get_weights())
+    outputs = [logits]
+    if has_feature_map(model):
+        outputs.append(model.get_layer("features").get_output_at(-1))
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+def has_feature_map(model: keras.Model) -> bool:
+    """Whether ``model`` has the layer named ``features`` whose output heatmaps are made from."""
+    return any(layer.name == "features" for layer in model.layers)
 
 
 def representative_images(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 A model's softmax probabilities are softened (T > 1) or sharpened (T < 1) by one scalar fitted on
 the validation split (Guo et al. 2017): ``p_T ∝ p ** (1 / T)``, the same as dividing the logits by
-``T``. It never changes which class wins, only how sure the model says it is. The converter fits
-``T`` and stores it in the card; the runtime applies it.
+``T`` (:func:`softmax` does exactly that for a model whose card says its output holds logits).
+It never changes which class wins, only how sure the model says it is. The converter fits ``T``
+and stores it in the card; the runtime applies it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logp -= logp.max(axis=-1, keepdims=True)
     scaled = np.exp(logp)
     return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities (…, C) of ``logits`` divided by ``temperature``: the calibrated output of a logits model."""
+    z = np.asarray(logits, np.float64) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def negative_log_likelihood(probs: np.ndarray, y: np.ndarray) -> float:

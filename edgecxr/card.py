@@ -6,7 +6,9 @@ A card sits beside its model as ``<name>.json``. :func:`read_card` reads it into
 one :class:`ModelError` line naming the file and the field. :func:`write_card` writes a card with the model file's name, size and sha256.
 
 Schema 2 (``"schema_version": 2``) is schema 1 (cards without ``schema_version``) plus
-``schema_version`` and ``changelog``; schema 1 cards are still read (as version 1.0.0, the only
+``schema_version`` and ``changelog``; schema 3 adds ``output_kind`` (``probabilities``: the output
+tensor holds softmax probabilities; ``logits``: it holds logits and the runtime applies the
+softmax, with the temperature, at full resolution). Cards of schemas 1 and 2 are still read (as version 1.0.0, the only
 version the converter wrote then, when they name none). A model's ``version`` is bumped whenever
 its content changes: the ``.tflite`` or what the card tells the runtime (labels, preprocessing,
 temperature, heatmap weights). Each bump adds a ``changelog`` entry ``{version, date, change}``
@@ -29,10 +31,12 @@ from edgecxr import families
 from edgecxr import fields as f
 from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, SegmentationVerification, Temperature, TensorSpec, Training, Verification, semver
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
+from edgecxr.embedded import EmbeddedError, disagreements, embedded_facts
 from edgecxr.fields import FieldError
 from edgecxr.preprocess import PreprocessSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+OUTPUT_KINDS = ("probabilities", "logits")  # what a classifier's output tensor holds
 INTENDED_USE = (
     "Research and software testing only. Not a medical device; not for diagnosis, triage or any "
     "clinical decision. Trained on public data sets with known confounders (see metrics per source)."
@@ -54,6 +58,7 @@ class ModelCard:
     labels: tuple[str, ...]  # in output order
     preprocessing: PreprocessSpec
     checks: str = DEFAULT_PROFILE  # the input-check profile that fits the films it was trained on (edgecxr.checks.PROFILES)
+    output_kind: str = "probabilities"  # what the output tensor holds: OUTPUT_KINDS
     version: str = "1.0.0"
     changelog: tuple[ChangelogEntry, ...] = ()
     family: str | None = None
@@ -83,7 +88,7 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: Any, source: str | os.PathLike) -> ModelCard:
-        """Validate plain card data completely (schema 1 or 2); ModelError naming ``source`` and the field."""
+        """Validate plain card data completely (schema 1, 2 or 3); ModelError naming ``source`` and the field."""
         try:
             return _parse(data)
         except ValueError as exc:  # FieldError, and PreprocessSpec's own
@@ -102,6 +107,7 @@ class ModelCard:
             "labels": list(self.labels),
             "preprocessing": self.preprocessing.to_dict(),
             "checks": self.checks,
+            "output_kind": self.output_kind,
             "gzip_bytes": self.gzip_bytes,
         }
         if self.pruning is not None:
@@ -131,7 +137,9 @@ class ModelCard:
 _REQUIRED = {
     1: ("name", "labels", "preprocessing", "sha256"),
     2: ("schema_version", "name", "version", "labels", "preprocessing", "file", "size_bytes", "sha256"),
+    3: ("schema_version", "name", "version", "labels", "preprocessing", "output_kind", "file", "size_bytes", "sha256"),
 }
+_NEW_IN = {"changelog": 2, "output_kind": 3}  # keys a card of an older schema does not have
 _KEYS = ("schema_version", *(x.name for x in dataclasses.fields(ModelCard)))
 
 
@@ -144,13 +152,14 @@ def _parse(data: Any) -> ModelCard:
     missing = [k for k in _REQUIRED[schema] if k not in data]
     if missing:
         raise FieldError(f"model card lacks {', '.join(missing)}")
-    f.obj(data, "model card", _KEYS if schema > 1 else [k for k in _KEYS if k != "changelog"])
+    f.obj(data, "model card", [k for k in _KEYS if _NEW_IN.get(k, 1) <= schema])
     get = data.get
     card = ModelCard(
         name=f.string(data["name"], "name"),
         labels=_labels(data["labels"]),
         preprocessing=PreprocessSpec.from_dict(data["preprocessing"]),
         checks=_profile(get("checks", DEFAULT_PROFILE)),
+        output_kind=_output_kind(get("output_kind", "probabilities")),
         version=semver(get("version", "1.0.0"), "version"),
         changelog=tuple(ChangelogEntry.from_dict(e, f"changelog[{i}]") for i, e in enumerate(f.array(get("changelog", []), "changelog"))),
         family=f.optional(f.string, get("family"), "family"),
@@ -226,6 +235,12 @@ def _profile(value: Any) -> str:
     return value
 
 
+def _output_kind(value: Any) -> str:
+    if value not in OUTPUT_KINDS:
+        raise FieldError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, got {f.shown(value)}")
+    return value
+
+
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
@@ -290,13 +305,21 @@ def read_card(model_path: str | os.PathLike) -> ModelCard:
 
 
 def verify_file(model_path: str | os.PathLike, card: ModelCard) -> None:
-    """Refuse a model file whose sha256 differs from the card's."""
-    actual = sha256_of(model_path)
+    """Refuse a model file whose sha256 differs from the card's, or whose embedded facts (:mod:`edgecxr.embedded`) differ from the card's."""
+    flat = Path(model_path).read_bytes()
+    actual = hashlib.sha256(flat).hexdigest()
     if actual != card.sha256:
         raise ModelError(
             f"{model_path}: sha256 {actual[:12]}… does not match its card ({(card.sha256 or '')[:12]}…); "
             "the model file was changed or corrupted"
         )
+    try:
+        facts = embedded_facts(flat)
+    except EmbeddedError as exc:
+        raise ModelError(f"{model_path}: {exc}") from None
+    differ = disagreements(facts, card.to_dict()) if facts is not None else []
+    if differ:
+        raise ModelError(f"{model_path}: its card disagrees with the model file on {', '.join(differ)}; the card was edited or belongs to another model")
 
 
 def write_card(model_path: str | os.PathLike, card: ModelCard) -> ModelCard:
@@ -333,4 +356,4 @@ def release(card: ModelCard, previous: ModelCard | None, change: str, date: date
 
 def _content(card: ModelCard) -> tuple:
     """What a model answers with: its file and what the card tells the runtime."""
-    return card.sha256, card.labels, card.preprocessing, card.temperature.value if card.temperature else None, card.cam
+    return card.sha256, card.labels, card.preprocessing, card.output_kind, card.temperature.value if card.temperature else None, card.cam

@@ -39,7 +39,8 @@ _CHECK_SPEC = PreprocessSpec(size=(CHECK_SIZE, CHECK_SIZE))
 
 # The checks of each profile a card can name; "generic" keeps those that hold for any radiograph.
 GENERIC_CHECKS = ("small_image", "extreme_aspect", "nearly_uniform", "colour")
-PROFILES = {"chest-xray": (*GENERIC_CHECKS, "noise", "negative_film"), "generic": GENERIC_CHECKS}
+# "no_lungs" runs the bundled lung-field model (edgecxr.lungs.lung_check), so Model.predict makes it.
+PROFILES = {"chest-xray": (*GENERIC_CHECKS, "noise", "negative_film", "no_lungs"), "generic": GENERIC_CHECKS}
 DEFAULT_PROFILE = "chest-xray"
 
 

@@ -5,6 +5,9 @@
     mask = lungs.lungs("scan.png")       # uint8 (H, W), 0 or 255, the input's own size
     result = lungs.segment("scan.png")   # mask, lung_fraction, found (False: "no lung fields found")
 
+A chest-film classifier's prediction runs it too: its ``no_lungs`` check (:func:`lung_check`,
+in the card's ``chest-xray`` check profile) carries the "no lung fields found" warning.
+
 The model outputs one sigmoid channel, the probability that a pixel of the preprocessed frame is
 lung; the card's labels are ``["background", "lung"]``. The probability map is stretched back onto
 the input (:func:`edgecxr.preprocess.to_original`) and thresholded at 0.5. Runs on the TFLite
@@ -25,9 +28,10 @@ import numpy as np
 
 from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
-from edgecxr.checks import refuse_blank
+from edgecxr.checks import Check, refuse_blank
 from edgecxr.families import FAMILIES
 from edgecxr.families import family as family_of
+from edgecxr.imageio import LoadedImage
 from edgecxr.model import ImageSource, as_loaded, dequantize, open_verified, quantize
 from edgecxr.preprocess import PreprocessSpec, SpecLike, preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
@@ -116,6 +120,12 @@ class LungMaskWriter(HeatmapWriter):
 def load_lung_model(path: str | os.PathLike | None = None, threads: int | None = None) -> LungModel:
     """The bundled lung model (loaded once per process), or the one at ``path``."""
     return LungModel(path or MODELS_DIR / f"{LUNG_MODEL}.tflite", threads=threads)
+
+
+def lung_check(image: LoadedImage) -> list[Check]:
+    """The ``no_lungs`` check of a classifier's prediction: fires when the bundled lung model finds no lung fields."""
+    result = load_lung_model().segment(image)
+    return [] if result.found else [Check("no_lungs", NO_LUNGS_WARNING, round(result.lung_fraction, 4))]
 
 
 def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: SpecLike) -> np.ndarray:

@@ -10,10 +10,10 @@ from typing import Any, Union
 import numpy as np
 
 from edgecxr import registry
-from edgecxr.calibration import apply_temperature
+from edgecxr.calibration import apply_temperature, softmax
 from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelCard, ModelError, read_card, verify_file
-from edgecxr.checks import Check, input_checks, refuse_blank
+from edgecxr.checks import PROFILES, Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
 from edgecxr.preprocess import preprocess, to_original
@@ -116,6 +116,10 @@ class Model:
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
         checks = input_checks(loaded, x if self._whole_film_area else None, self.check_profile)
+        if "no_lungs" in PROFILES[self.check_profile]:
+            from edgecxr.lungs import lung_check
+
+            checks += lung_check(loaded)
         heat = None
         if heatmap:
             heat = self._heatmap(features, best, loaded.pixels.shape)
@@ -150,9 +154,7 @@ class Model:
     def _run(self, x: np.ndarray, calibrated: bool = True, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.interpreter.set_tensor(self._input["index"], self.quantize_input(x[None]))
         self.interpreter.invoke()
-        probs = self.dequantize_output(self.interpreter.get_tensor(self._output["index"])[0])
-        if calibrated and self.temperature != 1.0:
-            probs = apply_temperature(probs, self.temperature)
+        probs = self.output_probabilities(self.interpreter.get_tensor(self._output["index"])[0], calibrated)
         if not features or self._features is None:
             return probs, None
         return probs, dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
@@ -179,8 +181,21 @@ class Model:
         """Float input in model units to the input tensor's dtype, with its own scale and zero point."""
         return quantize(x, self._input)
 
+    def output_probabilities(self, y: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """The output tensor as class probabilities, temperature-calibrated unless not ``calibrated``.
+
+        A ``logits`` model's output goes through the softmax here, in float, so an int8 model's
+        probabilities are not limited to the int8 output's steps; a ``probabilities`` model's
+        output is dequantized and rescaled by the temperature (:func:`edgecxr.calibration.apply_temperature`).
+        """
+        temperature = self.temperature if calibrated else 1.0
+        if self.card.output_kind == "logits":
+            return softmax(dequantize(y, self._output), temperature)
+        probs = self.dequantize_output(y)
+        return apply_temperature(probs, temperature) if temperature != 1.0 else probs
+
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
-        """Output tensor to probabilities that sum to 1."""
+        """A ``probabilities`` output tensor to probabilities that sum to 1."""
         y = np.clip(dequantize(y, self._output), 0.0, None)
         total = float(y.sum())
         return y / total if total > 0 else np.full_like(y, 1.0 / len(y))

@@ -8,6 +8,7 @@ only ``pip install '.[test]'``, as on a board.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +54,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
+
+
+def copy_model(src: Path, dst_dir: Path, stem: str = "copy") -> Path:
+    """Copy a .tflite and its card to ``dst_dir``; returns the new .tflite path."""
+    dst = dst_dir / f"{stem}.tflite"
+    shutil.copyfile(src, dst)
+    shutil.copyfile(src.with_suffix(".json"), dst.with_suffix(".json"))
+    return dst
 
 
 def child_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:

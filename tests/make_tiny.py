@@ -5,7 +5,8 @@
 
 Needs the ``train`` extra. Like the ResNet family, the CNN's last feature map is the layer
 ``features`` and is exported as a second output, with the classifier's weights in the card, so
-heatmaps work on it. Beside the models go the Keras model (``tiny.keras``) and its probabilities
+heatmaps work on it; the output is logits (card ``output_kind``) with the card's facts
+embedded, as the converter writes them. Beside the models go the Keras model (``tiny.keras``) and its probabilities
 on ``toy_images(30)`` (``keras_probs.npy``), so the runtime tier can check the fixtures
 against Keras without TensorFlow. Seeded, so a rerun trains the same model as far as TensorFlow
 is deterministic; ``tests/test_fixtures.py`` rebuilds them and compares with the committed ones.
@@ -30,7 +31,8 @@ def make_tiny(folder: Path) -> dict[str, Path]:
     import tf_keras as keras
 
     from converters.cards import cam_part
-    from converters.quantize import convert, with_feature_map
+    from converters.embed import embed_facts
+    from converters.quantize import convert, exported
     from edgecxr.card import write_card
 
     keras.utils.set_random_seed(0)
@@ -48,8 +50,9 @@ def make_tiny(folder: Path) -> dict[str, Path]:
     paths = {}
     for variant in VARIANTS:
         path = folder / f"tiny-{variant}.tflite"
-        path.write_bytes(convert(with_feature_map(model), variant, x[:100]))
-        write_card(path, tiny_card(variant, cam=cam_part(model)))
+        card = tiny_card(variant, cam=cam_part(model), output_kind="logits", checks="generic")  # toy images, not chest films
+        path.write_bytes(embed_facts(convert(exported(model), variant, x[:100]), card.to_dict()))
+        write_card(path, card)
         paths[variant] = path
     np.save(folder / "keras_probs.npy", model.predict(toy_images(N_REFERENCE)[0], verbose=0))
     keras.Model(model.inputs, model.outputs, name="tiny").save(folder / "tiny.keras")  # uncompiled: no optimizer state

@@ -52,7 +52,7 @@ def test_write_card_records_file_size_and_sha(model_file):
     card_path = card_path_for(model_file)
     assert card_path == model_file.with_suffix(".json")
     written = json.loads(card_path.read_text())
-    assert written["schema_version"] == SCHEMA_VERSION == 2
+    assert written["schema_version"] == SCHEMA_VERSION == 3
     assert written["file"] == "toy-int8.tflite" == written_card.file
     assert written["size_bytes"] == model_file.stat().st_size == 2564 == written_card.size_bytes
     assert written["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest() == written_card.sha256
@@ -227,7 +227,7 @@ BAD_FIELDS = [
     ({"version": "1.1.0", "changelog": [{"version": "1.1.0", "date": "2026-11-23", "change": "b"}, {"version": "1.0.0", "date": "2026-11-23", "change": "a"}]},
      "changelog versions must increase"),
     ({"temprature": {"value": 1.5}}, "model card has unknown keys ['temprature']"),
-    ({"schema_version": 3}, "schema_version 3"),
+    ({"schema_version": 4}, "schema_version 4"),
     ({"schema_version": "2"}, "schema_version '2'"),
     ({"cam": {"feature_layer": "features", "weights": [[0.1, 0.2, 0.3], [0.1]], "bias": [0, 0, 0]}}, "cam.weights must be a features x classes table"),
     ({"cam": {"feature_layer": "features", "weights": [[0.1, 0.2]], "bias": [0, 0]}}, "cam.weights and cam.bias must have one column per label (3)"),
@@ -276,8 +276,8 @@ def test_schema1_card_must_not_carry_a_changelog(model_file):
 
 
 def schema1_of(card: dict) -> dict:
-    """A schema 2 card as it was before schema 2 (what the bundled cards were before they were migrated)."""
-    old = {k: v for k, v in card.items() if k not in ("schema_version", "changelog")}
+    """A current card as it was before schema 2 (what the bundled cards were before they were migrated)."""
+    old = {k: v for k, v in card.items() if k not in ("schema_version", "changelog", "output_kind")}
     old["version"] = card["changelog"][0]["version"]
     old["preprocessing"] = {k: v for k, v in card["preprocessing"].items() if not k.startswith("clahe_")}
     return old
@@ -288,14 +288,26 @@ def test_schema1_card_is_migrated_on_read(name):
     current = json.loads((MODELS_DIR / f"{name}.json").read_text())
     migrated = ModelCard.from_dict(schema1_of(current), "old.json")
     assert migrated.version == "1.0.0" and migrated.changelog == ()
-    assert migrated.to_dict() == {**current, "version": "1.0.0", "changelog": []}
+    assert migrated.to_dict() == {**current, "version": "1.0.0", "changelog": [], "output_kind": "probabilities"}  # schema 1 knew only probabilities
+
+
+def test_schema2_card_has_no_output_kind(model_file):
+    write_card(model_file, BASE_CARD)
+    data = json.loads(model_file.with_suffix(".json").read_text())
+    data["schema_version"] = 2
+    model_file.with_suffix(".json").write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=r"unknown keys \['output_kind'\]"):
+        read_card(model_file)
+    del data["output_kind"]
+    model_file.with_suffix(".json").write_text(json.dumps(data))
+    assert read_card(model_file).output_kind == "probabilities"
 
 
 def test_schema1_card_without_a_version_is_1_0_0(model_file):
     write_schema1(model_file)
     card = read_card(model_file)
     assert card.version == "1.0.0" and card.changelog == ()
-    assert card.to_dict()["schema_version"] == 2
+    assert card.to_dict()["schema_version"] == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.json")), ids=lambda p: p.stem)

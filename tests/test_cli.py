@@ -59,14 +59,14 @@ def test_predict_one_file_human(runner, model_path, tmp_path, cls):
 
 def test_predict_human_shows_warnings(runner, model_path, tmp_path):
     image = tmp_path / "tiny.png"
-    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (40, 40)).astype(np.uint8))
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (40, 130)).astype(np.uint8))
     result = runner.invoke(main, ["predict", "-m", model_path, str(image)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 3  # a tiny image of pure noise: two warnings
+    assert len(lines) == 3  # a tiny, long image: two warnings
     assert lines[0].startswith(f"{image}: ")
-    assert lines[1].startswith("  warning: very small image (40x40 px)")
-    assert lines[2].startswith("  warning: looks like noise (texture ")
+    assert lines[1].startswith("  warning: very small image (130x40 px)")
+    assert lines[2].startswith("  warning: extreme aspect ratio (130x40)")
 
 
 def test_predict_json_one_file(runner, model_path, tmp_path):

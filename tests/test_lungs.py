@@ -137,6 +137,18 @@ def test_no_lung_fields_rule_on_a_generated_image_and_on_a_real_film(shared_data
             assert result.mask.shape == image.shape[:2]
 
 
+def test_classifier_prediction_warns_when_no_lung_fields_are_found(shared_data):
+    """The bundled chest-film classifier runs the lung model: a generated non-X-ray is flagged, a real film is not."""
+    model = load_model()
+    film = model.predict(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"]))
+    assert "no_lungs" not in [c.code for c in film.checks]
+    gradient = np.tile(np.linspace(0, 1, 256, dtype=np.float32), (256, 1))
+    flagged = model.predict(gradient)
+    check = next(c for c in flagged.checks if c.code == "no_lungs")
+    assert check.message in flagged.warnings and check.message.startswith("no lung fields found")
+    assert check.value is not None and 0.0 <= check.value < 0.05
+
+
 def test_lungs_command_writes_masks_at_each_input_size(shared_data, tmp_path):
     fullres = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]  # a large JPEG original
     film = shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"]
@@ -173,7 +185,7 @@ def test_runtime_never_imports_tensorflow_for_lungs():
     assert out.stdout.strip() == "False"
 
 
-def test_the_lung_card_is_a_schema_2_model_card():
+def test_the_lung_card_is_a_current_model_card():
     """One card schema for every model: the bundled lung card round-trips, its family says the task, its parts are typed."""
     path = MODELS_DIR / f"{LUNG_MODEL}.tflite"
     data = json.loads(path.with_suffix(".json").read_text())
