@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model)
         manifests = {root: read_manifest(root / "manifest.csv", required=("source",)) for root, _ in roots}
+        provenance = record(invocation("python -m benchmarks.operating_point", argv), [model.path])  # before anything is written
         args.out.mkdir(parents=True, exist_ok=True)
         result = calibrate(model, args.data / "val", args.target_sensitivity, [ABNORMAL], manifests[args.data])
     except (ModelError, ManifestError, ValueError) as exc:
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                    "errors": len(result.errors), "abnormal_auc": point["auc"], **{k: v for k, v in point.items() if k != "roc"}}
     splits = [measured(evaluate(sited, root / split, manifest=manifests[root]), split, root / split) for root, split in roots[1:]]
     results = {
-        "provenance": record(invocation("python -m benchmarks.operating_point", argv), [model.path]),
+        "provenance": provenance,
         "platform": platform_info(),
         "model": result.profile["model"], "sample": result.profile["sample"], "temperature": result.profile["temperature"],
         "calibration": calibration, "measured": splits, "comparisons": comparisons(calibration, splits),
