@@ -17,6 +17,7 @@ from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import find_images
+from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
     from edgecxr.model import Model
@@ -208,7 +209,7 @@ def calibrate(
     from edgecxr.calibrate import write_report
     from edgecxr.evaluate import labelled_files
     from edgecxr.manifest import read_manifest
-    from edgecxr.site import ABNORMAL, install_profile, read_profile
+    from edgecxr.site import install_profile, read_profile
 
     net = load_or_exit(model, threads)
     try:
@@ -470,7 +471,7 @@ def _human(result: dict) -> str:
         line += f"\n  heatmap: {result['heatmap']}"
     if "refer" in result:
         def score(target: str) -> float:
-            return result["abnormal_score"] if target == "abnormal" else result["probabilities"][target]
+            return result["abnormal_score"] if target == ABNORMAL else result["probabilities"][target]
 
         reasons = ", ".join(f"{p['for']} score {score(p['for']):.4f}, threshold {p['threshold']:.4f}" for p in result["operating_point"])
         line += f"\n  refer: {'yes' if result['refer'] else 'no'} ({reasons})"

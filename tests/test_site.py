@@ -281,6 +281,18 @@ def test_calibrate_refuses_unusable_folders_and_targets(runner, model_path, site
     assert res.exit_code == 2 and "Traceback" not in res.output
 
 
+def test_calibrate_with_an_unreadable_film_still_writes_the_profile(runner, model_path, site_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "films"
+    shutil.copytree(site_dir, folder)
+    (folder / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    res = runner.invoke(main, ["calibrate", str(folder), "-m", model_path, "--for", "bright", "--out", str(tmp_path / "p.json")])
+    assert res.exit_code == 1, res.output
+    assert [line for line in res.stderr.splitlines() if line.startswith("error: ")] == [next(line for line in res.stderr.splitlines() if "broken.png" in line)]
+    assert json.loads((tmp_path / "p.json").read_text())["sample"] == {"counts": {"dark": 8, "bright": 8, "striped": 8}, "unreadable": 1}
+
+
 def test_calibrate_help_explains(runner):
     res = runner.invoke(main, ["calibrate", "--help"])
     assert res.exit_code == 0
