@@ -17,19 +17,21 @@ from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import find_images
+from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
     from edgecxr.model import Model
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
+SITE_HELP = "site profile JSON made by `edgecxr calibrate` for this model; default: the profile installed for the model (--install), if any"
 
 
-def load_or_exit(model: str | None, threads: int | None) -> Model:
-    """Load a model for a command, or print one error line and exit 2."""
+def load_or_exit(model: str | None, threads: int | None, site: str | bool | None = None) -> Model:
+    """Load a model (with a site profile: a path, True for the installed one if any) for a command, or print one error line and exit 2."""
     from edgecxr.model import load_model
 
     try:
-        return load_model(model, threads=threads)
+        return load_model(model, threads=threads, site=site)
     except (ModelError, ImportError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -55,17 +57,20 @@ def main() -> None:
     type=click.Path(file_okay=False),
     help="write an overlay PNG per image into this folder showing where the evidence for the predicted class sits (ResNet models only)",
 )
-def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None, heatmap_dir: str | None) -> None:
+@click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer and operating_point")
+def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None, heatmap_dir: str | None, site: str | None) -> None:
     """Classify chest X-ray images: files or folders (recursive).
 
     Reads PNG, JPEG, BMP, TIFF (8/16-bit) and DICOM. Each unreadable input gets an
     `error: <file>: <reason>` line on stderr (and {"file", "error"} with --json) and the
     others are still processed; the exit status is then 1. Probabilities are
-    temperature-calibrated when the model card holds a temperature.
+    temperature-calibrated when the model card holds a temperature. Every prediction has an
+    abnormal_score, 1 - p(Normal); with a site profile also refer (true when a target's score
+    is at or above the threshold the site chose) and operating_point.
     """
     import cv2  # after edgecxr.imageio, which sets OpenCV's pixel limit before cv2 loads
 
-    net = load_or_exit(model, threads)
+    net = load_or_exit(model, threads, site or True)
     if heatmap_dir is not None and not net.has_heatmap:
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
         sys.exit(2)
@@ -121,6 +126,8 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
                 f"{(r['size_bytes'] or 0) / 1e6:6.2f} MB  {metric}  {'heatmap' if r['heatmap'] else 'no heatmap'}  "
                 f"labels: {', '.join(r['labels'])}"
             )
+            if r["site_profile"]:
+                click.echo(f"    site profile: {_site_line(r['site_profile'])}")
         if any(r["default"] for r in rows):
             click.echo("* default model")
     sys.exit(2 if failed else 0)
@@ -137,19 +144,21 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with accuracy, macro_f1, labels, per_class, confusion_matrix, n")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
-def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_json: bool, threads: int | None) -> None:
+@click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds sensitivity, specificity, PPV, NPV and share flagged at its thresholds")
+def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_json: bool, threads: int | None, site: str | None) -> None:
     """Measure a model on DATA_DIR, which holds one folder of images per class (named as the model's labels).
 
     Prints accuracy, macro-F1, per-class precision / recall (sensitivity) / F1 / support and the
     confusion matrix (rows: true class, columns: predicted); with --manifest, the same per
     source, and how many images the manifest does not list (or lists but are missing).
-    Unreadable images are listed on stderr and left out of the metrics.
+    Also the AUC of each class and of the abnormality score, and with a site profile the
+    metrics at its operating points. Unreadable images are listed on stderr and left out of the metrics.
     """
     from edgecxr.evaluate import evaluate as run_evaluation
     from edgecxr.evaluate import labelled_files
     from edgecxr.manifest import read_manifest
 
-    net = load_or_exit(model, threads)
+    net = load_or_exit(model, threads, site or True)
     try:
         manifest = read_manifest(manifest_path, required=("source",)) if manifest_path is not None else None
         items = labelled_files(data_dir, net.labels)
@@ -165,6 +174,69 @@ def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_jso
     else:
         click.echo(_evaluation_table(report, data_dir))
     sys.exit(1 if report["errors"] else 0)
+
+
+@main.command()
+@click.argument("site_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--target-sensitivity", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.90, show_default=True,
+    help="share of positive films the threshold must flag on SITE_DIR",
+)
+@click.option(
+    "--for", "targets", multiple=True, metavar="abnormal|LABEL",
+    help="what to refer: abnormal (1 - p(Normal); every non-Normal film is a positive) or one of the model's labels; repeatable; default: abnormal",
+)
+@click.option("--manifest", "manifest_path", metavar="CSV", help="dataset manifest (columns file and source): adds the metrics at each threshold per source")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the profile JSON to write; <stem>.roc.png and <stem>.<target>.csv are written beside it")
+@click.option("--install", is_flag=True, help="also install the profile as this model's default (used by predict and evaluate without --site)")
+@click.option("--model", "-m", help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the profile as one JSON object (plus files and installed)")
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+def calibrate(
+    site_dir: str, target_sensitivity: float, targets: tuple[str, ...], manifest_path: str | None, out: str, install: bool,
+    model: str | None, as_json: bool, threads: int | None,
+) -> None:
+    """Choose a site's operating point on its own labelled films: SITE_DIR holds one folder per class (as for evaluate).
+
+    Refits the calibration temperature on the films, then for each target picks the highest
+    threshold whose sensitivity on them is at least --target-sensitivity, and reports
+    sensitivity, specificity, PPV, NPV and the share flagged there, each with a bootstrap 95%
+    interval. Warns when the films are too few to support the target. Writes the profile (for
+    `predict --site` / `evaluate --site`), a ROC plot and a threshold table (CSV: threshold,
+    sensitivity, specificity, PPV, NPV, % flagged) per target.
+    """
+    from edgecxr.calibrate import calibrate as run_calibration
+    from edgecxr.calibrate import write_report
+    from edgecxr.evaluate import labelled_files
+    from edgecxr.manifest import read_manifest
+    from edgecxr.site import install_profile, read_profile
+
+    net = load_or_exit(model, threads)
+    try:
+        manifest = read_manifest(manifest_path, required=("source",)) if manifest_path is not None else None
+        items = labelled_files(site_dir, net.labels)
+        with click.progressbar(length=len(items), label="calibrating", file=sys.stderr) if sys.stderr.isatty() else _plain(None) as bar:
+            result = run_calibration(
+                net, site_dir, target_sensitivity, list(dict.fromkeys(targets or [ABNORMAL])), manifest, bar.update if bar is not None else None, items
+            )
+    except ValueError as exc:  # also ManifestError
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for line in result.errors:
+        click.echo(f"error: {line}", err=True)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
+    try:
+        files = write_report(result, out)
+        installed = install_profile(read_profile(files["profile"])) if install else None
+    except OSError as exc:
+        click.echo(f"error: {out}: cannot write the profile or its report ({exc.strerror or exc})", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps({**result.profile, "files": {k: str(v) for k, v in files.items()}, "installed": str(installed) if installed else None}))
+    else:
+        click.echo(_calibration_text(result.profile, list(files.values()), installed))
+    sys.exit(1 if result.errors else 0)
 
 
 @main.command()
@@ -304,8 +376,12 @@ def progress(files: list[Path], label: str) -> Any:
 
 def _evaluation_table(report: dict, data_dir: str) -> str:
     labels = report["labels"]
+    aucs = [f"{l} {v:.4f}" for l, v in report["auc"].items() if v is not None]
+    if report["abnormal_auc"] is not None:
+        aucs.append(f"abnormal (1 - p(Normal)) {report['abnormal_auc']:.4f}")
     lines = [
         f"model {report['model']} on {report['n']} images: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}",
+        "AUC (one class against the rest): " + (", ".join(aucs) if aucs else "- (needs films with and without each class)"),
         "",
         f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
@@ -317,7 +393,52 @@ def _evaluation_table(report: dict, data_dir: str) -> str:
         lines.append(f"{label:<14}" + "".join(f"{v:>11}" for v in row))
     if "per_source" in report:
         lines += _source_table(report, data_dir)
+    if "site" in report:
+        site = report["site"]
+        lines += ["", f"at the site profile's operating points (made for {site['model']}, temperature {site['temperature']:.4f}):"]
+        lines += [line for p in site["operating_points"] for line in _operating_lines(p)]
+        lines.append(f"referred (any target): {100 * site['referred']:.1f}% of {report['n']} films" if site["referred"] is not None else "referred: -")
     return "\n".join(lines)
+
+
+def _interval(m: dict[str, Any], percent: bool = False) -> str:
+    if m["value"] is None:
+        return "-"
+    k = 100.0 if percent else 1.0
+    unit = "%" if percent else ""
+    return f"{k * m['value']:.{1 if percent else 3}f}{unit} ({k * m['low']:.{1 if percent else 3}f}-{k * m['high']:.{1 if percent else 3}f})"
+
+
+def _operating_lines(p: dict[str, Any]) -> list[str]:
+    """One operating point (a profile's, or evaluate's at it) in two lines: threshold and counts, then the metrics with 95% intervals."""
+    area = f", AUC {p['auc']:.4f}" if p.get("auc") is not None else ""
+    return [
+        f"{p['for']}: refer at score >= {p['threshold']:.4f} (chosen for sensitivity {p['target_sensitivity']:g}){area}; "
+        f"{p['n_positive']} positive / {p['n_negative']} negative films",
+        f"  sensitivity {_interval(p['sensitivity'])}  specificity {_interval(p['specificity'])}  PPV {_interval(p['ppv'])}  "
+        f"NPV {_interval(p['npv'])}  flagged {_interval(p['flagged'], percent=True)}",
+    ]
+
+
+def _calibration_text(profile: dict[str, Any], files: list[Path], installed: Path | None) -> str:
+    counts = ", ".join(f"{n} {l}" for l, n in profile["sample"]["counts"].items())
+    t = profile["temperature"]
+    lines = [
+        f"model {profile['model']['name']} {profile['model']['version']} on {sum(profile['sample']['counts'].values())} films ({counts}); "
+        f"temperature {t['card']:.4f} (card) -> {t['value']:.4f} (refitted here)",
+        "95% bootstrap intervals in brackets",
+    ]
+    lines += [line for p in profile["operating_points"] for line in _operating_lines(p)]
+    lines.append("wrote " + ", ".join(str(f) for f in files))
+    if installed is not None:
+        lines.append(f"installed as the default profile of {profile['model']['name']}: {installed}")
+    return "\n".join(lines)
+
+
+def _site_line(summary: dict[str, Any]) -> str:
+    if "error" in summary:
+        return f"{summary['path']} does not fit: {summary['error']}"
+    return f"{summary['path']} (" + ", ".join(f"{p['for']} >= {p['threshold']:.4f}" for p in summary["operating_points"]) + f"; made {summary['created']})"
 
 
 def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
@@ -348,6 +469,12 @@ def _human(result: dict) -> str:
     line = f"{result['file']}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
     if result.get("heatmap"):
         line += f"\n  heatmap: {result['heatmap']}"
+    if "refer" in result:
+        def score(target: str) -> float:
+            return result["abnormal_score"] if target == ABNORMAL else result["probabilities"][target]
+
+        reasons = ", ".join(f"{p['for']} score {score(p['for']):.4f}, threshold {p['threshold']:.4f}" for p in result["operating_point"])
+        line += f"\n  refer: {'yes' if result['refer'] else 'no'} ({reasons})"
     return line + "".join(f"\n  warning: {w}" for w in result["warnings"])
 
 

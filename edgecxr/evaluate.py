@@ -1,15 +1,20 @@
-"""Accuracy of a model on a folder of labelled images (one sub-folder per class), overall and per manifest source."""
+"""Accuracy of a model on a folder of labelled images (one sub-folder per class), overall and per manifest source;
+AUCs, and with a site profile the metrics at its operating points."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 from edgecxr.imageio import ImageError
 from edgecxr.inputs import class_folders, find_images
 from edgecxr.manifest import Manifest, resolved
 from edgecxr.metrics import classification_report
 from edgecxr.model import Model
+from edgecxr.operating import auc, operating_report, rounded
+from edgecxr.site import ABNORMAL, NORMAL, target_positives, target_scores
 
 
 def labelled_files(data_dir: str | os.PathLike, labels: list[str]) -> list[tuple[Path, int]]:
@@ -28,22 +33,24 @@ def labelled_files(data_dir: str | os.PathLike, labels: list[str]) -> list[tuple
 
 
 def predict_labelled(
-    model: Model, items: list[tuple[Path, int]], progress: Callable[[int], None] | None = None
-) -> tuple[list[Path], list[int], list[int], list[str]]:
-    """Predict every (file, class) pair: (files read, true classes, predicted classes, error lines)."""
-    files, y_true, y_pred, errors = [], [], [], []
+    model: Model, items: list[tuple[Path, int]], progress: Callable[[int], None] | None = None, calibrated: bool = True
+) -> tuple[list[Path], list[int], np.ndarray, list[str]]:
+    """Predict every (file, class) pair: (files read, true classes, class probabilities (N, C), error lines).
+
+    The probabilities are the raw softmax when not ``calibrated``.
+    """
+    files, y_true, rows, errors = [], [], [], []
     for path, truth in items:
         try:
-            pred = model.predict(path)
+            rows.append(model.probabilities(path, calibrated))
         except ImageError as exc:
             errors.append(str(exc))
         else:
             files.append(path)
             y_true.append(truth)
-            y_pred.append(model.labels.index(pred.label))
         if progress:
             progress(1)
-    return files, y_true, y_pred, errors
+    return files, y_true, np.array(rows, dtype=np.float32).reshape(len(rows), len(model.labels)), errors
 
 
 def evaluate(
@@ -64,15 +71,24 @@ def evaluate(
     - ``missing``: files it lists below ``data_dir`` that are not among the images found there
       (absent, or not an image in a class folder).
 
+    Always ``auc`` ({label: one-vs-rest AUC of p(label)}) and ``abnormal_auc`` (of 1 - p(Normal);
+    None without a Normal label), None where the films lack a class. With a site profile on the
+    model, ``site``: its ``model`` and ``temperature``, ``operating_points`` (for each, the profile's
+    ``for``, ``target_sensitivity`` and ``threshold`` with :func:`edgecxr.operating.operating_report`
+    on these films, per source with a manifest) and ``referred``, the share of films referred.
+
     ``items`` are ``labelled_files(data_dir, model.labels)`` when the caller has listed them already.
     """
     if items is None:
         items = labelled_files(data_dir, model.labels)
-    files, y_true, y_pred, errors = predict_labelled(model, items, progress)
+    files, y_true, probs, errors = predict_labelled(model, items, progress)
+    y_pred = probs.argmax(axis=1).tolist()
     if manifest is None:
-        return {**classification_report(y_true, y_pred, model.labels), "model": model.name, "errors": errors}
+        return {**classification_report(y_true, y_pred, model.labels), **_scores(model, y_true, probs, None), "model": model.name, "errors": errors}
     rows = [manifest.get(f) for f in files]
-    report = classification_report(y_true, y_pred, model.labels, [row.source if row else "" for row in rows])
+    sources = [row.source if row else "" for row in rows]
+    scores = _scores(model, y_true, probs, sources)
+    report = classification_report(y_true, y_pred, model.labels, sources)
     per_source = report.pop("per_source", {})
     root, found = Path(data_dir), {resolved(path) for path, _ in items}
     coverage = {
@@ -80,4 +96,24 @@ def evaluate(
         "unlisted": [str(f) for f, row in zip(files, rows) if row is None],
         "missing": [str(root / row.path.relative_to(root.resolve())) for row in manifest.under(root) if row.path not in found],
     }
-    return {**report, "model": model.name, "errors": errors, "per_source": per_source, "manifest": coverage}
+    return {**report, **scores, "model": model.name, "errors": errors, "per_source": per_source, "manifest": coverage}
+
+
+def _scores(model: Model, y_true: list[int], probs: np.ndarray, sources: list[str] | None) -> dict[str, Any]:
+    """The ``auc``, ``abnormal_auc`` and (with a site profile) ``site`` keys of :func:`evaluate`."""
+    labels = model.labels
+    out: dict[str, Any] = {
+        "auc": {l: rounded(auc(target_scores(probs, labels, l), target_positives(y_true, labels, l))) for l in labels},
+        "abnormal_auc": rounded(auc(target_scores(probs, labels, ABNORMAL), target_positives(y_true, labels, ABNORMAL))) if NORMAL in labels else None,
+    }
+    if model.site is not None:
+        points = []
+        for p in model.site.points:
+            scores = target_scores(probs, labels, p.target)
+            points.append({**p.to_dict(), **operating_report(scores, target_positives(y_true, labels, p.target), p.threshold, sources)})
+        referred = [model.site.decide(row, labels) for row in probs]
+        out["site"] = {
+            "model": model.site.model, "temperature": model.site.temperature, "operating_points": points,
+            "referred": round(float(np.mean(referred)), 4) if referred else None,
+        }
+    return out

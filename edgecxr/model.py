@@ -17,6 +17,7 @@ from edgecxr.checks import PROFILES, Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
 from edgecxr.preprocess import preprocess, to_original
+from edgecxr.site import NORMAL, SiteSource, resolve_site
 
 ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]
 
@@ -33,11 +34,19 @@ class Prediction:
     checks: list[Check] = field(default_factory=list)
     # (H, W) float32 in [0, 1] over the input image when asked for; at most HEATMAP_MAX_SIDE px long
     heatmap: np.ndarray | None = None
+    # with a site profile: whether any target's score reached its threshold, and those operating points
+    refer: bool | None = None
+    operating_point: list[dict[str, Any]] | None = None
 
     @property
     def warnings(self) -> list[str]:
         """The messages of the checks that fired, for people."""
         return [c.message for c in self.checks]
+
+    @property
+    def abnormal_score(self) -> float | None:
+        """1 - p(Normal), calibrated: how likely the film is not normal; None for a model without a Normal label."""
+        return 1.0 - self.probabilities[NORMAL] if NORMAL in self.probabilities else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,15 +57,22 @@ class Prediction:
             "latency_ms": round(self.latency_ms, 3),
             "warnings": self.warnings,
             "checks": [c.to_dict() for c in self.checks],
+            "abnormal_score": None if self.abnormal_score is None else round(self.abnormal_score, 6),
+            **({"refer": self.refer, "operating_point": self.operating_point} if self.refer is not None else {}),
         }
 
 
 class Model:
-    """A verified ``.tflite`` model with its card, ready to predict."""
+    """A verified ``.tflite`` model with its card, ready to predict; with a site profile (:mod:`edgecxr.site`), also refer / no refer.
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True) -> None:
+    ``site``: a profile or its path (refused when made for another model), True for the profile
+    installed for this model if there is one, None for none. A profile's temperature replaces the card's.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True, site: SiteSource = None) -> None:
         self.path = Path(path)
         self.card, self.interpreter = open_verified(self.path, threads, xnnpack)
+        self.site = resolve_site(site, self.card)
         self._input = self.interpreter.get_input_details()[0]
         self._output, self._features = _split_outputs(self.interpreter.get_output_details(), self.path)
         n_out = int(self._output["shape"][-1])
@@ -66,7 +82,7 @@ class Model:
         if tuple(self._input["shape"][1:3]) != spec.size:
             raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {list(spec.size)}")
         self._cam_weights = self._read_cam_weights()
-        self.temperature = self.card.temperature.value if self.card.temperature else 1.0
+        self.temperature = self.site.temperature if self.site else self.card.temperature.value if self.card.temperature else 1.0
         # is the model input the whole film, area-resized? (the checks reuse it)
         self._whole_film_area = spec.crop == "none" and not spec.clahe and spec.interpolation == "area"
         self.check_profile = self.card.checks  # which input checks apply to this model's films
@@ -133,7 +149,15 @@ class Model:
             file=file,
             checks=checks,
             heatmap=heat,
+            refer=self.site.decide(probs, self.labels) if self.site else None,
+            operating_point=[p.to_dict() for p in self.site.points] if self.site else None,
         )
+
+    def probabilities(self, image: ImageSource, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities (label order) of one image, without the input checks; the raw softmax if not ``calibrated``."""
+        loaded, file = as_loaded(image)
+        refuse_blank(loaded, file)
+        return self.predict_preprocessed(preprocess(loaded.pixels, self.card.preprocessing), calibrated)
 
     def lungs(self, image: ImageSource) -> np.ndarray:
         """The lung fields of ``image`` from the bundled lung model: uint8 0/255 at the input's size (see :mod:`edgecxr.lungs`)."""
@@ -201,9 +225,13 @@ class Model:
         return y / total if total > 0 else np.full_like(y, 1.0 / len(y))
 
 
-def load_model(name: str | os.PathLike | None = None, threads: int | None = None, xnnpack: bool = True) -> Model:
-    """The bundled default model, a bundled model by name, or a ``.tflite`` path with its card beside it."""
-    return Model(registry.resolve(name), threads=threads, xnnpack=xnnpack)
+def load_model(name: str | os.PathLike | None = None, threads: int | None = None, xnnpack: bool = True, site: SiteSource = None) -> Model:
+    """The bundled default model, a bundled model by name, or a ``.tflite`` path with its card beside it.
+
+    ``site``: a site profile's path (``edgecxr calibrate --out``), True for the one installed for
+    this model if any, None for none (see :class:`Model`).
+    """
+    return Model(registry.resolve(name), threads=threads, xnnpack=xnnpack, site=site)
 
 
 def open_verified(path: Path, threads: int | None = None, xnnpack: bool = True) -> tuple[ModelCard, Any]:

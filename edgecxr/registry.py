@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from edgecxr.card import ModelError, read_card
+from edgecxr.site import installed_summary
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "resnet18-int8"
@@ -50,4 +51,5 @@ def describe(path: Path) -> dict:
         "test_macro_f1": card.test_metrics.get("macro_f1"),
         "heatmap": card.cam is not None,
         "temperature": card.temperature.value if card.temperature else None,
+        "site_profile": installed_summary(card),
     }

@@ -49,6 +49,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def config_dir(tmp_path_factory) -> Path:
+    """An empty edgecxr config folder for the whole session: no test sees or changes the user's installed site profiles."""
+    path = tmp_path_factory.mktemp("config")
+    os.environ["EDGECXR_CONFIG_DIR"] = str(path)  # edgecxr.site.CONFIG_ENV; subprocesses inherit it
+    return path
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import main
 
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score"}
 
 
 @pytest.fixture()

@@ -15,6 +15,7 @@ from edgecxr.metrics import classification_report, confusion_matrix
 from edgecxr.model import Model
 
 REPORT_KEYS = {"accuracy", "macro_f1", "labels", "per_class", "confusion_matrix", "n"}
+SCORE_KEYS = {"auc", "abnormal_auc"}  # evaluate adds them to the classification report
 
 
 def make_dataset(root, per_class: int = 2, mislabelled: bool = True):
@@ -177,7 +178,7 @@ def test_evaluate_json(runner, tiny_models, dataset, variant):
     assert result.stderr == ""
     assert len(result.stdout.splitlines()) == 1
     report = json.loads(result.stdout)
-    assert set(report) == REPORT_KEYS | {"model", "errors"}
+    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors"}
     assert report["model"] == f"tiny-{variant}"
     assert report["errors"] == []
     assert report["labels"] == TINY_LABELS
@@ -352,7 +353,7 @@ def test_evaluate_manifest_per_source_matches_a_direct_computation(runner, model
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     report = json.loads(result.stdout)
-    assert set(report) == REPORT_KEYS | {"model", "errors", "per_source", "manifest"}
+    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors", "per_source", "manifest"}
     # the overall numbers are those without a manifest
     assert report["confusion_matrix"] == EXPECTED_CM and report["accuracy"] == EXPECTED_ACCURACY and report["n"] == 7
     model = Model(model_path)
@@ -398,7 +399,7 @@ def test_evaluate_manifest_beside_or_inside_data_changes_nothing_without_the_opt
             assert result.exit_code == 0 and result.stderr == ""
             assert "per source" not in result.stdout and "manifest" not in result.stdout
     report = json.loads(result.stdout)
-    assert set(report) == REPORT_KEYS | {"model", "errors"}
+    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors"}
 
 
 def test_evaluate_manifest_with_unreadable_images_keeps_exit_1(runner, model_path, tmp_path):

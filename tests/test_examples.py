@@ -206,3 +206,25 @@ def test_pi_benchmark_compares_with_a_reference(model_path, tmp_path):
     module = import_example("pi_benchmark")
     rows = [{"family": f, "variant": v, "p50_ms": p50} for f, v, p50 in (("a", "int8", 1.0), ("a", "float32", 4.0), ("b", "int8", 2.0))]
     assert module.int8_ratios(rows) == {"a": 0.25}
+
+
+def test_calibrate_site_then_screen_a_batch(model_path, scans, tmp_path):
+    site = tmp_path / "site"
+    for cls, label in enumerate(TINY_LABELS):
+        for i in range(4):
+            write_png(site / label / f"{label}_{i}.png", cls, seed=50 + 10 * cls + i)
+    write_png(site / "bright" / "filed_wrong.png", 0, seed=77)  # a dark film among the bright ones: the threshold must drop for it
+    profile = tmp_path / "out" / "site.json"
+    result = run_example("calibrate_site.py", str(site), str(tmp_path / "scans"), "--profile", str(profile), "--for", "bright", "--model", model_path)
+    assert result.returncode == 1, result.stderr  # the corrupt scan
+    assert "only 5 positive films" in result.stderr and "corrupt.png" in result.stderr and "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("bright: refer at score >= ") and lines[1] == f"profile: {profile}"
+    assert profile.is_file() and profile.with_name("site.roc.png").is_file() and profile.with_name("site.bright.csv").is_file()
+    from edgecxr import load_model
+
+    model = load_model(model_path, site=profile)
+    for key in ("dark", "bright", "striped", "small"):
+        line = next(line for line in lines if f"  {scans[key]}  " in line)
+        assert line.startswith("REFER " if model.predict(scans[key]).refer else "no refer ")
+    assert lines[-1].endswith("referred, 1 unreadable")
