@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="training run folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .tflite files and cards")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
-    parser.add_argument("--data", type=Path, help="dataset root (default: the run's)")
+    parser.add_argument(
+        "--data", type=Path, action="append", default=[],
+        help="dataset root, repeatable (default: every root the run was trained on; test and val splits come from their manifests)",
+    )
     parser.add_argument("--calibration", type=int, default=300, help="training images used to calibrate int8")
     parser.add_argument("--sparsity", type=float, default=0.5, help="pruning target sparsity")
     parser.add_argument("--prune-epochs", type=int, default=2)
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run}: not a training run folder (needs best.keras and run.json)", file=sys.stderr)
         return 2
     cfg = ConvertConfig(
-        args.run, args.out, variants, args.data, args.calibration, args.sparsity, args.prune_epochs,
+        args.run, args.out, variants, tuple(args.data), args.calibration, args.sparsity, args.prune_epochs,
         Thresholds(args.min_agreement, args.max_f1_drop), args.checks,
     )
     try:

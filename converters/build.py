@@ -28,8 +28,9 @@ from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Thresholds
 from edgecxr.checks import DEFAULT_PROFILE
 from edgecxr.families import VARIANTS
 from edgecxr.model import Model
+from edgecxr.provenance import REPO_ROOT
 from training import augment
-from training.data import load_dataset
+from training.multiroot import load_roots
 
 KERAS_PARITY_TOLERANCE = 1e-3  # float32 TFLite vs Keras, max |probability difference| on the test split
 
@@ -39,7 +40,7 @@ class ConvertConfig:
     run: Path
     out: Path
     variants: tuple[str, ...] = tuple(VARIANTS)
-    data: Path | None = None  # default: the run's dataset
+    data: tuple[Path, ...] = ()  # dataset roots; default: the run's (all of them)
     calibration: int = 300
     sparsity: float = 0.5
     prune_epochs: int = 2
@@ -51,7 +52,7 @@ def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
     """Convert and verify every variant; returns {variant: card}."""
     info = json.loads((cfg.run / "run.json").read_text())
     model = keras.models.load_model(cfg.run / "best.keras")
-    data = load_dataset(cfg.data or info["dataset"]["root"], info["preprocessing"])
+    data = load_roots(list(cfg.data or run_roots(info)), info["preprocessing"])
     if data.labels != info["labels"]:
         raise ValueError(f"dataset labels {data.labels} differ from the model's {info['labels']}")
     if "test" not in data.splits:
@@ -92,6 +93,11 @@ def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
             f"agreement {verification.agreement_with_float32:.4f}, {'PASSED' if verification.passed else 'FAILED'}"
         )
     return cards
+
+
+def run_roots(info: dict) -> list[str]:
+    """The dataset roots a run was trained on (``dataset.roots`` of a multi-root run); run.json records them relative to the checkout."""
+    return [str(REPO_ROOT / root) for root in (info["dataset"].get("roots") or [info["dataset"]["root"]])]
 
 
 def _temperature(val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray) -> Temperature:
