@@ -22,7 +22,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import cv2
 import numpy as np
 
-from edgecxr.calibration import apply_temperature, expected_calibration_error, negative_log_likelihood, reliability_bins
+from edgecxr.calibration import expected_calibration_error, negative_log_likelihood, reliability_bins
 from edgecxr.cam import normalise, overlay
 from edgecxr.card import ModelError
 from edgecxr.checks import input_checks
@@ -144,7 +144,7 @@ def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.nda
 
 
 def calibration_section(model: Model, test, raw: np.ndarray) -> tuple[dict, np.ndarray]:
-    calibrated = apply_temperature(raw, model.temperature)
+    calibrated = model.recalibrated(raw, model.temperature)
     return {
         "temperature": model.temperature,
         "fitted_on": model.card.temperature.fitted_on if model.card.temperature else None,

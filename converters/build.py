@@ -22,7 +22,7 @@ from converters.cards import Measured, Source, model_card
 from converters.embed import embed_facts
 from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
-from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
+from edgecxr.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.card import ModelCard, write_card
 from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Thresholds
 from edgecxr.checks import DEFAULT_PROFILE
@@ -73,7 +73,7 @@ def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
         write_card(path, model_card(source, source_model, variant, flat, pruned))  # what the runtime needs to load it
         runtime_model = Model(path)
         probs = tflite_probabilities(runtime_model, test.x)
-        temperature = _temperature(tflite_probabilities(runtime_model, val.x), val.y, probs, test.y) if val is not None else None
+        temperature = _temperature(runtime_model, tflite_probabilities(runtime_model, val.x), val.y, probs, test.y) if val is not None else None
         if reference is None:
             reference = probs
         metrics, verification = compare(probs, reference, test.y, data.labels, test.sources, cfg.thresholds)
@@ -100,15 +100,15 @@ def run_roots(info: dict) -> list[str]:
     return [str(REPO_ROOT / root) for root in (info["dataset"].get("roots") or [info["dataset"]["root"]])]
 
 
-def _temperature(val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray) -> Temperature:
-    """Temperature scaling fitted on the validation split, with NLL (val) and ECE (test) before and after."""
+def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray) -> Temperature:
+    """Temperature scaling fitted on the validation split, with NLL (val) and ECE (test) before and after (as ``model`` applies it)."""
     t = fit_temperature(val_probs, val_y)
     return Temperature(
         value=round(t, 4),
         fitted_on="val",
         images=int(len(val_y)),
-        nll_val=BeforeAfter(round(negative_log_likelihood(val_probs, val_y), 4), round(negative_log_likelihood(apply_temperature(val_probs, t), val_y), 4)),
-        ece_test=BeforeAfter(round(expected_calibration_error(test_probs, test_y), 4), round(expected_calibration_error(apply_temperature(test_probs, t), test_y), 4)),
+        nll_val=BeforeAfter(round(negative_log_likelihood(val_probs, val_y), 4), round(negative_log_likelihood(model.recalibrated(val_probs, t), val_y), 4)),
+        ece_test=BeforeAfter(round(expected_calibration_error(test_probs, test_y), 4), round(expected_calibration_error(model.recalibrated(test_probs, t), test_y), 4)),
     )
 
 

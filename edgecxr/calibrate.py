@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgecxr.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+from edgecxr.calibration import fit_temperature, negative_log_likelihood
 from edgecxr.evaluate import labelled_files, predict_labelled
 from edgecxr.manifest import Manifest
 from edgecxr.model import Model
@@ -74,7 +74,7 @@ def calibrate(
             kind = "negative" if pos.all() else "positive"
             raise ValueError(f"{data_dir}: no {kind} films for target '{t}' (classes present: {', '.join(sorted({labels[i] for i in truth}))}): a threshold needs both")
     temperature = fit_temperature(raw, y)
-    probs = apply_temperature(raw, temperature)
+    probs = model.recalibrated(raw, temperature)
     sources = manifest.sources(files) if manifest is not None else None
     points, rocs, tables, warnings = [], {}, {}, []
     for t in targets:
@@ -93,7 +93,7 @@ def calibrate(
         "sample": {"counts": {l: int(np.sum(y == i)) for i, l in enumerate(labels)}, "unreadable": len(errors)},
         "temperature": {
             "value": temperature, "card": card_t,
-            "nll_before": round(negative_log_likelihood(apply_temperature(raw, card_t), y), 4),
+            "nll_before": round(negative_log_likelihood(model.recalibrated(raw, card_t), y), 4),
             "nll_after": round(negative_log_likelihood(probs, y), 4),
         },
         "operating_points": points,

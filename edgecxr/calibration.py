@@ -2,7 +2,7 @@
 
 A model's softmax probabilities are softened (T > 1) or sharpened (T < 1) by one scalar fitted on
 the validation split (Guo et al. 2017): ``p_T ∝ p ** (1 / T)``, the same as dividing the logits by
-``T`` (:func:`softmax` does exactly that for a model whose card says its output holds logits).
+``T``.
 It never changes which class wins, only how sure the model says it is. The converter fits ``T``
 and stores it in the card; the runtime applies it.
 """
@@ -13,22 +13,27 @@ import numpy as np
 # Probabilities are floored here before taking logs: an int8 softmax output is quantized in
 # steps of 1/256, so a wrong confident answer reads as exactly 0 and would dominate the fit.
 PROBABILITY_FLOOR = 1e-4
+LOGITS_FLOOR = 1e-37  # for probabilities computed in float from logits: only float32 underflow is floored
 ECE_BINS = 15
 _TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 1201))
 
 
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities (…, C) rescaled by ``temperature``; rows still sum to 1."""
-    logp = np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)) / temperature
+def apply_temperature(probs: np.ndarray, temperature: float, floor: float = PROBABILITY_FLOOR) -> np.ndarray:
+    """Probabilities (…, C) rescaled by ``temperature``, each floored at ``floor`` first; rows still sum to 1.
+
+    On the float softmax of logits with ``floor`` :data:`LOGITS_FLOOR` this is the softmax of the
+    logits divided by ``temperature``, to float32 rounding.
+    """
+    logp = np.log(np.clip(probs, floor, 1.0)) / temperature
     logp -= logp.max(axis=-1, keepdims=True)
     scaled = np.exp(logp)
     return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Probabilities (…, C) of ``logits`` divided by ``temperature``: the calibrated output of a logits model."""
-    z = np.asarray(logits, np.float64) / temperature
-    z -= z.max(axis=-1, keepdims=True)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities (…, C) of ``logits``, computed in float64 and returned as float32."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 

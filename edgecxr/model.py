@@ -10,7 +10,7 @@ from typing import Any, Union
 import numpy as np
 
 from edgecxr import registry
-from edgecxr.calibration import apply_temperature, softmax
+from edgecxr.calibration import LOGITS_FLOOR, PROBABILITY_FLOOR, apply_temperature, softmax
 from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelCard, ModelError, read_card, verify_file
 from edgecxr.checks import PROFILES, Check, input_checks, refuse_blank
@@ -210,13 +210,20 @@ class Model:
 
         A ``logits`` model's output goes through the softmax here, in float, so an int8 model's
         probabilities are not limited to the int8 output's steps; a ``probabilities`` model's
-        output is dequantized and rescaled by the temperature (:func:`edgecxr.calibration.apply_temperature`).
+        output is dequantized and renormalised. Calibration is :meth:`recalibrated`.
         """
-        temperature = self.temperature if calibrated else 1.0
-        if self.card.output_kind == "logits":
-            return softmax(dequantize(y, self._output), temperature)
-        probs = self.dequantize_output(y)
-        return apply_temperature(probs, temperature) if temperature != 1.0 else probs
+        raw = softmax(dequantize(y, self._output)) if self.card.output_kind == "logits" else self.dequantize_output(y)
+        return self.recalibrated(raw, self.temperature) if calibrated else raw
+
+    def recalibrated(self, raw: np.ndarray, temperature: float) -> np.ndarray:
+        """Uncalibrated probabilities (…, C) of this model as it gives them at ``temperature``.
+
+        For a ``logits`` model that is the softmax of the logits divided by ``temperature``; a
+        ``probabilities`` model's int8 zeros are floored at :data:`edgecxr.calibration.PROBABILITY_FLOOR` first.
+        """
+        if temperature == 1.0:
+            return raw
+        return apply_temperature(raw, temperature, LOGITS_FLOOR if self.card.output_kind == "logits" else PROBABILITY_FLOOR)
 
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
         """A ``probabilities`` output tensor to probabilities that sum to 1."""
