@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         "--select", choices=("loss", "worst"), default="loss",
         help="best.keras by lowest val loss, or by the highest recall of the worst source x class val cell (>= 10 films)",
     )
+    parser.add_argument(
+        "--teacher", type=Path,
+        help="distil from this classifier .tflite (with its card): targets mix its soft outputs with the labels (training.distill)",
+    )
+    parser.add_argument("--distill-alpha", type=float, default=0.5, help="with --teacher: weight of the hard label (default 0.5)")
+    parser.add_argument("--distill-temperature", type=float, default=2.0, help="with --teacher: softening of the teacher's probabilities (default 2)")
     args = parser.parse_args(argv)
     if args.freeze_backbone and not args.init_from:
         parser.error("--freeze-backbone needs --init-from")

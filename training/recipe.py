@@ -4,7 +4,7 @@ One pipeline per run, built from the training split (images, labels, sources) an
 :class:`Recipe`: film indices (shuffled, or source x class balanced, :mod:`training.sampling`) ->
 batch -> synthetic markers (:mod:`training.markers`) -> the usual augmentation
 (:func:`training.augment.make_augment`) -> scanner effects (:mod:`training.scanner_aug`) -> the
-targets: ``(image, label, weight)``, or for the source-adversarial wrapper
+targets: ``(image, label, weight)`` (the label a soft distillation target when there is a teacher), or for the source-adversarial wrapper
 (:mod:`training.adversarial`) ``({image, class_onehot}, {classifier, source}, weight)``. Without
 balanced sampling the weight is the inverse class frequency (the class weights of today's
 recipe); with it, 1 (every class is drawn equally often). The stream is endless; an epoch is
@@ -55,8 +55,13 @@ def train_dataset(
     seed: int,
     hflip: bool = False,
     geometric: bool = True,
+    soft: np.ndarray | None = None,
 ) -> tf.data.Dataset:
-    """The endless, batched, augmented training stream of a run; see the module docstring."""
+    """The endless, batched, augmented training stream of a run; see the module docstring.
+
+    ``soft`` (N, C), distillation targets (:mod:`training.distill`), replaces the label of each
+    film (the class weight still follows the hard label ``y``).
+    """
     import tensorflow as tf  # here, not at import: `python -m training --help` reads BALANCE without TensorFlow
 
     from training import augment, markers, sampling, scanner_aug
@@ -67,6 +72,7 @@ def train_dataset(
     n_classes = len(labels)
     images = tf.constant(x)
     targets = tf.constant(y.astype(np.int64))
+    soft_t = tf.constant(soft.astype(np.float32)) if soft is not None else None
     src, _ = source_ids(sources)
     source_t = tf.constant(src)
     if recipe.balance == "none":
@@ -91,7 +97,7 @@ def train_dataset(
         label = tf.gather(targets, idx)
         weight = tf.gather(class_w_t, label)
         if recipe.adversarial <= 0:
-            return batch, label, weight
+            return batch, (label if soft_t is None else tf.gather(soft_t, idx)), weight
         inputs = {"image": batch, "class_onehot": tf.one_hot(label, n_classes)}
         return inputs, {"classifier": label, "source": tf.gather(source_t, idx)}, weight
 

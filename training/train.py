@@ -34,7 +34,7 @@ from edgecxr.families import family
 from edgecxr.metrics import classification_report
 from edgecxr.preprocess import PreprocessSpec
 from training import adversarial, report
-from training.data import Dataset, DatasetError
+from training.data import Dataset, DatasetError, Split
 from training.multiroot import load_roots, manifest_digests
 from training.recipe import Recipe, source_ids, steps_per_epoch, train_dataset
 from training.selection import cell_names
@@ -67,6 +67,9 @@ class TrainConfig:
     markers: bool = False
     adversarial: float = 0.0
     select: str = "loss"  # best.keras by lowest val loss, or "worst": highest worst source x class val recall
+    teacher: Path | None = None  # a classifier .tflite with its card: distil from its soft outputs (training.distill)
+    distill_alpha: float = 0.5  # weight of the hard label in the distillation target
+    distill_temperature: float = 2.0  # softening of the teacher's probabilities
 
     def recipe(self) -> Recipe:
         return Recipe(self.balance, self.scanner_aug, self.markers, self.adversarial)
@@ -137,6 +140,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
     n_sources = len(source_ids(train_split.sources)[1])
     if recipe.adversarial > 0 and n_sources < 2:
         raise DatasetError(f"{cfg.data}: --adversarial needs at least two training sources in the manifests, found {n_sources}")
+    soft = _distillation_targets(cfg, train_split) if cfg.teacher else None
     resume_file = cfg.out / (adversarial.WRAPPER_FILE if recipe.adversarial > 0 else "last.keras")
     with strategy.scope():
         if resuming:
@@ -150,7 +154,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
             schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, cfg.epochs * steps), alpha=0.02)
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
-                loss="sparse_categorical_crossentropy",
+                loss="sparse_categorical_crossentropy" if soft is None else "categorical_crossentropy",
                 metrics={"classifier": "accuracy"} if recipe.adversarial > 0 else ["accuracy"],
                 weighted_metrics=[],
             )
@@ -166,7 +170,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
         callbacks.insert(0, adversarial.ReversalSchedule(recipe.adversarial, cfg.epochs))
     try:
         model.fit(
-            train_dataset(train_split.x, train_split.y, train_split.sources, data.labels, recipe, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric),
+            train_dataset(train_split.x, train_split.y, train_split.sources, data.labels, recipe, cfg.batch_size, cfg.seed, cfg.hflip, cfg.geometric, soft),
             steps_per_epoch=steps,
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
@@ -186,6 +190,23 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
         return {}
     best = keras.models.load_model(cfg.out / "best.keras") if (cfg.out / "best.keras").exists() else classifier
     return evaluate_run(best, data, cfg.out, cfg.batch_size)
+
+
+def _distillation_targets(cfg: TrainConfig, train_split: Split) -> np.ndarray:
+    """The soft targets of a distilled run (training.distill); DatasetError for a teacher that cannot be used."""
+    from edgecxr.card import ModelError
+    from edgecxr.model import Model
+    from training.distill import soft_targets, teacher_probabilities
+
+    if cfg.adversarial > 0:
+        raise DatasetError("--teacher and --adversarial cannot be combined")
+    try:
+        teacher = Model(cfg.teacher)  # type: ignore[arg-type]  # callers check cfg.teacher
+    except ModelError as exc:
+        raise DatasetError(str(exc)) from None
+    print(f"distilling from {teacher.name} {teacher.card.version} (alpha {cfg.distill_alpha}, temperature {cfg.distill_temperature})")
+    probs = teacher_probabilities(teacher, [cfg.data, *cfg.more_data], train_split, cfg.workers)
+    return soft_targets(train_split.y, probs, cfg.distill_alpha, cfg.distill_temperature)
 
 
 def evaluate_run(model: keras.Model, data: Dataset, out: Path, batch_size: int = 64) -> dict:
