@@ -15,11 +15,12 @@ import click
 from edgecxr import __version__
 from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
-from edgecxr.imageio import ImageError, load_image
+from edgecxr.failures import as_image_error, per_input, shown
+from edgecxr.imageio import ImageError, LoadedImage, load_image
 from edgecxr.inputs import find_images
 
 if TYPE_CHECKING:
-    from edgecxr.model import Model
+    from edgecxr.model import Model, Prediction
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 
@@ -63,8 +64,6 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     others are still processed; the exit status is then 1. Probabilities are
     temperature-calibrated when the model card holds a temperature.
     """
-    import cv2  # after edgecxr.imageio, which sets OpenCV's pixel limit before cv2 loads
-
     net = load_or_exit(model, threads)
     if heatmap_dir is not None and not net.has_heatmap:
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
@@ -72,24 +71,27 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     heatmaps = HeatmapWriter(folder_or_exit("--heatmap", heatmap_dir)) if heatmap_dir is not None else None
     files = images_or_exit(paths)
     failed = 0
+
+    def work(path: Path) -> tuple[LoadedImage, Prediction]:
+        loaded = load_image(path)
+        return loaded, net.predict(loaded, heatmap=heatmaps is not None)
+
     with progress(files, "predicting") as items:
-        for path in items:
-            try:
-                loaded = load_image(path)
-                result = net.predict(loaded, heatmap=heatmaps is not None)
-            except Exception as exc:  # one bad input must never stop a batch
+        for path, done in per_input(items, work):
+            if isinstance(done, ImageError):
                 failed += 1
-                report_failure(path, exc, as_json)
+                report_failure(path, done, as_json)
                 continue
+            loaded, result = done
             out = result.to_dict()
             if heatmaps is not None:
                 assert result.heatmap is not None  # predict(heatmap=True) sets it
                 try:
                     out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
-                except (OSError, cv2.error) as exc:  # the prediction is still printed, with "heatmap": null
+                except Exception as exc:  # the prediction is still printed, with "heatmap": null
                     failed += 1
                     out["heatmap"] = None
-                    click.echo(f"error: {path}: heatmap not written ({exc})", err=True)
+                    click.echo(f"error: {shown(path)}: heatmap not written ({as_image_error(path, exc).reason})", err=True)
             click.echo(json.dumps(out) if as_json else _human(out))
     sys.exit(1 if failed else 0)
 
@@ -179,7 +181,8 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
     """Measure latency (init, first, warm-up, mean/std, p50/p90/p99), peak RSS and size of models.
 
     Each model runs in its own process. Without --data, latency is timed on a synthetic
-    preprocessed input; with --data, on the first real image, and accuracy is added.
+    preprocessed input; with --data, on the first real image, and accuracy is added
+    (unreadable images get an `error:` line each, are left out, and make the exit status 1).
     """
     from concurrent.futures.process import BrokenProcessPool
 
@@ -207,10 +210,13 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
             except BrokenProcessPool:
                 click.echo(f"error: {path}: the benchmark process died (out of memory?)", err=True)
                 sys.exit(1)
+    errors = sorted({line for r in results for line in r.get("errors", [])})
+    for line in errors:  # unreadable images of --data: left out of the accuracy, as evaluate does
+        click.echo(f"error: {line}", err=True)
     info = platform_info()
     if as_json:
         click.echo(json.dumps({"platform": info, "results": results}))
-        return
+        sys.exit(1 if errors else 0)
     click.echo(f"{info['machine']} {info['cpu']} ({info['cpus']} cpus), Python {info['python']}, {info['interpreter']} {info['interpreter_version']}")
     header = f"{'model':<22}{'dtype':>13}{'MB':>7}{'init':>8}{'first':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'RSS MB':>8}"
     if data:
@@ -224,6 +230,7 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
         if data:
             line += f"{r['accuracy']:>7.3f}{r['macro_f1']:>7.3f}{r['end_to_end_ms']:>8.2f}"
         click.echo(line)
+    sys.exit(1 if errors else 0)
 
 
 @main.command()
@@ -251,20 +258,21 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     writer = LungMaskWriter(folder_or_exit("--out", out_dir))
     files = images_or_exit(paths)
     failed = 0
+
+    def work(path: Path) -> dict[str, Any]:
+        result = net.segment(load_image(path))
+        mask = writer.write(path, result.mask)
+        return {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": mask, "warnings": [] if result.found else [NO_LUNGS_WARNING]}
+
     with progress(files, "segmenting") as items:
-        for path in items:
-            try:
-                result = net.segment(load_image(path))
-                out: dict[str, Any] = {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": writer.write(path, result.mask)}
-            except Exception as exc:  # one bad input must never stop a batch
+        for path, out in per_input(items, work):
+            if isinstance(out, ImageError):
                 failed += 1
-                report_failure(path, exc, as_json)
-                continue
-            out["warnings"] = [] if result.found else [NO_LUNGS_WARNING]
-            if as_json:
+                report_failure(path, out, as_json)
+            elif as_json:
                 click.echo(json.dumps(out))
             else:
-                click.echo(f"{out['file']}: lung fraction {out['lung_fraction']:.3f}  mask: {out['mask']}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
+                click.echo(f"{shown(out['file'])}: lung fraction {out['lung_fraction']:.3f}  mask: {shown(out['mask'])}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
     sys.exit(1 if failed else 0)
 
 
@@ -289,10 +297,10 @@ def images_or_exit(paths: tuple[str, ...]) -> list[Path]:
 
 def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
     """The one error line of an input that failed (and its JSON record with ``--json``)."""
-    reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
+    reason = as_image_error(path, exc).reason
     if as_json:
         click.echo(json.dumps({"file": str(path), "error": reason}))
-    click.echo(f"error: {path}: {reason}", err=True)
+    click.echo(f"error: {shown(path)}: {reason}", err=True)
 
 
 def progress(files: list[Path], label: str) -> Any:
@@ -345,9 +353,9 @@ def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
 
 def _human(result: dict) -> str:
     probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]))
-    line = f"{result['file']}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
+    line = f"{shown(result['file'])}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
     if result.get("heatmap"):
-        line += f"\n  heatmap: {result['heatmap']}"
+        line += f"\n  heatmap: {shown(result['heatmap'])}"
     return line + "".join(f"\n  warning: {w}" for w in result["warnings"])
 
 

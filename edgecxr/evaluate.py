@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from edgecxr.imageio import ImageError
+from edgecxr.failures import ImageError, per_input
 from edgecxr.inputs import class_folders, find_images
 from edgecxr.manifest import Manifest, resolved
 from edgecxr.metrics import classification_report
@@ -32,11 +32,9 @@ def predict_labelled(
 ) -> tuple[list[Path], list[int], list[int], list[str]]:
     """Predict every (file, class) pair: (files read, true classes, predicted classes, error lines)."""
     files, y_true, y_pred, errors = [], [], [], []
-    for path, truth in items:
-        try:
-            pred = model.predict(path)
-        except ImageError as exc:
-            errors.append(str(exc))
+    for (path, pred), (_, truth) in zip(per_input([path for path, _ in items], model.predict), items):
+        if isinstance(pred, ImageError):
+            errors.append(str(pred))
         else:
             files.append(path)
             y_true.append(truth)

@@ -39,24 +39,14 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from edgecxr.failures import ImageError, as_image_error  # noqa: E402  (defined there with the per-input error boundary; imported from here too)
+
 if TYPE_CHECKING:
     from pydicom import Dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 MIN_SIDE = 2
 RASTER_DEPTHS = (8, 10, 12, 14, 16)  # bits per sample that X-ray detectors and their exports write
-
-
-class ImageError(Exception):
-    """A file that cannot be turned into an image; ``str()`` is ``"<file>: <reason>"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type[ImageError], tuple[str, str]]:  # picklable, so it crosses process boundaries (edgecxr benchmark)
-        return (ImageError, (self.path, self.reason))
 
 
 @dataclass(frozen=True)
@@ -85,8 +75,15 @@ def is_dicom(data: bytes) -> bool:
 
 
 def load_image(path: str | os.PathLike) -> LoadedImage:
-    """Read an image file; raise :class:`ImageError` naming the file on any problem."""
-    p = Path(path)
+    """Read an image file; raise :class:`ImageError` naming the file on any problem (any exception a decoder raises too)."""
+    try:
+        image = _load(Path(path))
+    except Exception as exc:
+        raise as_image_error(path, exc) from None
+    return replace(image, source=str(path))
+
+
+def _load(p: Path) -> LoadedImage:
     if not p.exists():
         raise ImageError(p, "no such file")
     if p.is_dir():
@@ -103,7 +100,7 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         image = _decode_raster(p, data)
     if min(image.pixels.shape) < MIN_SIDE:
         raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
-    return replace(image, source=str(path))
+    return image
 
 
 def from_array(array: np.ndarray) -> LoadedImage:
@@ -168,7 +165,6 @@ def stored_bits(maximum: int) -> int:
 def _decode_dicom(p: Path) -> LoadedImage:
     try:
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError:  # pragma: no cover - pydicom is a runtime dependency
         raise ImageError(p, "DICOM support needs pydicom (pip install pydicom)") from None
     try:
@@ -177,7 +173,29 @@ def _decode_dicom(p: Path) -> LoadedImage:
         raise ImageError(p, "not a readable DICOM file") from None
     if "PixelData" not in ds:
         raise ImageError(p, "DICOM file has no pixel data")
-    frames, rows, cols = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    try:
+        return _dicom_pixels(p, ds)
+    except ImageError:
+        raise
+    except Exception as exc:  # a malformed pixel description; its values are not quoted (they come from the header)
+        raise ImageError(p, f"DICOM pixel description is malformed or unsupported ({type(exc).__name__})") from None
+
+
+def _whole(p: Path, ds: Dataset, keyword: str, default: int) -> int:
+    """A pixel-describing DICOM attribute as a whole number (``default`` when absent or empty), else ImageError naming it."""
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ImageError(p, f"DICOM {keyword} is not a whole number") from None
+
+
+def _dicom_pixels(p: Path, ds: Dataset) -> LoadedImage:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    frames, rows, cols = _whole(p, ds, "NumberOfFrames", 1), _whole(p, ds, "Rows", 0), _whole(p, ds, "Columns", 0)
     if frames > 1:
         raise ImageError(p, f"DICOM has {frames} frames; only single-frame images are read")
     if rows * cols > MAX_PIXELS:
@@ -197,7 +215,7 @@ def _decode_dicom(p: Path) -> LoadedImage:
     if raw.ndim != 2:
         raise ImageError(p, f"DICOM has pixel data of shape {raw.shape}; only single-frame grayscale or RGB is read")
     values = apply_modality_lut(raw, ds)
-    bits = int(ds.get("BitsStored", 8 * raw.dtype.itemsize))
+    bits = _whole(p, ds, "BitsStored", 8 * raw.dtype.itemsize)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         # pydicom maps the window onto the stored range passed through the rescale; _window_range mirrors that.
         values = apply_voi_lut(values.astype(np.float64), ds, prefer_lut=False)

@@ -29,6 +29,7 @@ def encodings(film: Path, folder: Path) -> dict[str, Path]:
     files span 0..4095 as a 12-bit detector's export does.
     """
     u8 = cv2.imread(str(film), cv2.IMREAD_GRAYSCALE)
+    assert u8 is not None, film
     twelve = np.round(u8 * (4095 / 255)).astype(np.uint16)
     folder.mkdir()
     return {
