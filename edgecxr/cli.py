@@ -15,9 +15,9 @@ import click
 from edgecxr import __version__
 from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
-from edgecxr.failures import as_image_error, per_input, shown
+from edgecxr.failures import as_image_error, detail, per_input, shown
 from edgecxr.imageio import ImageError, LoadedImage, load_image
-from edgecxr.inputs import find_images
+from edgecxr.inputs import EMPTY_FOLDER, scan_images
 
 if TYPE_CHECKING:
     from edgecxr.model import Model, Prediction
@@ -69,7 +69,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
         sys.exit(2)
     heatmaps = HeatmapWriter(folder_or_exit("--heatmap", heatmap_dir)) if heatmap_dir is not None else None
-    files = images_or_exit(paths)
+    files = images_or_exit(paths, as_json)
     failed = 0
 
     def work(path: Path) -> tuple[LoadedImage, Prediction]:
@@ -91,7 +91,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
                 except Exception as exc:  # the prediction is still printed, with "heatmap": null
                     failed += 1
                     out["heatmap"] = None
-                    click.echo(f"error: {shown(path)}: heatmap not written ({as_image_error(path, exc).reason})", err=True)
+                    click.echo(f"error: {shown(path)}: heatmap not written ({detail(exc)})", err=True)
             click.echo(json.dumps(out) if as_json else _human(out))
     sys.exit(1 if failed else 0)
 
@@ -256,7 +256,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     writer = LungMaskWriter(folder_or_exit("--out", out_dir))
-    files = images_or_exit(paths)
+    files = images_or_exit(paths, as_json)
     failed = 0
 
     def work(path: Path) -> dict[str, Any]:
@@ -286,13 +286,23 @@ def folder_or_exit(option: str, folder: str) -> Path:
     return Path(folder)
 
 
-def images_or_exit(paths: tuple[str, ...]) -> list[Path]:
-    """The image files of ``paths`` (see :func:`edgecxr.inputs.find_images`); one error line and exit 1 when there are none."""
-    files = find_images(paths)
-    if not files:
-        click.echo("error: no image files found in the given paths", err=True)
+def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
+    """The image files of ``paths`` (see :func:`edgecxr.inputs.scan_images`); one error line and exit 1 when there are none.
+
+    What the scan skipped is one ``skipped: N (reasons)`` line on stderr, and with ``--json`` one
+    ``{"file", "skipped"}`` record per entry on stdout.
+    """
+    found = scan_images(paths)
+    if as_json:
+        for s in found.skipped:
+            click.echo(json.dumps({"file": str(s.path), "skipped": s.reason}))
+    if found.skipped:
+        click.echo(found.summary(), err=True)
+    if not found.files:
+        empty = [shown(s.path) for s in found.skipped if s.reason == EMPTY_FOLDER]
+        click.echo(f"error: no image files in {', '.join(empty)}", err=True)
         sys.exit(1)
-    return files
+    return found.files
 
 
 def report_failure(path: Path, exc: Exception, as_json: bool) -> None:

@@ -54,9 +54,14 @@ def as_image_error(path: str | os.PathLike[str], exc: BaseException) -> ImageErr
     if isinstance(exc, MemoryError):
         return ImageError(path, "not enough memory to read it")
     if isinstance(exc, OSError):
-        return ImageError(path, f"cannot read file ({exc.strerror or exc})")
-    detail = " ".join(str(exc).split())
-    return ImageError(path, f"unexpected error ({type(exc).__name__}{': ' + detail if detail else ''})")
+        return ImageError(path, f"cannot read file ({detail(exc)})")
+    return ImageError(path, f"unexpected error ({type(exc).__name__}{': ' + detail(exc) if detail(exc) else ''})")
+
+
+def detail(exc: BaseException) -> str:
+    """What ``exc`` says, on one line (an OSError's own words, without the file name it may quote)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return shown(" ".join(text.split()))
 
 
 def per_input(paths: Iterable[P], work: Callable[[P], T]) -> Iterator[tuple[P, T | ImageError]]:

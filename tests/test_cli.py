@@ -105,8 +105,11 @@ def test_predict_json_folder_with_failures(runner, model_path, tmp_path):
     assert "Traceback" not in result.output
 
     lines = result.stdout.splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 7
     records = [json.loads(line) for line in lines]
+    skipped, records = records[:2], records[2:]  # what the scan passed over comes first
+    reason = "not an image file (no image suffix, no DICOM marker)"
+    assert skipped == [{"file": str(folder / "notes.txt"), "skipped": reason}, {"file": str(folder / "sub" / "readme.txt"), "skipped": reason}]
     by_file = {r["file"]: r for r in records}
     assert set(by_file) == {str(p) for p in [*good, corrupt, empty]}
     assert not any(r["file"].endswith(".txt") for r in records)
@@ -129,6 +132,8 @@ def test_predict_json_folder_with_failures(runner, model_path, tmp_path):
     assert [r["file"] for r in records] == sorted(r["file"] for r in records)
 
     err_lines = result.stderr.splitlines()
+    assert err_lines[0] == f"skipped: 2 (2 {reason})"
+    err_lines = err_lines[1:]
     assert len(err_lines) == 2
     assert f"error: {corrupt}: " in result.stderr
     assert f"error: {empty}: file is empty" in err_lines
@@ -177,7 +182,10 @@ def test_predict_folder_without_images(runner, model_path, tmp_path):
     result = runner.invoke(main, ["predict", "-m", model_path, str(tmp_path)])
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr == "error: no image files found in the given paths\n"
+    assert result.stderr.splitlines() == [
+        "skipped: 2 (1 not an image file (no image suffix, no DICOM marker), 1 folder holds no image files)",
+        f"error: no image files in {tmp_path}",
+    ]
 
 
 def test_predict_nonexistent_model(runner, tmp_path):
