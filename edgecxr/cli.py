@@ -100,7 +100,11 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
 @click.option("--model", "-m", "extra", multiple=True, help="also describe this .tflite (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list of model descriptions")
 def models(extra: tuple[str, ...], as_json: bool) -> None:
-    """List the bundled models (and any given with --model) from their cards."""
+    """List the bundled models (and any given with --model) from their cards.
+
+    Each model file is checked against its card's sha256 first; one that fails is an `error:` line
+    (exit status 2) instead of a row.
+    """
     from edgecxr import registry
 
     rows, failed = [], False

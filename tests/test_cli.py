@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import main
+from edgecxr.registry import bundled_models
 
 PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks"}
 
@@ -416,3 +417,19 @@ def test_signed_tiff_fails_alone_and_batch_goes_on(runner, model_path, tmp_path)
 def test_version(runner):
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and "edgecxr" in result.stdout
+
+
+def test_models_flags_a_tampered_or_missing_model(runner, tiny_models, tmp_path):
+    model = tmp_path / "tampered.tflite"
+    data = bytearray(tiny_models["int8"].read_bytes())
+    data[-10] ^= 0xFF
+    model.write_bytes(bytes(data))
+    model.with_suffix(".json").write_text(tiny_models["int8"].with_suffix(".json").read_text())
+    gone = tmp_path / "gone.tflite"
+    gone.with_suffix(".json").write_text(tiny_models["int8"].with_suffix(".json").read_text())
+    result = runner.invoke(main, ["models", "--model", str(model), "--model", str(gone), "--json"])
+    assert result.exit_code == 2
+    assert {r["name"] for r in json.loads(result.stdout)} == {p.stem for p in bundled_models()}  # the bundled ones still listed
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"error: {model}: sha256 ") and "does not match its card" in lines[0]
+    assert lines[1] == f"error: {gone}: no such model file"
