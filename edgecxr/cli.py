@@ -1,12 +1,16 @@
 """The ``edgecxr`` command: a thin shell over the Python API.
 
 Exit status: 0 when every input succeeded, 1 when any input failed (the rest are still
-processed), 2 for usage errors (bad options, a model that cannot be loaded).
+processed) or the results could not be written, 2 for usage errors (bad options, a model that
+cannot be loaded), 130 when interrupted (Ctrl+C).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -76,7 +80,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
         loaded = load_image(path)
         return loaded, net.predict(loaded, heatmap=heatmaps is not None)
 
-    with progress(files, "predicting") as items:
+    with progress(files, "predicting") as items, interruptible():
         for path, done in per_input(items, work):
             if isinstance(done, ImageError):
                 failed += 1
@@ -92,7 +96,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
                     failed += 1
                     out["heatmap"] = None
                     click.echo(f"error: {shown(path)}: heatmap not written ({detail(exc)})", err=True)
-            click.echo(json.dumps(out) if as_json else _human(out))
+            emit(json.dumps(out) if as_json else _human(out))
     sys.exit(1 if failed else 0)
 
 
@@ -268,15 +272,15 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
         mask = writer.write(path, result.mask)
         return {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": mask, "warnings": [] if result.found else [NO_LUNGS_WARNING]}
 
-    with progress(files, "segmenting") as items:
+    with progress(files, "segmenting") as items, interruptible():
         for path, out in per_input(items, work):
             if isinstance(out, ImageError):
                 failed += 1
                 report_failure(path, out, as_json)
             elif as_json:
-                click.echo(json.dumps(out))
+                emit(json.dumps(out))
             else:
-                click.echo(f"{shown(out['file'])}: lung fraction {out['lung_fraction']:.3f}  mask: {shown(out['mask'])}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
+                emit(f"{shown(out['file'])}: lung fraction {out['lung_fraction']:.3f}  mask: {shown(out['mask'])}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
     sys.exit(1 if failed else 0)
 
 
@@ -299,7 +303,7 @@ def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
     found = scan_images(paths)
     if as_json:
         for s in found.skipped:
-            click.echo(json.dumps({"file": str(s.path), "skipped": s.reason}))
+            emit(json.dumps({"file": str(s.path), "skipped": s.reason}))
     if found.skipped:
         click.echo(found.summary(), err=True)
     if not found.files:
@@ -313,8 +317,32 @@ def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
     """The one error line of an input that failed (and its JSON record with ``--json``)."""
     reason = as_image_error(path, exc).reason
     if as_json:
-        click.echo(json.dumps({"file": str(path), "error": reason}))
+        emit(json.dumps({"file": str(path), "error": reason}))
     click.echo(f"error: {shown(path)}: {reason}", err=True)
+
+
+def emit(line: str) -> None:
+    """Write one result line to stdout, flushed; exit 1 with an error line when stdout is closed or gone (``| head -0``)."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        click.echo(line)
+        sys.stdout.flush()
+    except OSError as exc:
+        click.echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
+        if sys.stdout is not None:  # nothing more may reach it, not even Python's own flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl+C ends a batch with exit status 130; the lines written so far stay whole (each is written and flushed at once)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
 
 
 def progress(files: list[Path], label: str) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -259,18 +260,20 @@ def _decode_dicom(p: Path) -> LoadedImage:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom is a runtime dependency
         raise ImageError(p, "DICOM support needs pydicom (pip install pydicom)") from None
-    try:
-        ds = pydicom.dcmread(p, defer_size=4096)  # the pixel data stays in the file until it is needed
-    except Exception:
-        raise ImageError(p, "not a readable DICOM file") from None
-    if "PixelData" not in ds:
-        raise ImageError(p, "DICOM file has no pixel data")
-    try:
-        return _dicom_pixels(p, ds)
-    except ImageError:
-        raise
-    except Exception as exc:  # a malformed pixel description; its values are not quoted (they come from the header)
-        raise ImageError(p, f"DICOM pixel description is malformed or unsupported ({type(exc).__name__})") from None
+    with warnings.catch_warnings():  # pydicom's warnings quote header values (a patient's name among them): never shown
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(p, defer_size=4096)  # the pixel data stays in the file until it is needed
+        except Exception:
+            raise ImageError(p, "not a readable DICOM file") from None
+        if "PixelData" not in ds:
+            raise ImageError(p, "DICOM file has no pixel data")
+        try:
+            return _dicom_pixels(p, ds)
+        except ImageError:
+            raise
+        except Exception as exc:  # a malformed pixel description; its values are not quoted (they come from the header)
+            raise ImageError(p, f"DICOM pixel description is malformed or unsupported ({type(exc).__name__})") from None
 
 
 def _native_pixels(p: Path, ds: Dataset, rows: int, cols: int) -> np.ndarray | None:

@@ -152,3 +152,36 @@ def test_non_utf8_name_with_heatmap_and_a_newline_name_in_plain_output(model_pat
     assert written == [b"bad\xffname.heatmap.png", b"two\nlines.heatmap.png"]
     assert lines[1] == f"  heatmap: {tmp_path}/hm/bad\\xffname.heatmap.png"
     assert TINY_LABELS[1] in lines[0]
+
+
+def test_ctrl_c_exits_130_with_the_lines_so_far_whole(tiny_models, model_path, tmp_path, monkeypatch):
+    files = [write_png(tmp_path / f"{i}.png", i) for i in range(3)]
+    real_predict = load_model(tiny_models["int8"]).predict.__func__
+
+    def predict(self, image, heatmap=False):
+        if image.source == str(files[1]):
+            raise KeyboardInterrupt
+        return real_predict(self, image, heatmap)
+
+    monkeypatch.setattr("edgecxr.model.Model.predict", predict)
+    result = CliRunner().invoke(main, ["predict", "--json", "-m", model_path, *map(str, files)])
+    assert result.exit_code == 130
+    (line,) = result.stdout.splitlines()
+    assert json.loads(line)["file"] == str(files[0])
+    assert result.stderr == "error: interrupted\n"
+
+
+@pytest.mark.parametrize("stdout", ["closed", "broken pipe"])
+def test_results_that_cannot_be_written_are_a_failure(model_path, tmp_path, stdout):
+    image = write_png(tmp_path / "a.png", 0)
+    command = [sys.executable, "-m", "edgecxr", "predict", str(image), "-m", model_path]
+    if stdout == "closed":
+        result = subprocess.run(" ".join(command) + " >&-", shell=True, env=child_env(), capture_output=False, stderr=subprocess.PIPE, timeout=300)
+    else:
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before anything is written: every write fails with EPIPE
+        result = subprocess.run(command, env=child_env(), stdout=write, stderr=subprocess.PIPE, timeout=300)
+        os.close(write)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.decode().splitlines() if not line.startswith("INFO:")]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot write results"), errors
