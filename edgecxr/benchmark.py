@@ -110,14 +110,14 @@ def _dtype(model: Model) -> str:
 def _latency_input(model: Model, data: str | None) -> np.ndarray:
     """The first image of ``data`` preprocessed, else a fixed synthetic X-ray-like gradient."""
     from edgecxr.evaluate import labelled_files
-    from edgecxr.imageio import ImageError, load_image
+    from edgecxr.imageio import load_image
     from edgecxr.preprocess import preprocess
 
     if data:
         for path, _ in labelled_files(data, model.labels):
             try:
                 return preprocess(load_image(path).pixels, model.card.preprocessing)
-            except ImageError:
+            except Exception:  # an unreadable image: the next one is timed (_accuracy reports it)
                 continue
     h, w = model.card.preprocessing.size
     rng = np.random.default_rng(0)
@@ -127,7 +127,7 @@ def _latency_input(model: Model, data: str | None) -> np.ndarray:
 
 
 def _accuracy(model: Model, data: str) -> dict[str, Any]:
-    """Accuracy on ``data`` and the end-to-end time per image (decode + preprocess + invoke)."""
+    """Accuracy on ``data``, the end-to-end time per image (decode + preprocess + invoke) and the unreadable images (``errors``)."""
     from edgecxr.evaluate import evaluate
 
     start = time.perf_counter()
@@ -139,6 +139,7 @@ def _accuracy(model: Model, data: str) -> dict[str, Any]:
         "macro_f1": report["macro_f1"],
         "sensitivity": {k: v["recall"] for k, v in report["per_class"].items()},
         "n_images": report["n"],
+        "errors": report["errors"],
         "end_to_end_ms": round(total_ms / n, 3) if n else None,
     }
 

@@ -74,6 +74,8 @@ class HeatmapWriter:
             name = f"{source.stem}-{n}{self.suffix}"
         self.used.add(name)
         target = self.folder / name
-        if not cv2.imwrite(str(target), picture):
-            raise OSError(f"could not write {target}")
+        ok, encoded = cv2.imencode(".png", picture)  # encoded here and written by Python: OpenCV cannot open every file name (bytes that are not UTF-8)
+        if not ok:
+            raise ValueError(f"could not encode a {picture.shape} picture as PNG")
+        target.write_bytes(encoded.tobytes())
         return str(target)

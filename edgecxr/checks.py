@@ -66,7 +66,7 @@ def input_checks(image: LoadedImage, frame: np.ndarray | None = None, profile: s
         raise ValueError(f"unknown check profile {profile!r}; choose from {sorted(PROFILES)}")
     wanted = PROFILES[profile]
     out = []
-    h, w = image.pixels.shape
+    h, w = image.original_shape
     if min(h, w) < SMALL_SIDE:
         out.append(Check("small_image", f"very small image ({w}x{h} px); predictions on it are unreliable", float(min(h, w))))
     aspect = max(h, w) / min(h, w)

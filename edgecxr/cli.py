@@ -1,12 +1,16 @@
 """The ``edgecxr`` command: a thin shell over the Python API.
 
 Exit status: 0 when every input succeeded, 1 when any input failed (the rest are still
-processed), 2 for usage errors (bad options, a model that cannot be loaded).
+processed) or the results could not be written, 2 for usage errors (bad options, a model that
+cannot be loaded), 130 when interrupted (Ctrl+C).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,12 +19,13 @@ import click
 from edgecxr import __version__
 from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
-from edgecxr.imageio import ImageError, load_image
-from edgecxr.inputs import find_images
+from edgecxr.failures import as_image_error, detail, per_input, shown
+from edgecxr.imageio import ImageError, LoadedImage, load_image
+from edgecxr.inputs import EMPTY_FOLDER, scan_images
 from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
-    from edgecxr.model import Model
+    from edgecxr.model import Model, Prediction
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 SITE_HELP = "site profile JSON made by `edgecxr calibrate` for this model; default: the profile installed for the model (--install), if any"
@@ -68,34 +73,35 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     abnormal_score, 1 - p(Normal); with a site profile also refer (true when a target's score
     is at or above the threshold the site chose) and operating_point.
     """
-    import cv2  # after edgecxr.imageio, which sets OpenCV's pixel limit before cv2 loads
-
     net = load_or_exit(model, threads, site or True)
     if heatmap_dir is not None and not net.has_heatmap:
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
         sys.exit(2)
     heatmaps = HeatmapWriter(folder_or_exit("--heatmap", heatmap_dir)) if heatmap_dir is not None else None
-    files = images_or_exit(paths)
+    files = images_or_exit(paths, as_json)
     failed = 0
-    with progress(files, "predicting") as items:
-        for path in items:
-            try:
-                loaded = load_image(path)
-                result = net.predict(loaded, heatmap=heatmaps is not None)
-            except Exception as exc:  # one bad input must never stop a batch
+
+    def work(path: Path) -> tuple[LoadedImage, Prediction]:
+        loaded = load_image(path)
+        return loaded, net.predict(loaded, heatmap=heatmaps is not None)
+
+    with progress(files, "predicting") as items, interruptible():
+        for path, done in per_input(items, work):
+            if isinstance(done, ImageError):
                 failed += 1
-                report_failure(path, exc, as_json)
+                report_failure(path, done, as_json)
                 continue
+            loaded, result = done
             out = result.to_dict()
             if heatmaps is not None:
                 assert result.heatmap is not None  # predict(heatmap=True) sets it
                 try:
                     out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
-                except (OSError, cv2.error) as exc:  # the prediction is still printed, with "heatmap": null
+                except Exception as exc:  # the prediction is still printed, with "heatmap": null
                     failed += 1
                     out["heatmap"] = None
-                    click.echo(f"error: {path}: heatmap not written ({exc})", err=True)
-            click.echo(json.dumps(out) if as_json else _human(out))
+                    click.echo(f"error: {shown(path)}: heatmap not written ({detail(exc)})", err=True)
+            emit(json.dumps(out) if as_json else _human(out))
     sys.exit(1 if failed else 0)
 
 
@@ -103,7 +109,11 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
 @click.option("--model", "-m", "extra", multiple=True, help="also describe this .tflite (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list of model descriptions")
 def models(extra: tuple[str, ...], as_json: bool) -> None:
-    """List the bundled models (and any given with --model) from their cards."""
+    """List the bundled models (and any given with --model) from their cards.
+
+    Each model file is checked against its card's sha256 first; one that fails is an `error:` line
+    (exit status 2) instead of a row.
+    """
     from edgecxr import registry
 
     rows, failed = [], False
@@ -251,7 +261,8 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
     """Measure latency (init, first, warm-up, mean/std, p50/p90/p99), peak RSS and size of models.
 
     Each model runs in its own process. Without --data, latency is timed on a synthetic
-    preprocessed input; with --data, on the first real image, and accuracy is added.
+    preprocessed input; with --data, on the first real image, and accuracy is added
+    (unreadable images get an `error:` line each, are left out, and make the exit status 1).
     """
     from concurrent.futures.process import BrokenProcessPool
 
@@ -279,10 +290,13 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
             except BrokenProcessPool:
                 click.echo(f"error: {path}: the benchmark process died (out of memory?)", err=True)
                 sys.exit(1)
+    errors = sorted({line for r in results for line in r.get("errors", [])})
+    for line in errors:  # unreadable images of --data: left out of the accuracy, as evaluate does
+        click.echo(f"error: {line}", err=True)
     info = platform_info()
     if as_json:
         click.echo(json.dumps({"platform": info, "results": results}))
-        return
+        sys.exit(1 if errors else 0)
     click.echo(f"{info['machine']} {info['cpu']} ({info['cpus']} cpus), Python {info['python']}, {info['interpreter']} {info['interpreter_version']}")
     header = f"{'model':<22}{'dtype':>13}{'MB':>7}{'init':>8}{'first':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'RSS MB':>8}"
     if data:
@@ -296,6 +310,7 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
         if data:
             line += f"{r['accuracy']:>7.3f}{r['macro_f1']:>7.3f}{r['end_to_end_ms']:>8.2f}"
         click.echo(line)
+    sys.exit(1 if errors else 0)
 
 
 @main.command()
@@ -321,22 +336,23 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     writer = LungMaskWriter(folder_or_exit("--out", out_dir))
-    files = images_or_exit(paths)
+    files = images_or_exit(paths, as_json)
     failed = 0
-    with progress(files, "segmenting") as items:
-        for path in items:
-            try:
-                result = net.segment(load_image(path))
-                out: dict[str, Any] = {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": writer.write(path, result.mask)}
-            except Exception as exc:  # one bad input must never stop a batch
+
+    def work(path: Path) -> dict[str, Any]:
+        result = net.segment(load_image(path))
+        mask = writer.write(path, result.mask)
+        return {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": mask, "warnings": [] if result.found else [NO_LUNGS_WARNING]}
+
+    with progress(files, "segmenting") as items, interruptible():
+        for path, out in per_input(items, work):
+            if isinstance(out, ImageError):
                 failed += 1
-                report_failure(path, exc, as_json)
-                continue
-            out["warnings"] = [] if result.found else [NO_LUNGS_WARNING]
-            if as_json:
-                click.echo(json.dumps(out))
+                report_failure(path, out, as_json)
+            elif as_json:
+                emit(json.dumps(out))
             else:
-                click.echo(f"{out['file']}: lung fraction {out['lung_fraction']:.3f}  mask: {out['mask']}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
+                emit(f"{shown(out['file'])}: lung fraction {out['lung_fraction']:.3f}  mask: {shown(out['mask'])}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
     sys.exit(1 if failed else 0)
 
 
@@ -350,21 +366,55 @@ def folder_or_exit(option: str, folder: str) -> Path:
     return Path(folder)
 
 
-def images_or_exit(paths: tuple[str, ...]) -> list[Path]:
-    """The image files of ``paths`` (see :func:`edgecxr.inputs.find_images`); one error line and exit 1 when there are none."""
-    files = find_images(paths)
-    if not files:
-        click.echo("error: no image files found in the given paths", err=True)
+def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
+    """The image files of ``paths`` (see :func:`edgecxr.inputs.scan_images`); one error line and exit 1 when there are none.
+
+    What the scan skipped is one ``skipped: N (reasons)`` line on stderr, and with ``--json`` one
+    ``{"file", "skipped"}`` record per entry on stdout.
+    """
+    found = scan_images(paths)
+    if as_json:
+        for s in found.skipped:
+            emit(json.dumps({"file": str(s.path), "skipped": s.reason}))
+    if found.skipped:
+        click.echo(found.summary(), err=True)
+    if not found.files:
+        empty = [shown(s.path) for s in found.skipped if s.reason == EMPTY_FOLDER]
+        click.echo(f"error: no image files in {', '.join(empty)}", err=True)
         sys.exit(1)
-    return files
+    return found.files
 
 
 def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
     """The one error line of an input that failed (and its JSON record with ``--json``)."""
-    reason = exc.reason if isinstance(exc, ImageError) else f"unexpected error: {exc}"
+    reason = as_image_error(path, exc).reason
     if as_json:
-        click.echo(json.dumps({"file": str(path), "error": reason}))
-    click.echo(f"error: {path}: {reason}", err=True)
+        emit(json.dumps({"file": str(path), "error": reason}))
+    click.echo(f"error: {shown(path)}: {reason}", err=True)
+
+
+def emit(line: str) -> None:
+    """Write one result line to stdout, flushed; exit 1 with an error line when stdout is closed or gone (``| head -0``)."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        click.echo(line)
+        sys.stdout.flush()
+    except OSError as exc:
+        click.echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
+        if sys.stdout is not None:  # nothing more may reach it, not even Python's own flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl+C ends a batch with exit status 130; the lines written so far stay whole (each is written and flushed at once)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
 
 
 def progress(files: list[Path], label: str) -> Any:
@@ -466,9 +516,9 @@ def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
 
 def _human(result: dict) -> str:
     probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]))
-    line = f"{result['file']}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
+    line = f"{shown(result['file'])}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
     if result.get("heatmap"):
-        line += f"\n  heatmap: {result['heatmap']}"
+        line += f"\n  heatmap: {shown(result['heatmap'])}"
     if "refer" in result:
         def score(target: str) -> float:
             return result["abnormal_score"] if target == ABNORMAL else result["probabilities"][target]

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgecxr.imageio import ImageError
+from edgecxr.failures import ImageError, per_input
 from edgecxr.inputs import class_folders, find_images
 from edgecxr.manifest import Manifest, resolved
 from edgecxr.metrics import classification_report
@@ -40,12 +40,11 @@ def predict_labelled(
     The probabilities are the raw softmax when not ``calibrated``.
     """
     files, y_true, rows, errors = [], [], [], []
-    for path, truth in items:
-        try:
-            rows.append(model.probabilities(path, calibrated))
-        except ImageError as exc:
-            errors.append(str(exc))
+    for (path, probs), (_, truth) in zip(per_input([path for path, _ in items], lambda p: model.probabilities(p, calibrated)), items):
+        if isinstance(probs, ImageError):
+            errors.append(str(probs))
         else:
+            rows.append(probs)
             files.append(path)
             y_true.append(truth)
         if progress:

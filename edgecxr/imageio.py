@@ -6,10 +6,26 @@ bit depth, how colourful it was) so callers can warn about odd input. Every fail
 :class:`ImageError` whose message names the file and the problem. No DICOM header value other
 than the pixel-describing attributes is ever read into a message, so no patient identifier can
 leak into output or logs.
+
+**16-bit rasters are read by their real bit depth.** Many DICOM exports write 10-, 12- or 14-bit
+data into a 16-bit PNG or TIFF. Dividing such a film by 65535 leaves it nearly black (a 12-bit
+film ends at 0.06), which the models have never seen. A 16-bit raster is therefore scaled by
+``2**bits - 1``, where ``bits`` is the smallest detector depth in :data:`RASTER_DEPTHS` that
+holds the image's maximum value (:func:`stored_bits`), so a 12-bit film in 16 bits, its 8-bit
+copy and its DICOM (``BitsStored`` 12) give nearly the same pixels and the same label. Robust
+percentiles (stretching each film between, say, its 0.5th and 99.5th percentile) were not
+chosen: they change every film's own brightness and contrast, which the 8-bit films the models
+were trained on never had done to them, they turn a washed-out or nearly blank frame into a
+normal-looking one (hiding what the ``nearly_uniform`` check is there to say), and they would
+make the same film read differently as 8 and as 16 bits. The maximum's bit length keeps the
+film's brightness relative to its detector's full scale, as DICOM's ``BitsStored`` does;
+rounding up to an even depth keeps a dark 12-bit film (maximum below 2048) a 12-bit one.
 """
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,23 +41,21 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from edgecxr.failures import ImageError, as_image_error  # noqa: E402  (defined there with the per-input error boundary; imported from here too)
+from edgecxr.headers import Header, png_intact, raster_header  # noqa: E402
+
 if TYPE_CHECKING:
     from pydicom import Dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 MIN_SIDE = 2
-
-
-class ImageError(Exception):
-    """A file that cannot be turned into an image; ``str()`` is ``"<file>: <reason>"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type[ImageError], tuple[str, str]]:  # picklable, so it crosses process boundaries (edgecxr benchmark)
-        return (ImageError, (self.path, self.reason))
+RASTER_DEPTHS = (8, 10, 12, 14, 16)  # bits per sample that X-ray detectors and their exports write
+# Memory: what is held at once while one file is read (see "Decoding only what is needed" above).
+MAX_FILE_BYTES = 256 * 2**20  # no file larger than this is read: an uncompressed 16-bit gray film at MAX_PIXELS is 128 MB
+WORK_SIDE = 2048  # px: a larger image is reduced to this long side as it is read (no model input, check or heatmap needs more)
+DECODE_BYTES = 2 * MAX_PIXELS  # a raster whose unchanged decode would be larger is decoded straight to one gray channel
+LARGE_DECODE = 16 * 2**20  # a PNG decoding to more is decoded into an array of ours, not copied out of OpenCV's (see _decode_raster)
+_FILE_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
 
 
 @dataclass(frozen=True)
@@ -52,8 +66,9 @@ class LoadedImage:
     format: str  # "png", "jpeg", "dicom", ...
     channels: int  # channels in the file (1 gray, 3 colour, 4 with alpha)
     bit_depth: int
-    color_spread: float  # mean absolute difference between colour channels, 0 for gray
+    color_spread: float  # mean absolute difference between colour channels, 0 for gray (and when not measured, see below)
     source: str | None = None  # the file it was read from; None for an in-memory array
+    file_shape: tuple[int, int] | None = None  # (height, width) in the file when ``pixels`` were reduced from it (WORK_SIDE)
 
     @property
     def height(self) -> int:
@@ -63,6 +78,16 @@ class LoadedImage:
     def width(self) -> int:
         return int(self.pixels.shape[1])
 
+    @property
+    def original_shape(self) -> tuple[int, int]:
+        """(height, width) of the image as the file holds it: ``pixels``' own unless they were reduced."""
+        return self.file_shape or (self.height, self.width)
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is (``"FIFO"``, ``"character device"`` ...), from its ``st_mode``."""
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "special file")
+
 
 def is_dicom(data: bytes) -> bool:
     """True when the bytes carry the DICOM Part 10 ``DICM`` marker at offset 128."""
@@ -70,25 +95,36 @@ def is_dicom(data: bytes) -> bool:
 
 
 def load_image(path: str | os.PathLike) -> LoadedImage:
-    """Read an image file; raise :class:`ImageError` naming the file on any problem."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(p, "no such file")
-    if p.is_dir():
-        raise ImageError(p, "is a directory, not an image")
+    """Read an image file; raise :class:`ImageError` naming the file on any problem (any exception a decoder raises too)."""
     try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ImageError(p, f"cannot read file ({exc.strerror})") from None
-    if not data:
-        raise ImageError(p, "file is empty")
-    if is_dicom(data) or p.suffix.lower() == ".dcm":
-        image = _decode_dicom(p)
-    else:
-        image = _decode_raster(p, data)
-    if min(image.pixels.shape) < MIN_SIDE:
-        raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
+        image = _load(Path(path))
+    except Exception as exc:
+        raise as_image_error(path, exc) from None
     return replace(image, source=str(path))
+
+
+def _load(p: Path) -> LoadedImage:
+    try:
+        info = p.stat()
+    except FileNotFoundError:
+        raise ImageError(p, "no such file") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(p, "is a directory, not an image")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would hang the read, /dev/zero never end it
+        raise ImageError(p, f"not a regular file ({file_kind(info.st_mode)}); only image files are read")
+    if info.st_size == 0:
+        raise ImageError(p, "file is empty")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageError(p, f"file is {info.st_size / 2**20:,.0f} MB, more than the {MAX_FILE_BYTES // 2**20} MB an image file may have")
+    with open(p, "rb") as f:
+        dicom = is_dicom(f.read(132))
+        f.seek(0)
+        header = None if dicom else raster_header(f)
+        into = header is not None and header.format == "png" and header.decoded_bytes > LARGE_DECODE and png_intact(f)
+    image = _decode_dicom(p) if dicom or p.suffix.lower() == ".dcm" else _decode_raster(p, header, into)
+    if min(image.original_shape) < MIN_SIDE:
+        raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
+    return image
 
 
 def from_array(array: np.ndarray) -> LoadedImage:
@@ -103,35 +139,92 @@ def from_array(array: np.ndarray) -> LoadedImage:
     raise ValueError(f"expected a 2-D gray or HxWx3/4 colour array, got shape {arr.shape}")
 
 
-def _decode_raster(p: Path, data: bytes) -> LoadedImage:
+def _decode_raster(p: Path, header: Header | None, into: bool = False) -> LoadedImage:
+    """Decode a raster file (``into``: into an array allocated here, for a large PNG that :func:`png_intact` passed)."""
+    if header is not None and header.pixels > MAX_PIXELS:
+        raise ImageError(p, f"image header claims {header.width}x{header.height} pixels, more than {MAX_PIXELS:,} pixels; refusing to decode")
+    flags, factor = _decode_flags(header)
+    reduced = factor > 1 or flags != cv2.IMREAD_UNCHANGED
     try:
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        name = os.fsdecode(p)
+        name.encode("utf-8")  # OpenCV opens the file itself, given a name it can encode
+        # OpenCV decodes into ``out``; without one it decodes into a buffer of its own and copies that (twice the memory).
+        # It may hand ``out`` back untouched when decoding fails, hence only for a PNG whose chunks were checked whole.
+        out = _output_array(header, flags, factor) if into else None
+        arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)
+    except UnicodeEncodeError:  # a name that is not UTF-8: read here, decoded from memory
+        arr = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), flags)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
             raise ImageError(p, f"image header claims more than {MAX_PIXELS:,} pixels; refusing to decode") from None
         raise ImageError(p, "cannot decode image (corrupt or unsupported)") from None
     if arr is None:
         raise ImageError(p, "not a readable image (truncated, corrupt, or not an image format)")
-    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:  # cv2 was loaded before the limit was set
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:  # cv2 was loaded before the limit was set, and the header was not one we read
         raise ImageError(p, f"image has more than {MAX_PIXELS:,} pixels; refusing to read it")
     fmt = p.suffix.lower().lstrip(".") or "image"
     try:
-        return _from_pixels(arr, "jpeg" if fmt == "jpg" else fmt)
+        image = _from_pixels(arr, "jpeg" if fmt == "jpg" else fmt)
     except ValueError as exc:
         raise ImageError(p, str(exc)) from None
+    if not reduced:
+        return image
+    assert header is not None  # only a header read chooses a reduced decode
+    return replace(image, channels=header.channels, file_shape=(header.height, header.width))
+
+
+def _decode_flags(header: Header | None) -> tuple[int, int]:
+    """(OpenCV read flags, the factor they shrink the image by) for a raster with this header.
+
+    A JPEG far larger than :data:`WORK_SIDE` is decoded at 1/2, 1/4 or 1/8 of its size by
+    libjpeg itself (still at least WORK_SIDE long); any other raster whose unchanged decode would
+    exceed :data:`DECODE_BYTES` is decoded straight to one gray channel (its colour is then not
+    measured). Everything else is decoded as it is.
+    """
+    if header is None:
+        return cv2.IMREAD_UNCHANGED, 1
+    if header.format == "jpeg":
+        factor = next((k for k in (8, 4, 2) if max(header.width, header.height) // k >= WORK_SIDE), 1)
+        if factor > 1:
+            gray = header.channels == 1
+            return getattr(cv2, f"IMREAD_REDUCED_{'GRAYSCALE' if gray else 'COLOR'}_{factor}"), factor
+    if header.decoded_bytes > DECODE_BYTES:
+        return cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, 1
+    return cv2.IMREAD_UNCHANGED, 1
+
+
+def _output_array(header: Header | None, flags: int, factor: int) -> np.ndarray | None:
+    """A zeroed array of the shape and type OpenCV will decode this header's raster to with ``flags``, for 8- and 16-bit rasters.
+
+    Should the guess be wrong (an unusual file), OpenCV allocates its own and nothing is lost but memory.
+    """
+    if header is None or header.bits not in (1, 2, 4, 8, 16):
+        return None
+    height, width = -(-header.height // factor), -(-header.width // factor)  # libjpeg rounds a reduced size up
+    dtype = np.uint16 if header.bits == 16 and header.format != "jpeg" else np.uint8
+    if flags == cv2.IMREAD_UNCHANGED and header.channels in (3, 4):
+        return np.zeros((height, width, header.channels), dtype)
+    if flags == cv2.IMREAD_UNCHANGED and header.channels != 1:
+        return None
+    if factor > 1 and header.channels != 1:
+        return np.zeros((height, width, 3), np.uint8)
+    return np.zeros((height, width), dtype)
 
 
 def _from_pixels(arr: np.ndarray, fmt: str) -> LoadedImage:
-    """Gray-convert an OpenCV-ordered (BGR/BGRA) array and scale it to [0, 1]."""
+    """Gray-convert an OpenCV-ordered (BGR/BGRA) array and scale it to [0, 1], reduced to :data:`WORK_SIDE` first if longer."""
     if arr.dtype == np.uint8:
         depth, top = 8, 255.0
     elif arr.dtype == np.uint16:
-        depth, top = 16, 65535.0
+        depth = stored_bits(int(arr.max()))
+        top = 2.0**depth - 1
     elif np.issubdtype(arr.dtype, np.floating):
         depth, top = 32, 1.0
     else:
         raise ValueError(f"unsupported pixel type {arr.dtype}")
     channels = 1 if arr.ndim == 2 else arr.shape[2]
+    shape = (int(arr.shape[0]), int(arr.shape[1]))
+    arr = fit_work_side(arr)
     spread = 0.0
     if channels >= 3:
         bgr = arr[:, :, :3].astype(np.float32) / top
@@ -141,28 +234,91 @@ def _from_pixels(arr: np.ndarray, fmt: str) -> LoadedImage:
         gray = arr[:, :, 0].astype(np.float32) / top
     else:
         gray = arr.astype(np.float32) / top
-    return LoadedImage(np.clip(gray, 0.0, 1.0), fmt, channels, depth, spread)
+    file_shape = shape if arr.shape[:2] != shape else None
+    return LoadedImage(np.clip(gray, 0.0, 1.0, out=gray), fmt, channels, depth, spread, file_shape=file_shape)
+
+
+def fit_work_side(arr: np.ndarray) -> np.ndarray:
+    """``arr`` area-reduced to :data:`WORK_SIDE` on its long side (aspect kept) when it is longer; else ``arr`` itself."""
+    height, width = arr.shape[:2]
+    scale = WORK_SIDE / max(height, width)
+    if scale >= 1:
+        return arr
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if arr.ndim == 3 and arr.shape[2] > 4 or arr.dtype not in (np.uint8, np.uint16, np.int16, np.float32):
+        arr = arr.astype(np.float32)
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+
+
+def stored_bits(maximum: int) -> int:
+    """The bits a 16-bit raster's data really uses: the smallest of :data:`RASTER_DEPTHS` that holds ``maximum``."""
+    return next(bits for bits in RASTER_DEPTHS if maximum < 2**bits)
 
 
 def _decode_dicom(p: Path) -> LoadedImage:
     try:
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError:  # pragma: no cover - pydicom is a runtime dependency
         raise ImageError(p, "DICOM support needs pydicom (pip install pydicom)") from None
+    with warnings.catch_warnings():  # pydicom's warnings quote header values (a patient's name among them): never shown
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(p, defer_size=4096)  # the pixel data stays in the file until it is needed
+        except Exception:
+            raise ImageError(p, "not a readable DICOM file") from None
+        if "PixelData" not in ds:
+            raise ImageError(p, "DICOM file has no pixel data")
+        try:
+            return _dicom_pixels(p, ds)
+        except ImageError:
+            raise
+        except Exception as exc:  # a malformed pixel description; its values are not quoted (they come from the header)
+            raise ImageError(p, f"DICOM pixel description is malformed or unsupported ({type(exc).__name__})") from None
+
+
+def _native_pixels(p: Path, ds: Dataset, rows: int, cols: int) -> np.ndarray | None:
+    """Uncompressed little-endian unsigned gray pixels read from the file straight into their array (pydicom would hold them twice); None for anything else."""
+    syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
+    from pydicom.dataelem import RawDataElement
+
+    raw = ds.get_item("PixelData", keep_deferred=True)  # its offset and length, not its bytes
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    plain = syntax is not None and not syntax.is_compressed and syntax.is_little_endian and isinstance(raw, RawDataElement)
+    if not (plain and allocated in (8, 16) and int(ds.get("SamplesPerPixel", 1)) == 1 and int(ds.get("PixelRepresentation", 0)) == 0):
+        return None
+    assert isinstance(raw, RawDataElement)
+    count = rows * cols
+    if raw.length not in (count * allocated // 8, count * allocated // 8 + 1):  # an odd length is padded by one byte
+        return None
+    pixels: np.ndarray = np.fromfile(p, np.dtype("<u2" if allocated == 16 else np.uint8), count=count, offset=raw.value_tell).reshape(rows, cols)
+    bits = _whole(p, ds, "BitsStored", allocated)
+    if bits < allocated:  # bits above BitsStored may hold overlays: not pixel values
+        pixels &= (1 << bits) - 1
+    return pixels
+
+
+def _whole(p: Path, ds: Dataset, keyword: str, default: int) -> int:
+    """A pixel-describing DICOM attribute as a whole number (``default`` when absent or empty), else ImageError naming it."""
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        return default
     try:
-        ds = pydicom.dcmread(p)
-    except Exception:
-        raise ImageError(p, "not a readable DICOM file") from None
-    if "PixelData" not in ds:
-        raise ImageError(p, "DICOM file has no pixel data")
-    frames, rows, cols = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        return int(value)
+    except (TypeError, ValueError):
+        raise ImageError(p, f"DICOM {keyword} is not a whole number") from None
+
+
+def _dicom_pixels(p: Path, ds: Dataset) -> LoadedImage:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    frames, rows, cols = _whole(p, ds, "NumberOfFrames", 1), _whole(p, ds, "Rows", 0), _whole(p, ds, "Columns", 0)
     if frames > 1:
         raise ImageError(p, f"DICOM has {frames} frames; only single-frame images are read")
     if rows * cols > MAX_PIXELS:
         raise ImageError(p, f"DICOM header claims more than {MAX_PIXELS:,} pixels; refusing to decode")
     try:
-        raw = ds.pixel_array  # pydicom converts YBR colour to RGB itself
+        raw = _native_pixels(p, ds, rows, cols)
+        raw = ds.pixel_array if raw is None else raw  # pydicom converts YBR colour to RGB itself
     except Exception:
         syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", "unknown transfer syntax")
@@ -174,9 +330,13 @@ def _decode_dicom(p: Path) -> LoadedImage:
     if raw.ndim == 3 and raw.shape[2] == 3:
         return _from_pixels(np.ascontiguousarray(raw[:, :, ::-1]), "dicom")
     if raw.ndim != 2:
-        raise ImageError(p, f"DICOM has pixel data of shape {raw.shape}; only single-frame grayscale or RGB is read")
+        raise ImageError(p, f"DICOM has pixel data of shape {list(raw.shape)}; only single-frame grayscale or RGB is read")
+    bits = _whole(p, ds, "BitsStored", 8 * raw.dtype.itemsize)
+    shape = (int(raw.shape[0]), int(raw.shape[1]))
+    raw = fit_work_side(raw)  # before the LUTs, which work in float64 (exact for a rescale, nearly so for a window)
+    if "PixelData" in ds:
+        del ds.PixelData  # the file's pixel bytes are no longer needed
     values = apply_modality_lut(raw, ds)
-    bits = int(ds.get("BitsStored", 8 * raw.dtype.itemsize))
     if "WindowCenter" in ds and "WindowWidth" in ds:
         # pydicom maps the window onto the stored range passed through the rescale; _window_range mirrors that.
         values = apply_voi_lut(values.astype(np.float64), ds, prefer_lut=False)
@@ -189,7 +349,7 @@ def _decode_dicom(p: Path) -> LoadedImage:
     pixels = np.clip((np.asarray(values, np.float64) - lo) / ((hi - lo) or 1e-12), 0.0, 1.0).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
         pixels = 1.0 - pixels
-    return LoadedImage(pixels, "dicom", 1, bits, 0.0)
+    return LoadedImage(pixels, "dicom", 1, bits, 0.0, file_shape=shape if raw.shape != shape else None)
 
 
 def _window_range(ds: Dataset, bits: int) -> tuple[float, float]:

@@ -101,7 +101,7 @@ class LungModel:
         start = time.perf_counter()
         frame = preprocess(loaded.pixels, self.spec)
         prob = self.probability(frame)
-        mask = mask_at_size(prob, loaded.pixels.shape, self.spec)
+        mask = mask_at_size(prob, loaded.original_shape, self.spec)
         latency = (time.perf_counter() - start) * 1000.0
         return LungResult(mask, lung_fraction(mask), lung_fields_found(prob, frame), latency, file)
 

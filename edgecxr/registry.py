@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgecxr.card import ModelError, read_card
+from edgecxr.card import ModelError, read_card, verify_file
 from edgecxr.site import installed_summary
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -33,8 +33,11 @@ def resolve(name: str | os.PathLike | None) -> Path:
 
 
 def describe(path: Path) -> dict:
-    """A model's card summary for ``edgecxr models``."""
+    """A model's card summary for ``edgecxr models``, once the file is checked against its card (ModelError otherwise)."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
     card = read_card(path)
+    verify_file(path, card)
     return {
         "name": card.name,
         "path": str(path),

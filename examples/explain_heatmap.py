@@ -14,10 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
-
 from edgecxr import ImageError, ModelError, load_image, load_model
-from edgecxr.cam import overlay
+from edgecxr.cam import HeatmapWriter
 from edgecxr.regions import region_masks
 
 
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {model.name} has no heatmap; use a resnet18 model", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    writer, failed = HeatmapWriter(args.out), 0
     for file in args.files:
         try:
             image = load_image(file)
@@ -54,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         assert p.heatmap is not None  # predict(heatmap=True) sets it
-        target = args.out / f"{Path(file).stem}.heatmap.png"
-        cv2.imwrite(str(target), overlay(image.pixels, p.heatmap))
+        target = writer.write(Path(file), image.pixels, p.heatmap)  # <stem>.heatmap.png, any file name
         share = lung_share(p.heatmap)
         flag = "  LOOKED OUTSIDE THE LUNGS: review" if share < args.min_lung_share else ""
         print(f"{file}: {p.label} {p.probabilities[p.label]:.2f}, lung share {share:.2f} -> {target}{flag}")

@@ -20,7 +20,7 @@ RESULT_KEYS = {
     "model", "path", "dtype", "size_bytes", "gzip_bytes", "init_ms", "first_ms", "warmup_ms", "mean_ms", "std_ms",
     "p50_ms", "p90_ms", "p99_ms", "runs", "threads", "xnnpack", "input", "peak_rss_mb",
 }  # fmt: skip
-DATA_KEYS = {"accuracy", "macro_f1", "sensitivity", "n_images", "end_to_end_ms"}
+DATA_KEYS = {"accuracy", "macro_f1", "sensitivity", "n_images", "end_to_end_ms", "errors"}
 PLATFORM_KEYS = {"machine", "cpu", "cpus", "system", "python", "interpreter", "interpreter_version"}
 FAST = ["--runs", "5", "--warmup", "1"]
 

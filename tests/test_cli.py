@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import main
+from edgecxr.registry import bundled_models
 
 PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score"}
 
@@ -105,8 +106,11 @@ def test_predict_json_folder_with_failures(runner, model_path, tmp_path):
     assert "Traceback" not in result.output
 
     lines = result.stdout.splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 7
     records = [json.loads(line) for line in lines]
+    skipped, records = records[:2], records[2:]  # what the scan passed over comes first
+    reason = "not an image file (no image suffix, no DICOM marker)"
+    assert skipped == [{"file": str(folder / "notes.txt"), "skipped": reason}, {"file": str(folder / "sub" / "readme.txt"), "skipped": reason}]
     by_file = {r["file"]: r for r in records}
     assert set(by_file) == {str(p) for p in [*good, corrupt, empty]}
     assert not any(r["file"].endswith(".txt") for r in records)
@@ -129,6 +133,8 @@ def test_predict_json_folder_with_failures(runner, model_path, tmp_path):
     assert [r["file"] for r in records] == sorted(r["file"] for r in records)
 
     err_lines = result.stderr.splitlines()
+    assert err_lines[0] == f"skipped: 2 (2 {reason})"
+    err_lines = err_lines[1:]
     assert len(err_lines) == 2
     assert f"error: {corrupt}: " in result.stderr
     assert f"error: {empty}: file is empty" in err_lines
@@ -177,7 +183,10 @@ def test_predict_folder_without_images(runner, model_path, tmp_path):
     result = runner.invoke(main, ["predict", "-m", model_path, str(tmp_path)])
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr == "error: no image files found in the given paths\n"
+    assert result.stderr.splitlines() == [
+        "skipped: 2 (1 not an image file (no image suffix, no DICOM marker), 1 folder holds no image files)",
+        f"error: no image files in {tmp_path}",
+    ]
 
 
 def test_predict_nonexistent_model(runner, tmp_path):
@@ -408,3 +417,19 @@ def test_signed_tiff_fails_alone_and_batch_goes_on(runner, model_path, tmp_path)
 def test_version(runner):
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0 and "edgecxr" in result.stdout
+
+
+def test_models_flags_a_tampered_or_missing_model(runner, tiny_models, tmp_path):
+    model = tmp_path / "tampered.tflite"
+    data = bytearray(tiny_models["int8"].read_bytes())
+    data[-10] ^= 0xFF
+    model.write_bytes(bytes(data))
+    model.with_suffix(".json").write_text(tiny_models["int8"].with_suffix(".json").read_text())
+    gone = tmp_path / "gone.tflite"
+    gone.with_suffix(".json").write_text(tiny_models["int8"].with_suffix(".json").read_text())
+    result = runner.invoke(main, ["models", "--model", str(model), "--model", str(gone), "--json"])
+    assert result.exit_code == 2
+    assert {r["name"] for r in json.loads(result.stdout)} == {p.stem for p in bundled_models()}  # the bundled ones still listed
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"error: {model}: sha256 ") and "does not match its card" in lines[0]
+    assert lines[1] == f"error: {gone}: no such model file"

@@ -21,7 +21,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
 
 from conftest import child_env
-from edgecxr.imageio import MAX_PIXELS, ImageError, LoadedImage, from_array, is_dicom, load_image
+from edgecxr.headers import raster_header
+from edgecxr.imageio import MAX_FILE_BYTES, MAX_PIXELS, WORK_SIDE, ImageError, LoadedImage, from_array, is_dicom, load_image
 from edgecxr.preprocess import PreprocessSpec, preprocess
 
 # --------------------------------------------------------------------------- helpers
@@ -676,3 +677,57 @@ def test_dicom_multiframe_refused_before_decoding(tmp_path):
     path = write_dicom(tmp_path / "mf.dcm", np.zeros((4, 4)), NumberOfFrames=30)
     with pytest.raises(ImageError, match="30 frames"):
         load_image(path)
+
+
+# --------------------------------------------------------------------------- decoding only what is needed (issue 12)
+
+
+def test_fifo_and_devices_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / "scan.png"
+    os.mkfifo(fifo)  # reading it would wait forever for a writer
+    assert_image_error(fifo, "not a regular file (FIFO)")
+    with pytest.raises(ImageError, match=r"^/dev/zero: not a regular file \(character device\)"):
+        load_image("/dev/zero")
+
+
+def test_a_file_over_the_byte_cap_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.png"
+    with open(path, "wb") as f:  # sparse: takes no disk
+        f.write(png_with_header(64, 64))
+        f.truncate(MAX_FILE_BYTES + 1)
+    assert_image_error(path, f"more than the {MAX_FILE_BYTES // 2**20} MB")
+
+
+@pytest.mark.parametrize("fmt", ["png", "bmp", "tif", "jpg"])
+def test_header_sizes_are_read_without_decoding(tmp_path, fmt):
+    arr = np.zeros((37, 53, 3), np.uint8)
+    path = write_image(tmp_path / f"h.{fmt}", arr)
+    with open(path, "rb") as f:
+        header = raster_header(f)
+    assert header is not None and (header.width, header.height, header.channels) == (53, 37, 3)
+
+
+def test_a_bomb_header_is_refused_from_the_header_even_when_cv2_was_loaded_first(tmp_path):
+    """The API case of the issue: cv2 imported before edgecxr (OpenCV's own limit then 2**30); 25000 x 25000 declared."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_with_header(25000, 25000))
+    code = f"import cv2\nfrom edgecxr.imageio import ImageError, load_image\ntry:\n    load_image({str(path)!r})\nexcept ImageError as exc:\n    print(exc)\n"
+    env = child_env({k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")})
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == f"{path}: image header claims 25000x25000 pixels, more than {MAX_PIXELS:,} pixels; refusing to decode"
+
+
+def test_large_images_are_read_reduced_with_their_file_size_kept(tmp_path):
+    film = cv2.resize(gradient(64, 48), (WORK_SIDE * 2 + 40, WORK_SIDE * 2), interpolation=cv2.INTER_LINEAR)  # 4136 x 4096
+    for suffix in (".png", ".jpg"):
+        image = load_image(write_image(tmp_path / f"big{suffix}", film))
+        assert image.original_shape == (WORK_SIDE * 2, WORK_SIDE * 2 + 40)
+        assert max(image.pixels.shape) == WORK_SIDE and image.pixels.shape == (2028, 2048)
+        np.testing.assert_allclose(image.pixels.mean(), film.mean() / 255, atol=2e-3)
+    colour = write_image(tmp_path / "colour.jpg", cv2.merge([film, film, film]))
+    image = load_image(colour)  # decoded by libjpeg at half size, in colour (the colour check still works)
+    assert (image.channels, image.original_shape, image.color_spread) == (3, (4096, 4136), pytest.approx(0, abs=0.01))
+    raw = write_dicom(tmp_path / "big.dcm", film.astype(np.uint16) * 16, bits_stored=12)
+    dicom = load_image(raw)
+    assert dicom.original_shape == (4096, 4136) and dicom.pixels.shape == (2028, 2048)
+    np.testing.assert_allclose(dicom.pixels, load_image(tmp_path / "big.png").pixels, atol=2 / 255)  # 8-bit rounding after the reduction

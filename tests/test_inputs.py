@@ -1,11 +1,19 @@
-"""``edgecxr.inputs``: the one image-suffix filter (find_images) and class folders, as every caller sees them."""
+"""``edgecxr.inputs``: the one image filter (find_images, scan_images and what it skips) and class folders, as every caller sees them."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+import numpy as np
+from click.testing import CliRunner
+
+from conftest import TINY_LABELS, toy_u8, write_png
+from edgecxr.cli import main
 from edgecxr.evaluate import labelled_files
-from edgecxr.imageio import IMAGE_SUFFIXES
-from edgecxr.inputs import class_folders, find_images
+from edgecxr.imageio import IMAGE_SUFFIXES, load_image
+from edgecxr.inputs import DICOMDIR, EMPTY_FOLDER, NOT_AN_IMAGE, Skipped, class_folders, find_images, scan_images
+from test_imageio import write_dicom
 from training.data import list_images
 
 
@@ -51,3 +59,69 @@ def test_training_and_evaluate_list_the_same_test_files(shared_data):
     assert len(evaluated) == 905  # the data README's test split: 303 + 301 + 301
     assert [(p, labels[i]) for p, i in evaluated] == pairs["test"]
     assert [p for p, _ in evaluated] == [p for label in labels for p in find_images(root / "test" / label)]
+
+
+# --- folder scans that report what they pass over (issue 12) ------------------------------------
+
+
+def pacs_export(root: Path) -> list[Path]:
+    """A CD/PACS layout: DICOM files without a suffix under DICOM/ST000/SE000, and the CD's DICOMDIR."""
+    (root / "DICOM" / "ST000" / "SE000").mkdir(parents=True)
+    images = [write_dicom(root / "DICOM" / "ST000" / "SE000" / name, toy_u8(cls).astype(np.uint16) * 257) for cls, name in enumerate(("IM000001", "IM000002"))]
+    write_dicom(root / "DICOMDIR", None)  # an index: Part 10 file (DICM marker), no pixel data
+    return images
+
+
+def test_dicom_found_by_content_and_the_dicomdir_skipped_with_its_reason(tmp_path):
+    images = pacs_export(tmp_path / "cd")
+    touch(tmp_path / "cd" / "DICOM" / "ST000" / "SE000" / "README")
+    found = scan_images(tmp_path / "cd")
+    assert found.files == images
+    assert [(s.path.name, s.reason) for s in found.skipped] == [("README", NOT_AN_IMAGE), ("DICOMDIR", DICOMDIR)]  # in walk order
+    assert found.summary() == f"skipped: 2 (1 {NOT_AN_IMAGE}, 1 {DICOMDIR})"
+    assert [load_image(p).format for p in found.files] == ["dicom", "dicom"]
+
+
+def test_symlinked_folders_followed_once_loops_and_dangling_links_reported(tmp_path):
+    scans = tmp_path / "scans"
+    write_png(tmp_path / "elsewhere" / "b.png", 1)
+    write_png(scans / "a.png", 0)
+    (scans / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (scans / "linked-again").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (scans / "loop").symlink_to(scans, target_is_directory=True)
+    (scans / "gone.png").symlink_to(tmp_path / "absent.png")
+    (scans / "self").symlink_to(scans / "self")
+    os.mkfifo(scans / "pipe.png")
+    found = scan_images([scans])
+    assert found.files == [scans / "a.png", scans / "linked" / "b.png"]
+    again = "folder already read (a symbolic link back to it or to another folder read)"
+    assert {s.path.name: s.reason for s in found.skipped} == {
+        "gone.png": "dangling symbolic link",
+        "linked-again": again,
+        "loop": again,
+        "pipe.png": "not a regular file (FIFO)",
+        "self": "cannot read (Too many levels of symbolic links)",
+    }
+
+
+def test_each_folder_without_images_is_named(tmp_path):
+    (tmp_path / "scan.png").mkdir()  # a folder named like an image, with nothing inside
+    write_png(tmp_path / "full" / "a.png", 0)
+    found = scan_images([tmp_path / "scan.png", tmp_path / "full"])
+    assert found.files == [tmp_path / "full" / "a.png"]
+    assert found.skipped == [Skipped(tmp_path / "scan.png", EMPTY_FOLDER)]
+
+
+def test_predict_reports_skipped_entries_and_names_an_empty_folder(tiny_models, tmp_path):
+    runner, model = CliRunner(), str(tiny_models["int8"])
+    images = pacs_export(tmp_path / "cd")
+    result = runner.invoke(main, ["predict", "--json", "-m", model, str(tmp_path / "cd")])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records[0] == {"file": str(tmp_path / "cd" / "DICOMDIR"), "skipped": DICOMDIR}
+    assert [(r["file"], r["label"]) for r in records[1:]] == [(str(images[0]), TINY_LABELS[0]), (str(images[1]), TINY_LABELS[1])]
+    assert result.stderr.splitlines() == [f"skipped: 1 (1 {DICOMDIR})"]
+    (tmp_path / "empty.png").mkdir()
+    result = runner.invoke(main, ["predict", "-m", model, str(tmp_path / "empty.png")])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"skipped: 1 (1 {EMPTY_FOLDER})", f"error: no image files in {tmp_path / 'empty.png'}"]
