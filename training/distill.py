@@ -20,14 +20,15 @@ from training.multiroot import load_roots
 
 
 def teacher_probabilities(teacher: Model, roots: Sequence[str | os.PathLike], student_train: Split, workers: int = 4) -> np.ndarray:
-    """The teacher's uncalibrated probabilities (N, C) on the student's training films, in the student's order."""
+    """The teacher's uncalibrated probabilities (N, C) on the student's training films, in the student's film and label order."""
     data = load_roots(roots, teacher.card.preprocessing, workers=workers, splits=("train",))
-    if data.labels != teacher.labels:
+    if sorted(data.labels) != sorted(teacher.labels):
         raise DatasetError(f"{teacher.path}: teacher labels {teacher.labels} differ from the data's {data.labels}")
+    columns = [teacher.labels.index(label) for label in data.labels]
     split = data.splits["train"]
     if split.files != student_train.files:
         raise DatasetError(f"{teacher.path}: the teacher's training films differ from the student's (the same roots must give the same films)")
-    return np.stack([teacher.predict_preprocessed(image, calibrated=False) for image in split.x])
+    return np.stack([teacher.predict_preprocessed(image, calibrated=False)[columns] for image in split.x])
 
 
 def soft_targets(y: np.ndarray, teacher: np.ndarray, alpha: float, temperature: float) -> np.ndarray:
