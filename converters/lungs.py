@@ -32,10 +32,10 @@ from edgecxr.lungs import LungModel, dice, mask_at_size, segmentation_report
 from edgecxr.preprocess import PreprocessSpec
 from edgecxr.provenance import REPO_ROOT, command_line
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
+from edgecxr.targets import model_targets
 from training import lung_data
 
 VARIANTS = ("float32", "int8")
-TARGET_DICE = 0.95  # the project's target on lungmask val
 LABELS = ("background", "lung")
 NOTES = (
     "Output: one channel, the probability that the pixel of the preprocessed frame is lung field; the runtime stretches it "
@@ -125,7 +125,7 @@ def build(run: Path, out: Path, data_root: Path | None, n_calibration: int, gate
         card = write_card(path, dataclasses.replace(
             card,
             metrics={"val": report} if variant == "float32" else {"val": report, "float32_val": ref_report},
-            targets={"dice": {"target": TARGET_DICE, "reached": report["dice_mean"], "met": report["dice_mean"] >= TARGET_DICE}},
+            targets=model_targets("lungs", report),
             verification=verification,
             input=TensorSpec.from_details(runtime.input_details),
             output=TensorSpec.from_details(runtime.output_details),

@@ -54,9 +54,9 @@ def targets(group: str) -> tuple[Target, ...]:
 
 
 def model_quantities(test_metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """The quantities ``model`` targets name, read from a classification report of the test split."""
+    """The quantities ``model`` targets name, read from a classification report (or a lung model's segmentation report)."""
     covid = test_metrics.get("per_class", {}).get("COVID")
-    return {"macro_f1": test_metrics["macro_f1"], "covid_sensitivity": covid["recall"] if covid else None}
+    return {"macro_f1": test_metrics.get("macro_f1"), "covid_sensitivity": covid["recall"] if covid else None, "dice": test_metrics.get("dice_mean")}
 
 
 def model_targets(family: str, test_metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from edgecxr.registry import MODELS_DIR
 from edgecxr.targets import TARGETS_FILE, Target, model_targets, targets
 
 
@@ -13,7 +14,12 @@ def test_every_target_names_a_known_op_and_a_number():
     for group in ("model", "matrix", "generalization"):
         assert targets(group), group
         assert len(targets(group)) == len(data[group])
-    assert {t.key for t in targets("model")} == {"macro_f1", "covid_sensitivity"}
+    assert {t.key for t in targets("model")} == {"macro_f1", "covid_sensitivity", "dice"}
+
+
+def test_the_lung_cards_dice_target_is_the_one_in_targets_json():
+    card = json.loads((MODELS_DIR / "lungs-int8.json").read_text())
+    assert model_targets("lungs", card["metrics"]["val"]) == card["targets"] == {"dice": {"target": 0.95, "reached": 0.9328, "met": False}}
 
 
 @pytest.mark.parametrize(
