@@ -16,6 +16,7 @@ interpreter only, like the classifiers; no TensorFlow.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,11 +34,12 @@ from edgecxr.families import FAMILIES
 from edgecxr.families import family as family_of
 from edgecxr.imageio import LoadedImage
 from edgecxr.model import ImageSource, as_loaded, dequantize, open_verified, quantize
-from edgecxr.preprocess import PreprocessSpec, SpecLike, preprocess, to_original
+from edgecxr.preprocess import Box, PreprocessSpec, SpecLike, preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
 
 LUNG_SPEC: dict[str, Any] = {"color": "grayscale", "crop": "none", "size": [128, 128], "interpolation": "area", "scale": "0-1", "clahe": False}
 THRESHOLD = 0.5  # probability above which a pixel is lung
+LUNG_CROP_MARGIN = 0.1  # of the box's height (width) added above and below (left and right) by a "lungs" crop
 NO_LUNGS_WARNING = "no lung fields found: this does not look like a frontal chest X-ray"
 
 
@@ -67,6 +69,7 @@ class LungModel:
         if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, height, width, 1) or tuple(self._input["shape"]) != (1, height, width, 1):
             raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {list(self._input['shape'])} -> {[list(o['shape']) for o in outputs]}")
         self._output = outputs[0]
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -85,10 +88,11 @@ class LungModel:
         return self.card.preprocessing
 
     def probability(self, x: np.ndarray) -> np.ndarray:
-        """The (h, w) lung probability of one preprocessed (h, w, 1) frame."""
-        self.interpreter.set_tensor(self._input["index"], quantize(x[None], self._input))
-        self.interpreter.invoke()
-        return dequantize(self.interpreter.get_tensor(self._output["index"])[0, :, :, 0], self._output)
+        """The (h, w) lung probability of one preprocessed (h, w, 1) frame (one call at a time: training decodes in threads)."""
+        with self._lock:
+            self.interpreter.set_tensor(self._input["index"], quantize(x[None], self._input))
+            self.interpreter.invoke()
+            return dequantize(self.interpreter.get_tensor(self._output["index"])[0, :, :, 0], self._output)
 
     def lungs(self, image: ImageSource) -> np.ndarray:
         """The lung mask of ``image`` (a path or an array): uint8, 0 or 255, the input's own height and width."""
@@ -126,6 +130,26 @@ def lung_check(image: LoadedImage) -> list[Check]:
     """The ``no_lungs`` check of a classifier's prediction: fires when the bundled lung model finds no lung fields."""
     result = load_lung_model().segment(image)
     return [] if result.found else [Check("no_lungs", NO_LUNGS_WARNING, round(result.lung_fraction, 4))]
+
+
+def lung_box(pixels: np.ndarray) -> Box:
+    """The ``"lungs"`` crop of a 2-D image: the lung fields' bounding box grown by :data:`LUNG_CROP_MARGIN` a side.
+
+    The box is read off the lung probability over the model frame and scaled to the image; when no
+    lung fields are found (:func:`lung_fields_found`) it is the whole image.
+    """
+    model = load_lung_model()
+    frame = preprocess(pixels, model.spec)
+    prob = model.probability(frame)
+    h, w = pixels.shape[:2]
+    rows, cols = np.nonzero(prob > THRESHOLD)
+    if not lung_fields_found(prob, frame) or rows.size == 0:
+        return 0, 0, h, w
+    fh, fw = prob.shape
+    top, bottom, left, right = rows.min() / fh, (rows.max() + 1) / fh, cols.min() / fw, (cols.max() + 1) / fw
+    dy, dx = LUNG_CROP_MARGIN * (bottom - top), LUNG_CROP_MARGIN * (right - left)
+    return (int(max(0.0, top - dy) * h), int(max(0.0, left - dx) * w),
+            max(int(np.ceil(min(1.0, bottom + dy) * h)), 1), max(int(np.ceil(min(1.0, right + dx) * w)), 1))
 
 
 def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: SpecLike) -> np.ndarray:

@@ -16,7 +16,7 @@ from edgecxr.card import ModelCard, ModelError, read_card, verify_file
 from edgecxr.checks import PROFILES, Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
-from edgecxr.preprocess import preprocess, to_original
+from edgecxr.preprocess import Box, crop_box, preprocess, scale_box, to_original
 from edgecxr.site import NORMAL, SiteSource, resolve_site
 
 ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]
@@ -127,7 +127,8 @@ class Model:
         loaded, file = as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
-        x = preprocess(loaded.pixels, self.card.preprocessing)
+        box = crop_box(loaded.pixels, self.card.preprocessing)
+        x = preprocess(loaded.pixels, self.card.preprocessing, box)
         probs, features = self._run(x, features=heatmap)
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
@@ -138,7 +139,7 @@ class Model:
             checks += lung_check(loaded)
         heat = None
         if heatmap:
-            heat = self._heatmap(features, best, loaded.pixels.shape)
+            heat = self._heatmap(features, best, loaded.pixels.shape, box)
             if not heat.any():
                 checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image"))
         return Prediction(
@@ -187,9 +188,10 @@ class Model:
         assert features is not None and self._cam_weights is not None, "callers check has_heatmap"
         return class_activation_map(features, self._cam_weights, class_index)
 
-    def _heatmap(self, features: np.ndarray | None, class_index: int, shape: tuple[int, int]) -> np.ndarray:
+    def _heatmap(self, features: np.ndarray | None, class_index: int, shape: tuple[int, int], box: Box) -> np.ndarray:
         cam = self._cam(features, class_index)
-        return normalise(to_original(cam, heatmap_shape(shape), self.card.preprocessing))
+        out_shape = heatmap_shape(shape)
+        return normalise(to_original(cam, out_shape, self.card.preprocessing, scale_box(box, shape, out_shape)))
 
     def _read_cam_weights(self) -> np.ndarray | None:
         cam = self.card.cam

@@ -10,7 +10,10 @@ A spec is a :class:`PreprocessSpec`, stored in cards and run records as plain da
 
 - ``crop``: ``"none"`` resizes the whole image to ``size`` (aspect not kept; several public CXR
   collections were distributed already squashed to 224x224, so squashing every image makes all
-  sources alike), ``"center-square"`` takes the largest centred square first.
+  sources alike), ``"center-square"`` takes the largest centred square first, ``"lungs"`` the
+  bounding box of the lung fields the bundled lung model finds plus a margin
+  (:func:`edgecxr.lungs.lung_box`; the whole image when it finds none), so the model sees the
+  lungs at the same place and scale whatever the film's framing, labels and borders.
 - ``scale``: ``"0-1"`` maps intensities to [0, 1].
 - ``clahe``: contrast-limited adaptive histogram equalisation before resizing, with OpenCV's
   ``clahe_clip_limit`` and a ``clahe_tile_grid`` x ``clahe_tile_grid`` grid of tiles.
@@ -32,7 +35,8 @@ import cv2
 import numpy as np
 
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
-_CROPS = ("none", "center-square")
+_CROPS = ("none", "center-square", "lungs")
+Box = tuple[int, int, int, int]  # top, left, bottom, right: the image rows and columns a crop keeps
 
 
 @dataclass(frozen=True)
@@ -94,22 +98,42 @@ def as_spec(spec: SpecLike) -> PreprocessSpec:
     return spec if isinstance(spec, PreprocessSpec) else PreprocessSpec.from_dict(spec)
 
 
-def preprocess(image: np.ndarray, spec: SpecLike) -> np.ndarray:
+def crop_box(image: np.ndarray, spec: SpecLike) -> Box:
+    """The part of ``image`` (2-D) that ``spec``'s crop keeps; a ``"lungs"`` crop runs the lung model."""
+    spec = as_spec(spec)
+    h, w = image.shape[:2]
+    if spec.crop == "none":
+        return 0, 0, h, w
+    if spec.crop == "center-square":
+        return _center_square(h, w)
+    from edgecxr.lungs import lung_box  # the lung model preprocesses with crop "none": no recursion
+
+    return lung_box(image)
+
+
+def scale_box(box: Box, shape: tuple[int, int], to_shape: tuple[int, int]) -> Box:
+    """``box`` over an image of ``shape`` as the same region of an image of ``to_shape``."""
+    fy, fx = to_shape[0] / shape[0], to_shape[1] / shape[1]
+    top, left, bottom, right = box
+    return (int(round(top * fy)), int(round(left * fx)), max(int(round(bottom * fy)), int(round(top * fy)) + 1),
+            max(int(round(right * fx)), int(round(left * fx)) + 1))
+
+
+def preprocess(image: np.ndarray, spec: SpecLike, box: Box | None = None) -> np.ndarray:
     """Turn a grayscale intensity image into a model input of shape ``(H, W, 1)``, float32.
 
     ``image`` is 2-D; uint8 is read as 0..255, uint16 as 0..65535, float as already in [0, 1]
     (see :func:`edgecxr.imageio.load_image`, which returns that). Plain-data ``spec`` is validated
-    on every call: convert it once with :func:`as_spec` before a loop.
+    on every call: convert it once with :func:`as_spec` before a loop. ``box`` is the crop when
+    the caller has it already (:func:`crop_box` of this image and spec).
     """
     spec = as_spec(spec)
     if image.ndim != 2:
         raise ValueError(f"preprocess expects a 2-D grayscale image, got shape {image.shape}")
     img = _to_unit_float(image)
-    if spec.crop == "center-square":
-        h, w = img.shape
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        img = img[top : top + side, left : left + side]
+    if spec.crop != "none":
+        top, left, bottom, right = box if box is not None else crop_box(image, spec)
+        img = img[top:bottom, left:right]
     if spec.clahe:
         u8 = np.round(img * 255.0).astype(np.uint8)
         grid = (spec.clahe_tile_grid, spec.clahe_tile_grid)
@@ -119,21 +143,31 @@ def preprocess(image: np.ndarray, spec: SpecLike) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)[:, :, None]
 
 
-def to_original(frame_map: np.ndarray, original_shape: tuple[int, int], spec: SpecLike) -> np.ndarray:
+def to_original(frame_map: np.ndarray, original_shape: tuple[int, int], spec: SpecLike, box: Box | None = None) -> np.ndarray:
     """Map an (h, w) array over the model's input frame back onto the original image's pixels.
 
     The inverse of :func:`preprocess`'s geometry: a ``"none"`` crop is stretched back to the
-    original size; a ``"center-square"`` crop fills its square and leaves zeros outside it.
+    original size; any other crop fills its box (``box``, over an image of ``original_shape``;
+    computed for ``"center-square"``, required for ``"lungs"``) and leaves zeros outside it.
     """
     spec = as_spec(spec)
     height, width = original_shape
     if spec.crop == "none":
         return cv2.resize(frame_map.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    if box is None:
+        if spec.crop == "lungs":
+            raise ValueError("to_original needs the crop box of a 'lungs' crop")
+        box = _center_square(height, width)
+    top, left, bottom, right = box
     out = np.zeros((height, width), np.float32)
-    out[top : top + side, left : left + side] = cv2.resize(frame_map.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    out[top:bottom, left:right] = cv2.resize(frame_map.astype(np.float32), (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def _center_square(h: int, w: int) -> Box:
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return top, left, top + side, left + side
 
 
 def _to_unit_float(image: np.ndarray) -> np.ndarray:

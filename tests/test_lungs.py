@@ -20,7 +20,9 @@ from edgecxr.card import ModelCard, read_card, write_card
 from edgecxr.cardparts import SegmentationVerification
 from edgecxr.cli import main
 from edgecxr.families import FAMILIES
+from edgecxr.imageio import load_image
 from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, segmentation_report
+from edgecxr.preprocess import crop_box, preprocess, scale_box, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 LUNG_JSON_KEYS = {"file", "lung_fraction", "mask", "warnings"}
@@ -220,3 +222,43 @@ def test_lung_card_written_with_the_typed_api_loads(tmp_path):
     path.write_bytes((MODELS_DIR / path.name).read_bytes())
     card = write_card(path, dataclasses.replace(read_card(MODELS_DIR / path.name), notes="another note"))
     assert LungModel(path).card == card and card.notes == "another note"
+
+
+# --- the "lungs" crop of the preprocessing spec ---
+
+LUNG_CROP = {"size": [64, 64], "crop": "lungs"}
+
+
+def test_lung_crop_box_holds_the_lung_fields_and_falls_back_to_the_whole_image(shared_data):
+    film = load_image(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"])).pixels
+    top, left, bottom, right = crop_box(film, LUNG_CROP)
+    h, w = film.shape
+    assert 0 <= top < bottom <= h and 0 <= left < right <= w
+    rows, cols = np.nonzero(load_lung_model().lungs(film))
+    assert top <= rows.min() and rows.max() < bottom and left <= cols.min() and cols.max() < right
+    assert (bottom - top) * (right - left) < h * w  # it crops something
+    gradient = np.tile(np.linspace(0, 1, 200, dtype=np.float32), (150, 1))
+    assert crop_box(gradient, LUNG_CROP) == (0, 0, 150, 200)  # no lung fields: the whole image
+
+
+def test_lung_crop_is_the_same_in_training_and_at_runtime(shared_data, tmp_path):
+    """Training decodes through the same preprocess (in threads); the runtime passes the box it computed once."""
+    from training.multiroot import load_report_split
+
+    split = load_report_split(shared_data / "cxr3-plus", "external", ["COVID", "Normal", "Pneumonia"], LUNG_CROP, workers=3)
+    for file, x in list(zip(split.files, split.x))[:4]:
+        pixels = load_image(file).pixels
+        box = crop_box(pixels, LUNG_CROP)
+        np.testing.assert_array_equal(x, preprocess(pixels, LUNG_CROP, box))
+        top, left, bottom, right = box
+        np.testing.assert_array_equal(x, preprocess(pixels[top:bottom, left:right], {"size": [64, 64]}))
+
+
+def test_to_original_fills_the_lung_crop_box_only():
+    box = (10, 20, 60, 90)
+    back = to_original(np.ones((8, 8), np.float32), (100, 120), LUNG_CROP, box)
+    assert back.shape == (100, 120)
+    assert back[10:60, 20:90].min() == 1.0 and back.sum() == 50 * 70
+    with pytest.raises(ValueError, match="crop box"):
+        to_original(np.ones((8, 8)), (100, 120), LUNG_CROP)
+    assert scale_box(box, (100, 120), (50, 60)) == (5, 10, 30, 45)

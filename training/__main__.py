@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", choices=classifiers, default="resnet18", help="model family (default resnet18)")
     sizes = ", ".join(f"{FAMILIES[n].input_size} {n}" for n in classifiers)
     parser.add_argument("--input-size", type=int, help=f"input side in pixels (default {sizes})")
+    parser.add_argument(
+        "--crop", choices=("none", "center-square", "lungs"), default="none",
+        help="preprocessing crop: the whole film (default), its centred square, or the lung fields' box from the bundled lung model",
+    )
     parser.add_argument("--width", type=int, default=32, help="resnet18 first-stage width (default 32)")
     parser.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm running-average momentum (0.9 for small data)")
     parser.add_argument("--epochs", type=int, default=30)

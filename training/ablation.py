@@ -52,6 +52,7 @@ VARIANTS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
         ("--select", "worst", "--scanner-aug", "--markers", "--adversarial", "0.3"), "nobal_markers",
     ),
 )
+VARIANTS += (("lungcrop", "plus_nih + lung-field crop (preprocessing crop: lungs)", ("--select", "worst", "--crop", "lungs"), "plus_nih"),)
 ALL_ROWS = ROWS + VARIANTS
 MIN_TEST_CELL = 30  # the target: every source x class with >= 30 test films >= 0.85
 HELPS = {"external_normal": 0.02, "nih_normal": 0.05}

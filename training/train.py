@@ -47,6 +47,7 @@ class TrainConfig:
     out: Path
     family: str = "resnet18"
     input_size: int | None = None  # default: the family's (edgecxr.families)
+    crop: str = "none"  # the preprocessing spec's crop (edgecxr.preprocess): none, center-square or lungs
     width: int = 32
     bn_momentum: float = 0.99
     epochs: int = 30
@@ -92,7 +93,7 @@ def run_spec(cfg: TrainConfig) -> PreprocessSpec:
         info = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())
         return PreprocessSpec.from_dict(info["preprocessing"])
     size = cfg.input_size or family(cfg.family).input_size
-    return PreprocessSpec(size=(size, size))
+    return PreprocessSpec(size=(size, size), crop=cfg.crop)
 
 
 def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
