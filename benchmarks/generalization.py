@@ -36,7 +36,7 @@ from edgecxr.lungs import LungModel, load_lung_model
 from edgecxr.manifest import ManifestError, read_manifest
 from edgecxr.metrics import classification_report
 from edgecxr.model import Model, load_model
-from edgecxr.preprocess import preprocess, to_original
+from edgecxr.preprocess import Box, crop_box, preprocess
 from edgecxr.provenance import invocation, record
 from edgecxr.targets import targets
 
@@ -95,16 +95,17 @@ def measure_films(model: Model, films: list[Film], lung_masks: dict[Path, np.nda
             pixels = load_image(film.path).pixels
         except ImageError:
             continue
-        x = preprocess(pixels, spec)
+        box = crop_box(pixels, spec)
+        x = preprocess(pixels, spec, box)
         probs = model.predict_preprocessed(x)
         pred = int(np.argmax(probs))
         rec: dict[str, Any] = {"truth": film.truth, "pred": pred, "source": film.source, "split": film.split}
         if model.has_heatmap:
             raw = model.class_activation_map(x, pred)
-            heat = normalise(to_original(raw, x.shape[:2], spec))
+            heat = normalise(cv2.resize(raw.astype(np.float32), (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR))  # over the model frame
             rec.update(peak_fields(raw))
             if lung_masks is not None and film.path in lung_masks:
-                rec["lung_share"] = mass_fractions(heat, {"lungs": lung_masks[film.path]})["lungs"]
+                rec["lung_share"] = mass_fractions(heat, {"lungs": in_frame(lung_masks[film.path], box, x.shape[:2])})["lungs"]
         out.append(rec)
     return out
 
@@ -192,16 +193,18 @@ def lung_model() -> LungModel | None:
         return None
 
 
-def lung_masks_for(roots: list[Path], frame: tuple[int, int], labels: list[str]) -> dict[Path, np.ndarray] | None:
-    """Lung-field masks (booleans over a model frame of ``frame`` size) of every test film, by the bundled lung model."""
+def lung_masks_for(roots: list[Path], labels: list[str]) -> dict[Path, np.ndarray] | None:
+    """The lung-field mask (uint8 0/255 at the film's own size) of every test film, by the bundled lung model."""
     lungs = lung_model()
     if lungs is None:
         return None
-    out = {}
-    for film in films_of(roots, "test", labels):
-        mask = lungs.lungs(film.path)
-        out[film.path] = cv2.resize(mask, (frame[1], frame[0]), interpolation=cv2.INTER_NEAREST) > 0
-    return out
+    return {film.path: lungs.lungs(film.path) for film in films_of(roots, "test", labels)}
+
+
+def in_frame(mask: np.ndarray, box: Box, frame: tuple[int, int]) -> np.ndarray:
+    """A film's lung mask over a model frame of ``frame`` size (h, w): the crop ``box`` of it, resized."""
+    top, left, bottom, right = box
+    return cv2.resize(mask[top:bottom, left:right], (frame[1], frame[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def markdown(results: dict[str, Any], notes: str | None) -> str:
@@ -291,11 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    masks = {}  # per model-frame size: the lung masks of every test film, computed once
-    for m in models:
-        if m.has_heatmap and m.card.preprocessing.size not in masks:
-            masks[m.card.preprocessing.size] = lung_masks_for(args.data, m.card.preprocessing.size, m.labels)
-    sections = [model_section(m, args.data, masks.get(m.card.preprocessing.size)) for m in models]
+    with_heatmap = [m for m in models if m.has_heatmap]
+    masks = lung_masks_for(args.data, with_heatmap[0].labels) if with_heatmap else None  # every test film's, computed once
+    sections = [model_section(m, args.data, masks) for m in models]
     results = {
         "provenance": record(invocation("python -m benchmarks.generalization", argv), [m.path for m in models]),
         "roots": [str(r) for r in args.data], "min_cell": MIN_CELL, "models": sections,

@@ -29,7 +29,6 @@ from edgecxr.checks import input_checks
 from edgecxr.imageio import ImageError, load_image
 from edgecxr.inputs import find_images
 from edgecxr.model import Model, load_model
-from edgecxr.preprocess import to_original
 from edgecxr.provenance import invocation, record
 from edgecxr.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
 
@@ -46,7 +45,7 @@ def heatmaps_in_frame(model: Model, x: np.ndarray, classes: np.ndarray) -> tuple
     """(raw low-resolution CAMs, normalised CAMs mapped onto the input frame) of ``classes[i]`` for ``x[i]``."""
     frame_shape = x.shape[1:3]
     raw = np.stack([model.class_activation_map(img, int(c)) for img, c in zip(x, classes)])
-    frame = np.stack([normalise(to_original(m, frame_shape, model.card.preprocessing)) for m in raw])
+    frame = np.stack([normalise(cv2.resize(m.astype(np.float32), (frame_shape[1], frame_shape[0]), interpolation=cv2.INTER_LINEAR)) for m in raw])
     return raw, frame
 
 

@@ -102,7 +102,7 @@ def run_roots(info: dict) -> list[str]:
 
 def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray) -> Temperature:
     """Temperature scaling fitted on the validation split, with NLL (val) and ECE (test) before and after (as ``model`` applies it)."""
-    t = fit_temperature(val_probs, val_y)
+    t = fit_temperature(val_probs, val_y, model.recalibrated)
     return Temperature(
         value=round(t, 4),
         fitted_on="val",

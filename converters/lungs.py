@@ -24,6 +24,7 @@ import numpy as np
 import tf_keras as keras
 
 import converters  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from converters.embed import embed_facts
 from converters.quantize import convert, representative_images
 from edgecxr.card import ModelCard, gzip_size, read_card, release, write_card
 from edgecxr.cardparts import Calibration, ChangelogEntry, SegmentationGates, SegmentationVerification, TensorSpec, Training
@@ -96,7 +97,7 @@ def build(run: Path, out: Path, data_root: Path | None, n_calibration: int, gate
     ref_masks: list[np.ndarray] = []
     ref_report: dict[str, Any] = {}
     for variant in VARIANTS:
-        flat = convert(model, variant, calibration)
+        flat = embed_facts(convert(model, variant, calibration), lung_card(run, info, model.count_params(), variant, b"", 0).to_dict())
         path = out / f"lungs-{variant}.tflite"
         path.write_bytes(flat)
         card = write_card(path, lung_card(run, info, model.count_params(), variant, flat, min(n_calibration, len(train.x))))

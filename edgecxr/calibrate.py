@@ -73,7 +73,7 @@ def calibrate(
         if pos.all() or not pos.any():
             kind = "negative" if pos.all() else "positive"
             raise ValueError(f"{data_dir}: no {kind} films for target '{t}' (classes present: {', '.join(sorted({labels[i] for i in truth}))}): a threshold needs both")
-    temperature = fit_temperature(raw, y)
+    temperature = fit_temperature(raw, y, model.recalibrated)
     probs = model.recalibrated(raw, temperature)
     sources = manifest.sources(files) if manifest is not None else None
     points, rocs, tables, warnings = [], {}, {}, []

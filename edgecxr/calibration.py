@@ -8,6 +8,8 @@ and stores it in the card; the runtime applies it.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 # Probabilities are floored here before taking logs: an int8 softmax output is quantized in
@@ -43,11 +45,16 @@ def negative_log_likelihood(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], PROBABILITY_FLOOR, 1.0))))
 
 
-def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
-    """The temperature in [0.05, 20] that minimises the NLL of ``probs`` (N, C) for labels ``y``."""
+def fit_temperature(probs: np.ndarray, y: np.ndarray, rescale: Callable[[np.ndarray, float], np.ndarray] = apply_temperature) -> float:
+    """The temperature in [0.05, 20] that minimises the NLL of ``rescale(probs, T)`` for labels ``y``.
+
+    ``rescale`` is how the model applies a temperature to its uncalibrated probabilities ``probs``
+    (N, C): :meth:`edgecxr.model.Model.recalibrated` for a loaded model, so the fit minimises the
+    loss of what the runtime will compute.
+    """
     if len(y) == 0:
         raise ValueError("cannot fit a temperature on no images")
-    losses = [negative_log_likelihood(apply_temperature(probs, t), y) for t in _TEMPERATURES]
+    losses = [negative_log_likelihood(rescale(probs, t), y) for t in _TEMPERATURES]
     return float(_TEMPERATURES[int(np.argmin(losses))])
 
 

@@ -39,7 +39,8 @@ _CHECK_SPEC = PreprocessSpec(size=(CHECK_SIZE, CHECK_SIZE))
 
 # The checks of each profile a card can name; "generic" keeps those that hold for any radiograph.
 GENERIC_CHECKS = ("small_image", "extreme_aspect", "nearly_uniform", "colour")
-# "no_lungs" runs the bundled lung-field model (edgecxr.lungs.lung_check), so Model.predict makes it.
+# "no_lungs" needs the bundled lung-field model, so input_checks never makes it: Model.predict adds it
+# (edgecxr.lungs.LungFields.checks); benchmarks/results/lungs/ measures its false alarms and catches.
 PROFILES = {"chest-xray": (*GENERIC_CHECKS, "noise", "negative_film", "no_lungs"), "generic": GENERIC_CHECKS}
 DEFAULT_PROFILE = "chest-xray"
 
@@ -57,7 +58,7 @@ class Check:
 
 
 def input_checks(image: LoadedImage, frame: np.ndarray | None = None, profile: str = DEFAULT_PROFILE) -> list[Check]:
-    """The checks of ``profile`` that fire on ``image``, in a fixed order.
+    """The checks of ``profile`` that fire on ``image``, in a fixed order (all but ``no_lungs``, which Model.predict adds).
 
     ``frame`` may be the model's input for this image when that is the whole film area-resized
     (see :func:`check_view`); the checks then reuse it instead of resizing the image again.

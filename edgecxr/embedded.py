@@ -16,7 +16,12 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from edgecxr.preprocess import PreprocessSpec
+
+if TYPE_CHECKING:
+    from edgecxr.card import ModelCard
 
 METADATA_NAME = "edgecxr_card"
 FILE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every TFLite flatbuffer
@@ -38,7 +43,9 @@ def read_metadata(flat: bytes) -> dict[str, bytes]:
         for entry in _vector_of_tables(flat, root, _MODEL_METADATA):
             name = _string(flat, entry, 0)
             index = _u32(flat, entry + _field(flat, entry, 1)) if _field(flat, entry, 1) else 0
-            out[name] = _bytes(flat, buffers[index], 0) if index < len(buffers) else b""
+            if index >= len(buffers):
+                raise IndexError(f"metadata {name!r} names buffer {index} of {len(buffers)}")
+            out[name] = _bytes(flat, buffers[index], 0)
         return out
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise EmbeddedError(f"unreadable flatbuffer metadata ({exc})") from None
@@ -69,21 +76,39 @@ def facts_json(facts: Mapping[str, Any]) -> bytes:
     return json.dumps({k: facts[k] for k in FACTS}, separators=(",", ":"), sort_keys=True).encode()
 
 
-def disagreements(embedded: Mapping[str, Any], card: Mapping[str, Any]) -> list[str]:
-    """The :data:`FACTS` on which the model file and the card's data differ."""
-    return [k for k in FACTS if embedded.get(k) != card.get(k)]
+def disagreements(embedded: Mapping[str, Any], card: ModelCard) -> list[str]:
+    """The :data:`FACTS` on which the model file and ``card`` differ, compared as parsed values (a spec key added later compares by its default)."""
+    out = []
+    if list(embedded.get("labels") or []) != list(card.labels):
+        out.append("labels")
+    try:
+        spec = PreprocessSpec.from_dict(embedded.get("preprocessing") or {})
+    except ValueError:
+        spec = None
+    if spec != card.preprocessing:
+        out.append("preprocessing")
+    if embedded.get("output_kind", "probabilities") != card.output_kind:
+        out.append("output_kind")
+    return out
+
+
+def _unpack(fmt: str, buf: bytes, pos: int) -> int:
+    """One little-endian value at ``pos``; IndexError for a position outside ``buf`` (struct would read negative ones from the end)."""
+    if not 0 <= pos <= len(buf) - struct.calcsize(fmt):
+        raise IndexError(f"offset {pos} outside the file")
+    return int(struct.unpack_from(fmt, buf, pos)[0])
 
 
 def _u32(buf: bytes, pos: int) -> int:
-    return int(struct.unpack_from("<I", buf, pos)[0])
+    return _unpack("<I", buf, pos)
 
 
 def _field(buf: bytes, table: int, index: int) -> int:
     """The offset of field ``index`` inside ``table`` (0 when absent)."""
-    vtable = table - int(struct.unpack_from("<i", buf, table)[0])
-    size = int(struct.unpack_from("<H", buf, vtable)[0])
+    vtable = table - _unpack("<i", buf, table)
+    size = _unpack("<H", buf, vtable)
     slot = 4 + 2 * index
-    return int(struct.unpack_from("<H", buf, vtable + slot)[0]) if slot < size else 0
+    return _unpack("<H", buf, vtable + slot) if slot < size else 0
 
 
 def _vector(buf: bytes, table: int, index: int) -> tuple[int, int]:
@@ -98,6 +123,8 @@ def _vector(buf: bytes, table: int, index: int) -> tuple[int, int]:
 
 def _vector_of_tables(buf: bytes, table: int, index: int) -> list[int]:
     first, n = _vector(buf, table, index)
+    if first + 4 * n > len(buf):
+        raise IndexError("vector runs past the end of the file")
     return [first + 4 * i + _u32(buf, first + 4 * i) for i in range(n)]
 
 

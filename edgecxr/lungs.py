@@ -5,8 +5,9 @@
     mask = lungs.lungs("scan.png")       # uint8 (H, W), 0 or 255, the input's own size
     result = lungs.segment("scan.png")   # mask, lung_fraction, found (False: "no lung fields found")
 
-A chest-film classifier's prediction runs it too: its ``no_lungs`` check (:func:`lung_check`,
-in the card's ``chest-xray`` check profile) carries the "no lung fields found" warning.
+A chest-film classifier's prediction runs it too, once per image (:func:`lung_fields`): its
+``no_lungs`` check (in the card's ``chest-xray`` check profile) carries the "no lung fields
+found" warning, and a ``"lungs"`` crop in the preprocessing spec crops to the fields' box.
 
 The model outputs one sigmoid channel, the probability that a pixel of the preprocessed frame is
 lung; the card's labels are ``["background", "lung"]``. The probability map is stretched back onto
@@ -32,7 +33,6 @@ from edgecxr.card import ModelError
 from edgecxr.checks import Check, refuse_blank
 from edgecxr.families import FAMILIES
 from edgecxr.families import family as family_of
-from edgecxr.imageio import LoadedImage
 from edgecxr.model import ImageSource, as_loaded, dequantize, open_verified, quantize
 from edgecxr.preprocess import Box, PreprocessSpec, SpecLike, preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
@@ -126,30 +126,56 @@ def load_lung_model(path: str | os.PathLike | None = None, threads: int | None =
     return LungModel(path or MODELS_DIR / f"{LUNG_MODEL}.tflite", threads=threads)
 
 
-def lung_check(image: LoadedImage) -> list[Check]:
-    """The ``no_lungs`` check of a classifier's prediction: fires when the bundled lung model finds no lung fields."""
-    result = load_lung_model().segment(image)
-    return [] if result.found else [Check("no_lungs", NO_LUNGS_WARNING, round(result.lung_fraction, 4))]
+@dataclass(frozen=True)
+class LungFields:
+    """One lung-model pass over an image, for a classifier's prediction: the ``"lungs"`` crop and the ``no_lungs`` check."""
+
+    prob: np.ndarray  # (h, w) lung probability over the lung model's frame
+    found: bool  # lung_fields_found
+    shape: tuple[int, int]  # the image's (height, width)
+
+    def box(self) -> Box:
+        """The ``"lungs"`` crop: the lung fields' bounding box grown by :data:`LUNG_CROP_MARGIN` a side, scaled to the image.
+
+        The whole image when no lung fields are found.
+        """
+        h, w = self.shape
+        rows, cols = np.nonzero(self.prob > THRESHOLD)
+        if not self.found or rows.size == 0:
+            return 0, 0, h, w
+        fh, fw = self.prob.shape
+        top, bottom, left, right = rows.min() / fh, (rows.max() + 1) / fh, cols.min() / fw, (cols.max() + 1) / fw
+        dy, dx = LUNG_CROP_MARGIN * (bottom - top), LUNG_CROP_MARGIN * (right - left)
+        y0, x0 = int(max(0.0, top - dy) * h), int(max(0.0, left - dx) * w)
+        return y0, x0, max(int(np.ceil(min(1.0, bottom + dy) * h)), y0 + 1), max(int(np.ceil(min(1.0, right + dx) * w)), x0 + 1)
+
+    def checks(self) -> list[Check]:
+        """The ``no_lungs`` check: fires when no lung fields were found; its value is the lung share of the model frame."""
+        return [] if self.found else [Check("no_lungs", NO_LUNGS_WARNING, round(float((self.prob > THRESHOLD).mean()), 4))]
 
 
-def lung_box(pixels: np.ndarray) -> Box:
-    """The ``"lungs"`` crop of a 2-D image: the lung fields' bounding box grown by :data:`LUNG_CROP_MARGIN` a side.
-
-    The box is read off the lung probability over the model frame and scaled to the image; when no
-    lung fields are found (:func:`lung_fields_found`) it is the whole image.
-    """
-    model = load_lung_model()
+def lung_fields(pixels: np.ndarray, lung_model: str | None = None) -> LungFields:
+    """Run the bundled lung model on a 2-D image; ``lung_model``, the sha256 a spec names, must be its (ModelError otherwise)."""
+    model = lung_model_for(lung_model)
     frame = preprocess(pixels, model.spec)
     prob = model.probability(frame)
-    h, w = pixels.shape[:2]
-    rows, cols = np.nonzero(prob > THRESHOLD)
-    if not lung_fields_found(prob, frame) or rows.size == 0:
-        return 0, 0, h, w
-    fh, fw = prob.shape
-    top, bottom, left, right = rows.min() / fh, (rows.max() + 1) / fh, cols.min() / fw, (cols.max() + 1) / fw
-    dy, dx = LUNG_CROP_MARGIN * (bottom - top), LUNG_CROP_MARGIN * (right - left)
-    return (int(max(0.0, top - dy) * h), int(max(0.0, left - dx) * w),
-            max(int(np.ceil(min(1.0, bottom + dy) * h)), 1), max(int(np.ceil(min(1.0, right + dx) * w)), 1))
+    return LungFields(prob, lung_fields_found(prob, frame), (int(pixels.shape[0]), int(pixels.shape[1])))
+
+
+def lung_box(pixels: np.ndarray, lung_model: str | None = None) -> Box:
+    """The ``"lungs"`` crop of a 2-D image (:meth:`LungFields.box`)."""
+    return lung_fields(pixels, lung_model).box()
+
+
+def lung_model_for(sha256: str | None) -> LungModel:
+    """The bundled lung model, when it is the one ``sha256`` names (any, for None); ModelError otherwise."""
+    model = load_lung_model()
+    if sha256 is not None and sha256 != model.card.sha256:
+        raise ModelError(
+            f"preprocessing crops to the lung fields of lung model {sha256[:12]}…, but the bundled one is "
+            f"{(model.card.sha256 or '')[:12]}…; use the edgecxr release the model was made for"
+        )
+    return model
 
 
 def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: SpecLike) -> np.ndarray:

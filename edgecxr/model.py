@@ -5,7 +5,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.interpreter import make_interpreter
 from edgecxr.preprocess import Box, crop_box, preprocess, scale_box, to_original
 from edgecxr.site import NORMAL, SiteSource, resolve_site
+
+if TYPE_CHECKING:
+    from edgecxr.lungs import LungFields
 
 ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]
 
@@ -86,6 +89,13 @@ class Model:
         # is the model input the whole film, area-resized? (the checks reuse it)
         self._whole_film_area = spec.crop == "none" and not spec.clahe and spec.interpolation == "area"
         self.check_profile = self.card.checks  # which input checks apply to this model's films
+        if spec.crop == "lungs":
+            from edgecxr.lungs import lung_model_for
+
+            try:  # a spec made for another lung model is refused here, not per image
+                lung_model_for(spec.lung_model)
+            except ModelError as exc:
+                raise ModelError(f"{self.path}: {exc}") from None
 
     @property
     def name(self) -> str:
@@ -126,17 +136,22 @@ class Model:
             raise ModelError(f"{self.name}: no heatmap available ({self.card.family or 'this'} model has no spatial feature map)")
         loaded, file = as_loaded(image)
         refuse_blank(loaded, file)
+        spec = self.card.preprocessing
+        lung_check = "no_lungs" in PROFILES[self.check_profile]
+        lungs = _lung_fields(loaded.pixels) if lung_check and spec.crop != "lungs" else None  # a check: not timed
         start = time.perf_counter()
-        box = crop_box(loaded.pixels, self.card.preprocessing)
-        x = preprocess(loaded.pixels, self.card.preprocessing, box)
+        if spec.crop == "lungs":  # the crop's lung pass is part of the classification, and serves the check too
+            lungs = _lung_fields(loaded.pixels, spec.lung_model)
+            box = lungs.box()
+        else:
+            box = crop_box(loaded.pixels, spec)
+        x = preprocess(loaded.pixels, spec, box)
         probs, features = self._run(x, features=heatmap)
         latency = (time.perf_counter() - start) * 1000.0
         best = int(np.argmax(probs))
         checks = input_checks(loaded, x if self._whole_film_area else None, self.check_profile)
-        if "no_lungs" in PROFILES[self.check_profile]:
-            from edgecxr.lungs import lung_check
-
-            checks += lung_check(loaded)
+        if lungs is not None and lung_check:
+            checks += lungs.checks()
         heat = None
         if heatmap:
             heat = self._heatmap(features, best, loaded.pixels.shape, box)
@@ -271,6 +286,12 @@ def dequantize(tensor: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         return tensor.astype(np.float32)
     scale, zero = detail["quantization"]
     return (tensor.astype(np.float32) - zero) * scale
+
+
+def _lung_fields(pixels: np.ndarray, lung_model: str | None = None) -> LungFields:
+    from edgecxr.lungs import lung_fields  # edgecxr.lungs imports this module
+
+    return lung_fields(pixels, lung_model)
 
 
 def _split_outputs(details: list[dict[str, Any]], path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:

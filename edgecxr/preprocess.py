@@ -13,7 +13,9 @@ A spec is a :class:`PreprocessSpec`, stored in cards and run records as plain da
   sources alike), ``"center-square"`` takes the largest centred square first, ``"lungs"`` the
   bounding box of the lung fields the bundled lung model finds plus a margin
   (:func:`edgecxr.lungs.lung_box`; the whole image when it finds none), so the model sees the
-  lungs at the same place and scale whatever the film's framing, labels and borders.
+  lungs at the same place and scale whatever the film's framing, labels and borders. Its
+  ``lung_model`` (the lung model's sha256, recorded by training) makes a runtime with another
+  lung model refuse the spec instead of cropping differently.
 - ``scale``: ``"0-1"`` maps intensities to [0, 1].
 - ``clahe``: contrast-limited adaptive histogram equalisation before resizing, with OpenCV's
   ``clahe_clip_limit`` and a ``clahe_tile_grid`` x ``clahe_tile_grid`` grid of tiles.
@@ -51,6 +53,7 @@ class PreprocessSpec:
     clahe: bool = False
     clahe_clip_limit: float = 2.0
     clahe_tile_grid: int = 8
+    lung_model: str | None = None  # a "lungs" crop: the sha256 of the lung model whose fields it crops to
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessSpec:
@@ -77,17 +80,23 @@ class PreprocessSpec:
         limit = full["clahe_clip_limit"]
         if not (isinstance(limit, (int, float)) and not isinstance(limit, bool) and math.isfinite(limit) and limit > 0):
             raise ValueError(f"preprocessing clahe_clip_limit must be a number > 0, got {limit!r}")
+        lung_model = full["lung_model"]
+        if lung_model is not None and (full["crop"] != "lungs" or not (isinstance(lung_model, str) and len(lung_model) == 64)):
+            raise ValueError(f"preprocessing lung_model must be the 64-hex sha256 of a lung model, with crop 'lungs' only; got {lung_model!r}")
         if not (_is_int(full["clahe_tile_grid"]) and full["clahe_tile_grid"] > 0):
             raise ValueError(f"preprocessing clahe_tile_grid must be a whole number > 0, got {full['clahe_tile_grid']!r}")
         return cls(
             color=full["color"], crop=full["crop"], size=(int(size[0]), int(size[1])),
             interpolation=full["interpolation"], scale=full["scale"], clahe=bool(full["clahe"]),
-            clahe_clip_limit=float(limit), clahe_tile_grid=int(full["clahe_tile_grid"]),
+            clahe_clip_limit=float(limit), clahe_tile_grid=int(full["clahe_tile_grid"]), lung_model=lung_model,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as a card stores it (``size`` as a list)."""
-        return {**asdict(self), "size": list(self.size)}
+        """The spec as a card stores it (``size`` as a list; ``lung_model`` only for a "lungs" crop that names one)."""
+        out = {**asdict(self), "size": list(self.size)}
+        if self.lung_model is None:
+            del out["lung_model"]
+        return out
 
 
 SpecLike = Union[PreprocessSpec, Mapping[str, Any]]
@@ -108,7 +117,7 @@ def crop_box(image: np.ndarray, spec: SpecLike) -> Box:
         return _center_square(h, w)
     from edgecxr.lungs import lung_box  # the lung model preprocesses with crop "none": no recursion
 
-    return lung_box(image)
+    return lung_box(image, spec.lung_model)
 
 
 def scale_box(box: Box, shape: tuple[int, int], to_shape: tuple[int, int]) -> Box:

@@ -9,8 +9,10 @@ import pytest
 
 from conftest import TINY_LABELS, copy_model
 from edgecxr.card import ModelError, read_card, write_card
+from edgecxr.cardparts import Temperature
 from edgecxr.embedded import METADATA_NAME, embedded_facts, read_metadata
 from edgecxr.model import load_model
+from edgecxr.registry import MODELS_DIR
 
 
 def test_fixture_holds_the_cards_facts(tiny_models):
@@ -49,12 +51,45 @@ def test_truncated_metadata_is_an_error(tiny_models):
         embedded_facts(flat[: len(flat) // 3])
 
 
-def test_logits_model_probabilities_have_full_resolution(tiny_models):
-    """An int8 logits output gives probabilities between the int8 steps, and calibrated rows still sum to 1."""
-    model = load_model(tiny_models["int8"])
-    assert model.card.output_kind == "logits"
+def test_logits_model_probabilities_are_the_softmax_of_its_logits(tiny_models, tmp_path):
+    """What the runtime returns is softmax(dequantized int8 logits / T) in float: not limited to the output's steps."""
+    path = copy_model(tiny_models["int8"], tmp_path)
+    write_card(path, replace(read_card(path), temperature=Temperature(1.7)))
+    model = load_model(path)
+    assert model.card.output_kind == "logits" and model.temperature == 1.7
     rng = np.random.default_rng(0)
-    probs = np.stack([model.predict_preprocessed(rng.random((32, 32, 1), np.float32)) for _ in range(20)])
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
-    steps = probs / model.output_details["quantization"][0]
-    assert np.abs(steps - np.round(steps)).max() > 0.05  # not multiples of the output scale
+    detail = model.output_details
+    scale, zero = detail["quantization"]
+    for _ in range(5):
+        x = rng.random((32, 32, 1), np.float32)
+        probs = model.predict_preprocessed(x)
+        model.interpreter.set_tensor(model.input_details["index"], model.quantize_input(x[None]))
+        model.interpreter.invoke()
+        logits = (model.interpreter.get_tensor(detail["index"])[0].astype(np.float64) - zero) * scale
+        expected = np.exp(logits / 1.7 - (logits / 1.7).max())
+        np.testing.assert_allclose(probs, expected / expected.sum(), atol=1e-6)
+
+
+def test_malformed_offsets_are_errors_not_missing_facts(tiny_models):
+    flat = bytearray(tiny_models["int8"].read_bytes())
+    root = int.from_bytes(flat[0:4], "little")
+    flat[root:root + 4] = (root + 8).to_bytes(4, "little", signed=True)  # vtable before the start of the file
+    with pytest.raises(ValueError, match="unreadable flatbuffer metadata"):
+        embedded_facts(bytes(flat))
+
+
+def test_a_logits_card_on_a_file_without_facts_is_refused(tmp_path):
+    """The bundled MLP-12 predates embedded facts: its card cannot claim logits."""
+    path = copy_model(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
+    assert embedded_facts(path.read_bytes()) is None
+    load_model(path)
+    write_card(path, replace(read_card(path), output_kind="logits"))
+    with pytest.raises(ModelError, match="carries no edgecxr facts"):
+        load_model(path)
+
+
+def test_without_facts_the_output_count_still_guards_the_labels(tmp_path):
+    path = copy_model(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
+    write_card(path, replace(read_card(path), labels=("a", "b"), output=None))  # the card's own output block would catch it first
+    with pytest.raises(ModelError, match="3 outputs but its card lists 2 labels"):
+        load_model(path)

@@ -93,7 +93,14 @@ def run_spec(cfg: TrainConfig) -> PreprocessSpec:
         info = json.loads((_run_dir_of(cfg.init_from) / "run.json").read_text())
         return PreprocessSpec.from_dict(info["preprocessing"])
     size = cfg.input_size or family(cfg.family).input_size
-    return PreprocessSpec(size=(size, size), crop=cfg.crop)
+    return PreprocessSpec(size=(size, size), crop=cfg.crop, lung_model=bundled_lung_sha256() if cfg.crop == "lungs" else None)
+
+
+def bundled_lung_sha256() -> str | None:
+    """The sha256 of the lung model a "lungs" crop uses (the bundled one)."""
+    from edgecxr.lungs import load_lung_model
+
+    return load_lung_model().card.sha256
 
 
 def train(cfg: TrainConfig, argv: list[str] | None = None) -> dict:
