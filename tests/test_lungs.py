@@ -22,7 +22,7 @@ from edgecxr.cli import main
 from edgecxr.families import FAMILIES
 from edgecxr.imageio import load_image
 from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, segmentation_report
-from edgecxr.preprocess import crop_box, preprocess, scale_box, to_original
+from edgecxr.preprocess import PreprocessSpec, crop_box, preprocess, scale_box, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 LUNG_JSON_KEYS = {"file", "lung_fraction", "mask", "warnings"}
@@ -262,3 +262,30 @@ def test_to_original_fills_the_lung_crop_box_only():
     with pytest.raises(ValueError, match="crop box"):
         to_original(np.ones((8, 8)), (100, 120), LUNG_CROP)
     assert scale_box(box, (100, 120), (50, 60)) == (5, 10, 30, 45)
+
+
+@pytest.mark.train
+def test_a_lungs_crop_model_predicts_and_maps_its_heatmap_into_the_box(shared_data, tiny_models, tmp_path):
+    """The tiny CNN re-labelled as a lungs-crop model (its facts re-embedded): input, heatmap and refusal of another lung model."""
+    from converters.embed import embed_facts
+
+    path = tmp_path / "crop.tflite"
+    card = dataclasses.replace(read_card(tiny_models["int8"]), preprocessing=PreprocessSpec(size=(32, 32), crop="lungs", lung_model=load_lung_model().card.sha256))
+    path.write_bytes(embed_facts(tiny_models["int8"].read_bytes(), card.to_dict()))
+    write_card(path, card)
+    model = load_model(path)
+    film = load_image(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"])).pixels
+    box = crop_box(film, model.card.preprocessing)
+    top, left, bottom, right = box
+    prediction = model.predict(film, heatmap=True)
+    np.testing.assert_allclose(list(prediction.probabilities.values()), model.predict_preprocessed(preprocess(film, model.card.preprocessing, box)), atol=1e-6)
+    assert prediction.heatmap is not None and prediction.heatmap.shape == film.shape
+    assert prediction.heatmap[top:bottom, left:right].max() == pytest.approx(1.0)
+    outside = np.ones(film.shape, bool)
+    outside[top:bottom, left:right] = False
+    assert not prediction.heatmap[outside].any()
+    other = dataclasses.replace(card, preprocessing=dataclasses.replace(card.preprocessing, lung_model="0" * 64))
+    path.write_bytes(embed_facts(tiny_models["int8"].read_bytes(), other.to_dict()))
+    write_card(path, other)
+    with pytest.raises(ModelError, match="bundled one is"):
+        load_model(path)
