@@ -38,6 +38,7 @@ from edgecxr.metrics import classification_report
 from edgecxr.model import Model, load_model
 from edgecxr.preprocess import Box, crop_box, preprocess
 from edgecxr.provenance import invocation, record
+from edgecxr.registry import MODELS_DIR
 from edgecxr.targets import targets
 
 MIN_CELL = 30  # films a source x class cell needs on test to count for the worst-cell target
@@ -138,6 +139,7 @@ def model_section(model: Model, roots: list[Path], lung_masks: dict[Path, np.nda
             free[kind]["flagged_no_lungs"] = round(float(np.mean([not lungs.segment(img).found for img in images])), 4)
     section: dict[str, Any] = {
         "model": model.name, "version": model.card.version, "sha256": model.card.sha256, "family": model.card.family,
+        "label": model_label(model),
         "test": {k: report[k] for k in ("n", "accuracy", "macro_f1")}, "covid_sensitivity": report["per_class"].get("COVID", {}).get("recall"),
         "cells": cell, "worst_cell": {"cell": worst, **big[worst]} if worst else None,
         "nih_normal": cell.get("nih/Normal", {}).get("recall"),
@@ -207,9 +209,15 @@ def in_frame(mask: np.ndarray, box: Box, frame: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask[top:bottom, left:right], (frame[1], frame[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
+def model_label(model: Model) -> str:
+    """How the report names a model: name and version, and for a model that is not bundled the folder it was read from."""
+    label = f"{model.name} {model.card.version}"
+    return label if model.path.parent == MODELS_DIR else f"{label} ({model.path.parent.name})"
+
+
 def markdown(results: dict[str, Any], notes: str | None) -> str:
     sections = results["models"]
-    names = [f"{s['model']} {s['version']}" for s in sections]
+    names = [s.get("label", f"{s['model']} {s['version']}") for s in sections]
     lines = [
         "# External validity", "",
         f"Measured {results['provenance']['utc_time']} with `{results['provenance']['command']}`. Test splits of "
@@ -268,7 +276,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) + 2), 4.5))
     width = 0.8 / len(sections)
     for i, s in enumerate(sections):
-        ax.bar(np.arange(len(keys)) + i * width, [s["cells"].get(k, {}).get("recall", 0) for k in keys], width, label=f"{s['model']} {s['version']}")
+        ax.bar(np.arange(len(keys)) + i * width, [s["cells"].get(k, {}).get("recall", 0) for k in keys], width, label=s.get("label", s["model"]))
     ax.axhline(0.85, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, rotation=35, ha="right")
     ax.set_ylabel("sensitivity (test)")
