@@ -7,6 +7,11 @@ bit depth, how colourful it was) so callers can warn about odd input. Every fail
 than the pixel-describing attributes is ever read into a message, so no patient identifier can
 leak into output or logs.
 
+What libpng and libjpeg print on stderr while a file is decoded (:mod:`edgecxr.quiet`) is not
+shown: it names no file, a failed decode is that file's :class:`ImageError` anyway, and the one
+warning that matters, a JPEG cut short (libjpeg fills the rows it lacks with gray), is checked
+here instead (:func:`edgecxr.headers.jpeg_ends`) and refused.
+
 **16-bit rasters are read by their real bit depth.** Many DICOM exports write 10-, 12- or 14-bit
 data into a 16-bit PNG or TIFF. Dividing such a film by 65535 leaves it nearly black (a 12-bit
 film ends at 0.06), which the models have never seen. A 16-bit raster is therefore scaled by
@@ -42,7 +47,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edgecxr.failures import ImageError, as_image_error  # noqa: E402  (defined there with the per-input error boundary; imported from here too)
-from edgecxr.headers import Header, png_intact, raster_header  # noqa: E402
+from edgecxr.headers import Header, jpeg_ends, png_intact, raster_header  # noqa: E402
+from edgecxr.quiet import native_stderr  # noqa: E402
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -121,6 +127,8 @@ def _load(p: Path) -> LoadedImage:
         f.seek(0)
         header = None if dicom else raster_header(f)
         into = header is not None and header.format == "png" and header.decoded_bytes > LARGE_DECODE and png_intact(f)
+        if header is not None and header.format == "jpeg" and not jpeg_ends(f):
+            raise ImageError(p, "JPEG data ends before its end-of-image marker (truncated file)")
     image = _decode_dicom(p) if dicom or p.suffix.lower() == ".dcm" else _decode_raster(p, header, into)
     if min(image.original_shape) < MIN_SIDE:
         raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
@@ -151,9 +159,11 @@ def _decode_raster(p: Path, header: Header | None, into: bool = False) -> Loaded
         # OpenCV decodes into ``out``; without one it decodes into a buffer of its own and copies that (twice the memory).
         # It may hand ``out`` back untouched when decoding fails, hence only for a PNG whose chunks were checked whole.
         out = _output_array(header, flags, factor) if into else None
-        arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)
+        with native_stderr():  # libpng's and libjpeg's own lines (see edgecxr.quiet): a failure is this file's ImageError below
+            arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)
     except UnicodeEncodeError:  # a name that is not UTF-8: read here, decoded from memory
-        arr = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), flags)
+        with native_stderr():
+            arr = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), flags)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
             raise ImageError(p, f"image header claims more than {MAX_PIXELS:,} pixels; refusing to decode") from None
