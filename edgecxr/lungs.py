@@ -32,6 +32,7 @@ from edgecxr.checks import Check, refuse_blank
 from edgecxr.families import FAMILIES
 from edgecxr.families import family as family_of
 from edgecxr.imageio import LoadedImage
+from edgecxr.interpreter import dims
 from edgecxr.model import ImageSource, as_loaded, dequantize, open_verified, quantize
 from edgecxr.preprocess import PreprocessSpec, SpecLike, preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
@@ -65,7 +66,7 @@ class LungModel:
         outputs = self.interpreter.get_output_details()
         height, width = self.card.preprocessing.size
         if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, height, width, 1) or tuple(self._input["shape"]) != (1, height, width, 1):
-            raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {list(self._input['shape'])} -> {[list(o['shape']) for o in outputs]}")
+            raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {dims(self._input)} -> {[dims(o) for o in outputs]}")
         self._output = outputs[0]
 
     @property

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import main
-from edgecxr.registry import bundled_models
+from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score"}
 
@@ -222,6 +222,13 @@ def test_predict_tampered_model(runner, tiny_models, tmp_path):
     assert len(result.stderr.splitlines()) == 1
     assert "sha256" in result.stderr
     assert result.stdout == ""
+
+
+def test_predict_with_a_segmentation_model_names_its_shape_in_plain_numbers(runner, tmp_path):
+    lungs = MODELS_DIR / f"{LUNG_MODEL}.tflite"  # issue 12: the message printed [[np.int32(1), np.int32(128), ...]]
+    result = runner.invoke(main, ["predict", "-m", str(lungs), str(write_png(tmp_path / "x.png", 0))])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {lungs}: expected one (1, classes) output and at most one feature map, got shapes [[1, 128, 128, 1]]\n"
 
 
 def test_predict_bad_option(runner, model_path, tmp_path):
