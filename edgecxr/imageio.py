@@ -254,7 +254,7 @@ def fit_work_side(arr: np.ndarray) -> np.ndarray:
     scale = WORK_SIDE / max(height, width)
     if scale >= 1:
         return arr
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))  # a long thin image stays MIN_SIDE wide
     if arr.ndim == 3 and arr.shape[2] > 4 or arr.dtype not in (np.uint8, np.uint16, np.int16, np.float32):
         arr = arr.astype(np.float32)
     return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
@@ -356,7 +356,10 @@ def _dicom_pixels(p: Path, ds: Dataset) -> LoadedImage:
         lo, hi = 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
     else:
         lo, hi = _stored_range(values, ds, bits)
-    pixels = np.clip((np.asarray(values, np.float64) - lo) / ((hi - lo) or 1e-12), 0.0, 1.0).astype(np.float32)
+    scaled = (np.asarray(values, np.float64) - lo) / ((hi - lo) or 1e-12)
+    if not np.isfinite(scaled).all():  # a "nan" or "1e309" in the header: no film to read, not an image of NaNs
+        raise ImageError(p, "DICOM rescale or window (RescaleSlope, RescaleIntercept, WindowCenter, WindowWidth) is not a finite number")
+    pixels = np.clip(scaled, 0.0, 1.0, out=scaled).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
         pixels = 1.0 - pixels
     return LoadedImage(pixels, "dicom", 1, bits, 0.0, file_shape=shape if raw.shape != shape else None)

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import warnings
 import zlib
 from pathlib import Path
 
@@ -445,6 +446,16 @@ def test_dicom_window_applied(tmp_path):
     assert p.min() >= 0.0 and p.max() <= 1.0
 
 
+@pytest.mark.parametrize("attrs", [{"WindowCenter": "nan", "WindowWidth": 4096}, {"RescaleSlope": "1e309", "RescaleIntercept": 0}])
+def test_dicom_rescale_or_window_that_is_not_a_number_is_refused(tmp_path, attrs):
+    """Found by the loader fuzz test: WindowCenter "nan" gave an image of NaNs, and a label."""
+    raw = np.arange(64, dtype=np.uint16).reshape(8, 8) * 64
+    with warnings.catch_warnings():  # pydicom warns that it is told to write "nan"
+        warnings.simplefilter("ignore")
+        path = write_dicom(tmp_path / "nan.dcm", raw, bits_stored=12, **attrs)
+    assert_image_error(path, "DICOM rescale or window", "is not a finite number")
+
+
 def test_dicom_window_with_monochrome1(tmp_path):
     raw = np.array([[0, 30000], [60000, 65535]], np.uint16)
     image = load_image(
@@ -731,3 +742,10 @@ def test_large_images_are_read_reduced_with_their_file_size_kept(tmp_path):
     dicom = load_image(raw)
     assert dicom.original_shape == (4096, 4136) and dicom.pixels.shape == (2028, 2048)
     np.testing.assert_allclose(dicom.pixels, load_image(tmp_path / "big.png").pixels, atol=2 / 255)  # 8-bit rounding after the reduction
+
+
+def test_a_long_thin_image_is_reduced_to_no_less_than_two_pixels_wide(tmp_path):
+    """Found by the loader fuzz test: 48 x 65537 came out 2048 x 1, narrower than any image load_image accepts."""
+    image = load_image(write_image(tmp_path / "thin.png", gradient(WORK_SIDE * 3, 3)))
+    assert image.original_shape == (WORK_SIDE * 3, 3)
+    assert image.pixels.shape == (WORK_SIDE, 2)
