@@ -21,7 +21,7 @@ from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
 from edgecxr.failures import as_image_error, detail, per_input, shown
 from edgecxr.imageio import ImageError, LoadedImage, load_image
-from edgecxr.inputs import EMPTY_FOLDER, scan_images
+from edgecxr.inputs import EMPTY_FOLDER, Scan, Skipped, scan_images
 from edgecxr.progress import Progress, echo
 from edgecxr.site import ABNORMAL
 
@@ -153,7 +153,7 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     metavar="CSV",
     help="dataset manifest (columns file, relative to the CSV's folder, and source): adds metrics per source (per_source with --json)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object with accuracy, macro_f1, labels, per_class, confusion_matrix, n")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with accuracy, macro_f1, labels, per_class, confusion_matrix, n, errors, skipped")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds sensitivity, specificity, PPV, NPV and share flagged at its thresholds")
 def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_json: bool, threads: int | None, site: str | None) -> None:
@@ -163,21 +163,23 @@ def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_jso
     confusion matrix (rows: true class, columns: predicted); with --manifest, the same per
     source, and how many images the manifest does not list (or lists but are missing).
     Also the AUC of each class and of the abnormality score, and with a site profile the
-    metrics at its operating points. Unreadable images are listed on stderr and left out of the metrics.
+    metrics at its operating points. Unreadable images are listed on stderr and left out of the metrics;
+    what the scan of the class folders passed over is one `skipped: N (reasons)` line (skipped in the JSON).
     """
     from edgecxr.evaluate import evaluate as run_evaluation
-    from edgecxr.evaluate import labelled_files
+    from edgecxr.evaluate import scan_labelled
     from edgecxr.manifest import read_manifest
 
     net = load_or_exit(model, threads, site or True)
     try:
         manifest = read_manifest(manifest_path, required=("source",)) if manifest_path is not None else None
-        items = labelled_files(data_dir, net.labels)
+        items, skipped = scan_labelled(data_dir, net.labels)
     except ValueError as exc:  # also ManifestError
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    report_skipped(skipped)
     with Progress(len(items), "evaluating") as bar:
-        report = run_evaluation(net, data_dir, progress=bar.update, manifest=manifest, items=items)
+        report = run_evaluation(net, data_dir, progress=bar.update, manifest=manifest, items=items, skipped=skipped)
     for line in report["errors"]:
         click.echo(f"error: {line}", err=True)
     if as_json:
@@ -218,14 +220,15 @@ def calibrate(
     """
     from edgecxr.calibrate import calibrate as run_calibration
     from edgecxr.calibrate import write_report
-    from edgecxr.evaluate import labelled_files
+    from edgecxr.evaluate import scan_labelled
     from edgecxr.manifest import read_manifest
     from edgecxr.site import install_profile, read_profile
 
     net = load_or_exit(model, threads)
     try:
         manifest = read_manifest(manifest_path, required=("source",)) if manifest_path is not None else None
-        items = labelled_files(site_dir, net.labels)
+        items, skipped = scan_labelled(site_dir, net.labels)
+        report_skipped(skipped)
         with Progress(len(items), "calibrating") as bar:
             result = run_calibration(net, site_dir, target_sensitivity, list(dict.fromkeys(targets or [ABNORMAL])), manifest, bar.update, items)
     except ValueError as exc:  # also ManifestError
@@ -374,14 +377,19 @@ def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
     found = scan_images(paths)
     if as_json:
         for s in found.skipped:
-            emit(json.dumps({"file": str(s.path), "skipped": s.reason}))
-    if found.skipped:
-        click.echo(found.summary(), err=True)
+            emit(json.dumps(s.to_dict()))
+    report_skipped(found.skipped)
     if not found.files:
         empty = [shown(s.path) for s in found.skipped if s.reason == EMPTY_FOLDER]
         click.echo(f"error: no image files in {', '.join(empty)}", err=True)
         sys.exit(1)
     return found.files
+
+
+def report_skipped(skipped: list[Skipped]) -> None:
+    """The one ``skipped: N (reasons)`` line on stderr of what a folder scan passed over (none when nothing was)."""
+    if skipped:
+        click.echo(Scan(skipped=skipped).summary(), err=True)
 
 
 def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
