@@ -95,14 +95,19 @@ class LungModel:
         """The lung mask of ``image`` (a path or an array): uint8, 0 or 255, the input's own height and width."""
         return self.segment(image).mask
 
-    def segment(self, image: ImageSource) -> LungResult:
-        """The mask, its lung fraction and whether lung fields were found."""
+    def segment(self, image: ImageSource, full_size: bool = True) -> LungResult:
+        """The mask, its lung fraction and whether lung fields were found.
+
+        The mask covers the image at the file's own size; with ``full_size=False`` at the size it was
+        read at (``LoadedImage.pixels``, at most :data:`edgecxr.imageio.WORK_SIDE` on a side), which is
+        all the ``no_lungs`` check needs: a 7900 x 7900 film's own-size mask would take 250 MB on the way.
+        """
         loaded, file = as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
         frame = preprocess(loaded.pixels, self.spec)
         prob = self.probability(frame)
-        mask = mask_at_size(prob, loaded.original_shape, self.spec)
+        mask = mask_at_size(prob, loaded.original_shape if full_size else (loaded.height, loaded.width), self.spec)
         latency = (time.perf_counter() - start) * 1000.0
         return LungResult(mask, lung_fraction(mask), lung_fields_found(prob, frame), latency, file)
 
@@ -125,13 +130,15 @@ def load_lung_model(path: str | os.PathLike | None = None, threads: int | None =
 
 def lung_check(image: LoadedImage) -> list[Check]:
     """The ``no_lungs`` check of a classifier's prediction: fires when the bundled lung model finds no lung fields."""
-    result = load_lung_model().segment(image)
+    result = load_lung_model().segment(image, full_size=False)
     return [] if result.found else [Check("no_lungs", NO_LUNGS_WARNING, round(result.lung_fraction, 4))]
 
 
 def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: SpecLike) -> np.ndarray:
     """A model-frame probability map as a uint8 0/255 mask over an image of ``shape`` (h, w)."""
-    return np.where(to_original(prob, shape, spec) > THRESHOLD, 255, 0).astype(np.uint8)
+    mask = (to_original(prob, shape, spec) > THRESHOLD).view(np.uint8)  # 0 / 1, in place of the comparison's own array
+    mask *= 255
+    return mask
 
 
 def lung_fraction(mask: np.ndarray) -> float:
