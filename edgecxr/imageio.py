@@ -126,7 +126,7 @@ def _load(p: Path) -> LoadedImage:
         dicom = is_dicom(f.read(132))
         f.seek(0)
         header = None if dicom else raster_header(f)
-        into = header is not None and header.format == "png" and header.decoded_bytes > LARGE_DECODE and png_intact(f)
+        into = header is not None and header.decoded_bytes > LARGE_DECODE and (header.format == "tiff" or header.format == "png" and png_intact(f))
         if header is not None and header.format == "jpeg" and not jpeg_ends(f):
             raise ImageError(p, "JPEG data ends before its end-of-image marker (truncated file)")
     image = _decode_dicom(p) if dicom or p.suffix.lower() == ".dcm" else _decode_raster(p, header, into)
@@ -148,7 +148,7 @@ def from_array(array: np.ndarray) -> LoadedImage:
 
 
 def _decode_raster(p: Path, header: Header | None, into: bool = False) -> LoadedImage:
-    """Decode a raster file (``into``: into an array allocated here, for a large PNG that :func:`png_intact` passed)."""
+    """Decode a raster file (``into``: into an array allocated here, for a large TIFF, or a large PNG that :func:`png_intact` passed)."""
     if header is not None and header.pixels > MAX_PIXELS:
         raise ImageError(p, f"image header claims {header.width}x{header.height} pixels, more than {MAX_PIXELS:,} pixels; refusing to decode")
     flags, factor = _decode_flags(header)
@@ -157,10 +157,17 @@ def _decode_raster(p: Path, header: Header | None, into: bool = False) -> Loaded
         name = os.fsdecode(p)
         name.encode("utf-8")  # OpenCV opens the file itself, given a name it can encode
         # OpenCV decodes into ``out``; without one it decodes into a buffer of its own and copies that (twice the memory).
-        # It may hand ``out`` back untouched when decoding fails, hence only for a PNG whose chunks were checked whole.
+        # It hands ``out`` back untouched when it cannot read the header (a failure later in the data gives None), hence
+        # only for a PNG whose chunks were checked whole, or a TIFF, whose ``out`` is then checked (below) to hold something.
         out = _output_array(header, flags, factor) if into else None
         with native_stderr():  # libpng's and libjpeg's own lines (see edgecxr.quiet): a failure is this file's ImageError below
-            arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)
+            try:
+                arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)
+            except cv2.error:
+                if out is None:
+                    raise
+                out = None  # the file decodes to another type than its header suggested (a signed TIFF): OpenCV's own array
+                arr = cv2.imread(name, flags)
     except UnicodeEncodeError:  # a name that is not UTF-8: read here, decoded from memory
         with native_stderr():
             arr = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), flags)
@@ -168,8 +175,8 @@ def _decode_raster(p: Path, header: Header | None, into: bool = False) -> Loaded
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
             raise ImageError(p, f"image header claims more than {MAX_PIXELS:,} pixels; refusing to decode") from None
         raise ImageError(p, "cannot decode image (corrupt or unsupported)") from None
-    if arr is None:
-        raise ImageError(p, "not a readable image (truncated, corrupt, or not an image format)")
+    if arr is None or arr is out and header is not None and header.format == "tiff" and not out.any():
+        raise ImageError(p, "not a readable image (truncated, corrupt, or not an image format)" + (", or every pixel is 0" if arr is not None else ""))
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:  # cv2 was loaded before the limit was set, and the header was not one we read
         raise ImageError(p, f"image has more than {MAX_PIXELS:,} pixels; refusing to read it")
     fmt = p.suffix.lower().lstrip(".") or "image"
@@ -206,7 +213,8 @@ def _decode_flags(header: Header | None) -> tuple[int, int]:
 def _output_array(header: Header | None, flags: int, factor: int) -> np.ndarray | None:
     """A zeroed array of the shape and type OpenCV will decode this header's raster to with ``flags``, for 8- and 16-bit rasters.
 
-    Should the guess be wrong (an unusual file), OpenCV allocates its own and nothing is lost but memory.
+    Should the guess be wrong (an unusual file), OpenCV refuses the array and the file is decoded
+    again into one of OpenCV's own: nothing is lost but time and memory.
     """
     if header is None or header.bits not in (1, 2, 4, 8, 16):
         return None
