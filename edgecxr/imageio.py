@@ -153,13 +153,15 @@ def _decode_raster(p: Path, header: Header | None, into: bool = False) -> Loaded
         raise ImageError(p, f"image header claims {header.width}x{header.height} pixels, more than {MAX_PIXELS:,} pixels; refusing to decode")
     flags, factor = _decode_flags(header)
     reduced = factor > 1 or flags != cv2.IMREAD_UNCHANGED
+    out: np.ndarray | None = None
     try:
         name = os.fsdecode(p)
         name.encode("utf-8")  # OpenCV opens the file itself, given a name it can encode
         # OpenCV decodes into ``out``; without one it decodes into a buffer of its own and copies that (twice the memory).
         # It hands ``out`` back untouched when it cannot read the header (a failure later in the data gives None), hence
         # only for a PNG whose chunks were checked whole, or a TIFF, whose ``out`` is then checked (below) to hold something.
-        out = _output_array(header, flags, factor) if into else None
+        if into:
+            out = _output_array(header, flags, factor)
         with native_stderr():  # libpng's and libjpeg's own lines (see edgecxr.quiet): a failure is this file's ImageError below
             try:
                 arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)

@@ -61,7 +61,7 @@ def test_native_stderr_captures_nested_and_concurrent_blocks_and_puts_stderr_bac
         with native_stderr() as inner:
             os.write(2, b"two\n")
         os.write(2, b"three\n")
-    texts: dict[int, str] = {}
+    texts = {}
 
     def write(i: int) -> None:
         with native_stderr() as said:
