@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from edgecxr.benchmark import platform_info
+from edgecxr.imageio import LARGE_DECODE, WORK_SIDE
 from edgecxr.provenance import invocation
 
 TARGET_MB = 250
@@ -141,13 +142,15 @@ def report(results: dict[str, dict], side: int, info: dict) -> str:
     return "\n".join(lines) + "\n" + NOTES
 
 
-NOTES = """
-Why a 16-bit TIFF costs more: OpenCV decodes a file into a buffer of its own and then copies it
-out (twice the decoded size). The PNG path avoids the copy by decoding into an array allocated
-from the header, but only after checking every chunk's CRC up to IEND, since OpenCV can hand that
-array back untouched when decoding fails; TIFF has no such cheap whole-file check, so it keeps
-the copy. DICOM is read from the file straight into its array; a large JPEG is decoded by libjpeg
-at a fraction of its size. The answers are on a synthetic film, so they say nothing about accuracy.
+NOTES = f"""
+What keeps a large film small: a PNG or TIFF whose decode would exceed {LARGE_DECODE // 2**20} MB is decoded into an
+array allocated from its header, not into a buffer of OpenCV's that is then copied out (twice the
+decoded size); a PNG only after every chunk's CRC was checked up to IEND, a TIFF checked after the
+decode (OpenCV hands the array back untouched when it cannot read the file, so one still all zero
+is refused). DICOM is read from the file straight into its array; a large JPEG is decoded by
+libjpeg at a fraction of its size. The `no_lungs` check reads the lung mask at the film's working
+size (at most {WORK_SIDE} px), not at the file's own. The baseline includes the lung model the chest-film
+classifier runs. The answers are on a synthetic film, so they say nothing about accuracy.
 """
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,7 +21,8 @@ from edgecxr.cam import HeatmapWriter
 from edgecxr.card import ModelError
 from edgecxr.failures import as_image_error, detail, per_input, shown
 from edgecxr.imageio import ImageError, LoadedImage, load_image
-from edgecxr.inputs import EMPTY_FOLDER, scan_images
+from edgecxr.inputs import EMPTY_FOLDER, Scan, Skipped, scan_images
+from edgecxr.progress import Progress, echo
 from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
@@ -85,8 +86,8 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
         loaded = load_image(path)
         return loaded, net.predict(loaded, heatmap=heatmaps is not None)
 
-    with progress(files, "predicting") as items, interruptible():
-        for path, done in per_input(items, work):
+    with Progress(len(files), "predicting") as bar, interruptible():
+        for path, done in per_input(bar.track(files), work):
             if isinstance(done, ImageError):
                 failed += 1
                 report_failure(path, done, as_json)
@@ -100,7 +101,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
                 except Exception as exc:  # the prediction is still printed, with "heatmap": null
                     failed += 1
                     out["heatmap"] = None
-                    click.echo(f"error: {shown(path)}: heatmap not written ({detail(exc)})", err=True)
+                    echo(f"error: {shown(path)}: heatmap not written ({detail(exc)})", err=True)
             emit(json.dumps(out) if as_json else _human(out))
     sys.exit(1 if failed else 0)
 
@@ -152,7 +153,7 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     metavar="CSV",
     help="dataset manifest (columns file, relative to the CSV's folder, and source): adds metrics per source (per_source with --json)",
 )
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object with accuracy, macro_f1, labels, per_class, confusion_matrix, n")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with accuracy, macro_f1, labels, per_class, confusion_matrix, n, errors, skipped")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds sensitivity, specificity, PPV, NPV and share flagged at its thresholds")
 def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_json: bool, threads: int | None, site: str | None) -> None:
@@ -162,21 +163,23 @@ def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_jso
     confusion matrix (rows: true class, columns: predicted); with --manifest, the same per
     source, and how many images the manifest does not list (or lists but are missing).
     Also the AUC of each class and of the abnormality score, and with a site profile the
-    metrics at its operating points. Unreadable images are listed on stderr and left out of the metrics.
+    metrics at its operating points. Unreadable images are listed on stderr and left out of the metrics;
+    what the scan of the class folders passed over is one `skipped: N (reasons)` line (skipped in the JSON).
     """
     from edgecxr.evaluate import evaluate as run_evaluation
-    from edgecxr.evaluate import labelled_files
+    from edgecxr.evaluate import scan_labelled
     from edgecxr.manifest import read_manifest
 
     net = load_or_exit(model, threads, site or True)
     try:
         manifest = read_manifest(manifest_path, required=("source",)) if manifest_path is not None else None
-        items = labelled_files(data_dir, net.labels)
+        items, skipped = scan_labelled(data_dir, net.labels)
     except ValueError as exc:  # also ManifestError
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    with click.progressbar(length=len(items), label="evaluating", file=sys.stderr) if sys.stderr.isatty() else _plain(None) as bar:
-        report = run_evaluation(net, data_dir, progress=bar.update if bar is not None else None, manifest=manifest, items=items)
+    report_skipped(skipped)
+    with Progress(len(items), "evaluating") as bar:
+        report = run_evaluation(net, data_dir, progress=bar.update, manifest=manifest, items=items, skipped=skipped)
     for line in report["errors"]:
         click.echo(f"error: {line}", err=True)
     if as_json:
@@ -217,18 +220,17 @@ def calibrate(
     """
     from edgecxr.calibrate import calibrate as run_calibration
     from edgecxr.calibrate import write_report
-    from edgecxr.evaluate import labelled_files
+    from edgecxr.evaluate import scan_labelled
     from edgecxr.manifest import read_manifest
     from edgecxr.site import install_profile, read_profile
 
     net = load_or_exit(model, threads)
     try:
         manifest = read_manifest(manifest_path, required=("source",)) if manifest_path is not None else None
-        items = labelled_files(site_dir, net.labels)
-        with click.progressbar(length=len(items), label="calibrating", file=sys.stderr) if sys.stderr.isatty() else _plain(None) as bar:
-            result = run_calibration(
-                net, site_dir, target_sensitivity, list(dict.fromkeys(targets or [ABNORMAL])), manifest, bar.update if bar is not None else None, items
-            )
+        items, skipped = scan_labelled(site_dir, net.labels)
+        report_skipped(skipped)
+        with Progress(len(items), "calibrating") as bar:
+            result = run_calibration(net, site_dir, target_sensitivity, list(dict.fromkeys(targets or [ABNORMAL])), manifest, bar.update, items)
     except ValueError as exc:  # also ManifestError
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -280,15 +282,15 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
         click.echo("error: no models to measure (none bundled; give --model)", err=True)
         sys.exit(2)
     results = []
-    with click.progressbar(paths, label="benchmarking", file=sys.stderr) if sys.stderr.isatty() else _plain(paths) as items:
-        for path in items:
+    with Progress(len(paths), "benchmarking") as bar:
+        for path in bar.track(paths):
             try:
                 results.append(measure_in_child(path, runs=runs, warmup=warmup, threads=threads, data=data, xnnpack=not no_xnnpack))
             except (ModelError, ValueError) as exc:
-                click.echo(f"error: {exc}", err=True)
+                echo(f"error: {exc}", err=True)
                 sys.exit(2)
             except BrokenProcessPool:
-                click.echo(f"error: {path}: the benchmark process died (out of memory?)", err=True)
+                echo(f"error: {path}: the benchmark process died (out of memory?)", err=True)
                 sys.exit(1)
     errors = sorted({line for r in results for line in r.get("errors", [])})
     for line in errors:  # unreadable images of --data: left out of the accuracy, as evaluate does
@@ -344,8 +346,8 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
         mask = writer.write(path, result.mask)
         return {"file": str(path), "lung_fraction": round(result.lung_fraction, 4), "mask": mask, "warnings": [] if result.found else [NO_LUNGS_WARNING]}
 
-    with progress(files, "segmenting") as items, interruptible():
-        for path, out in per_input(items, work):
+    with Progress(len(files), "segmenting") as bar, interruptible():
+        for path, out in per_input(bar.track(files), work):
             if isinstance(out, ImageError):
                 failed += 1
                 report_failure(path, out, as_json)
@@ -375,9 +377,8 @@ def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
     found = scan_images(paths)
     if as_json:
         for s in found.skipped:
-            emit(json.dumps({"file": str(s.path), "skipped": s.reason}))
-    if found.skipped:
-        click.echo(found.summary(), err=True)
+            emit(json.dumps(s.to_dict()))
+    report_skipped(found.skipped)
     if not found.files:
         empty = [shown(s.path) for s in found.skipped if s.reason == EMPTY_FOLDER]
         click.echo(f"error: no image files in {', '.join(empty)}", err=True)
@@ -385,23 +386,28 @@ def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
     return found.files
 
 
+def report_skipped(skipped: list[Skipped]) -> None:
+    """The one ``skipped: N (reasons)`` line on stderr of what a folder scan passed over (none when nothing was)."""
+    if skipped:
+        click.echo(Scan(skipped=skipped).summary(), err=True)
+
+
 def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
     """The one error line of an input that failed (and its JSON record with ``--json``)."""
     reason = as_image_error(path, exc).reason
     if as_json:
         emit(json.dumps({"file": str(path), "error": reason}))
-    click.echo(f"error: {shown(path)}: {reason}", err=True)
+    echo(f"error: {shown(path)}: {reason}", err=True)
 
 
 def emit(line: str) -> None:
-    """Write one result line to stdout, flushed; exit 1 with an error line when stdout is closed or gone (``| head -0``)."""
+    """Write one result line to stdout, flushed (clear of the progress bar); exit 1 with an error line when stdout is closed or gone (``| head -0``)."""
     try:
         if sys.stdout is None:
             raise OSError("standard output is closed")
-        click.echo(line)
-        sys.stdout.flush()
+        echo(line)
     except OSError as exc:
-        click.echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
+        echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
         if sys.stdout is not None:  # nothing more may reach it, not even Python's own flush at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -413,15 +419,8 @@ def interruptible() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
+        echo("error: interrupted", err=True)
         sys.exit(130)
-
-
-def progress(files: list[Path], label: str) -> Any:
-    """A progress bar over ``files`` on stderr when it is a terminal and there is more than one."""
-    if len(files) > 1 and sys.stderr.isatty():
-        return click.progressbar(files, label=label, file=sys.stderr)
-    return _plain(files)
 
 
 def _evaluation_table(report: dict, data_dir: str) -> str:
@@ -527,15 +526,3 @@ def _human(result: dict) -> str:
         line += f"\n  refer: {'yes' if result['refer'] else 'no'} ({reasons})"
     return line + "".join(f"\n  warning: {w}" for w in result["warnings"])
 
-
-class _plain:
-    """A no-op stand-in for click.progressbar when no bar is shown."""
-
-    def __init__(self, items: Any) -> None:
-        self.items = items
-
-    def __enter__(self) -> Any:
-        return self.items
-
-    def __exit__(self, *exc: object) -> Literal[False]:
-        return False

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgecxr.failures import ImageError, per_input
-from edgecxr.inputs import class_folders, find_images
+from edgecxr.inputs import Skipped, class_folders, scan_images
 from edgecxr.manifest import Manifest, resolved
 from edgecxr.metrics import classification_report
 from edgecxr.model import Model
@@ -17,8 +17,13 @@ from edgecxr.operating import auc, operating_report, rounded
 from edgecxr.site import ABNORMAL, NORMAL, target_positives, target_scores
 
 
-def labelled_files(data_dir: str | os.PathLike, labels: list[str]) -> list[tuple[Path, int]]:
-    """(file, class index) for every image under ``data_dir/<label>/``; raise ValueError for unknown folders."""
+def scan_labelled(data_dir: str | os.PathLike, labels: list[str]) -> tuple[list[tuple[Path, int]], list[Skipped]]:
+    """(file, class index) for every image under ``data_dir/<label>/``, and what the scan of the class folders passed over.
+
+    Each class folder is scanned as :func:`edgecxr.inputs.scan_images` scans a folder (a class
+    folder without an image is one of the skipped entries). ValueError for unknown folders, or
+    when there is no image at all.
+    """
     root = Path(data_dir)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder")
@@ -26,10 +31,20 @@ def labelled_files(data_dir: str | os.PathLike, labels: list[str]) -> list[tuple
     unknown = [f for f in folders if f not in labels]
     if unknown:
         raise ValueError(f"{root}: class folders {unknown} are not labels of the model ({', '.join(labels)})")
-    items = [(f, labels.index(folder)) for folder in folders for f in find_images(root / folder)]
+    items: list[tuple[Path, int]] = []
+    skipped: list[Skipped] = []
+    for folder in folders:
+        scan = scan_images(root / folder)
+        items += [(f, labels.index(folder)) for f in scan.files]
+        skipped += scan.skipped
     if not items:
         raise ValueError(f"{root}: no images found in class folders named {', '.join(labels)}")
-    return items
+    return items, skipped
+
+
+def labelled_files(data_dir: str | os.PathLike, labels: list[str]) -> list[tuple[Path, int]]:
+    """(file, class index) for every image under ``data_dir/<label>/`` (see :func:`scan_labelled`)."""
+    return scan_labelled(data_dir, labels)[0]
 
 
 def predict_labelled(
@@ -58,10 +73,13 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     manifest: Manifest | None = None,
     items: list[tuple[Path, int]] | None = None,
+    skipped: list[Skipped] | None = None,
 ) -> dict:
-    """Metrics of ``model`` on ``data_dir`` (see :func:`classification_report`) plus ``model`` and ``errors``.
+    """Metrics of ``model`` on ``data_dir`` (see :func:`classification_report`) plus ``model``, ``errors`` and ``skipped``.
 
-    ``errors`` lists the unreadable files ("<file>: <reason>"), which are left out of the metrics.
+    ``errors`` lists the unreadable files ("<file>: <reason>"), which are left out of the metrics;
+    ``skipped`` what the scan of the class folders passed over (:func:`scan_labelled`), one
+    ``{"file", "skipped": reason}`` each.
     With a ``manifest``, two keys more: ``per_source`` ({source: report}, from the manifest's
     ``source`` of each image read) and ``manifest``, what the manifest covers:
 
@@ -76,14 +94,15 @@ def evaluate(
     ``for``, ``target_sensitivity`` and ``threshold`` with :func:`edgecxr.operating.operating_report`
     on these films, per source with a manifest) and ``referred``, the share of films referred.
 
-    ``items`` are ``labelled_files(data_dir, model.labels)`` when the caller has listed them already.
+    ``items`` and ``skipped`` are ``scan_labelled(data_dir, model.labels)`` when the caller has scanned already.
     """
     if items is None:
-        items = labelled_files(data_dir, model.labels)
+        items, skipped = scan_labelled(data_dir, model.labels)
     files, y_true, probs, errors = predict_labelled(model, items, progress)
     y_pred = probs.argmax(axis=1).tolist()
+    read = {"model": model.name, "errors": errors, "skipped": [s.to_dict() for s in skipped or []]}
     if manifest is None:
-        return {**classification_report(y_true, y_pred, model.labels), **_scores(model, y_true, probs, None), "model": model.name, "errors": errors}
+        return {**classification_report(y_true, y_pred, model.labels), **_scores(model, y_true, probs, None), **read}
     rows = [manifest.get(f) for f in files]
     sources = [row.source if row else "" for row in rows]
     scores = _scores(model, y_true, probs, sources)
@@ -95,7 +114,7 @@ def evaluate(
         "unlisted": [str(f) for f, row in zip(files, rows) if row is None],
         "missing": [str(root / row.path.relative_to(root.resolve())) for row in manifest.under(root) if row.path not in found],
     }
-    return {**report, **scores, "model": model.name, "errors": errors, "per_source": per_source, "manifest": coverage}
+    return {**report, **scores, **read, "per_source": per_source, "manifest": coverage}
 
 
 def _scores(model: Model, y_true: list[int], probs: np.ndarray, sources: list[str] | None) -> dict[str, Any]:

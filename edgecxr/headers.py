@@ -3,7 +3,8 @@
 :func:`raster_header` reads the few bytes of a PNG, JPEG, BMP or TIFF header that give its width,
 height, samples per pixel and bits per sample, so an image too large to hold can be refused, and
 the right decoding chosen (reduced JPEG decoding, or straight to one gray channel), before OpenCV
-allocates anything; :func:`png_intact` checks a PNG's chunks without decoding them. It never raises on a malformed header: it returns None, and the decoder then
+allocates anything; :func:`png_intact` checks a PNG's chunks without decoding them, :func:`jpeg_ends` that a JPEG
+is not cut short. It never raises on a malformed header: it returns None, and the decoder then
 says what is wrong. OpenCV has no header-only read in Python (``cv2.imreadWithMetadata`` decodes
 the pixels too), hence this module.
 """
@@ -119,3 +120,42 @@ def png_intact(f: BinaryIO) -> bool:
             return False
         if head[4:] == b"IEND":
             return True
+
+
+def jpeg_ends(f: BinaryIO) -> bool:
+    """Whether the JPEG open as ``f`` has its end-of-image marker after its first scan (read in blocks, never held).
+
+    libjpeg decodes a JPEG cut short without failing: the rows it lacks come out gray and all it
+    says is a "Premature end of JPEG file" on stderr, which edgecxr does not show. In the
+    entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so the first
+    FF D9 after the start of scan is the end of the image. A file that ends there is found at
+    once; one with bytes after its end (some cameras append data) is searched.
+    """
+    try:
+        f.seek(2)
+        while True:  # the segments before the first scan
+            marker = f.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return False
+            if marker[1] == 0xFF:
+                f.seek(-1, 1)
+                continue
+            if 0xD0 <= marker[1] <= 0xD9 or marker[1] == 0x01:
+                continue
+            (length,) = struct.unpack(">H", f.read(2))
+            f.seek(length - 2, 1)
+            if marker[1] == 0xDA:
+                break
+        scan = f.tell()
+        f.seek(-2, 2)
+        if f.tell() >= scan and f.read(2) == b"\xff\xd9":
+            return True
+        f.seek(scan)
+        last = b""
+        while block := f.read(1 << 20):
+            if b"\xff\xd9" in last + block:
+                return True
+            last = block[-1:]
+        return False
+    except (struct.error, OSError, ValueError):
+        return False

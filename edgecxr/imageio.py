@@ -7,6 +7,11 @@ bit depth, how colourful it was) so callers can warn about odd input. Every fail
 than the pixel-describing attributes is ever read into a message, so no patient identifier can
 leak into output or logs.
 
+What libpng and libjpeg print on stderr while a file is decoded (:mod:`edgecxr.quiet`) is not
+shown: it names no file, a failed decode is that file's :class:`ImageError` anyway, and the one
+warning that matters, a JPEG cut short (libjpeg fills the rows it lacks with gray), is checked
+here instead (:func:`edgecxr.headers.jpeg_ends`) and refused.
+
 **16-bit rasters are read by their real bit depth.** Many DICOM exports write 10-, 12- or 14-bit
 data into a 16-bit PNG or TIFF. Dividing such a film by 65535 leaves it nearly black (a 12-bit
 film ends at 0.06), which the models have never seen. A 16-bit raster is therefore scaled by
@@ -42,7 +47,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edgecxr.failures import ImageError, as_image_error  # noqa: E402  (defined there with the per-input error boundary; imported from here too)
-from edgecxr.headers import Header, png_intact, raster_header  # noqa: E402
+from edgecxr.headers import Header, jpeg_ends, png_intact, raster_header  # noqa: E402
+from edgecxr.quiet import native_stderr  # noqa: E402
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -120,7 +126,9 @@ def _load(p: Path) -> LoadedImage:
         dicom = is_dicom(f.read(132))
         f.seek(0)
         header = None if dicom else raster_header(f)
-        into = header is not None and header.format == "png" and header.decoded_bytes > LARGE_DECODE and png_intact(f)
+        into = header is not None and header.decoded_bytes > LARGE_DECODE and (header.format == "tiff" or header.format == "png" and png_intact(f))
+        if header is not None and header.format == "jpeg" and not jpeg_ends(f):
+            raise ImageError(p, "JPEG data ends before its end-of-image marker (truncated file)")
     image = _decode_dicom(p) if dicom or p.suffix.lower() == ".dcm" else _decode_raster(p, header, into)
     if min(image.original_shape) < MIN_SIDE:
         raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
@@ -140,26 +148,37 @@ def from_array(array: np.ndarray) -> LoadedImage:
 
 
 def _decode_raster(p: Path, header: Header | None, into: bool = False) -> LoadedImage:
-    """Decode a raster file (``into``: into an array allocated here, for a large PNG that :func:`png_intact` passed)."""
+    """Decode a raster file (``into``: into an array allocated here, for a large TIFF, or a large PNG that :func:`png_intact` passed)."""
     if header is not None and header.pixels > MAX_PIXELS:
         raise ImageError(p, f"image header claims {header.width}x{header.height} pixels, more than {MAX_PIXELS:,} pixels; refusing to decode")
     flags, factor = _decode_flags(header)
     reduced = factor > 1 or flags != cv2.IMREAD_UNCHANGED
+    out: np.ndarray | None = None
     try:
         name = os.fsdecode(p)
         name.encode("utf-8")  # OpenCV opens the file itself, given a name it can encode
         # OpenCV decodes into ``out``; without one it decodes into a buffer of its own and copies that (twice the memory).
-        # It may hand ``out`` back untouched when decoding fails, hence only for a PNG whose chunks were checked whole.
-        out = _output_array(header, flags, factor) if into else None
-        arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)
+        # It hands ``out`` back untouched when it cannot read the header (a failure later in the data gives None), hence
+        # only for a PNG whose chunks were checked whole, or a TIFF, whose ``out`` is then checked (below) to hold something.
+        if into:
+            out = _output_array(header, flags, factor)
+        with native_stderr():  # libpng's and libjpeg's own lines (see edgecxr.quiet): a failure is this file's ImageError below
+            try:
+                arr = cv2.imread(name, flags) if out is None else cv2.imread(name, out, flags)
+            except cv2.error:
+                if out is None:
+                    raise
+                out = None  # the file decodes to another type than its header suggested (a signed TIFF): OpenCV's own array
+                arr = cv2.imread(name, flags)
     except UnicodeEncodeError:  # a name that is not UTF-8: read here, decoded from memory
-        arr = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), flags)
+        with native_stderr():
+            arr = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), flags)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
             raise ImageError(p, f"image header claims more than {MAX_PIXELS:,} pixels; refusing to decode") from None
         raise ImageError(p, "cannot decode image (corrupt or unsupported)") from None
-    if arr is None:
-        raise ImageError(p, "not a readable image (truncated, corrupt, or not an image format)")
+    if arr is None or arr is out and header is not None and header.format == "tiff" and not out.any():
+        raise ImageError(p, "not a readable image (truncated, corrupt, or not an image format)" + (", or every pixel is 0" if arr is not None else ""))
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:  # cv2 was loaded before the limit was set, and the header was not one we read
         raise ImageError(p, f"image has more than {MAX_PIXELS:,} pixels; refusing to read it")
     fmt = p.suffix.lower().lstrip(".") or "image"
@@ -196,7 +215,8 @@ def _decode_flags(header: Header | None) -> tuple[int, int]:
 def _output_array(header: Header | None, flags: int, factor: int) -> np.ndarray | None:
     """A zeroed array of the shape and type OpenCV will decode this header's raster to with ``flags``, for 8- and 16-bit rasters.
 
-    Should the guess be wrong (an unusual file), OpenCV allocates its own and nothing is lost but memory.
+    Should the guess be wrong (an unusual file), OpenCV refuses the array and the file is decoded
+    again into one of OpenCV's own: nothing is lost but time and memory.
     """
     if header is None or header.bits not in (1, 2, 4, 8, 16):
         return None
@@ -244,7 +264,7 @@ def fit_work_side(arr: np.ndarray) -> np.ndarray:
     scale = WORK_SIDE / max(height, width)
     if scale >= 1:
         return arr
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))  # a long thin image stays MIN_SIDE wide
     if arr.ndim == 3 and arr.shape[2] > 4 or arr.dtype not in (np.uint8, np.uint16, np.int16, np.float32):
         arr = arr.astype(np.float32)
     return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
@@ -346,7 +366,10 @@ def _dicom_pixels(p: Path, ds: Dataset) -> LoadedImage:
         lo, hi = 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
     else:
         lo, hi = _stored_range(values, ds, bits)
-    pixels = np.clip((np.asarray(values, np.float64) - lo) / ((hi - lo) or 1e-12), 0.0, 1.0).astype(np.float32)
+    scaled = (np.asarray(values, np.float64) - lo) / ((hi - lo) or 1e-12)
+    if not np.isfinite(scaled).all():  # a "nan" or "1e309" in the header: no film to read, not an image of NaNs
+        raise ImageError(p, "DICOM rescale or window (RescaleSlope, RescaleIntercept, WindowCenter, WindowWidth) is not a finite number")
+    pixels = np.clip(scaled, 0.0, 1.0, out=scaled).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
         pixels = 1.0 - pixels
     return LoadedImage(pixels, "dicom", 1, bits, 0.0, file_shape=shape if raw.shape != shape else None)

@@ -33,6 +33,10 @@ class Skipped:
     path: Path
     reason: str
 
+    def to_dict(self) -> dict[str, str]:
+        """The entry as JSON output gives it: ``{"file", "skipped": reason}``."""
+        return {"file": str(self.path), "skipped": self.reason}
+
 
 @dataclass
 class Scan:

@@ -33,6 +33,7 @@ from edgecxr.card import ModelError
 from edgecxr.checks import Check, refuse_blank
 from edgecxr.families import FAMILIES
 from edgecxr.families import family as family_of
+from edgecxr.interpreter import dims
 from edgecxr.model import ImageSource, as_loaded, dequantize, open_verified, quantize
 from edgecxr.preprocess import Box, PreprocessSpec, SpecLike, preprocess, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR
@@ -67,7 +68,7 @@ class LungModel:
         outputs = self.interpreter.get_output_details()
         height, width = self.card.preprocessing.size
         if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, height, width, 1) or tuple(self._input["shape"]) != (1, height, width, 1):
-            raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {list(self._input['shape'])} -> {[list(o['shape']) for o in outputs]}")
+            raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {dims(self._input)} -> {[dims(o) for o in outputs]}")
         self._output = outputs[0]
         self._lock = threading.Lock()
 
@@ -98,14 +99,19 @@ class LungModel:
         """The lung mask of ``image`` (a path or an array): uint8, 0 or 255, the input's own height and width."""
         return self.segment(image).mask
 
-    def segment(self, image: ImageSource) -> LungResult:
-        """The mask, its lung fraction and whether lung fields were found."""
+    def segment(self, image: ImageSource, full_size: bool = True) -> LungResult:
+        """The mask, its lung fraction and whether lung fields were found.
+
+        The mask covers the image at the file's own size; with ``full_size=False`` at the size it was
+        read at (``LoadedImage.pixels``, at most :data:`edgecxr.imageio.WORK_SIDE` on a side), which is
+        all the ``no_lungs`` check needs: a 7900 x 7900 film's own-size mask would take 250 MB on the way.
+        """
         loaded, file = as_loaded(image)
         refuse_blank(loaded, file)
         start = time.perf_counter()
         frame = preprocess(loaded.pixels, self.spec)
         prob = self.probability(frame)
-        mask = mask_at_size(prob, loaded.original_shape, self.spec)
+        mask = mask_at_size(prob, loaded.original_shape if full_size else (loaded.height, loaded.width), self.spec)
         latency = (time.perf_counter() - start) * 1000.0
         return LungResult(mask, lung_fraction(mask), lung_fields_found(prob, frame), latency, file)
 
@@ -180,7 +186,9 @@ def lung_model_for(sha256: str | None) -> LungModel:
 
 def mask_at_size(prob: np.ndarray, shape: tuple[int, int], spec: SpecLike) -> np.ndarray:
     """A model-frame probability map as a uint8 0/255 mask over an image of ``shape`` (h, w)."""
-    return np.where(to_original(prob, shape, spec) > THRESHOLD, 255, 0).astype(np.uint8)
+    mask = (to_original(prob, shape, spec) > THRESHOLD).view(np.uint8)  # 0 / 1, in place of the comparison's own array
+    mask *= 255
+    return mask
 
 
 def lung_fraction(mask: np.ndarray) -> float:

@@ -15,7 +15,7 @@ from edgecxr.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.card import ModelCard, ModelError, read_card, verify_file
 from edgecxr.checks import PROFILES, Check, input_checks, refuse_blank
 from edgecxr.imageio import LoadedImage, from_array, load_image
-from edgecxr.interpreter import make_interpreter
+from edgecxr.interpreter import dims, make_interpreter
 from edgecxr.preprocess import Box, crop_box, preprocess, scale_box, to_original
 from edgecxr.site import NORMAL, SiteSource, resolve_site
 
@@ -83,7 +83,7 @@ class Model:
             raise ModelError(f"{self.path}: model has {n_out} outputs but its card lists {len(self.labels)} labels")
         spec = self.card.preprocessing
         if tuple(self._input["shape"][1:3]) != spec.size:
-            raise ModelError(f"{self.path}: input shape {list(self._input['shape'])} does not match card size {list(spec.size)}")
+            raise ModelError(f"{self.path}: input shape {dims(self._input)} does not match card size {list(spec.size)}")
         self._cam_weights = self._read_cam_weights()
         self.temperature = self.site.temperature if self.site else self.card.temperature.value if self.card.temperature else 1.0
         # is the model input the whole film, area-resized? (the checks reuse it)
@@ -299,7 +299,7 @@ def _split_outputs(details: list[dict[str, Any]], path: Path) -> tuple[dict[str,
     probs = [d for d in details if len(d["shape"]) == 2]
     maps = [d for d in details if len(d["shape"]) == 4]
     if len(probs) != 1 or len(maps) > 1 or len(probs) + len(maps) != len(details):
-        raise ModelError(f"{path}: expected one (1, classes) output and at most one feature map, got shapes {[list(d['shape']) for d in details]}")
+        raise ModelError(f"{path}: expected one (1, classes) output and at most one feature map, got shapes {[dims(d) for d in details]}")
     return probs[0], (maps[0] if maps else None)
 
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from conftest import TINY_LABELS, write_png
 from edgecxr.cli import main
 from edgecxr.evaluate import evaluate, labelled_files
+from edgecxr.inputs import DICOMDIR, NOT_AN_IMAGE
 from edgecxr.manifest import read_manifest
 from edgecxr.metrics import classification_report, confusion_matrix
 from edgecxr.model import Model
@@ -178,9 +179,9 @@ def test_evaluate_json(runner, tiny_models, dataset, variant):
     assert result.stderr == ""
     assert len(result.stdout.splitlines()) == 1
     report = json.loads(result.stdout)
-    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors"}
+    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors", "skipped"}
     assert report["model"] == f"tiny-{variant}"
-    assert report["errors"] == []
+    assert report["errors"] == [] and report["skipped"] == []
     assert report["labels"] == TINY_LABELS
     assert report["n"] == 7
     assert report["confusion_matrix"] == EXPECTED_CM
@@ -242,6 +243,26 @@ def test_evaluate_unreadable_image_human(runner, model_path, tmp_path):
     assert result.stderr.startswith(f"error: {corrupt}: ")
     assert len(result.stderr.splitlines()) == 1
     assert result.stdout.startswith("model tiny-int8 on 6 images: accuracy 1.0000, macro-F1 1.0000")
+
+
+def test_evaluate_reports_what_the_class_folder_scan_skipped(runner, model_path, tmp_path):
+    """Issue 12: evaluate passed over non-images, a DICOMDIR and dangling links without a word."""
+    root = make_dataset(tmp_path / "data")
+    (root / "bright" / "DICOMDIR").write_bytes(b"\x00" * 128 + b"DICM")
+    (root / "dark" / "notes.txt").write_text("not an image")
+    (root / "striped" / "gone.png").symlink_to(tmp_path / "absent.png")
+    skipped = [(root / "bright" / "DICOMDIR", DICOMDIR), (root / "dark" / "notes.txt", NOT_AN_IMAGE), (root / "striped" / "gone.png", "dangling symbolic link")]
+    summary = f"skipped: 3 (1 {DICOMDIR}, 1 {NOT_AN_IMAGE}, 1 dangling symbolic link)"
+    result = runner.invoke(main, ["evaluate", str(root), "-m", model_path, "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [summary]
+    report = json.loads(result.stdout)
+    assert report["skipped"] == [{"file": str(path), "skipped": reason} for path, reason in skipped]
+    assert (report["n"], report["confusion_matrix"]) == (7, EXPECTED_CM)  # the same films as without them
+    human = runner.invoke(main, ["evaluate", str(root), "-m", model_path])
+    assert human.exit_code == 0 and human.stderr.splitlines() == [summary]
+    assert human.stdout.startswith(f"model tiny-int8 on 7 images: accuracy {EXPECTED_ACCURACY:.4f}")
+    assert evaluate(Model(model_path), root)["skipped"] == report["skipped"]  # the API reports them too
 
 
 def test_evaluate_all_unreadable(runner, model_path, tmp_path):
@@ -353,7 +374,7 @@ def test_evaluate_manifest_per_source_matches_a_direct_computation(runner, model
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     report = json.loads(result.stdout)
-    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors", "per_source", "manifest"}
+    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors", "skipped", "per_source", "manifest"}
     # the overall numbers are those without a manifest
     assert report["confusion_matrix"] == EXPECTED_CM and report["accuracy"] == EXPECTED_ACCURACY and report["n"] == 7
     model = Model(model_path)
@@ -399,7 +420,7 @@ def test_evaluate_manifest_beside_or_inside_data_changes_nothing_without_the_opt
             assert result.exit_code == 0 and result.stderr == ""
             assert "per source" not in result.stdout and "manifest" not in result.stdout
     report = json.loads(result.stdout)
-    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors"}
+    assert set(report) == REPORT_KEYS | SCORE_KEYS | {"model", "errors", "skipped"}
 
 
 def test_evaluate_manifest_with_unreadable_images_keeps_exit_1(runner, model_path, tmp_path):

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import warnings
 import zlib
 from pathlib import Path
 
@@ -445,6 +446,16 @@ def test_dicom_window_applied(tmp_path):
     assert p.min() >= 0.0 and p.max() <= 1.0
 
 
+@pytest.mark.parametrize("attrs", [{"WindowCenter": "nan", "WindowWidth": 4096}, {"RescaleSlope": "1e309", "RescaleIntercept": 0}])
+def test_dicom_rescale_or_window_that_is_not_a_number_is_refused(tmp_path, attrs):
+    """Found by the loader fuzz test: WindowCenter "nan" gave an image of NaNs, and a label."""
+    raw = np.arange(64, dtype=np.uint16).reshape(8, 8) * 64
+    with warnings.catch_warnings():  # pydicom warns that it is told to write "nan"
+        warnings.simplefilter("ignore")
+        path = write_dicom(tmp_path / "nan.dcm", raw, bits_stored=12, **attrs)
+    assert_image_error(path, "DICOM rescale or window", "is not a finite number")
+
+
 def test_dicom_window_with_monochrome1(tmp_path):
     raw = np.array([[0, 30000], [60000, 65535]], np.uint16)
     image = load_image(
@@ -731,3 +742,36 @@ def test_large_images_are_read_reduced_with_their_file_size_kept(tmp_path):
     dicom = load_image(raw)
     assert dicom.original_shape == (4096, 4136) and dicom.pixels.shape == (2028, 2048)
     np.testing.assert_allclose(dicom.pixels, load_image(tmp_path / "big.png").pixels, atol=2 / 255)  # 8-bit rounding after the reduction
+
+
+def test_a_long_thin_image_is_reduced_to_no_less_than_two_pixels_wide(tmp_path):
+    """Found by the loader fuzz test: 48 x 65537 came out 2048 x 1, narrower than any image load_image accepts."""
+    image = load_image(write_image(tmp_path / "thin.png", gradient(WORK_SIDE * 3, 3)))
+    assert image.original_shape == (WORK_SIDE * 3, 3)
+    assert image.pixels.shape == (WORK_SIDE, 2)
+
+
+def large_tiff(path: Path, **tags: int) -> Path:
+    """A 3000 x 3000 12-bit film in a 16-bit TIFF (18 MB decoded: read into an array of ours), with IFD entries set to ``tags`` ({tag number: value})."""
+    data = bytearray(write_image(path, (np.arange(3000 * 3000, dtype=np.uint32).reshape(3000, 3000) % 4093 + 1).astype(np.uint16)).read_bytes())
+    (ifd,) = struct.unpack("<I", data[4:8])
+    for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        tag = struct.unpack("<H", data[entry : entry + 2])[0]
+        if str(tag) in tags:
+            data[entry + 8 : entry + 10] = struct.pack("<H", tags[str(tag)])  # all of these are SHORTs
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_large_tiff_is_decoded_into_our_array_with_opencvs_pixels(tmp_path):
+    path = large_tiff(tmp_path / "big.tif")
+    np.testing.assert_array_equal(load_image(path).pixels, from_array(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)).pixels)
+
+
+@pytest.mark.parametrize(("tags", "reason"), [
+    ({"339": 3}, "not a readable image (truncated, corrupt, or not an image format), or every pixel is 0"),  # 16-bit float: OpenCV hands our array back untouched
+    ({"339": 2}, "unsupported pixel type int16"),  # signed: OpenCV refuses our array; decoded again into its own, refused as a small one is
+])
+def test_a_large_tiff_opencv_does_not_decode_into_our_array_is_refused(tmp_path, tags, reason):
+    assert_image_error(large_tiff(tmp_path / "odd.tif", **tags), reason)

@@ -139,6 +139,17 @@ def test_no_lung_fields_rule_on_a_generated_image_and_on_a_real_film(shared_data
             assert result.mask.shape == image.shape[:2]
 
 
+def test_the_no_lungs_check_reads_a_large_film_at_its_working_size(shared_data):
+    """The check needs the lung fraction, not a 6000 x 5000 mask (7900 x 7900 took predict to 644 MB; benchmarks.memory)."""
+    film = cv2.imread(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"]), cv2.IMREAD_GRAYSCALE)
+    big = cv2.resize(film, (5000, 6000), interpolation=cv2.INTER_LINEAR)
+    net = load_lung_model()
+    full, work = net.segment(big), net.segment(big, full_size=False)
+    assert (full.mask.shape, work.mask.shape) == ((6000, 5000), (2048, 1707))
+    assert work.found == full.found is True
+    assert work.lung_fraction == pytest.approx(full.lung_fraction, abs=1e-3)
+
+
 def test_classifier_prediction_warns_when_no_lung_fields_are_found(shared_data):
     """The bundled chest-film classifier runs the lung model: a generated non-X-ray is flagged, a real film is not."""
     model = load_model()
