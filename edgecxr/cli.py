@@ -410,10 +410,12 @@ def listen(port: int, host: str, **options: Any) -> None:
     """
     service = clinic_service(**options)
     from edgecxr.dicomnet.listen import serve
+    from edgecxr.dicomnet.service import stop_on_signal
 
+    stop = stop_on_signal()
     click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}", err=True)
     try:
-        serve(service, options["ae_title"], port, host)
+        serve(service, options["ae_title"], port, host, stop)
     except OSError as exc:
         click.echo(f"error: --port {port}: cannot listen ({exc.strerror or exc})", err=True)
         sys.exit(2)
@@ -434,12 +436,14 @@ def watch(folder: str, interval: float, **options: Any) -> None:
     is also one JSON line in STORE/results.jsonl, naming the file it came from; the audit log
     (STORE/audit.jsonl, also on stdout) never does. SIGTERM finishes the queued work and exits 0.
     """
+    from edgecxr.dicomnet.service import stop_on_signal
     from edgecxr.dicomnet.watch import run
 
     files: dict[str, str] = {}
     service = clinic_service(file_of=files.get, **options)
+    stop = stop_on_signal()
     click.echo(f"edgecxr: watching {folder} every {interval:g} s", err=True)
-    run(service, folder, interval, files)
+    run(service, folder, interval, files, stop)
     click.echo("edgecxr: stopped; " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in service.counts().items()), err=True)
 
 

@@ -10,11 +10,12 @@ AE title must be ours. pynetdicom's own event logging is off: it would print the
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING
 
 from edgecxr.dicomnet.instances import OUT_OF_RESOURCES, SOP_CLASSES, refusal, transfer_syntaxes
-from edgecxr.dicomnet.service import Service, stop_on_signal
+from edgecxr.dicomnet.service import Service
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -97,9 +98,9 @@ def make_ae(ae_title: str) -> AE:
     return ae
 
 
-def serve(service: Service, ae_title: str, port: int, host: str = "") -> None:
-    """Listen until SIGTERM/SIGINT; then stop accepting, let open associations finish, drain the service."""
-    stop = stop_on_signal()
+def serve(service: Service, ae_title: str, port: int, host: str, stop: threading.Event) -> None:
+    """Listen until ``stop`` is set (see :func:`edgecxr.dicomnet.service.stop_on_signal`); then stop accepting, let open
+    associations finish, drain the service."""
     service.start()
     try:
         server = make_ae(ae_title).start_server((host, port), block=False, evt_handlers=Receiver(service).handlers())
@@ -111,8 +112,10 @@ def serve(service: Service, ae_title: str, port: int, host: str = "") -> None:
         pass
     server.shutdown()  # no new associations
     end = time.monotonic() + DRAIN
-    while server.active_associations and time.monotonic() < end:
+    while any(a.is_established for a in server.active_associations) and time.monotonic() < end:  # not a bare TCP probe's
         time.sleep(0.1)
+    for left in server.active_associations:  # a peer still negotiating, or one that outstayed DRAIN
+        left.abort()
     service.stop()
 
 

@@ -1,7 +1,7 @@
 """One classification as DICOM, in the source film's study: a Structured Report and a Secondary Capture (highdicom).
 
 - The SR (Comprehensive 3D SR, TID 1500 Measurement Report) holds one measurement group that
-  references the source instance: the label as a Finding, each class probability and the abnormal
+  references the source instance: the label as its Finding, each class probability and the abnormal
   score as measurements (unit 1), refer yes/no where a site profile is active, the input warnings
   and the "research use" notice as comments, and the model as the algorithm (name, version,
   ``sha256:<hex>`` as its parameter).
@@ -17,26 +17,26 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
+import highdicom as hd  # imported with the module, so the first film does not wait for it (a second or more)
 import numpy as np
 from pydicom import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from edgecxr import __version__
-from edgecxr.cam import HEATMAP_MAX_SIDE, heatmap_shape, overlay
+from edgecxr.cam import heatmap_shape, overlay
 from edgecxr.model import Prediction
-
-if TYPE_CHECKING:
-    from highdicom.sr import Measurement, QualitativeEvaluation
 
 NOTICE = "RESEARCH USE - NOT A DIAGNOSIS"
 SCHEME = "99EDGECXR"  # private coding scheme of the labels and scores
 MANUFACTURER = "edgecxr"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
-MIN_WIDTH = 768  # px: small films are enlarged so the burned-in text stays legible
+# px: the picture is resized to fit MAX_SIDE (a picture to look at, not the film to read) and, within that,
+# enlarged to at least MIN_WIDTH so the burned-in text stays legible on a small film.
+MIN_WIDTH, MAX_SIDE = 768, 1024
 # Type 2 patient and study attributes highdicom copies from the evidence; empty when the film lacks them.
 STUDY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate", "StudyTime")
 NAME_KEYWORDS = ("PatientName", "ReferringPhysicianName")  # highdicom refuses a name without a caret; the film's own value is put back
@@ -78,9 +78,10 @@ def picture(pixels: np.ndarray, prediction: Prediction, identity: ModelIdentity)
         heat = np.zeros(heatmap_shape(pixels.shape), np.float32)
     film = overlay(pixels, heat, alpha=0.4 if prediction.heatmap is not None else 0.0)
     height, width = film.shape[:2]
-    if width < MIN_WIDTH:
-        scale = MIN_WIDTH / width
-        film = cv2.resize(film, (MIN_WIDTH, min(HEATMAP_MAX_SIDE, round(height * scale))), interpolation=cv2.INTER_LINEAR)
+    scale = min(MAX_SIDE / max(height, width), max(1.0, MIN_WIDTH / width))
+    if scale != 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        film = cv2.resize(film, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     width = film.shape[1]
     font, size = cv2.FONT_HERSHEY_SIMPLEX, width / 1100
     thick = max(1, round(size * 2))
@@ -108,7 +109,7 @@ def _wrap(line: str, font: int, size: float, thick: int, room: int) -> list[str]
 def evidence(source: Dataset) -> Dataset:
     """The source header as highdicom takes it: Type 2 patient and study attributes present (empty if the film lacks
     them), names given a caret (``DOE JOHN`` -> ``DOE JOHN^``, the same name in DICOM's rules)."""
-    ds = copy.copy(source)
+    ds = copy.deepcopy(source)  # a shallow copy would share its elements with the source
     for keyword in STUDY_KEYWORDS:
         if keyword not in ds:
             setattr(ds, keyword, None)
@@ -129,13 +130,11 @@ def same_patient_and_study(result: Dataset, source: Dataset) -> Dataset:
 
 def structured_report(source: Dataset, prediction: Prediction, identity: ModelIdentity) -> Dataset:
     """The Comprehensive 3D SR of ``prediction`` on the film whose header is ``source``."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     uid = str(source.SOPInstanceUID)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(uid, identity, "tracking"), identifier="edgecxr classification"),
         algorithm_id=hd.sr.AlgorithmIdentification(name=identity.name, version=identity.version, parameters=[f"sha256:{identity.sha256}"]),
+        finding_type=Code(prediction.label[:16], SCHEME, prediction.label),
         qualitative_evaluations=_evaluations(prediction),
         measurements=[_score(f"P_{label}"[:16], f"Probability of {label}", p) for label, p in prediction.probabilities.items()]
         + ([_score("ABNORMAL", "Abnormality score, 1 - p(Normal)", prediction.abnormal_score)] if prediction.abnormal_score is not None else []),
@@ -174,8 +173,6 @@ def structured_report(source: Dataset, prediction: Prediction, identity: ModelId
 
 def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity) -> Dataset:
     """The Secondary Capture of the picture ``rgb`` (see :func:`picture`) in the study of ``source``."""
-    import highdicom as hd
-
     uid = str(source.SOPInstanceUID)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=evidence(source),
@@ -203,19 +200,13 @@ def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity)
     return same_patient_and_study(sc, source)
 
 
-def _evaluations(prediction: Prediction) -> Sequence[QualitativeEvaluation]:
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    out = [hd.sr.QualitativeEvaluation(codes.DCM.Finding, Code(prediction.label[:16], SCHEME, prediction.label))]
-    if prediction.refer is not None:
-        out.append(hd.sr.QualitativeEvaluation(Code("REFER", SCHEME, "Refer for reading at the site's threshold"), codes.SCT.Yes if prediction.refer else codes.SCT.No))
-    return out
+def _evaluations(prediction: Prediction) -> Sequence[hd.sr.QualitativeEvaluation]:
+    if prediction.refer is None:
+        return []
+    return [hd.sr.QualitativeEvaluation(Code("REFER", SCHEME, "Refer for reading at the site's threshold"), codes.SCT.Yes if prediction.refer else codes.SCT.No)]
 
 
-def _score(value: str, meaning: str, score: float) -> Measurement:
-    import highdicom as hd
-
+def _score(value: str, meaning: str, score: float) -> hd.sr.Measurement:
     return hd.sr.Measurement(name=Code(value, SCHEME, meaning), value=round(float(score), 6), unit=Code("1", "UCUM", "no units"))
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 
 from edgecxr.dicomnet.instances import refusal
 from edgecxr.dicomnet.journal import Journal, read_lines
-from edgecxr.dicomnet.service import Service, stop_on_signal
+from edgecxr.dicomnet.service import Service
 from edgecxr.imageio import IMAGE_SUFFIXES, is_dicom
 
 
@@ -95,9 +96,8 @@ def _check(data: bytes) -> tuple[str | None, str]:
     return (refused[1] if refused else None), uid
 
 
-def run(service: Service, folder: str | os.PathLike, interval: float, files: dict[str, str]) -> None:
-    """Watch ``folder`` until SIGTERM/SIGINT, then drain the service."""
-    stop = stop_on_signal()
+def run(service: Service, folder: str | os.PathLike, interval: float, files: dict[str, str], stop: threading.Event) -> None:
+    """Watch ``folder`` until ``stop`` is set (see :func:`edgecxr.dicomnet.service.stop_on_signal`), then drain the service."""
     watcher = Watcher(service, folder, files)
     service.start()
     while True:
