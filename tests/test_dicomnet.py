@@ -17,7 +17,7 @@ from conftest import child_env, toy_u8, write_png
 from edgecxr import load_model
 from edgecxr.dicomnet import instances
 from edgecxr.dicomnet.journal import Journal, read_lines
-from edgecxr.dicomnet.results import ModelIdentity, picture, secondary_capture, structured_report
+from edgecxr.dicomnet.results import ModelIdentity, picture, secondary_capture, structured_report, text_lines
 from edgecxr.dicomnet.store import Store, StoreError
 from edgecxr.imageio import MAX_PIXELS, load_image
 
@@ -188,3 +188,37 @@ def _walk(items):
     for item in items:
         yield item
         yield from _walk(getattr(item, "ContentSequence", []))
+
+
+def test_with_a_site_profile_the_worker_puts_refer_in_the_report_the_picture_and_the_audit(tiny_models, tmp_path):
+    from edgecxr.card import read_card
+    from edgecxr.dicomnet.service import Service
+
+    card = read_card(tiny_models["int8"])
+    profile = tmp_path / "site.json"
+    profile.write_text(json.dumps({
+        "kind": "edgecxr site profile", "schema_version": 1, "model": {"name": card.name, "sha256": card.sha256},
+        "temperature": {"value": 1.0}, "operating_points": [{"for": "striped", "threshold": 0.5, "target_sensitivity": 0.9}],
+    }))
+    service = Service(tmp_path / "store", load_model(tiny_models["int8"], site=profile), None, "EDGECXR", 1.0)
+    films = {cls: wrap(toy_u8(cls, size=(96, 96)), "Refer^Test", f"RT-{cls}") for cls in (0, 2)}  # dark: no refer; striped: refer
+    for ds in films.values():
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        service.store.write_bytes(service.store.path("received", service.store.key(ds.SOPInstanceUID), ".dcm"), buffer.getvalue())
+    service.start()
+    service.stop()
+    striped = load_model(tiny_models["int8"], site=profile).predict(toy_u8(2, size=(96, 96)))
+    assert text_lines(striped, ModelIdentity("tiny", "1", "x"))[2:] == ["refer: YES (site threshold striped >= 0.500)", "RESEARCH USE - NOT A DIAGNOSIS"]
+    classified = {r["key"]: r for r in read_lines(tmp_path / "store" / "audit.jsonl") if r["event"] == "classified"}
+    for cls, ds in films.items():
+        key = service.store.key(ds.SOPInstanceUID)
+        assert classified[key]["refer"] is (cls == 2) and classified[key]["label"] == ("striped" if cls == 2 else "dark")
+        assert "abnormal_score" in classified[key] and classified[key]["abnormal_score"] is None  # no Normal label
+        sr = pydicom.dcmread(tmp_path / "store" / "results" / f"{key}.sr.dcm")
+        refer = [i for i in _walk(sr.ContentSequence) if getattr(i, "ConceptNameCodeSequence", [None])[0] is not None
+                 and i.ConceptNameCodeSequence[0].CodeValue == "REFER"]
+        assert [r.ConceptCodeSequence[0].CodeMeaning for r in refer] == ["Yes" if cls == 2 else "No"]
+        texts = [str(getattr(i, "TextValue", "")) for i in _walk(sr.ContentSequence)]
+        assert "refer when the striped score is at or above 0.5000 (chosen for sensitivity 0.9)" in texts
+    assert service.counts() == {"received": 2, "pending": 0, "classified": 2, "failed": 0, "to_send": 0}

@@ -61,11 +61,10 @@ def text_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
     probs = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
     lines = [f"edgecxr {identity.name} {identity.version}: {prediction.label}", "  ".join(f"{label} {p:.3f}" for label, p in probs)]
     if prediction.abnormal_score is not None:
-        line = f"abnormal score {prediction.abnormal_score:.3f}"
-        if prediction.refer is not None and prediction.operating_point is not None:
-            at = ", ".join(f"{p['for']} >= {p['threshold']:.3f}" for p in prediction.operating_point)
-            line += f"   refer: {'YES' if prediction.refer else 'no'} (site threshold {at})"
-        lines.append(line)
+        lines.append(f"abnormal score {prediction.abnormal_score:.3f}")
+    if prediction.refer is not None and prediction.operating_point is not None:
+        at = ", ".join(f"{p['for']} >= {p['threshold']:.3f}" for p in prediction.operating_point)
+        lines.append(f"refer: {'YES' if prediction.refer else 'no'} (site threshold {at})")
     lines += [f"warning: {w}" for w in prediction.warnings]
     lines.append(NOTICE)
     return [line.encode("ascii", "replace").decode() for line in lines]
