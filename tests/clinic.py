@@ -165,6 +165,11 @@ class Listener:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
 
+    def close(self) -> None:
+        """Kill the process if it still runs (a test's teardown, whatever the test did)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
     def terminate(self, timeout: float = 120) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)

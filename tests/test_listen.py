@@ -45,15 +45,29 @@ def study_of(orthanc: Orthanc, study_uid: str) -> list[pydicom.Dataset]:
 
 
 @pytest.fixture()
+def listen():
+    """Start ``Listener(store, port, *args)``; every listener a test started is killed at its end if still running."""
+    started: list[Listener] = []
+
+    def start(store, port, *args):
+        started.append(Listener(store, port, *args).start())
+        return started[-1]
+
+    yield start
+    for listener in started:
+        listener.close()
+
+
+@pytest.fixture()
 def orthanc(tmp_path):
     server = Orthanc(tmp_path / "orthanc", edgecxr_port=free_port())
     yield server.start()
     server.stop()
 
 
-def test_films_go_through_edgecxr_into_orthanc_as_sr_and_sc_in_their_study(tmp_path, orthanc, shared_data):
+def test_films_go_through_edgecxr_into_orthanc_as_sr_and_sc_in_their_study(tmp_path, listen, orthanc, shared_data):
     films = [sorted((shared_data / "cxr3" / "test" / label).glob("*.png"))[3] for label in ("COVID", "Normal", "Pneumonia")]
-    listener = Listener(tmp_path / "store", orthanc.edgecxr_port, "--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}").start()
+    listener = listen(tmp_path / "store", orthanc.edgecxr_port, "--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}")
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
@@ -92,9 +106,9 @@ def _toy_film(i: int, size: int = 64) -> pydicom.Dataset:
     return wrap(toy_u8(i % 3, seed=i, size=(size, size)), f"Toy^Patient{i:04d}", f"TP-{i:06d}")
 
 
-def test_kill_9_mid_batch_then_restart_classifies_and_sends_every_acknowledged_film_once(tmp_path, orthanc, tiny_models):
+def test_kill_9_mid_batch_then_restart_classifies_and_sends_every_acknowledged_film_once(tmp_path, listen, orthanc, tiny_models):
     forward = ("--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "--model", str(tiny_models["int8"]))
-    listener = Listener(tmp_path / "store", free_port(), *forward).start()
+    listener = listen(tmp_path / "store", free_port(), *forward)
     films = [_toy_film(i, size=512) for i in range(40)]  # 512 px: each Secondary Capture takes a while, so work is pending at the kill
     acknowledged: list[str] = []
     from pynetdicom import AE
@@ -112,7 +126,7 @@ def test_kill_9_mid_batch_then_restart_classifies_and_sends_every_acknowledged_f
             listener.kill()
     assert len(acknowledged) == 25
     assert len(events(listener.audit(), "classified")) < 25  # the kill left work behind
-    Listener(tmp_path / "store", listener.port, *forward).start()
+    listen(tmp_path / "store", listener.port, *forward)
     wait_for(lambda: set(acknowledged) <= set(events(listener.audit(), "sent")), 120, "every acknowledged film's results sent")
     audit = listener.audit()
     classified, sent = events(audit, "classified"), events(audit, "sent")
@@ -124,10 +138,10 @@ def test_kill_9_mid_batch_then_restart_classifies_and_sends_every_acknowledged_f
         assert record["results"] == [f"{key}.sr.dcm", f"{key}.sc.dcm"]
 
 
-def test_results_wait_on_disk_while_the_pacs_is_down_and_arrive_when_it_is_up(tmp_path, tiny_models):
+def test_results_wait_on_disk_while_the_pacs_is_down_and_arrive_when_it_is_up(tmp_path, listen, tiny_models):
     orthanc = Orthanc(tmp_path / "orthanc")  # not started yet: its DICOM port refuses connections
-    listener = Listener(tmp_path / "store", free_port(), "--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "--retry", "0.2",
-                        "--model", str(tiny_models["int8"])).start()
+    listener = listen(tmp_path / "store", free_port(), "--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "--retry", "0.2",
+                        "--model", str(tiny_models["int8"]))
     films = [_toy_film(i) for i in range(3)]
     assert send(listener.port, films) == [0x0000] * 3
     keys = [listener.key(ds.SOPInstanceUID) for ds in films]
@@ -151,8 +165,8 @@ def test_results_wait_on_disk_while_the_pacs_is_down_and_arrive_when_it_is_up(tm
         orthanc.stop()
 
 
-def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_going(tmp_path, tiny_models):
-    listener = Listener(tmp_path / "store", free_port(), "--model", str(tiny_models["int8"])).start()
+def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_going(tmp_path, listen, tiny_models):
+    listener = listen(tmp_path / "store", free_port(), "--model", str(tiny_models["int8"]))
     no_pixels, huge, truncated, corrupt_rle, good = (_toy_film(i) for i in range(5))
     del no_pixels.PixelData
     huge.Rows = huge.Columns = 60000
@@ -196,8 +210,8 @@ def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_go
     phi_free(listener, [f"Toy^Patient{i:04d}" for i in range(5)] + [f"TP-{i:06d}" for i in range(5)])
 
 
-def test_four_concurrent_associations_of_fifty_films_give_two_hundred_results_once_each(tmp_path, tiny_models):
-    listener = Listener(tmp_path / "store", free_port(), "--model", str(tiny_models["int8"])).start()
+def test_four_concurrent_associations_of_fifty_films_give_two_hundred_results_once_each(tmp_path, listen, tiny_models):
+    listener = listen(tmp_path / "store", free_port(), "--model", str(tiny_models["int8"]))
     batches = [[_toy_film(100 * b + i) for i in range(50)] for b in range(4)]
     statuses: dict[int, list[int | None]] = {}
     threads = [threading.Thread(target=lambda b=b: statuses.__setitem__(b, send(listener.port, batches[b]))) for b in range(4)]
@@ -222,9 +236,9 @@ def _walk(items):
         yield from _walk(getattr(item, "ContentSequence", []))
 
 
-def test_a_stopped_listener_starts_again_on_its_store_and_refuses_a_second_one(tmp_path, tiny_models):
+def test_a_stopped_listener_starts_again_on_its_store_and_refuses_a_second_one(tmp_path, listen, tiny_models):
     store = tmp_path / "store"
-    first = Listener(store, free_port(), "--model", str(tiny_models["int8"])).start()
+    first = listen(store, free_port(), "--model", str(tiny_models["int8"]))
     second = subprocess.run([sys.executable, "-m", "edgecxr", "listen", "--port", str(free_port()), "--store", str(store), "--model", str(tiny_models["int8"])],
                             capture_output=True, text=True, env=child_env(), timeout=120)
     assert second.returncode == 2

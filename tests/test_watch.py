@@ -11,10 +11,20 @@ import time
 from pathlib import Path
 
 import cv2
+import pytest
 
 from clinic import events, wait_for, wrap
 from conftest import child_env, toy_u8, write_png
 from edgecxr.dicomnet.journal import read_lines
+
+
+@pytest.fixture()
+def watch(tmp_path, tiny_models):
+    """A :class:`Watch` of ``tmp_path/incoming`` into ``tmp_path/store``, killed at the test's end if still running."""
+    (tmp_path / "incoming").mkdir()
+    watcher = Watch(tmp_path / "incoming", tmp_path / "store", tiny_models["int8"])
+    yield watcher
+    watcher.close()
 
 
 class Watch:
@@ -35,6 +45,12 @@ class Watch:
         wait_for(lambda: self.err.read_bytes().count(b"watching") > started, 60, "edgecxr watch to start")
         return self
 
+    def close(self) -> None:
+        """Kill the process if it still runs (the test's teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
     def stop(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -44,15 +60,14 @@ class Watch:
         return read_lines(self.store / "audit.jsonl")
 
 
-def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_complete(tmp_path, tiny_models):
-    folder, store = tmp_path / "incoming", tmp_path / "store"
-    folder.mkdir()
+def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_complete(watch):
+    folder, store = watch.folder, watch.store
     write_png(folder / "Quuxworth_Zebediah.png", 1)  # a file name that is a made-up patient's
     write_png(folder / "ward" / "b.png", 2, seed=3)
     film = wrap(toy_u8(0, seed=5, size=(96, 96)), "Plimsoll^Araminta", "AP-424242")
     film.save_as(folder / "ward" / "IM0001", enforce_file_format=True)  # DICOM without a suffix, as modalities export
     (folder / "notes.txt").write_text("not an image")
-    watcher = Watch(folder, store, tiny_models["int8"]).start()
+    watcher = watch.start()
     wait_for(lambda: len(events(watcher.audit(), "classified")) == 3, 60, "the three films classified")
 
     # A file written slowly, a chunk every 0.1 s (faster than the 0.3 s interval): not read until it stops growing.
@@ -94,14 +109,13 @@ def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_compl
         assert not any(secret in text for text in texts), secret
 
 
-def test_a_refused_dicom_file_is_logged_once_and_not_read_again(tmp_path, tiny_models):
-    folder, store = tmp_path / "incoming", tmp_path / "store"
-    folder.mkdir()
+def test_a_refused_dicom_file_is_logged_once_and_not_read_again(watch):
+    folder = watch.folder
     film = wrap(toy_u8(0, size=(64, 64)), "Test^Refused", "TR-1")
     del film.PixelData
     film.save_as(folder / "nopixels.dcm", enforce_file_format=True)
     (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
-    watcher = Watch(folder, store, tiny_models["int8"]).start()
+    watcher = watch.start()
     wait_for(lambda: len(events(watcher.audit(), "rejected")) == 2, 60, "both files refused")
     assert watcher.stop() == 0
     watcher.start()
