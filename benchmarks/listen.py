@@ -168,7 +168,8 @@ def measure(data: Path, n: int, associations: int, model: str) -> dict[str, Any]
     return {
         "films": n,
         "associations": associations,
-        "film_pixels": sorted({f"{ds.Columns}x{ds.Rows}" for ds in datasets}),
+        "film_pixels": {"columns": [min(d.Columns for d in datasets), max(d.Columns for d in datasets)],
+                        "rows": [min(d.Rows for d in datasets), max(d.Rows for d in datasets)]},
         "received_per_s": round(n / (max(acked.values()) - min(started.values())), 2),
         "classified_per_s": round(n / (max(classified) - min(received)), 2),
         "store_to_classified_s": {"p50": round(float(np.percentile(to_classified, 50)), 3), "p95": round(float(np.percentile(to_classified, 95)), 3)},
@@ -180,6 +181,7 @@ def measure(data: Path, n: int, associations: int, model: str) -> dict[str, Any]
         "load_average_after": [round(x, 2) for x in load_after],
         "exit_code_on_sigterm": code,
         "audit_lines": {e: sum(r["event"] == e for r in audit) for e in ("received", "classified", "sent", "failed", "rejected")},
+        "failure_reasons": sorted({f"{r['stage']}: {r['reason']}" for r in audit if r["event"] == "failed"}),
     }
 
 
@@ -193,7 +195,8 @@ def report(results: dict[str, Any], out: Path) -> str:
         f"{p['interpreter']} {p['interpreter_version']}; git {git.get('commit', 'unknown')[:12]}{' (dirty)' if git.get('dirty') else ''}. "
         f"Model `{results['model']['name']}` {results['model']['version']}. Command: `{prov['command']}`.",
         "",
-        f"{m['films']} films ({', '.join(m['film_pixels'])} px, 8-bit DX) over {m['associations']} concurrent associations to a listener "
+        f"{m['films']} films ({'-'.join(map(str, m['film_pixels']['columns']))} x {'-'.join(map(str, m['film_pixels']['rows']))} px, 8-bit DX) "
+        f"over {m['associations']} concurrent associations to a listener "
         "that forwards each film's SR and Secondary Capture to a stand-in PACS (a pynetdicom Storage SCP in the benchmark process).",
         "",
         "| measure | value |",
@@ -208,7 +211,8 @@ def report(results: dict[str, Any], out: Path) -> str:
         "",
         "The films arrive faster than one worker classifies them, so the times to classified and to sent grow along the batch: "
         "they are queueing times of a burst, not the time of one film on an idle listener. "
-        f"Audit lines written: {', '.join(f'{k} {v}' for k, v in m['audit_lines'].items())}.",
+        f"Audit lines written: {', '.join(f'{k} {v}' for k, v in m['audit_lines'].items())}."
+        + (f" Failures (each retried): {'; '.join(m['failure_reasons'])}." if m["failure_reasons"] else ""),
     ]
     notes = out / "notes.md"
     if notes.exists():
