@@ -9,7 +9,8 @@ this process (pynetdicom, standing in for the PACS; it only acknowledges), wraps
 sends them over ``--associations`` concurrent associations. Measured: received per second (first
 C-STORE sent to last acknowledged), classified per second (first ``received`` to last
 ``classified`` audit line), the time from each film's C-STORE to its ``sent`` audit line (p50,
-p95, max), and the listener's peak RSS (``VmHWM``) before it is stopped with SIGTERM. Writes
+p95, max; queueing included), the same for ``--single`` films sent one at a time once the burst is
+done (no queue), and the listener's peak RSS (``VmHWM``) before it is stopped with SIGTERM. Writes
 ``results.json`` (with provenance and the machine) and ``report.md``.
 """
 from __future__ import annotations
@@ -122,10 +123,11 @@ def wait(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def measure(data: Path, n: int, associations: int, model: str) -> dict[str, Any]:
+def measure(data: Path, n: int, associations: int, single: int, model: str) -> dict[str, Any]:
     import hashlib
 
-    datasets = [as_dicom(path, i) for i, path in enumerate(films(data, n))]
+    everything = [as_dicom(path, i) for i, path in enumerate(films(data, n + single))]
+    datasets, one_by_one = everything[:n], everything[n:]
     listen_port, pacs_port = free_port(), free_port()
     server = pacs(pacs_port)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,6 +149,15 @@ def measure(data: Path, n: int, associations: int, model: str) -> dict[str, Any]
                 t.join()
             audit_path = store / "audit.jsonl"
             wait(lambda: sum(r["event"] == "sent" for r in read_lines(audit_path)) >= n, 1800, f"{n} results sent")
+            salt = (store / "salt").read_bytes().strip()
+            alone: list[float] = []
+            for ds in one_by_one:  # one film at a time on an idle listener: no queue
+                key = hashlib.sha256(salt + str(ds.SOPInstanceUID).encode()).hexdigest()
+                sent: dict[str, float] = {}
+                send(listen_port, [ds], sent, {})
+                wait(lambda key=key: any(r["event"] == "sent" and r["key"] == key for r in read_lines(audit_path)), 120, "a single film's results sent")
+                line = next(r for r in read_lines(audit_path) if r["event"] == "sent" and r["key"] == key)
+                alone.append(datetime.fromisoformat(line["time"]).timestamp() - sent[str(ds.SOPInstanceUID)])
             rss = peak_rss_mb(proc.pid)
             load_after = os.getloadavg()
             proc.send_signal(signal.SIGTERM)
@@ -155,12 +166,11 @@ def measure(data: Path, n: int, associations: int, model: str) -> dict[str, Any]
             if proc.poll() is None:
                 proc.kill()
             server.shutdown()
-        salt = (store / "salt").read_bytes().strip()
         audit = read_lines(audit_path)
     if code != 0:
         raise SystemExit(f"error: edgecxr listen exited {code}: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
     at = {(r["event"], r["key"]): datetime.fromisoformat(r["time"]).timestamp() for r in audit}
-    keys = {uid: hashlib.sha256(salt + uid.encode()).hexdigest() for uid in started}
+    keys = {uid: hashlib.sha256(salt + uid.encode()).hexdigest() for uid in started}  # the burst's films
     to_sent = np.array([at[("sent", keys[uid])] - started[uid] for uid in started])
     to_classified = np.array([at[("classified", keys[uid])] - started[uid] for uid in started])
     received = [at[("received", k)] for k in keys.values()]
@@ -176,6 +186,7 @@ def measure(data: Path, n: int, associations: int, model: str) -> dict[str, Any]
         "store_to_sent_s": {
             "p50": round(float(np.percentile(to_sent, 50)), 3), "p95": round(float(np.percentile(to_sent, 95)), 3), "max": round(float(to_sent.max()), 3),
         },
+        "one_at_a_time": {"films": single, "store_to_sent_s": {"p50": round(float(np.percentile(alone, 50)), 3), "max": round(max(alone), 3)}},
         "listener_peak_rss_mb": round(rss, 1),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
@@ -205,6 +216,8 @@ def report(results: dict[str, Any], out: Path) -> str:
         f"| classified (first received to last classified: decode, model, lung check, heatmap, SR + SC written) | {m['classified_per_s']:.1f} films/s |",
         f"| C-STORE sent to classified, p50 / p95 | {m['store_to_classified_s']['p50']:.2f} / {m['store_to_classified_s']['p95']:.2f} s |",
         f"| C-STORE sent to results sent, p50 / p95 / max | {m['store_to_sent_s']['p50']:.2f} / {m['store_to_sent_s']['p95']:.2f} / {m['store_to_sent_s']['max']:.2f} s |",
+        f"| one film at a time ({m['one_at_a_time']['films']} films, each sent once the previous one's results were): C-STORE sent to results sent, "
+        f"p50 / max | {m['one_at_a_time']['store_to_sent_s']['p50']:.2f} / {m['one_at_a_time']['store_to_sent_s']['max']:.2f} s |",
         f"| listener peak RSS (VmHWM) | {m['listener_peak_rss_mb']:.0f} MB |",
         f"| load average (1, 5, 15 min) before / after | {', '.join(map(str, m['load_average_before']))} / {', '.join(map(str, m['load_average_after']))} |",
         f"| exit status on SIGTERM | {m['exit_code_on_sigterm']} |",
@@ -225,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="a folder of class folders of PNG films (e.g. ../shared/data/cxr3/test)")
     parser.add_argument("--films", type=int, default=200)
     parser.add_argument("--associations", type=int, default=4)
+    parser.add_argument("--single", type=int, default=10, help="films then sent one at a time, each after the previous one's results were sent")
     parser.add_argument("--model", default=registry.DEFAULT_MODEL)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -237,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": repo_relative(args.data),
         "out": repo_relative(args.out),
     }
-    results["measured"] = measure(args.data, args.films, args.associations, str(model_path))
+    results["measured"] = measure(args.data, args.films, args.associations, args.single, str(model_path))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report(results, args.out)

@@ -67,8 +67,19 @@ def wrap(pixels: np.ndarray, patient: str, patient_id: str, study_uid: str | Non
     return ds
 
 
+# The README's auto-routing script: every CR or DX film Orthanc stores goes on to edgecxr (results, SR and OT, do not).
+ROUTE_LUA = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if tags['Modality'] == 'CR' or tags['Modality'] == 'DX' then
+    SendToModality(instanceId, 'edgecxr')
+  end
+end
+"""
+
+
 def orthanc_config(folder: Path, http_port: int, dicom_port: int, edgecxr_port: int | None = None) -> Path:
-    """A configuration of a private Orthanc: its own storage, localhost only, edgecxr registered as a modality."""
+    """A configuration of a private Orthanc: its own storage, localhost only; with ``edgecxr_port``, edgecxr
+    registered as a modality and :data:`ROUTE_LUA` routing films to it."""
     config = {
         "Name": "edgecxr-test",
         "StorageDirectory": str(folder / "storage"),
@@ -82,6 +93,9 @@ def orthanc_config(folder: Path, http_port: int, dicom_port: int, edgecxr_port: 
         "Plugins": [],
         "DicomModalities": {"edgecxr": ["EDGECXR", "127.0.0.1", edgecxr_port]} if edgecxr_port else {},
     }
+    if edgecxr_port:
+        (folder / "route.lua").write_text(ROUTE_LUA)
+        config["LuaScripts"] = [str(folder / "route.lua")]
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config, indent=2))
     return path
@@ -126,8 +140,8 @@ class Orthanc:
         return json.loads(data) if data[:1] in (b"{", b"[") else data
 
     def post(self, path: str, body: Any) -> Any:
-        """POST ``body`` (a str as it is, anything else as JSON); the JSON answer."""
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        """POST ``body`` (bytes or a str as it is, anything else as JSON); the JSON answer."""
+        data = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method="POST")
         with _DIRECT.open(request, timeout=30) as r:
             return json.loads(r.read())

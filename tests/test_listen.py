@@ -5,6 +5,7 @@ edgecxr writes (audit log, stdout, stderr, file names).
 """
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -39,8 +40,6 @@ def study_of(orthanc: Orthanc, study_uid: str) -> list[pydicom.Dataset]:
     found = orthanc.post("/tools/lookup", study_uid)
     (study,) = [f for f in found if f["Type"] == "Study"]
     instances = orthanc.get(f"/studies/{study['ID']}/instances")
-    import io
-
     return [pydicom.dcmread(io.BytesIO(orthanc.get(f"/instances/{i['ID']}/file"))) for i in instances]
 
 
@@ -93,13 +92,25 @@ def test_films_go_through_edgecxr_into_orthanc_as_sr_and_sc_in_their_study(tmp_p
         assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
         findings = [i for i in _walk(sr.ContentSequence) if getattr(i, "ValueType", "") == "CODE" and i.ConceptNameCodeSequence[0].CodeMeaning == "Finding"]
         assert [f.ConceptCodeSequence[0].CodeMeaning for f in findings] == [label]
+    # The README's Orthanc set-up: a film stored in Orthanc is routed to edgecxr and its results come back into its study.
+    routed = wrap(cv2.imread(str(films[0]), cv2.IMREAD_GRAYSCALE), "Routed^Rosalind", "RR-400004")
+    buffer = io.BytesIO()
+    routed.save_as(buffer, enforce_file_format=True)
+    orthanc.post("/instances", buffer.getvalue())
+    wait_for(lambda: listener.key(routed.SOPInstanceUID) in events(listener.audit(), "sent"), 120, "the routed film's results sent back")
+    wait_for(lambda: len(study_of(orthanc, routed.StudyInstanceUID)) == 3, 30, "film, SR and SC in the routed film's study")
+    assert sorted(str(ds.Modality) for ds in study_of(orthanc, routed.StudyInstanceUID)) == ["DX", "OT", "SR"]
+    sources.append(routed)
+    labels.append(labels[0])
+
     audit = listener.audit()
     classified = {r["key"]: r for r in audit if r["event"] == "classified"}
     assert sorted(classified) == sorted(listener.key(s.SOPInstanceUID) for s in sources)
     assert sorted(r["label"] for r in classified.values()) == sorted(labels)
     assert all(len(r["model_sha256"]) == 64 and 0 <= r["abnormal_score"] <= 1 for r in classified.values())
     assert listener.terminate() == 0
-    phi_free(listener, [p for name, pid in PATIENTS for p in (name, pid)] + [s.SOPInstanceUID for s in sources] + [s.StudyInstanceUID for s in sources])
+    secrets = [p for name, pid in [*PATIENTS, ("Routed^Rosalind", "RR-400004")] for p in (name, pid)]
+    phi_free(listener, secrets + [s.SOPInstanceUID for s in sources] + [s.StudyInstanceUID for s in sources])
 
 
 def _toy_film(i: int, size: int = 64) -> pydicom.Dataset:
