@@ -11,7 +11,8 @@ C-STORE sent to last acknowledged), classified per second (first ``received`` to
 ``classified`` audit line), the time from each film's C-STORE to its ``sent`` audit line (p50,
 p95, max; queueing included), the same for ``--single`` films sent one at a time once the burst is
 done (no queue), and the listener's peak RSS (``VmHWM``) before it is stopped with SIGTERM. Writes
-``results.json`` (with provenance and the machine) and ``report.md``.
+``results.json`` (with provenance and the machine) and ``report.md``, which includes a hand-written
+``notes.md`` from the output folder; ``--from-results`` rewrites only the report.
 """
 from __future__ import annotations
 
@@ -235,13 +236,19 @@ def report(results: dict[str, Any], out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="a folder of class folders of PNG films (e.g. ../shared/data/cxr3/test)")
+    parser.add_argument("--data", type=Path, help="a folder of class folders of PNG films (e.g. ../shared/data/cxr3/test)")
     parser.add_argument("--films", type=int, default=200)
     parser.add_argument("--associations", type=int, default=4)
     parser.add_argument("--single", type=int, default=10, help="films then sent one at a time, each after the previous one's results were sent")
     parser.add_argument("--model", default=registry.DEFAULT_MODEL)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--from-results", action="store_true", help="only rewrite OUT/report.md from OUT/results.json (and OUT/notes.md)")
     args = parser.parse_args(argv)
+    if args.from_results:
+        (args.out / "report.md").write_text(report(json.loads((args.out / "results.json").read_text()), args.out))
+        return 0
+    if args.data is None:
+        parser.error("--data is required to measure")
     model_path = registry.resolve(args.model)
     card = read_card(model_path)
     results: dict[str, Any] = {
