@@ -17,9 +17,10 @@ from conftest import child_env, toy_u8, write_png
 from edgecxr import load_model
 from edgecxr.dicomnet import instances
 from edgecxr.dicomnet.journal import Journal, read_lines
-from edgecxr.dicomnet.results import ModelIdentity, picture, secondary_capture, structured_report, text_lines
 from edgecxr.dicomnet.store import Store, StoreError
 from edgecxr.imageio import MAX_PIXELS, load_image
+
+pytestmark = pytest.mark.clinic
 
 
 def test_keys_are_salted_per_store_and_the_salt_stays(tmp_path):
@@ -101,6 +102,8 @@ def test_transfer_syntaxes_are_the_decodable_ones_uncompressed_first():
 @pytest.fixture(scope="module")
 def tiny_results(tiny_models, tmp_path_factory):
     """The SR and SC of the tiny model on one small striped toy film of a made-up patient whose name has no caret."""
+    from edgecxr.dicomnet.results import ModelIdentity, picture, secondary_capture, structured_report
+
     model = load_model(tiny_models["int8"])
     source = wrap(toy_u8(2, size=(48, 96)), "ZEBEDIAH QUUXWORTH", "ZQ-554433")  # under 64 px high: a warning
     path = tmp_path_factory.mktemp("film") / "film.dcm"
@@ -159,6 +162,8 @@ def test_secondary_capture_is_the_burned_in_picture_referencing_the_film(tiny_re
 
 
 def test_result_uids_follow_the_source_and_the_model(tiny_results):
+    from edgecxr.dicomnet.results import ModelIdentity, structured_report
+
     source, prediction, identity, sr, sc = tiny_results
     header = wrap(toy_u8(2, size=(48, 96)), "A^B", "1")
     header.SOPInstanceUID, header.StudyInstanceUID, header.SeriesInstanceUID = source.SOPInstanceUID, source.StudyInstanceUID, source.SeriesInstanceUID
@@ -192,6 +197,7 @@ def _walk(items):
 
 def test_with_a_site_profile_the_worker_puts_refer_in_the_report_the_picture_and_the_audit(tiny_models, tmp_path):
     from edgecxr.card import read_card
+    from edgecxr.dicomnet.results import ModelIdentity, text_lines
     from edgecxr.dicomnet.service import Service
 
     card = read_card(tiny_models["int8"])

@@ -21,6 +21,8 @@ from clinic import CT, DX, Listener, Orthanc, events, free_port, send, wait_for,
 from conftest import child_env, toy_u8
 from edgecxr.dicomnet.instances import transfer_syntaxes
 
+pytestmark = pytest.mark.clinic
+
 PATIENTS = [("Quuxworth^Zebediah", "ZQ-100001"), ("PLIMSOLL ARAMINTA", "AP-200002"), ("Vandersnoot^Ottoline^B", "OV-300003")]
 
 
@@ -201,7 +203,7 @@ def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_go
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(DX)
     assert ae.associate("127.0.0.1", listener.port, ae_title="NOTEDGECXR").is_rejected  # the called AE title must be ours
-    assert send(listener.port, [good]) == [0x0000]
+    assert send(listener.port, [good, good]) == [0x0000, 0x0000]  # the same instance twice: acknowledged, classified once
     wait_for(lambda: len(events(listener.audit(), "classified")) == 1 and len(events(listener.audit(), "failed")) == 1, 60, "the good film classified")
     audit = listener.audit()
     rejected = [(r["key"], r.get("status"), r["reason"]) for r in audit if r["event"] == "rejected"]
@@ -217,6 +219,7 @@ def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_go
     assert failed["key"] == listener.key(corrupt_rle.SOPInstanceUID) and failed["stage"] == "classify"
     assert failed["reason"].startswith("cannot decode DICOM pixel data")
     assert events(audit, "classified") == [listener.key(good.SOPInstanceUID)]
+    assert [r.get("duplicate") for r in audit if r["event"] == "received" and r["key"] == listener.key(good.SOPInstanceUID)] == [None, True]
     assert listener.terminate() == 0
     phi_free(listener, [f"Toy^Patient{i:04d}" for i in range(5)] + [f"TP-{i:06d}" for i in range(5)])
 

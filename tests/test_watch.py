@@ -17,6 +17,8 @@ from clinic import events, wait_for, wrap
 from conftest import child_env, toy_u8, write_png
 from edgecxr.dicomnet.journal import read_lines
 
+pytestmark = pytest.mark.clinic
+
 
 @pytest.fixture()
 def watch(tmp_path, tiny_models):
