@@ -20,6 +20,9 @@ from edgecxr.inputs import find_images
 from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edgecxr.dicomnet.service import Service
     from edgecxr.model import Model
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
@@ -360,7 +363,7 @@ def clinic_options(command: Any) -> Any:
 
 
 def clinic_service(store: str, forward: str | None, ae_title: str, retry: float, model: str | None, site: str | None, threads: int | None,
-                   file_of: Any = None) -> Any:
+                   file_of: Callable[[str], str | None] | None = None) -> Service:
     """The service behind `listen` and `watch` (:mod:`edgecxr.dicomnet.service`), or one error line and exit 2."""
     try:
         from edgecxr.dicomnet.forward import Target
@@ -419,7 +422,7 @@ def listen(port: int, host: str, **options: Any) -> None:
     except OSError as exc:
         click.echo(f"error: --port {port}: cannot listen ({exc.strerror or exc})", err=True)
         sys.exit(2)
-    click.echo("edgecxr: stopped; " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in service.counts().items()), err=True)
+    clinic_stopped(service)
 
 
 @main.command(epilog=CLINIC_HELP)
@@ -444,6 +447,11 @@ def watch(folder: str, interval: float, **options: Any) -> None:
     stop = stop_on_signal()
     click.echo(f"edgecxr: watching {folder} every {interval:g} s", err=True)
     run(service, folder, interval, files, stop)
+    clinic_stopped(service)
+
+
+def clinic_stopped(service: Service) -> None:
+    """The last line of `listen` and `watch` on stderr: what the store holds."""
     click.echo("edgecxr: stopped; " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in service.counts().items()), err=True)
 
 

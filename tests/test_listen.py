@@ -111,8 +111,8 @@ def test_films_go_through_edgecxr_into_orthanc_as_sr_and_sc_in_their_study(tmp_p
     assert sorted(r["label"] for r in classified.values()) == sorted(labels)
     assert all(len(r["model_sha256"]) == 64 and 0 <= r["abnormal_score"] <= 1 for r in classified.values())
     assert listener.terminate() == 0
-    secrets = [p for name, pid in [*PATIENTS, ("Routed^Rosalind", "RR-400004")] for p in (name, pid)]
-    phi_free(listener, secrets + [s.SOPInstanceUID for s in sources] + [s.StudyInstanceUID for s in sources])
+    identifiers = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+    phi_free(listener, [str(s.get(keyword)) for s in sources for keyword in identifiers])
 
 
 def _toy_film(i: int, size: int = 64) -> pydicom.Dataset:
