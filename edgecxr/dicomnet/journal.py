@@ -51,10 +51,6 @@ class Journal:
         if self._fh.tell() and not _ends_with_newline(self.path):
             self._fh.write(b"\n")  # close off a line a crash cut short
 
-    def has(self, event: str, key: str) -> bool:
-        with self._lock:
-            return (event, key) in self._seen
-
     def write(self, event: str, key: str | None, **fields: Any) -> dict[str, Any]:
         """Append one line now (fsynced); return it."""
         with self._lock:

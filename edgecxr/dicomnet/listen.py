@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from edgecxr.dicomnet.instances import OUT_OF_RESOURCES, SOP_CLASSES, refusal, transfer_syntaxes
+from edgecxr.dicomnet.instances import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SOP_CLASSES, refusal, transfer_syntaxes
 from edgecxr.dicomnet.service import Service
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class Receiver:
             refused = refusal(ds, str(event.request.AffectedSOPClassUID))
             uid = str(ds.get("SOPInstanceUID", "") or "")
         except Exception:  # undecodable bytes
-            refused, uid = (0xC000, "the dataset cannot be parsed"), ""
+            refused, uid = (CANNOT_UNDERSTAND, "the dataset cannot be parsed"), ""
         key = store.key(uid) if uid else None
         if refused is not None:
             status, reason = refused
