@@ -26,6 +26,9 @@ from edgecxr.progress import Progress, echo
 from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edgecxr.dicomnet.service import Service
     from edgecxr.model import Model, Prediction
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
@@ -356,6 +359,118 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
             else:
                 emit(f"{shown(out['file'])}: lung fraction {out['lung_fraction']:.3f}  mask: {shown(out['mask'])}" + "".join(f"\n  warning: {w}" for w in out["warnings"]))
     sys.exit(1 if failed else 0)
+
+
+CLINIC_HELP = "Needs the clinic extra: pip install 'edgecxr[clinic]' (pynetdicom, highdicom)."
+
+
+def clinic_options(command: Any) -> Any:
+    """The options `listen` and `watch` share: the store, forwarding, the model."""
+    for option in reversed([
+        click.option("--store", required=True, type=click.Path(file_okay=False), help="the store folder: received films, results, send queue, audit.jsonl"),
+        click.option("--forward", metavar="AET@HOST:PORT", help="C-STORE every result (SR and Secondary Capture) to this PACS; failed sends are retried"),
+        click.option("--ae-title", default="EDGECXR", show_default=True, help="our AE title: the one to call, and the calling one when forwarding"),
+        click.option("--retry", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+                     help="seconds before a failed send is tried again, doubling each time up to 300"),
+        click.option("--model", "-m", help=MODEL_HELP),
+        click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to the results"),
+        click.option("--threads", type=click.IntRange(min=1), help="interpreter threads"),
+    ]):
+        command = option(command)
+    return command
+
+
+def clinic_service(store: str, forward: str | None, ae_title: str, retry: float, model: str | None, site: str | None, threads: int | None,
+                   file_of: Callable[[str], str | None] | None = None) -> Service:
+    """The service behind `listen` and `watch` (:mod:`edgecxr.dicomnet.service`), or one error line and exit 2."""
+    try:
+        from edgecxr.dicomnet.forward import Target
+        from edgecxr.dicomnet.service import Service
+        from edgecxr.dicomnet.store import StoreError
+    except ImportError:
+        click.echo(f"error: {CLINIC_HELP}", err=True)
+        sys.exit(2)
+    try:
+        target = Target.parse(forward) if forward else None
+    except ValueError as exc:
+        click.echo(f"error: --forward: {exc}", err=True)
+        sys.exit(2)
+    net = load_or_exit(model, threads, site or True)
+    try:
+        service = Service(store, net, target, ae_title, retry, file_of=file_of or (lambda key: None), echo=lambda line: click.echo(json.dumps(line)))
+    except StoreError as exc:
+        click.echo(f"error: --store: {exc}", err=True)
+        sys.exit(2)
+    counts = service.counts()
+    click.echo(
+        f"edgecxr: store {store}, model {net.name} {net.card.version}" + (f", site profile {net.site.path}" if net.site else "")
+        + (f", forwarding to {target}" if target else "") + f"; {counts['pending']} films to classify, {counts['to_send']} results to send",
+        err=True,
+    )
+    return service
+
+
+@main.command(epilog=CLINIC_HELP)
+@click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True, help="TCP port to listen on")
+@click.option("--host", default="", help="address to listen on (default: every address of this machine)")
+@clinic_options
+def listen(port: int, host: str, **options: Any) -> None:
+    """Receive chest films over DICOM (a Storage SCP), classify them, send the results back to the PACS.
+
+    Answers C-ECHO and C-STORE of CR, DX (for presentation and for processing) and Secondary
+    Capture images, in every transfer syntax pydicom decodes here; other classes are refused at
+    association. Each film is in STORE before its C-STORE is answered success, then classified in
+    the background. Results go in the film's study as a Structured Report and a Secondary Capture
+    (heatmap, label and "research use - not a diagnosis" burned in), in STORE/results/ and, with
+    --forward, to the PACS. Every event is a line of STORE/audit.jsonl (also printed on stdout),
+    with a pseudonymous key and no patient identifier. A restart resumes the classification and
+    the send queue; SIGTERM stops accepting, finishes the queued work and exits 0.
+
+    Set-up: give the PACS a destination with this AE title, this machine's address and --port
+    (see the README).
+    """
+    service = clinic_service(**options)
+    from edgecxr.dicomnet.listen import serve
+    from edgecxr.dicomnet.service import stop_on_signal
+
+    stop = stop_on_signal()
+    click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}", err=True)
+    try:
+        serve(service, options["ae_title"], port, host, stop)
+    except OSError as exc:
+        click.echo(f"error: --port {port}: cannot listen ({exc.strerror or exc})", err=True)
+        sys.exit(2)
+    clinic_stopped(service)
+
+
+@main.command(epilog=CLINIC_HELP)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True,
+              help="seconds between listings; a file is read once its size has held for one interval")
+@clinic_options
+def watch(folder: str, interval: float, **options: Any) -> None:
+    """Classify the films dropped into FOLDER (recursive), each exactly once, also across restarts.
+
+    Reads PNG, JPEG, BMP, TIFF and DICOM (.dcm, or no suffix with the DICOM marker) once a
+    file's size has stopped changing. DICOM films get results as `listen` gives them (and
+    --forward sends them); other files get the same picture as results/<key>.png. Each result
+    is also one JSON line in STORE/results.jsonl, naming the file it came from; the audit log
+    (STORE/audit.jsonl, also on stdout) never does. SIGTERM finishes the queued work and exits 0.
+    """
+    from edgecxr.dicomnet.service import stop_on_signal
+    from edgecxr.dicomnet.watch import run
+
+    files: dict[str, str] = {}
+    service = clinic_service(file_of=files.get, **options)
+    stop = stop_on_signal()
+    click.echo(f"edgecxr: watching {folder} every {interval:g} s", err=True)
+    run(service, folder, interval, files, stop)
+    clinic_stopped(service)
+
+
+def clinic_stopped(service: Service) -> None:
+    """The last line of `listen` and `watch` on stderr: what the store holds."""
+    click.echo("edgecxr: stopped; " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in service.counts().items()), err=True)
 
 
 def folder_or_exit(option: str, folder: str) -> Path:

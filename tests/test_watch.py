@@ -1,0 +1,128 @@
+"""``edgecxr watch FOLDER`` as a process: every dropped film once, across restarts, and none before it is fully written."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from clinic import events, wait_for, wrap
+from conftest import child_env, toy_u8, write_png
+from edgecxr.dicomnet.journal import read_lines
+
+pytestmark = pytest.mark.clinic
+
+
+@pytest.fixture()
+def watch(tmp_path, tiny_models):
+    """A :class:`Watch` of ``tmp_path/incoming`` into ``tmp_path/store``, killed at the test's end if still running."""
+    (tmp_path / "incoming").mkdir()
+    watcher = Watch(tmp_path / "incoming", tmp_path / "store", tiny_models["int8"])
+    yield watcher
+    watcher.close()
+
+
+class Watch:
+    """``python -m edgecxr watch`` on ``folder`` with the tiny model, its stdout and stderr in files."""
+
+    def __init__(self, folder: Path, store: Path, model: Path) -> None:
+        self.folder, self.store, self.model = folder, store, model
+        self.out, self.err = store.parent / "watch.stdout", store.parent / "watch.stderr"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Watch:
+        started = self.err.read_bytes().count(b"watching") if self.err.exists() else 0
+        with open(self.out, "ab") as out, open(self.err, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgecxr", "watch", str(self.folder), "--store", str(self.store), "--interval", "0.3", "--model", str(self.model)],
+                stdout=out, stderr=err, env=child_env(),
+            )
+        wait_for(lambda: self.err.read_bytes().count(b"watching") > started, 60, "edgecxr watch to start")
+        return self
+
+    def close(self) -> None:
+        """Kill the process if it still runs (the test's teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(120)
+
+    def audit(self) -> list[dict]:
+        return read_lines(self.store / "audit.jsonl")
+
+
+def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_complete(watch):
+    folder, store = watch.folder, watch.store
+    write_png(folder / "Quuxworth_Zebediah.png", 1)  # a file name that is a made-up patient's
+    write_png(folder / "ward" / "b.png", 2, seed=3)
+    film = wrap(toy_u8(0, seed=5, size=(96, 96)), "Plimsoll^Araminta", "AP-424242")
+    film.save_as(folder / "ward" / "IM0001", enforce_file_format=True)  # DICOM without a suffix, as modalities export
+    (folder / "notes.txt").write_text("not an image")
+    watcher = watch.start()
+    wait_for(lambda: len(events(watcher.audit(), "classified")) == 3, 60, "the three films classified")
+
+    # A file written slowly, a chunk every 0.1 s (faster than the 0.3 s interval): not read until it stops growing.
+    buffer = io.BytesIO()
+    wrap(toy_u8(2, seed=9, size=(256, 256)), "Vandersnoot^Ottoline", "OV-777777").save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    with open(folder / "slow.dcm", "wb") as fh:
+        for start in range(0, len(data), len(data) // 20):
+            fh.write(data[start : start + len(data) // 20])
+            fh.flush()
+            time.sleep(0.1)
+            assert len(events(watcher.audit(), "received")) == 3, "a file still being written was read"
+    wait_for(lambda: len(events(watcher.audit(), "classified")) == 4, 60, "the slowly written film classified")
+    assert events(watcher.audit(), "failed") == []  # read whole, so it decoded
+
+    shutil.copyfile(folder / "ward" / "b.png", folder / "copy-of-b.png")  # the same film again, under another name
+    time.sleep(1.5)  # five listings
+    assert watcher.stop() == 0
+    assert len(events(watcher.audit(), "received")) == 4
+
+    watcher.start()  # a restart: nothing is read twice
+    write_png(folder / "new.png", 0, seed=11)
+    wait_for(lambda: len(events(watcher.audit(), "classified")) == 5, 60, "the film dropped after the restart classified")
+    assert watcher.stop() == 0
+
+    audit = watcher.audit()
+    assert len(events(audit, "received")) == len(set(events(audit, "received"))) == 5
+    assert sorted(events(audit, "classified")) == sorted(events(audit, "received"))
+    results = [json.loads(line) for line in (store / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["file"] for r in results) == ["Quuxworth_Zebediah.png", "new.png", "slow.dcm", "ward/IM0001", "ward/b.png"]
+    assert {r["file"]: r["label"] for r in results if r["file"].endswith(".png")} == {"Quuxworth_Zebediah.png": "bright", "ward/b.png": "striped", "new.png": "dark"}
+    by_file = {r["file"]: r for r in results}
+    assert by_file["ward/IM0001"]["results"] == [f"{by_file['ward/IM0001']['key']}.sr.dcm", f"{by_file['ward/IM0001']['key']}.sc.dcm"]
+    assert by_file["new.png"]["results"] == [f"{by_file['new.png']['key']}.png"]
+    picture = cv2.imread(str(store / "results" / by_file["new.png"]["results"][0]))
+    assert picture.shape[1] == 768
+    texts = [(store / "audit.jsonl").read_text(), watcher.out.read_text(), watcher.err.read_text(), "\n".join(p.name for p in store.rglob("*"))]
+    for secret in ("Quuxworth", "Zebediah", "Plimsoll", "Araminta", "AP-424242", "Vandersnoot", "OV-777777", "IM0001", str(film.SOPInstanceUID)):
+        assert not any(secret in text for text in texts), secret
+
+
+def test_a_refused_dicom_file_is_logged_once_and_not_read_again(watch):
+    folder = watch.folder
+    film = wrap(toy_u8(0, size=(64, 64)), "Test^Refused", "TR-1")
+    del film.PixelData
+    film.save_as(folder / "nopixels.dcm", enforce_file_format=True)
+    (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    watcher = watch.start()
+    wait_for(lambda: len(events(watcher.audit(), "rejected")) == 2, 60, "both files refused")
+    assert watcher.stop() == 0
+    watcher.start()
+    time.sleep(1.0)
+    assert watcher.stop() == 0
+    rejected = sorted(r["reason"] for r in watcher.audit() if r["event"] == "rejected")
+    assert rejected == ["the dataset has no SOP Instance UID", "the dataset has no pixel data"]  # pydicom reads the garbage as an empty dataset
+    assert events(watcher.audit(), "received") == []
