@@ -17,6 +17,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
 # training/, converters/ and benchmarks/ are not installed: they are imported from the checkout.
@@ -62,6 +63,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    """A click runner for the ``edgecxr`` command (click >= 8.2 keeps stderr apart: result.stdout / result.stderr)."""
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_path(tiny_models) -> str:
+    """The tiny int8 model's path, as a command-line argument."""
+    return str(tiny_models["int8"])
 
 
 def copy_model(src: Path, dst_dir: Path, stem: str = "copy") -> Path:

@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from conftest import TINY_LABELS, write_png
 from edgecxr import benchmark
@@ -24,10 +23,6 @@ DATA_KEYS = {"accuracy", "macro_f1", "sensitivity", "n_images", "end_to_end_ms",
 PLATFORM_KEYS = {"machine", "cpu", "cpus", "system", "python", "interpreter", "interpreter_version"}
 FAST = ["--runs", "5", "--warmup", "1"]
 
-
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")

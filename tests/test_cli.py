@@ -8,7 +8,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import main
@@ -16,15 +15,6 @@ from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score"}
 
-
-@pytest.fixture()
-def runner() -> CliRunner:
-    return CliRunner()  # click >= 8.2 keeps stderr apart: result.stdout / result.stderr
-
-
-@pytest.fixture(scope="module")
-def model_path(tiny_models) -> str:
-    return str(tiny_models["int8"])
 
 
 def run_subprocess(*args: str, cwd) -> subprocess.CompletedProcess:

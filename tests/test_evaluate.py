@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from conftest import TINY_LABELS, write_png
 from edgecxr.cli import main
@@ -41,14 +40,6 @@ EXPECTED_ACCURACY = 0.8571  # 6 / 7
 EXPECTED_MACRO_F1 = 0.8667  # (0.8 + 0.8 + 1.0) / 3
 
 
-@pytest.fixture()
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture(scope="module")
-def model_path(tiny_models) -> str:
-    return str(tiny_models["int8"])
 
 
 @pytest.fixture(scope="module")

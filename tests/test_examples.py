@@ -35,10 +35,6 @@ def import_example(name: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def model_path(tiny_models) -> str:
-    return str(tiny_models["int8"])
-
 
 @pytest.fixture()
 def scans(tmp_path) -> dict[str, Path]:

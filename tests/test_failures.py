@@ -39,10 +39,6 @@ def malformed_dicom(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def model_path(tiny_models) -> str:
-    return str(tiny_models["int8"])
-
 
 def test_shown_escapes_undecodable_bytes_and_control_characters():
     assert shown("scans/a b.png") == "scans/a b.png"

@@ -7,7 +7,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from conftest import TINY_LABELS, write_png
 from edgecxr import load_model
@@ -17,16 +16,6 @@ from edgecxr.evaluate import evaluate, labelled_files
 from edgecxr.model import Model, Prediction
 from edgecxr.operating import TABLE_COLUMNS, threshold_for
 from edgecxr.site import SiteError, installed_path, read_profile, target_positives, target_scores
-
-
-@pytest.fixture()
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture(scope="module")
-def model_path(tiny_models) -> str:
-    return str(tiny_models["int8"])
 
 
 @pytest.fixture(scope="module")
