@@ -468,6 +468,59 @@ def watch(folder: str, interval: float, **options: Any) -> None:
     clinic_stopped(service)
 
 
+@main.command(epilog=CLINIC_HELP)
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="the store folder `listen` / `watch` write; uploads and the index go in STORE/web/")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to serve on; any other than 127.0.0.1 lets anyone on the network reach the page")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="TCP port")
+@click.option("--user", default="admin", show_default=True, help="the one account that may upload and record outcomes")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="set the account's password from this file's first line (otherwise asked on first start)")
+@click.option("--model", "-m", help=MODEL_HELP)
+@click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to uploaded films' results")
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+def serve(store: str, host: str, port: int, user: str, password_file: str | None, model: str | None, site: str | None, threads: int | None) -> None:
+    """A web page over the store: worklist, film with heatmap, outcomes, monitoring; upload and a JSON API.
+
+    Shows the studies `listen` and `watch` put in STORE and the films uploaded through the page
+    or POST /api/predict (multipart field `file`; answers what `predict --json` prints). Reading
+    needs no login; uploading and recording outcomes need --user and its password (the API takes
+    them as HTTP Basic). The password is stored scrypt-hashed in STORE/web/password. SIGTERM or
+    Ctrl-C finishes the queued uploads and exits 0.
+    """
+    try:
+        from edgecxr.dicomnet.store import StoreError
+        from edgecxr.web import server
+    except ImportError:
+        click.echo(f"error: {CLINIC_HELP}", err=True)
+        sys.exit(2)
+    root = Path(store)
+    if password_file:
+        lines = Path(password_file).read_text(encoding="utf-8", errors="replace").splitlines()
+        if not lines or len(lines[0]) < 8:
+            click.echo(f"error: --password-file {password_file}: the first line must be a password of at least 8 characters", err=True)
+            sys.exit(2)
+        server.set_password(root, lines[0])
+    elif not server.password_path(root).exists():
+        if not sys.stdin.isatty():
+            click.echo("error: no password set for this store: give --password-file (or start once in a terminal)", err=True)
+            sys.exit(2)
+        server.set_password(root, click.prompt(f"password for {user}", hide_input=True, confirmation_prompt=True))
+    net = load_or_exit(model, threads, site or True)
+    try:
+        state, service = server.open_site(root, net, user)
+    except StoreError as exc:
+        click.echo(f"error: --store: {exc}", err=True)
+        sys.exit(2)
+    if host != "127.0.0.1":
+        click.echo(f"warning: serving on {host}: anyone who can reach this machine on port {port} can open the page (and try the password)", err=True)
+    click.echo(f"edgecxr: serving {store} on http://{host}:{port}/ with model {net.name} {net.card.version}", err=True)
+    try:
+        server.run(state, service, root, host, port)
+    except OSError as exc:
+        click.echo(f"error: --port {port}: cannot serve ({exc.strerror or exc})", err=True)
+        sys.exit(2)
+    click.echo("edgecxr: stopped", err=True)
+
+
 def clinic_stopped(service: Service) -> None:
     """The last line of `listen` and `watch` on stderr: what the store holds."""
     click.echo("edgecxr: stopped; " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in service.counts().items()), err=True)

@@ -70,8 +70,7 @@ class Store:
 
     def received(self, key: str) -> Path | None:
         """The received file of ``key``, or None."""
-        found = sorted((self.root / "received").glob(f"{key}.*"))
-        return found[0] if found else None
+        return received_file(self.root, key)
 
     def known(self, key: str) -> bool:
         """Whether ``key`` was received (or, for a dropped file, refused) before."""
@@ -111,6 +110,12 @@ class Store:
 
     def write_json(self, target: Path, record: dict[str, Any]) -> Path:
         return self.write_bytes(target, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def received_file(root: str | os.PathLike, key: str) -> Path | None:
+    """The received file of ``key`` in the store at ``root``, or None (for readers that do not open the store)."""
+    found = sorted((Path(root) / "received").glob(f"{key}.*"))
+    return found[0] if found else None
 
 
 def _key_of(path: Path) -> str:

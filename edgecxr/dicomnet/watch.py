@@ -66,7 +66,7 @@ class Watcher:
         store, audit = self.service.store, self.service.audit
         refused, key = None, store.content_key(data)
         if dicom:
-            refused, uid = _check(data)
+            refused, uid = dicom_check(data)
             key = store.key(uid) if uid else key
         if store.known(key):
             return 0
@@ -83,7 +83,7 @@ class Watcher:
         return 1
 
 
-def _check(data: bytes) -> tuple[str | None, str]:
+def dicom_check(data: bytes) -> tuple[str | None, str]:
     """(why the DICOM file is refused or None, its SOP Instance UID or "")."""
     import pydicom
 
