@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as Redirect
 
 from edgecxr import __version__
 from edgecxr.card import ModelCard
@@ -145,7 +146,7 @@ def create_app(site: Site, secret: bytes) -> Flask:
         return _png(pictures.cached(site.uploads.service.store, f"{key}.result.png", lambda: pictures.result_png(root, files)))
 
     @app.post("/study/<key>/outcome")
-    def outcome(key: str) -> Response:
+    def outcome(key: str) -> Redirect:
         checked_form()
         study_or_404(key)
         value, note = request.form.get("outcome", ""), request.form.get("note", "").strip()[:2000]
@@ -212,7 +213,7 @@ def create_app(site: Site, secret: bytes) -> Flask:
         return redirect(url_for("worklist"))
 
     @app.post("/logout")
-    def logout() -> Response:
+    def logout() -> Redirect:
         if not auth.same_token(request.form.get("csrf"), session.get("csrf")):
             abort(400, "the form has expired or did not come from this page: reload it and try again")
         session.clear()
