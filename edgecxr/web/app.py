@@ -74,7 +74,8 @@ def create_app(site: Site, secret: bytes) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Any, int]:
         code = exc.code or 500
-        message = _MESSAGES.get(code, exc.description or exc.name)
+        own = exc.description is not None and exc.description != type(exc).description  # abort(code, "why")
+        message = str(exc.description) if own else _MESSAGES.get(code, exc.name)
         if request.path.startswith("/api/"):
             response = jsonify({"error": message})
             if code == 401:

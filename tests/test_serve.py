@@ -1,0 +1,285 @@
+"""``edgecxr serve`` through Flask's test client: every route and error, the security rules, the index and monitoring."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from clinic import wait_for
+from conftest import toy_u8
+from edgecxr.dicomnet.journal import Journal, read_lines
+from edgecxr.dicomnet.service import Service
+from edgecxr.model import Model
+from edgecxr.web import auth, monitoring, server
+from edgecxr.web.app import HEADERS, MAX_UPLOAD, create_app
+
+pytestmark = pytest.mark.clinic
+PASSWORD = "correct horse battery"
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def png(cls: int, seed: int = 0) -> bytes:
+    ok, data = cv2.imencode(".png", toy_u8(cls, seed=seed, size=(96, 96)))
+    assert ok
+    return data.tobytes()
+
+
+class Page:
+    """A test client over a fresh store, with helpers to log in and to send forms with the page's CSRF token."""
+
+    def __init__(self, root: Path, model: Model) -> None:
+        self.root = root
+        server.set_password(root, PASSWORD)
+        self.site, self.service = server.open_site(root, model, "admin")
+        self.client = create_app(self.site, server.secret(root)).test_client()
+
+    def token(self, path: str = "/upload") -> str:
+        found = re.search(r'name="csrf" value="([^"]+)"', self.client.get(path).text)
+        assert found, f"no CSRF token on {path}"
+        return found.group(1)
+
+    def login(self, password: str = PASSWORD) -> int:
+        return self.client.post("/login", data={"csrf": self.token("/login"), "user": "admin", "password": password}).status_code
+
+    def upload(self, data: bytes, name: str) -> tuple[int, str]:
+        r = self.client.post("/upload", data={"csrf": self.token(), "file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+        return r.status_code, r.headers.get("Location", "") or r.text
+
+    def received(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "web" / "received").iterdir())
+
+
+@pytest.fixture()
+def page(tmp_path, model_path):
+    p = Page(tmp_path / "store", Model(model_path))
+    yield p
+    p.service.stop()
+
+
+def test_reading_needs_no_login_and_every_response_has_the_security_headers(page):
+    for path in ("/", "/upload", "/monitoring", "/monitoring.csv", "/login", "/api/studies", "/no-such-page"):
+        r = page.client.get(path)
+        assert r.status_code == (404 if path == "/no-such-page" else 200), path
+        for name, value in HEADERS.items():
+            assert r.headers[name] == value, (path, name)
+    assert "default-src 'self'" in HEADERS["Content-Security-Policy"] and "frame-ancestors 'none'" in HEADERS["Content-Security-Policy"]
+    assert "0 studies" in page.client.get("/").text
+    assert "Log in</a> to upload" in page.client.get("/upload").text
+
+
+def test_no_write_without_login(page):
+    token = page.token("/login")  # a valid token of this session, but no login
+    r = page.client.post("/upload", data={"csrf": token, "file": (io.BytesIO(png(1)), "a.png")}, content_type="multipart/form-data")
+    assert r.status_code == 403 and "log in first" in r.text
+    r = page.client.post("/api/predict", data={"file": (io.BytesIO(png(1)), "a.png")})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic") and "error" in r.json
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"admin:guess").decode()}
+    assert page.client.post("/api/predict", data={"file": (io.BytesIO(png(1)), "a.png")}, headers=wrong).status_code == 401
+    assert page.received() == []
+    assert page.login("guess") == 403
+    assert page.received() == []
+
+
+def test_a_forged_csrf_token_is_refused(page):
+    assert page.login() == 302
+    for forged in ("", "forged-token"):
+        r = page.client.post("/upload", data={"csrf": forged, "file": (io.BytesIO(png(1)), "a.png")}, content_type="multipart/form-data")
+        assert r.status_code == 400 and "did not come from this page" in r.text
+    assert page.received() == []
+    # a browser's cross-site request to the API is refused even with the credentials
+    r = page.client.post("/api/predict", data={"file": (io.BytesIO(png(1)), "a.png")}, headers={**BASIC, "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and page.received() == []
+
+
+def test_upload_shows_the_result_and_the_file_name_is_inert_text(page):
+    assert page.login() == 302
+    code, location = page.upload(png(1), XSS + ".png")
+    assert code == 302 and location.startswith("/study/")
+    key = location.rsplit("/", 1)[1]
+    text = page.client.get(location).text
+    record = page.site.index.study(key)["record"]
+    assert f'<h2 id="label">{record["label"]}</h2>' in text
+    assert XSS not in text and "&lt;img src=x onerror=alert(1)&gt;.png" in text
+    assert "Research and software testing only" in text and "RESEARCH USE - NOT A DIAGNOSIS" in text
+    for picture in ("film.png", "result.png"):
+        r = page.client.get(f"{location}/{picture}")
+        assert r.status_code == 200 and r.mimetype == "image/png" and r.data.startswith(b"\x89PNG")
+    assert cv2.imdecode(np.frombuffer(page.client.get(f"{location}/film.png").data, np.uint8), cv2.IMREAD_GRAYSCALE).shape == (96, 96)
+    # logged out, the name is not shown at all
+    page.client.post("/logout", data={"csrf": page.token("/")})
+    assert "uploaded as" not in page.client.get(location).text
+
+
+def test_a_path_traversal_file_name_is_stored_by_key(page):
+    assert page.login() == 302
+    code, location = page.upload(png(2), "../../../../tmp/evil.png")
+    key = location.rsplit("/", 1)[1]
+    assert code == 302 and page.received() == [f"{key}.png"]
+    assert not (page.root.parent / "tmp" / "evil.png").exists() and not Path("/tmp/evil.png").exists()
+    assert page.site.index.study(key)["file"] == "evil.png"
+    assert read_lines(page.root / "web" / "uploads.jsonl")[-1] == {**read_lines(page.root / "web" / "uploads.jsonl")[-1], "key": key, "file": "evil.png"}
+
+
+def test_an_outcome_is_recorded_its_note_is_inert_and_monitoring_counts_it(page):
+    assert page.login() == 302
+    _, location = page.upload(png(1), "a.png")
+    key = location.rsplit("/", 1)[1]
+    note = "<script>alert('note')</script>"
+    r = page.client.post(f"{location}/outcome", data={"csrf": page.token(location), "outcome": "positive", "note": note})
+    assert r.status_code == 302
+    text = page.client.get(location).text
+    assert note not in text and "&lt;script&gt;alert(&#39;note&#39;)&lt;/script&gt;" in text
+    assert '<p id="outcome">lab-confirmed positive</p>' in text
+    assert "lab-confirmed positive" in page.client.get("/").text
+    assert "0 studies" in page.client.get("/?unreviewed=1").text
+    assert [line["event"] for line in read_lines(page.root / "web" / "audit.jsonl") if line["key"] == key] == ["received", "classified", "outcome"]
+    assert "alert" not in (page.root / "web" / "audit.jsonl").read_text()  # the note stays out of the audit log
+    row = page.client.get("/monitoring.csv").text.splitlines()[1].split(",")
+    # tiny model, no Normal label: not flagged; a confirmed positive that was not flagged is a false negative
+    assert dict(zip(monitoring.COLUMNS, row)) | {"week": ""} == {
+        "week": "", "read": "1", "flagged": "0", "share_flagged": "0.0000", "with_outcome": "1", "positive": "1", "negative": "0",
+        "true_positive": "0", "false_negative": "1", "true_negative": "0", "false_positive": "0", "sensitivity": "0.0000", "specificity": "", "yield": "",
+    }
+    assert "<td>1</td>" in page.client.get("/monitoring").text
+    # a bad outcome value is refused with a page
+    r = page.client.post(f"{location}/outcome", data={"csrf": page.token(location), "outcome": "maybe"})
+    assert r.status_code == 400 and "choose an outcome" in r.text
+
+
+def test_api_predict_answers_what_predict_json_prints_and_lists_studies(page, model_path, tmp_path):
+    film = tmp_path / "film.png"
+    film.write_bytes(png(2, seed=4))
+    r = page.client.post("/api/predict", data={"file": (io.BytesIO(film.read_bytes()), "film.png")}, headers=BASIC)
+    assert r.status_code == 200
+    expected = Model(model_path).predict(film, heatmap=True).to_dict()
+    got = r.json
+    assert set(expected) <= set(got) and got["file"] == "film.png"
+    assert got["label"] == expected["label"] and got["probabilities"] == expected["probabilities"] and got["warnings"] == expected["warnings"]
+    listed = page.client.get("/api/studies").json
+    assert listed["total"] == 1 and listed["studies"][0]["key"] == got["key"] and "file" not in listed["studies"][0]
+    assert page.client.get("/api/studies", headers=BASIC).json["studies"][0]["file"] == "film.png"
+    # the same film again: the same study, not a second one
+    again = page.client.post("/api/predict", data={"file": (io.BytesIO(film.read_bytes()), "other.png")}, headers=BASIC).json
+    assert again["key"] == got["key"] and page.client.get("/api/studies").json["total"] == 1
+
+
+def test_refused_and_failed_uploads_are_readable(page):
+    r = page.client.post("/api/predict", data={"file": (io.BytesIO(b"%PDF-1.4 not a film"), "scan.pdf")}, headers=BASIC)
+    assert r.status_code == 400 and r.json == {"error": "not an image file: only PNG, JPEG, BMP, TIFF or DICOM films are accepted"}
+    r = page.client.post("/api/predict", data={}, headers=BASIC)
+    assert r.status_code == 400 and "choose a film" in r.json["error"]
+    assert page.received() == []
+    # an image header with nothing decodable behind it: stored, classified as failed, shown with its reason
+    broken = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+    r = page.client.post("/api/predict", data={"file": (io.BytesIO(broken), "broken.png")}, headers=BASIC)
+    assert r.status_code == 422 and r.json["file"] == "broken.png" and r.json["error"]
+    worklist = page.client.get("/").text
+    assert f"failed: {r.json['error']}" in worklist
+    study = page.client.get(f"/study/{r.json['key']}")
+    assert study.status_code == 200 and r.json["error"] in study.text
+    assert page.client.get(f"/study/{r.json['key']}/film.png").status_code == 404
+    assert "Traceback" not in worklist + study.text
+    # on the page too
+    assert page.login() == 302
+    code, text = page.upload(b"just text", "notes.txt")
+    assert code == 400 and "not an image file" in text
+
+
+def test_an_upload_over_the_limit_is_refused(page):
+    big = b"\x89PNG\r\n\x1a\n" + b"\x00" * (50 * 2**20)
+    assert len(big) > MAX_UPLOAD
+    r = page.client.post("/api/predict", data={"file": (io.BytesIO(big), "big.png")}, headers=BASIC)
+    assert r.status_code == 413 and r.json == {"error": "the upload is larger than 40 MB"}
+    assert page.login() == 302
+    r = page.client.post("/upload", data={"csrf": page.token(), "file": (io.BytesIO(big), "big.png")}, content_type="multipart/form-data")
+    assert r.status_code == 413 and "larger than 40 MB" in r.text
+    assert page.received() == []
+
+
+def test_bad_addresses_and_parameters_get_readable_errors(page):
+    for path, code, words in (
+        ("/study/" + "0" * 64, 404, "no such page or study"),
+        ("/study/..%2F..%2Fetc%2Fpasswd", 404, "no such page or study"),
+        ("/study/nothex/film.png", 404, "no such page or study"),
+        ("/?page=0", 400, "page: a whole number"),
+        ("/?since=yesterday", 400, "YYYY-MM-DD"),
+        ("/api/studies?page=x", 400, "page: a whole number"),
+    ):
+        r = page.client.get(path)
+        assert r.status_code == code and words in r.text and "Traceback" not in r.text, path
+    r = page.client.get("/api/predict")
+    assert r.status_code == 405 and r.json == {"error": "that method is not allowed here"}
+
+
+def test_studies_from_listen_and_watch_appear_with_filters_and_pages(page, model_path):
+    """The store `listen` / `watch` write: one film classified, one failed, and 60 result lines for the filters and pages."""
+    main = Service(page.root, Model(model_path), None, "EDGECXR", 5.0)
+    good, bad = main.store.content_key(png(0)), main.store.content_key(b"bad")
+    main.store.write_bytes(main.store.path("received", good, ".png"), png(0))
+    main.store.write_bytes(main.store.path("received", bad, ".png"), b"\x89PNG\r\n\x1a\n" + b"\x01" * 64)
+    main.start()  # the two received films are pending: the worker classifies them
+    wait_for(lambda: len(read_lines(page.root / "results.jsonl")) == 1 and (page.root / "failed" / f"{bad}.json").exists(), 60, "both films done")
+    results = Journal(page.root / "results.jsonl")
+    for i in range(60):
+        results.once("result", f"{i:064x}", file=None, label="Pneumonia", probabilities={"Normal": 0.2, "Pneumonia": 0.8},
+                     warnings=[], abnormal_score=0.8, refer=i % 3 == 0, operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}])
+    listed = page.client.get("/api/studies").json
+    assert listed["total"] == 62 and len(listed["studies"]) == 50
+    assert {s["status"] for s in listed["studies"]} == {"classified"}  # newest first: the 60 lines came last
+    assert page.client.get("/api/studies?page=2").json["studies"][-1]["key"] in (good, bad)
+    assert page.client.get("/api/studies?refer=1").json["total"] == 20
+    today = listed["studies"][0]["time"][:10]
+    assert page.client.get(f"/api/studies?since={today}&until={today}").json["total"] == 62
+    assert page.client.get("/api/studies?since=2999-01-01").json["total"] == 0
+    assert page.client.get("/api/studies?until=2000-01-01").json["total"] == 0
+    text = page.client.get("/?page=2").text
+    assert "62 studies, page 2 of 2" in text and "failed: " in text and 'href="/?page=1"' in text
+    assert page.client.get(f"/study/{good}/film.png").data.startswith(b"\x89PNG")
+    assert page.client.get(f"/study/{good}/result.png").data.startswith(b"\x89PNG")
+    refer_page = page.client.get(f"/study/{0:064x}").text
+    assert '<span class="refer">Refer</span>' in refer_page and "refer when the abnormal score ≥ 0.5000" in refer_page
+    main.stop()
+
+
+def test_monitoring_per_week():
+    rows = [{"time": "2026-11-30T10:00:00+00:00", "flagged": f, "outcome": o} for f, o in
+            [(True, "positive"), (True, "negative"), (False, "negative"), (False, "positive"), (False, None), (True, "not_done")]]
+    rows.append({"time": "2026-11-29T10:00:00+00:00", "flagged": True, "outcome": "positive"})
+    newer, older = monitoring.weekly(rows)
+    assert newer == {"week": "2026-W49", "read": 6, "flagged": 3, "share_flagged": 0.5, "with_outcome": 4, "positive": 2, "negative": 2,
+                     "true_positive": 1, "false_negative": 1, "true_negative": 1, "false_positive": 1,
+                     "sensitivity": 0.5, "specificity": 0.5, "yield": 0.5}
+    assert older["week"] == "2026-W48" and older["sensitivity"] == 1.0 and older["specificity"] is None
+    assert monitoring.as_csv([newer]).splitlines()[1] == "2026-W49,6,3,0.5000,4,2,2,1,1,1,1,0.5000,0.5000,0.5000"
+
+
+def test_passwords_are_hashed_with_scrypt(tmp_path):
+    line = auth.hash_password("s3cret-words")
+    assert line.startswith("scrypt$") and "s3cret" not in line
+    assert auth.check_password("s3cret-words", line) and not auth.check_password("s3cret-wordz", line)
+    assert not auth.check_password("x", "garbage") and auth.hash_password("a") != auth.hash_password("a")
+    server.set_password(tmp_path, "s3cret-words")
+    assert server.password_path(tmp_path).stat().st_mode & 0o777 == 0o600
+    assert auth.basic_credentials("Basic " + base64.b64encode(b"u:p:q").decode()) == ("u", "p:q")
+    assert auth.basic_credentials("Basic !!") is None and auth.basic_credentials(None) is None
+
+
+def test_serve_command_errors(runner, tmp_path, model_path):
+    from edgecxr.cli import main
+
+    r = runner.invoke(main, ["serve", "--help"])
+    assert r.exit_code == 0 and "--password-file" in r.output and "HTTP Basic" in r.output
+    r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--model", model_path])
+    assert r.exit_code == 2 and "no password set for this store" in r.stderr
+    short = tmp_path / "pw"
+    short.write_text("short\n")
+    r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--password-file", str(short), "--model", model_path])
+    assert r.exit_code == 2 and "at least 8 characters" in r.stderr
+    assert json.loads(json.dumps(HEADERS))  # the headers are plain strings
