@@ -1,0 +1,112 @@
+"""``edgecxr serve`` in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium.
+
+Logs in, uploads a film from ../shared/data/cxr3-fullres, reads the result, toggles the heatmap,
+records an outcome and finds it on the monitoring page. Screenshots go in the test's tmp folder.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service as DriverService
+from selenium.webdriver.common.by import By
+
+from clinic import free_port, wait_for
+from conftest import child_env
+from edgecxr.model import load_model
+
+pytestmark = pytest.mark.clinic
+PASSWORD = "browser test password"
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
+
+
+def answers(url: str) -> bool:
+    try:
+        return _DIRECT.open(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """``python -m edgecxr serve`` with the bundled default model on a free port: its base URL."""
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    port = free_port()
+    with open(tmp_path / "serve.stderr", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgecxr", "serve", "--store", str(tmp_path / "store"), "--port", str(port), "--password-file", str(tmp_path / "pw")],
+            stdout=subprocess.DEVNULL, stderr=err, env=child_env(),
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(url + "/") or proc.poll() is not None, 120, "edgecxr serve to answer")
+        assert proc.poll() is None, (tmp_path / "serve.stderr").read_text()
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert "Traceback" not in (tmp_path / "serve.stderr").read_text()
+
+
+@pytest.fixture()
+def browser():
+    options = Options()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400", "--no-proxy-server"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=DriverService(executable_path=shutil.which("chromedriver") or "chromedriver"))
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+def test_log_in_upload_toggle_heatmap_record_outcome_and_monitor(served, browser, shared_data, tmp_path):
+    film = sorted((shared_data / "cxr3-fullres" / "Pneumonia").glob("*.png"))[0]
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    browser.get(served + "/login")
+    browser.find_element(By.NAME, "user").send_keys("admin")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login").click()
+    assert "Log out" in browser.find_element(By.TAG_NAME, "header").text
+
+    browser.get(served + "/upload")
+    browser.find_element(By.NAME, "file").send_keys(str(film))
+    browser.find_element(By.ID, "send").click()
+    wait_for(lambda: "/study/" in browser.current_url, 120, "the study page")
+    label = browser.find_element(By.ID, "label").text
+    assert label in load_model().labels
+    assert film.name in browser.page_source and "RESEARCH USE - NOT A DIAGNOSIS" in browser.page_source
+    plain, result = browser.find_element(By.CSS_SELECTOR, "img.plain"), browser.find_element(By.CSS_SELECTOR, "img.result")
+    assert plain.is_displayed() and not result.is_displayed()
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", plain) > 0  # the film loaded
+    browser.save_screenshot(str(shots / "study.png"))
+    browser.find_element(By.ID, "heatmap-toggle").click()
+    assert result.is_displayed() and not plain.is_displayed()
+    wait_for(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", result) > 0, 30, "the heatmap picture")
+    browser.save_screenshot(str(shots / "heatmap.png"))
+
+    browser.find_element(By.CSS_SELECTOR, "input[name=outcome][value=positive]").click()
+    browser.find_element(By.NAME, "note").send_keys("sputum smear positive")
+    browser.find_element(By.ID, "record").click()
+    assert browser.find_element(By.ID, "outcome").text == "lab-confirmed positive"
+    assert browser.find_element(By.ID, "note").text == "sputum smear positive"
+
+    browser.get(served + "/")
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 1 and label in rows[0].text and "lab-confirmed positive" in rows[0].text
+    browser.save_screenshot(str(shots / "worklist.png"))
+
+    browser.get(served + "/monitoring")
+    cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#weeks tbody tr td")]
+    assert cells[1] == "1" and cells[4] == "1" and cells[5] == "1"  # films read, with outcome, positive
+    browser.save_screenshot(str(shots / "monitoring.png"))
+    assert sorted(p.name for p in shots.iterdir()) == ["heatmap.png", "monitoring.png", "study.png", "worklist.png"]
+    assert all(p.stat().st_size > 1000 for p in shots.iterdir())
