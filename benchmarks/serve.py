@@ -1,0 +1,209 @@
+"""Benchmark of ``edgecxr serve``: worklist page time with many stored studies, upload-to-result time, server RSS.
+
+    python -m benchmarks.serve --studies 10000 --data ../shared/data/cxr3-fullres --uploads 20 \\
+        [--model resnet18-int8] --out benchmarks/results/serve
+
+Fills a new store's ``results.jsonl`` with ``--studies`` made-up result lines (what ``listen`` /
+``watch`` write; the page reads them, it does not care how they were made), starts
+``python -m edgecxr serve`` on it as a child process, and measures over plain HTTP on localhost:
+the first worklist request (which builds the SQLite index from the log), then ``--requests``
+worklist requests each for page 1, a deep page, and the refer-only filter (p50, p95); then
+``--uploads`` films POSTed one at a time to ``/api/predict`` (the time from sending to the JSON
+answer: store, decode, model, heatmap, result picture, index); the server's RSS after start
+(idle, before any upload), at the end, and its peak (``VmHWM``). Writes ``results.json`` (with
+provenance and the machine) and ``report.md``; ``--from-results`` rewrites only the report.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecxr import registry
+from edgecxr.benchmark import platform_info
+from edgecxr.card import read_card
+from edgecxr.dicomnet.journal import Journal
+from edgecxr.provenance import invocation, record, repo_relative
+
+PASSWORD = "benchmark password"
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fill(store: Path, n: int, seed: int = 0) -> None:
+    """``n`` made-up result lines in ``store/results.jsonl``, a third of them refer."""
+    rng = np.random.default_rng(seed)
+    results = Journal(store / "results.jsonl")
+    for i in range(n):
+        p = rng.dirichlet([2.0, 1.0, 1.0])
+        probs = {"Normal": round(float(p[0]), 6), "Pneumonia": round(float(p[1]), 6), "COVID": round(float(p[2]), 6)}
+        results.once("result", f"{i:064x}", file=None, model="resnet18-int8", label=max(probs, key=lambda k: probs[k]), probabilities=probs,
+                     latency_ms=100.0, warnings=[], checks=[], abnormal_score=round(1 - probs["Normal"], 6), refer=bool(p[0] < 0.5),
+                     operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}], results=[])
+
+
+def get_ms(url: str) -> float:
+    start = time.perf_counter()
+    with DIRECT.open(url, timeout=120) as r:
+        r.read()
+        assert r.status == 200, f"{url}: HTTP {r.status}"
+    return (time.perf_counter() - start) * 1000
+
+
+def upload_ms(url: str, film: Path) -> tuple[float, dict[str, Any]]:
+    boundary = "edgecxr-benchmark-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{film.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + film.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "/api/predict", data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode(),
+    })
+    start = time.perf_counter()
+    with DIRECT.open(request, timeout=300) as r:
+        answer = json.loads(r.read())
+    return (time.perf_counter() - start) * 1000, answer
+
+
+def rss_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc status")
+
+
+def stats(ms: list[float]) -> dict[str, float]:
+    return {"p50": round(float(np.percentile(ms, 50)), 2), "p95": round(float(np.percentile(ms, 95)), 2), "n": len(ms)}
+
+
+def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        store.mkdir()
+        fill(store, studies)
+        (Path(tmp) / "pw").write_text(PASSWORD + "\n")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgecxr", "serve", "--store", str(store), "--port", str(port), "--model", model, "--password-file", str(Path(tmp) / "pw")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            end = time.monotonic() + 300
+            while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+                if proc.poll() is not None or time.monotonic() > end:
+                    raise SystemExit(f"error: edgecxr serve did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+                time.sleep(0.1)
+            idle = rss_mb(proc.pid, "VmRSS")
+            first = get_ms(url + "/")
+            deep = (studies + 49) // 50 // 2 or 1
+            pages = {name: stats([get_ms(url + path) for _ in range(requests)])
+                     for name, path in (("page 1", "/"), (f"page {deep}", f"/?page={deep}"), ("refer only", "/?refer=1"), ("GET /api/studies", "/api/studies"))}
+            timed, labels = [], []
+            for film in films:
+                ms, answer = upload_ms(url, film)
+                timed.append(ms)
+                labels.append(answer.get("label", "failed: " + str(answer.get("error"))))
+            last, peak = rss_mb(proc.pid, "VmRSS"), rss_mb(proc.pid, "VmHWM")
+            load = os.getloadavg()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return {
+        "studies": studies,
+        "first_worklist_ms_with_index_build": round(first, 1),
+        "worklist_ms": pages,
+        "upload_to_result_ms": {**stats(timed), "max": round(max(timed), 1)},
+        "uploaded_films": len(films),
+        "upload_labels": {label: labels.count(label) for label in sorted(set(labels))},
+        "server_rss_mb": {"idle_after_start": round(idle, 1), "at_end": round(last, 1), "peak": round(peak, 1)},
+        "load_average_at_end": [round(x, 2) for x in load],
+        "exit_code_on_sigterm": code,
+    }
+
+
+def report(results: dict[str, Any]) -> str:
+    m, p, prov = results["measured"], results["platform"], results["provenance"]
+    git = prov["git"] or {}
+    rss = m["server_rss_mb"]
+    up = m["upload_to_result_ms"]
+    lines = [
+        "# `edgecxr serve`: worklist time, upload-to-result time, memory",
+        "",
+        f"Measured {prov['utc_time']} on {p['machine']} {p['cpu']} ({p['cpus']} CPUs), {p['system']}, Python {p['python']}, "
+        f"{p['interpreter']} {p['interpreter_version']}; git {git.get('commit', 'unknown')[:12]}{' (dirty)' if git.get('dirty') else ''}. "
+        f"Model `{results['model']['name']}` {results['model']['version']}. Command: `{prov['command']}`.",
+        "",
+        f"A store with {m['studies']:,} made-up result lines in results.jsonl; requests over HTTP on localhost, one at a time, "
+        "from the benchmark process (waitress, 4 threads).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| first worklist request (builds the SQLite index from the log) | {m['first_worklist_ms_with_index_build']:.0f} ms |",
+        *[f"| worklist {name}, p50 / p95 ({s['n']} requests) | {s['p50']:.1f} / {s['p95']:.1f} ms |" for name, s in m["worklist_ms"].items()],
+        f"| upload to result (`POST /api/predict`, {up['n']} films from `{results['data']}`), p50 / p95 / max | "
+        f"{up['p50']:.0f} / {up['p95']:.0f} / {up['max']:.0f} ms |",
+        f"| server RSS: idle after start / at the end / peak (VmHWM) | {rss['idle_after_start']:.0f} / {rss['at_end']:.0f} / {rss['peak']:.0f} MB |",
+        f"| exit status on SIGTERM | {m['exit_code_on_sigterm']} |",
+        "",
+        f"Upload answers: {', '.join(f'{k} {v}' for k, v in m['upload_labels'].items())}. The RSS includes the model and its interpreter; "
+        "the machine was shared with other work (load average at the end: " + ", ".join(map(str, m["load_average_at_end"])) + ").",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--studies", type=int, default=10000)
+    parser.add_argument("--requests", type=int, default=100, help="timed requests of each worklist page")
+    parser.add_argument("--data", type=Path, help="a folder of class folders of films to upload (e.g. ../shared/data/cxr3-fullres)")
+    parser.add_argument("--uploads", type=int, default=20)
+    parser.add_argument("--model", default=registry.DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--from-results", action="store_true", help="only rewrite OUT/report.md from OUT/results.json")
+    args = parser.parse_args(argv)
+    if args.from_results:
+        (args.out / "report.md").write_text(report(json.loads((args.out / "results.json").read_text())))
+        return 0
+    if args.data is None:
+        parser.error("--data is required to measure")
+    folders = [sorted(p for p in d.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) for d in sorted(args.data.iterdir()) if d.is_dir()]
+    films = [f for group in zip(*folders) for f in group][: args.uploads]
+    if len(films) < args.uploads:
+        raise SystemExit(f"error: {args.data}: fewer than {args.uploads} films in its class folders")
+    model_path = registry.resolve(args.model)
+    card = read_card(model_path)
+    results: dict[str, Any] = {
+        "provenance": record(invocation("python -m benchmarks.serve", argv), models=[model_path]),
+        "platform": platform_info(),
+        "model": {"name": card.name, "version": card.version, "sha256": card.sha256},
+        "data": repo_relative(args.data),
+        "measured": measure(args.studies, args.requests, films, str(model_path)),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "report.md").write_text(report(results))
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
