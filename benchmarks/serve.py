@@ -6,11 +6,13 @@
 Fills a new store's ``results.jsonl`` with ``--studies`` made-up result lines (what ``listen`` /
 ``watch`` write; the page reads them, it does not care how they were made), starts
 ``python -m edgecxr serve`` on it as a child process, and measures over plain HTTP on localhost:
-the first worklist request (which builds the SQLite index from the log), then ``--requests``
+the time from start to the first worklist page (the model loaded, the SQLite index built
+from the log), then ``--requests``
 worklist requests each for page 1, a deep page, and the refer-only filter (p50, p95); then
 ``--uploads`` films POSTed one at a time to ``/api/predict`` (the time from sending to the JSON
 answer: store, decode, model, heatmap, result picture, index); the server's RSS after start
-(idle, before any upload), at the end, and its peak (``VmHWM``). Writes ``results.json`` (with
+(idle, before any upload), at the end, and its peak (``VmHWM``), and what importing Flask,
+waitress and :mod:`edgecxr.web` adds to a fresh Python. Writes ``results.json`` (with
 provenance and the machine) and ``report.md``; ``--from-results`` rewrites only the report.
 """
 from __future__ import annotations
@@ -88,6 +90,15 @@ def rss_mb(pid: int, field: str) -> float:
     raise RuntimeError(f"no {field} in /proc status")
 
 
+def framework_rss_mb() -> dict[str, float]:
+    """What importing Flask and waitress, then the page's own modules (numpy, OpenCV, pydicom, highdicom...), adds to a fresh Python (MB)."""
+    code = ("import re\n"
+            "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+            "before = rss()\nimport flask, waitress\nmiddle = rss()\nimport edgecxr.web.app\nprint((middle - before) / 1024, (rss() - middle) / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return {"flask_and_waitress": round(float(out[0]), 1), "then_edgecxr_web": round(float(out[1]), 1)}
+
+
 def stats(ms: list[float]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(ms, 50)), 2), "p95": round(float(np.percentile(ms, 95)), 2), "n": len(ms)}
 
@@ -100,6 +111,7 @@ def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[
         (Path(tmp) / "pw").write_text(PASSWORD + "\n")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
+        launched = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgecxr", "serve", "--store", str(store), "--port", str(port), "--model", model, "--password-file", str(Path(tmp) / "pw")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -111,7 +123,8 @@ def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[
                     raise SystemExit(f"error: edgecxr serve did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
                 time.sleep(0.1)
             idle = rss_mb(proc.pid, "VmRSS")
-            first = get_ms(url + "/")
+            get_ms(url + "/")
+            started = (time.perf_counter() - launched) * 1000
             deep = (studies + 49) // 50 // 2 or 1
             pages = {name: stats([get_ms(url + path) for _ in range(requests)])
                      for name, path in (("page 1", "/"), (f"page {deep}", f"/?page={deep}"), ("refer only", "/?refer=1"), ("GET /api/studies", "/api/studies"))}
@@ -129,7 +142,8 @@ def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[
                 proc.kill()
     return {
         "studies": studies,
-        "first_worklist_ms_with_index_build": round(first, 1),
+        "start_to_first_page_ms": round(started, 1),
+        "framework_import_rss_mb": framework_rss_mb(),
         "worklist_ms": pages,
         "upload_to_result_ms": {**stats(timed), "max": round(max(timed), 1)},
         "uploaded_films": len(films),
@@ -157,11 +171,13 @@ def report(results: dict[str, Any]) -> str:
         "",
         "| measure | value |",
         "|---|---|",
-        f"| first worklist request (builds the SQLite index from the log) | {m['first_worklist_ms_with_index_build']:.0f} ms |",
+        f"| start to first worklist page (model loaded, SQLite index built from the log) | {m['start_to_first_page_ms'] / 1000:.1f} s |",
         *[f"| worklist {name}, p50 / p95 ({s['n']} requests) | {s['p50']:.1f} / {s['p95']:.1f} ms |" for name, s in m["worklist_ms"].items()],
         f"| upload to result (`POST /api/predict`, {up['n']} films from `{results['data']}`), p50 / p95 / max | "
         f"{up['p50']:.0f} / {up['p95']:.0f} / {up['max']:.0f} ms |",
         f"| server RSS: idle after start / at the end / peak (VmHWM) | {rss['idle_after_start']:.0f} / {rss['at_end']:.0f} / {rss['peak']:.0f} MB |",
+        f"| RSS that importing Flask and waitress adds to a fresh Python / then edgecxr.web (numpy, OpenCV, pydicom, highdicom) | "
+        f"{m['framework_import_rss_mb']['flask_and_waitress']:.0f} / {m['framework_import_rss_mb']['then_edgecxr_web']:.0f} MB |",
         f"| exit status on SIGTERM | {m['exit_code_on_sigterm']} |",
         "",
         f"Upload answers: {', '.join(f'{k} {v}' for k, v in m['upload_labels'].items())}. The RSS includes the model and its interpreter; "
