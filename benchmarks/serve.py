@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,11 @@ def upload_ms(url: str, film: Path) -> tuple[float, dict[str, Any]]:
         "Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode(),
     })
     start = time.perf_counter()
-    with DIRECT.open(request, timeout=300) as r:
-        answer = json.loads(r.read())
+    try:
+        with DIRECT.open(request, timeout=300) as r:
+            answer = json.loads(r.read())
+    except urllib.error.HTTPError as exc:  # a refused or failed film: its JSON error
+        answer = json.loads(exc.read())
     return (time.perf_counter() - start) * 1000, answer
 
 
