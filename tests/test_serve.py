@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from clinic import wait_for
+from clinic import wait_for, wrap
 from conftest import toy_u8
 from edgecxr.dicomnet.journal import Journal, read_lines
 from edgecxr.dicomnet.service import Service
@@ -168,6 +168,22 @@ def test_api_predict_answers_what_predict_json_prints_and_lists_studies(page, mo
     # the same film again: the same study, not a second one
     again = page.client.post("/api/predict", data={"file": (io.BytesIO(film.read_bytes()), "other.png")}, headers=BASIC).json
     assert again["key"] == got["key"] and page.client.get("/api/studies").json["total"] == 1
+
+
+def test_a_dicom_upload_shows_its_result_picture_and_never_the_patient(page):
+    buffer = io.BytesIO()
+    wrap(toy_u8(0, seed=5, size=(96, 96)), "Plimsoll^Araminta", "AP-424242").save_as(buffer, enforce_file_format=True)
+    r = page.client.post("/api/predict", data={"file": (io.BytesIO(buffer.getvalue()), "IM0001")}, headers=BASIC)
+    assert r.status_code == 200 and sorted(f.rsplit(".", 2)[-2] for f in r.json["results"]) == ["sc", "sr"]
+    key = r.json["key"]
+    assert page.received() == [f"{key}.dcm"]
+    picture = cv2.imdecode(np.frombuffer(page.client.get(f"/study/{key}/result.png").data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert picture.ndim == 3 and picture.shape[1] >= 768  # the Secondary Capture's RGB picture, at least MIN_WIDTH wide
+    assert page.client.get(f"/study/{key}/film.png").data.startswith(b"\x89PNG")
+    assert page.login() == 302
+    shown = "".join(page.client.get(path).text for path in ("/", f"/study/{key}", "/api/studies", "/monitoring", "/monitoring.csv"))
+    shown += page.client.get("/api/studies", headers=BASIC).text
+    assert "Plimsoll" not in shown and "AP-424242" not in shown and "Araminta" not in shown
 
 
 def test_refused_and_failed_uploads_are_readable(page):
