@@ -5,14 +5,17 @@ import base64
 import io
 import json
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from clinic import wait_for, wrap
-from conftest import toy_u8
+from clinic import free_port, wait_for, wrap
+from conftest import child_env, toy_u8
 from edgecxr.dicomnet.journal import Journal, read_lines
 from edgecxr.dicomnet.service import Service
 from edgecxr.model import Model
@@ -299,3 +302,20 @@ def test_serve_command_errors(runner, tmp_path, model_path):
     r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--password-file", str(short), "--model", model_path])
     assert r.exit_code == 2 and "at least 8 characters" in r.stderr
     assert json.loads(json.dumps(HEADERS))  # the headers are plain strings
+
+
+def test_serve_warns_off_localhost_stops_on_sigterm_and_holds_its_store(tmp_path, model_path):
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    command = [sys.executable, "-m", "edgecxr", "serve", "--store", str(tmp_path / "store"), "--password-file", str(tmp_path / "pw"), "--model", model_path]
+    err = tmp_path / "serve.stderr"
+    with open(err, "wb") as fh:
+        proc = subprocess.Popen([*command, "--host", "0.0.0.0", "--port", str(free_port())], stdout=subprocess.DEVNULL, stderr=fh, env=child_env())
+    try:
+        wait_for(lambda: b"serving" in err.read_bytes() or proc.poll() is not None, 60, "edgecxr serve to start")
+        assert "warning: serving on 0.0.0.0: anyone who can reach this machine" in err.read_text()
+        second = subprocess.run([*command, "--port", str(free_port())], capture_output=True, text=True, env=child_env(), timeout=60)
+        assert second.returncode == 2 and "the store is in use by another edgecxr process" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert "Traceback" not in err.read_text() and "edgecxr: stopped" in err.read_text()
