@@ -11,5 +11,6 @@ One module per job:
 - :mod:`~edgecxr.web.uploads`: a film uploaded through the page or the API, into the upload store;
 - :mod:`~edgecxr.web.pictures`: the film and its heatmap picture as PNG for the browser;
 - :mod:`~edgecxr.web.monitoring`: films read, share flagged, sensitivity, specificity and yield per week;
-- :mod:`~edgecxr.web.app`: the Flask application, its routes and security headers.
+- :mod:`~edgecxr.web.app`: the Flask application, its routes and security headers;
+- :mod:`~edgecxr.web.server`: the password and session secret, the upload service, waitress until SIGTERM.
 """
