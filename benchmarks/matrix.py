@@ -224,6 +224,13 @@ def provenance(block: dict) -> str:
     return f"{block.get('measured_at') or 'a time not recorded'}, {load}"
 
 
+def _other_machine(matrix: dict, cold: dict | None) -> str:
+    """``, on <machine>`` when the cold start was measured on another CPU than the matrix, else nothing."""
+    if not cold or (cold.get("cpu"), cold.get("system")) == (matrix.get("cpu"), matrix.get("system")):
+        return ""
+    return f", on another machine: {cold['machine']}, {cold['cpu']}, {cold['cpus']} CPUs, {cold['system']}"
+
+
 def markdown(results: dict, notes: str | None = None) -> str:
     p = results["platform"]
     cold = results.get("cold_start")
@@ -236,7 +243,7 @@ def markdown(results: dict, notes: str | None = None) -> str:
         f"Latency, accuracy and Keras numbers: matrix run at {provenance(results)}. " + (
             "No cold-start numbers." if not cold else "Cold start: "
             + ("a separate run (`--measure-cold-start`), not the matrix run" if cold.get("separate_run") else "the same run")
-            + f", at {provenance(cold)}."),
+            + f", at {provenance(cold)}" + _other_machine(p, cold.get("platform")) + "."),
         "", *targets_markdown(results, notes), *cold_markdown(cold),
         "## Accuracy on the test split", "",
         "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in labels) + " |",
