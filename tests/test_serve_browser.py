@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
@@ -66,6 +67,22 @@ def browser():
     driver.quit()
 
 
+def text_of(browser, element_id: str) -> str | None:
+    """The text of the element with ``element_id`` on the current page; None while the page is being replaced."""
+    try:
+        return browser.find_element(By.ID, element_id).text
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
+
+
+def header_text(browser) -> str | None:
+    """The page header's text; None while the page is being replaced."""
+    try:
+        return browser.find_element(By.TAG_NAME, "header").text
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
+
+
 def test_log_in_upload_toggle_heatmap_record_outcome_and_monitor(served, browser, shared_data, tmp_path):
     film = sorted((shared_data / "cxr3-fullres" / "Pneumonia").glob("*.png"))[0]
     shots = tmp_path / "screenshots"
@@ -75,7 +92,7 @@ def test_log_in_upload_toggle_heatmap_record_outcome_and_monitor(served, browser
     browser.find_element(By.NAME, "user").send_keys("admin")
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.ID, "login").click()
-    assert "Log out" in browser.find_element(By.TAG_NAME, "header").text
+    wait_for(lambda: "Log out" in (header_text(browser) or ""), 30, "the logged-in page")
 
     browser.get(served + "/upload")
     browser.find_element(By.NAME, "file").send_keys(str(film))
@@ -96,8 +113,9 @@ def test_log_in_upload_toggle_heatmap_record_outcome_and_monitor(served, browser
     browser.find_element(By.CSS_SELECTOR, "input[name=outcome][value=positive]").click()
     browser.find_element(By.NAME, "note").send_keys("sputum smear positive")
     browser.find_element(By.ID, "record").click()
-    assert browser.find_element(By.ID, "outcome").text == "lab-confirmed positive"
-    assert browser.find_element(By.ID, "note").text == "sputum smear positive"
+    # the form posts and the study page loads again: read the new page, not the old one going stale
+    wait_for(lambda: text_of(browser, "outcome") == "lab-confirmed positive", 30, "the recorded outcome")
+    assert text_of(browser, "note") == "sputum smear positive"
 
     browser.get(served + "/")
     rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
