@@ -32,6 +32,7 @@ import tf_keras as keras
 from edgecxr import provenance
 from edgecxr.families import family
 from edgecxr.metrics import classification_report
+from edgecxr.model import Model
 from edgecxr.preprocess import PreprocessSpec
 from training import adversarial, report
 from training.data import Dataset, DatasetError, Split
@@ -125,6 +126,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
     if not resuming and (cfg.out / "last.keras").exists():
         raise DatasetError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose another --out")
     spec = PreprocessSpec.from_dict(json.loads((cfg.out / "run.json").read_text())["preprocessing"]) if resuming else run_spec(cfg)
+    teacher = _teacher(cfg) if cfg.teacher else None  # refused before the films are decoded
     data = load_roots([cfg.data, *cfg.more_data], spec, workers=cfg.workers)
     train_split = data.splits["train"]
     val_split = data.splits.get("val")
@@ -148,7 +150,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
     n_sources = len(source_ids(train_split.sources)[1])
     if recipe.adversarial > 0 and n_sources < 2:
         raise DatasetError(f"{cfg.data}: --adversarial needs at least two training sources in the manifests, found {n_sources}")
-    soft = _distillation_targets(cfg, train_split) if cfg.teacher else None
+    soft = _distillation_targets(cfg, teacher, train_split) if teacher else None
     resume_file = cfg.out / (adversarial.WRAPPER_FILE if recipe.adversarial > 0 else "last.keras")
     with strategy.scope():
         if resuming:
@@ -200,18 +202,24 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
     return evaluate_run(best, data, cfg.out, cfg.batch_size)
 
 
-def _distillation_targets(cfg: TrainConfig, train_split: Split) -> np.ndarray:
-    """The soft targets of a distilled run (training.distill); DatasetError for a teacher that cannot be used."""
+def _teacher(cfg: TrainConfig) -> Model:
+    """The distillation teacher of ``cfg``; DatasetError for one that cannot be used."""
     from edgecxr.card import ModelError
-    from edgecxr.model import Model
-    from training.distill import soft_targets, teacher_probabilities
 
     if cfg.adversarial > 0:
         raise DatasetError("--teacher and --adversarial cannot be combined")
+    if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.distill_temperature <= 0:
+        raise DatasetError(f"distillation needs 0 <= --distill-alpha <= 1 and --distill-temperature > 0, got {cfg.distill_alpha}, {cfg.distill_temperature}")
     try:
-        teacher = Model(cfg.teacher)  # type: ignore[arg-type]  # callers check cfg.teacher
+        return Model(cfg.teacher)  # type: ignore[arg-type]  # callers check cfg.teacher
     except ModelError as exc:
         raise DatasetError(str(exc)) from None
+
+
+def _distillation_targets(cfg: TrainConfig, teacher: Model, train_split: Split) -> np.ndarray:
+    """The soft targets of a distilled run (training.distill)."""
+    from training.distill import soft_targets, teacher_probabilities
+
     print(f"distilling from {teacher.name} {teacher.card.version} (alpha {cfg.distill_alpha}, temperature {cfg.distill_temperature})")
     probs = teacher_probabilities(teacher, [cfg.data, *cfg.more_data], train_split, cfg.workers)
     return soft_targets(train_split.y, probs, cfg.distill_alpha, cfg.distill_temperature)
