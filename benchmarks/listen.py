@@ -36,12 +36,11 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from benchmarks.header import model_run_header
 from edgecxr import registry
-from edgecxr.benchmark import platform_info
-from edgecxr.card import read_card
 from edgecxr.dicomnet.forward import SC_STORAGE, SR_STORAGE
 from edgecxr.dicomnet.journal import read_lines
-from edgecxr.provenance import invocation, record, repo_relative
+from edgecxr.provenance import repo_relative
 
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
 
@@ -249,16 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.data is None:
         parser.error("--data is required to measure")
-    model_path = registry.resolve(args.model)
-    card = read_card(model_path)
-    results: dict[str, Any] = {
-        "provenance": record(invocation("python -m benchmarks.listen", argv), models=[model_path]),
-        "platform": platform_info(),
-        "model": {"name": card.name, "version": card.version, "sha256": card.sha256},
-        "data": repo_relative(args.data),
-        "out": repo_relative(args.out),
-    }
-    results["measured"] = measure(args.data, args.films, args.associations, args.single, str(model_path))
+    header, model_path = model_run_header("python -m benchmarks.listen", argv, args.model)
+    results: dict[str, Any] = {**header, "data": repo_relative(args.data), "out": repo_relative(args.out)}
+    results["measured"] = measure(args.data, args.films, args.associations, args.single, model_path)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report(results, args.out)

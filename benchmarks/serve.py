@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.header import model_run_header
 from edgecxr import registry
-from edgecxr.benchmark import platform_info
-from edgecxr.card import read_card
 from edgecxr.dicomnet.journal import Journal
-from edgecxr.provenance import invocation, record, repo_relative
+from edgecxr.inputs import find_images
+from edgecxr.provenance import repo_relative
 
 PASSWORD = "benchmark password"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
@@ -205,19 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.data is None:
         parser.error("--data is required to measure")
-    folders = [sorted(p for p in d.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) for d in sorted(args.data.iterdir()) if d.is_dir()]
+    folders = [find_images(d) for d in sorted(args.data.iterdir()) if d.is_dir()]
     films = [f for group in zip(*folders) for f in group][: args.uploads]
     if len(films) < args.uploads:
         raise SystemExit(f"error: {args.data}: fewer than {args.uploads} films in its class folders")
-    model_path = registry.resolve(args.model)
-    card = read_card(model_path)
-    results: dict[str, Any] = {
-        "provenance": record(invocation("python -m benchmarks.serve", argv), models=[model_path]),
-        "platform": platform_info(),
-        "model": {"name": card.name, "version": card.version, "sha256": card.sha256},
-        "data": repo_relative(args.data),
-        "measured": measure(args.studies, args.requests, films, str(model_path)),
-    }
+    header, model_path = model_run_header("python -m benchmarks.serve", argv, args.model)
+    results: dict[str, Any] = {**header, "data": repo_relative(args.data), "measured": measure(args.studies, args.requests, films, model_path)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "report.md").write_text(report(results))
