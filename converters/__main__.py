@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import shutil
 import sys
 from pathlib import Path
 
-from converters.build import ConvertConfig, build
-from edgecxr.card import read_card, release, write_card
+from converters.build import ConvertConfig, build, bundle
 from edgecxr.cardparts import Thresholds
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from edgecxr.families import VARIANTS
-from edgecxr.registry import MODELS_DIR
 from training.data import DatasetError
 
 
@@ -68,15 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: verification failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
         return 1
     return 0
-
-
-def bundle(model_path: Path, change: str) -> None:
-    """Copy a converted model into the package; its card continues the bundled model's version history."""
-    target = MODELS_DIR / model_path.name
-    previous = read_card(target) if target.with_suffix(".json").is_file() else None
-    shutil.copy2(model_path, target)
-    card = write_card(target, release(read_card(model_path), previous, change, datetime.date.today()))
-    print(f"bundled {card.name} {card.version} in {MODELS_DIR}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +24,15 @@ from converters.embed import embed_facts
 from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
 from edgecxr.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
-from edgecxr.card import ModelCard, write_card
+from edgecxr.card import ModelCard, read_card, release, write_card
 from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Thresholds
 from edgecxr.checks import DEFAULT_PROFILE
 from edgecxr.families import VARIANTS
 from edgecxr.model import Model
 from edgecxr.provenance import REPO_ROOT
+from edgecxr.registry import MODELS_DIR
 from training import augment
+from training.data import Split
 from training.multiroot import load_roots
 
 KERAS_PARITY_TOLERANCE = 1e-3  # float32 TFLite vs Keras, max |probability difference| on the test split
@@ -71,16 +74,14 @@ def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
         path = cfg.out / f"{source_model.name}-{variant}.tflite"
         path.write_bytes(flat)
         write_card(path, model_card(source, source_model, variant, flat, pruned))  # what the runtime needs to load it
-        runtime_model = Model(path)
-        probs = tflite_probabilities(runtime_model, test.x)
-        temperature = _temperature(runtime_model, tflite_probabilities(runtime_model, val.x), val.y, probs, test.y) if val is not None else None
+        probs, measured = measure(Model(path), test, val, reference, data.labels, cfg.thresholds)
         if reference is None:
             reference = probs
-        metrics, verification = compare(probs, reference, test.y, data.labels, test.sources, cfg.thresholds)
         if variant == "float32":  # the reference itself must match the Keras model it came from
             diff = float(np.max(np.abs(probs - keras_probs)))
-            verification = dataclasses.replace(verification, keras_max_abs_probability_diff=round(diff, 6), passed=diff <= KERAS_PARITY_TOLERANCE)
-        measured = Measured(runtime_model, metrics, verification, temperature)
+            verification = dataclasses.replace(measured.verification, keras_max_abs_probability_diff=round(diff, 6), passed=diff <= KERAS_PARITY_TOLERANCE)
+            measured = dataclasses.replace(measured, verification=verification)
+        metrics, verification = measured.test, measured.verification
         card = write_card(path, model_card(source, source_model, variant, flat, pruned, measured))
         if not verification.passed:
             rejected = cfg.out / "rejected"
@@ -98,6 +99,17 @@ def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
 def run_roots(info: dict) -> list[str]:
     """The dataset roots a run was trained on (``dataset.roots`` of a multi-root run); run.json records them relative to the checkout."""
     return [str(REPO_ROOT / root) for root in (info["dataset"].get("roots") or [info["dataset"]["root"]])]
+
+
+def measure(
+    model: Model, test: Split, val: Split | None, reference: np.ndarray | None, labels: Sequence[str], thresholds: Thresholds,
+) -> tuple[np.ndarray, Measured]:
+    """``model`` (a converted variant loaded through the runtime) on the test split: its uncalibrated probabilities, and
+    its metrics, verification against the float32 ``reference`` probabilities (itself when None) and validation-fitted temperature."""
+    probs = tflite_probabilities(model, test.x)
+    temperature = _temperature(model, tflite_probabilities(model, val.x), val.y, probs, test.y) if val is not None else None
+    metrics, verification = compare(probs, probs if reference is None else reference, test.y, labels, test.sources, thresholds)
+    return probs, Measured(model, metrics, verification, temperature)
 
 
 def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray) -> Temperature:
@@ -129,3 +141,11 @@ def _pruned(model: keras.Model, data, cfg: ConvertConfig, info: dict) -> tuple[k
     )
     return pruned, Pruning(cfg.sparsity, round(pruning.sparsity_of(pruned), 4), cfg.prune_epochs)
 
+
+def bundle(model_path: Path, change: str) -> None:
+    """Copy a converted model into the package; its card continues the bundled model's version history."""
+    target = MODELS_DIR / model_path.name
+    previous = read_card(target) if target.with_suffix(".json").is_file() else None
+    shutil.copy2(model_path, target)
+    card = write_card(target, release(read_card(model_path), previous, change, datetime.date.today()))
+    print(f"bundled {card.name} {card.version} in {MODELS_DIR}")

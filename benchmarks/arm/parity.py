@@ -29,6 +29,7 @@ from edgecxr.provenance import invocation, record
 REPO = Path(__file__).resolve().parents[2]
 FLOAT_TOLERANCE = 1e-4
 INT8_STEPS = 8
+LOGIT_STEPS = 2
 JSON_ROUNDING = 1e-6  # `predict --json` rounds probabilities to 6 decimals
 
 
@@ -53,19 +54,25 @@ def tolerance(card: ModelCard) -> float:
 
     Float outputs: 1e-4. x86 and NEON kernels sum float32 products in another order, which moves
     probabilities by ~1e-6; 1e-4 leaves room for that and is far below any difference that matters.
-    Quantized outputs: INT8_STEPS output quantization steps (8/256 = 0.031 for the bundled int8
-    models). x86 and ARM kernels may round an intermediate int8 activation one step apart, and
-    the layers after it carry that on: measured up to 4 output steps on a few images for the
-    ResNet, none for the MLP. 8 steps stays well under the int8 models' own distance from float32
-    (``verification.max_abs_probability_diff`` in their cards, 0.07 for the ResNet); labels must
-    match exactly whatever the tolerance.
+    Quantized outputs: x86 and ARM kernels may round an intermediate int8 activation one step
+    apart, and the layers after it carry that on. A probability output: INT8_STEPS steps of it
+    (measured up to 4 on a few images for the ResNet, none for the MLP). A logits output (what
+    the converter exports now): LOGIT_STEPS steps of every logit, as probabilities after the
+    card's temperature T: k steps of size s move a softmax probability by at most k * s / (2 T).
+    Either stays under the int8 model's own distance from float32 (``verification.max_abs_probability_diff``);
+    labels must match exactly whatever the tolerance.
     """
     step = output_step(card)
-    return INT8_STEPS * step + JSON_ROUNDING if step else FLOAT_TOLERANCE
+    if not step:
+        return FLOAT_TOLERANCE
+    if card.output_kind == "logits":
+        temperature = card.temperature.value if card.temperature else 1.0
+        return LOGIT_STEPS * step / (2 * temperature) + JSON_ROUNDING
+    return INT8_STEPS * step + JSON_ROUNDING
 
 
 def output_step(card: ModelCard) -> float | None:
-    """The probability output's quantization step (None for a float output)."""
+    """The output's quantization step, in probabilities or logits as the card's ``output_kind`` says (None for a float output)."""
     quantization = card.output.quantization if card.output else None
     return quantization.scale if quantization else None
 
@@ -162,7 +169,7 @@ def report(results: dict) -> str:
         "*twin*: this checkout on x86-64 with the board's package versions; *host*: this machine's own environment. "
         "*images ≠*: images with any probability further apart than the JSON rounding (1e-6). Labels must be equal to "
         "both; probabilities within the tolerance of the twin's, and of the host's when it runs the same interpreter build: "
-        "1e-4 for float32, 8 output quantization steps for int8 (`tolerance()` in `benchmarks/arm/parity.py` says why).", "",
+        "1e-4 for float32; for int8, 2 quantization steps of every logit as a probability (`tolerance()` in `benchmarks/arm/parity.py` says why).", "",
         "| board | interpreter | model | labels = twin | images ≠ twin | max \\|Δp\\| vs twin | labels = host | images ≠ host | max \\|Δp\\| vs host | tolerance |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -171,8 +178,8 @@ def report(results: dict) -> str:
         for model, m in r["models"].items():
             t, h = m["vs_twin"], m["vs_host"]
             lines.append(f"| {board} | {p['interpreter']} {p['interpreter_version']} | {model} | {t['labels_equal']}/{t['n']} | "
-                         f"{t['images_differing']} | {_diff(t, m)} | {h['labels_equal']}/{h['n']} | {h['images_differing']} | "
-                         f"{_diff(h, m)} | {m['tolerance']:.6f}{'' if m['host_tolerance_applied'] else ' (twin only)'} |")
+                         f"{t['images_differing']} | {t['max_abs_diff']:.6f} | {h['labels_equal']}/{h['n']} | {h['images_differing']} | "
+                         f"{h['max_abs_diff']:.6f} | {m['tolerance']:.6f}{'' if m['host_tolerance_applied'] else ' (twin only)'} |")
     failures = [f"{b}: {p}" for b, r in results["boards"].items() for p in r["problems"]]
     failures += [f"{b} {m}: {p}" for b, r in results["boards"].items() for m, x in r["models"].items() for p in x["problems"]]
     lines += ["", "Result: " + ("**passed**" if results["passed"] else "**FAILED**: " + "; ".join(failures)), "",
@@ -190,12 +197,6 @@ def report(results: dict) -> str:
             cells.append(f"{b['p50_ms']:.1f} | {b['peak_rss_mb']:.0f}")
         lines.append(f"| {h['model']} | {h['dtype']} | {h['p50_ms']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _diff(comparison: dict, model: dict) -> str:
-    """A max difference for the report, in output quantization steps too for a quantized model."""
-    steps = f" ({comparison['max_abs_diff'] / model['output_step']:.0f} steps)" if model["output_step"] else ""
-    return f"{comparison['max_abs_diff']:.6f}{steps}"
 
 
 def main(argv: list[str] | None = None) -> int:
