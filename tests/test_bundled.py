@@ -136,10 +136,11 @@ def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bundled_cards_carry_their_version_history(name):
-    """1.0.0 first release; 1.1.0 when the ResNets gained the heatmap output and every model a temperature."""
+    """1.0.0 first release; 1.1.0 when the ResNets gained the heatmap output and every model a temperature; 1.2.0 logits."""
     card = read_card(MODELS_DIR / f"{name}.tflite")
-    assert card.version == "1.1.0"
-    assert [(e.version, e.date) for e in card.changelog] == [("1.0.0", "2026-11-23"), ("1.1.0", "2026-11-23")]
-    later = card.changelog[-1].change
-    assert "temperature" in later
-    assert ("feature map" in later) == name.startswith("resnet18")
+    assert card.version == "1.2.0"
+    assert [(e.version, e.date) for e in card.changelog] == [("1.0.0", "2026-11-23"), ("1.1.0", "2026-11-23"), ("1.2.0", "2026-12-02")]
+    heatmaps, logits = card.changelog[1].change, card.changelog[2].change
+    assert "temperature" in heatmaps
+    assert ("feature map" in heatmaps) == name.startswith("resnet18")
+    assert "logits" in logits and card.output_kind == "logits"

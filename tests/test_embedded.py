@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,18 +79,36 @@ def test_malformed_offsets_are_errors_not_missing_facts(tiny_models):
         embedded_facts(bytes(flat))
 
 
-def test_a_logits_card_on_a_file_without_facts_is_refused(tmp_path):
-    """The bundled MLP-12 predates embedded facts: its card cannot claim logits."""
-    path = copy_model(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
+def without_facts(model: Path, tmp_path: Path) -> Path:
+    """A copy of ``model`` whose facts entry is renamed in place (same length: the flatbuffer stays valid), as in a file
+    converted before facts were embedded; its card is rewritten for the new sha256 and the old output kind."""
+    path = copy_model(model, tmp_path)
+    flat = path.read_bytes()
+    assert flat.count(METADATA_NAME.encode()) == 1
+    path.write_bytes(flat.replace(METADATA_NAME.encode(), b"x" * len(METADATA_NAME)))
     assert embedded_facts(path.read_bytes()) is None
+    write_card(path, replace(read_card(path), output_kind="probabilities"))
+    return path
+
+
+def test_a_logits_card_on_a_file_without_facts_is_refused(tmp_path):
+    """A file converted before facts were embedded cannot claim logits (its outputs would be read wrongly)."""
+    path = without_facts(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
     load_model(path)
     write_card(path, replace(read_card(path), output_kind="logits"))
     with pytest.raises(ModelError, match="carries no edgecxr facts"):
         load_model(path)
 
 
+def test_bundled_classifiers_carry_their_cards_facts():
+    for name in ("resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"):
+        card = read_card(MODELS_DIR / f"{name}.tflite")
+        facts = embedded_facts((MODELS_DIR / f"{name}.tflite").read_bytes())
+        assert facts == {"labels": list(card.labels), "preprocessing": card.preprocessing.to_dict(), "output_kind": "logits"}
+
+
 def test_without_facts_the_output_count_still_guards_the_labels(tmp_path):
-    path = copy_model(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
+    path = without_facts(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
     write_card(path, replace(read_card(path), labels=("a", "b"), output=None))  # the card's own output block would catch it first
     with pytest.raises(ModelError, match="3 outputs but its card lists 2 labels"):
         load_model(path)

@@ -1,0 +1,67 @@
+"""Dropping the final softmax from a converted classifier (``converters.logits``): the logits become the output."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.train
+
+
+def _softmax_model():
+    import tf_keras as keras
+
+    inputs = keras.Input((8,), name="image")
+    outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("classifier").set_weights([np.random.default_rng(0).normal(0, 1, (8, 3)).astype(np.float32), np.array([0.5, -0.2, 0.1], np.float32)])
+    return model
+
+
+def _run(flat: bytes, x: np.ndarray) -> tuple[np.ndarray, dict]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flat)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for row in x:
+        q = row if inp["dtype"] == np.float32 else np.round(row / inp["quantization"][0] + inp["quantization"][1]).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], q[None])
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        rows.append(y if out["dtype"] == np.float32 else (y.astype(np.float32) - out["quantization"][1]) * out["quantization"][0])
+    return np.array(rows), out
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_the_stripped_model_outputs_the_logits(variant):
+    from converters.logits import strip_softmax
+    from converters.quantize import convert
+    from edgecxr.calibration import softmax
+
+    model = _softmax_model()
+    x = np.random.default_rng(1).uniform(0, 1, (64, 8)).astype(np.float32)
+    flat = convert(model, variant, x if variant == "int8" else None)
+    probabilities, _ = _run(flat, x)
+    logits, out = _run(strip_softmax(flat), x)
+    kernel, bias = model.get_layer("classifier").get_weights()
+    step = out["quantization"][0] if variant == "int8" else 0.0
+    assert np.abs(logits - (x @ kernel + bias)).max() <= max(2 * step, 1e-5)  # the logits, to an int8 step or two
+    assert np.abs(softmax(logits) - probabilities).max() <= (0.02 if variant == "int8" else 1e-5)
+    assert out["shape"].tolist() == [1, 3]
+
+
+def test_a_model_without_a_final_softmax_is_refused(tiny_models):
+    from converters.logits import strip_softmax
+
+    with pytest.raises(ValueError, match="expected one SOFTMAX op producing a model output, found 0"):
+        strip_softmax(tiny_models["int8"].read_bytes())
+
+
+def test_models_that_already_output_logits_are_not_re_released(tiny_models, tmp_path, capsys):
+    from converters.logits import main
+
+    code = main([str(tiny_models["float32"]), str(tiny_models["int8"]), "--data", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "already outputs logits" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
