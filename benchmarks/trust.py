@@ -5,6 +5,13 @@ odd-input checks fire.
         --data ../shared/data/cxr3 --fullres ../shared/data/cxr3-fullres \
         --out benchmarks/results/trust [--keras RUN_DIR] [--examples 4]
 
+Heatmaps: where the predicted class's map peaks and how much of its mass lies in a fixed lung
+prior and in the lung fields the bundled lung model finds on each film (per class of correct
+predictions, checked against the ``generalization`` lung-share target; the measures are
+:mod:`benchmarks.heatmaps`, shared with the external-validity report); with ``--reference`` (a
+TFLite export of the same Keras model, e.g. ``resnet18-float32``) or ``--keras`` (its training run)
+how closely the device map follows the float model's.
+
 Writes ``trust.json``, ``report.md``, ``mean_heatmaps.png`` and ``reliability.png`` (none of them
 holds a pixel of any X-ray); with ``--examples`` also overlays on real test images into
 ``OUT/examples/``, which stay on the machine that made them (the data may not be copied into the

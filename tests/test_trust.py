@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.heatmaps import in_frame, lung_mask_in_frame, lung_share, map_agreement, mass_fractions
-from benchmarks.trust import check_reference, lung_share_targets, reference_agreement
+from benchmarks.trust import check_reference, gradcam_agreement, lung_share_targets, reference_agreement
 from benchmarks.trust import main as trust_main
 from conftest import toy_images, toy_u8
 from edgecxr import ModelError, load_model
@@ -296,6 +296,20 @@ def test_reference_comparison_of_a_model_with_itself_and_with_its_float32_export
     exported = reference_agreement(float32, x, y, maps)
     assert exported["reference"] == "tiny-float32 1.0.0" and exported["sha256"] == read_card(tiny_models["float32"]).sha256
     assert exported["p5"] > 0.99 and exported["median"] < 1.0  # int8 moves the map a little, never its ranking much
+
+
+@pytest.mark.train
+def test_keras_comparison_agrees_with_the_float32_reference(tiny_models, tmp_path):
+    """--keras (Grad-CAM on the Keras model) and --reference (the float32 export's CAM) measure the same thing."""
+    (tmp_path / "run").mkdir()
+    shutil.copy(tiny_models["float32"].parent / "tiny.keras", tmp_path / "run" / "best.keras")
+    x, y = toy_images(9, seed=4)
+    int8 = load_model(tiny_models["int8"])
+    maps = np.stack([int8.class_activation_map(img, int(c)) for img, c in zip(x, y)])
+    keras = gradcam_agreement(tmp_path / "run", int8, x, y, maps)
+    reference = reference_agreement(load_model(tiny_models["float32"]), x, y, maps)
+    assert keras["images"] == 9 and keras["same_peak_cell"] == reference["same_peak_cell"]
+    assert keras["median"] == pytest.approx(reference["median"], abs=1e-3)
 
 
 def test_reference_that_is_not_the_same_model_is_refused(tiny_models, tmp_path, capsys):
