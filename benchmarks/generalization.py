@@ -27,16 +27,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.trust import mass_fractions, peak_fields
+from benchmarks.heatmaps import film_lung_mask, in_frame, lung_model, lung_share, peak_fields
 from edgecxr.cam import normalise
 from edgecxr.card import ModelError
 from edgecxr.evaluate import labelled_files
 from edgecxr.imageio import ImageError, load_image
-from edgecxr.lungs import LungModel, load_lung_model
 from edgecxr.manifest import ManifestError, read_manifest
 from edgecxr.metrics import classification_report
 from edgecxr.model import Model, load_model
-from edgecxr.preprocess import Box, crop_box, preprocess
+from edgecxr.preprocess import crop_box, preprocess
 from edgecxr.provenance import invocation, record
 from edgecxr.registry import MODELS_DIR
 from edgecxr.targets import targets
@@ -106,7 +105,7 @@ def measure_films(model: Model, films: list[Film], lung_masks: dict[Path, np.nda
             heat = normalise(cv2.resize(raw.astype(np.float32), (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR))  # over the model frame
             rec.update(peak_fields(raw))
             if lung_masks is not None and film.path in lung_masks:
-                rec["lung_share"] = mass_fractions(heat, {"lungs": in_frame(lung_masks[film.path], box, x.shape[:2])})["lungs"]
+                rec["lung_share"] = lung_share(heat, in_frame(lung_masks[film.path], box, x.shape[:2]))
         out.append(rec)
     return out
 
@@ -187,26 +186,12 @@ def check_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def lung_model() -> LungModel | None:
-    """The bundled lung model, or None when this checkout has none."""
-    try:
-        return load_lung_model()
-    except ModelError:
-        return None
-
-
 def lung_masks_for(roots: list[Path], labels: list[str]) -> dict[Path, np.ndarray] | None:
-    """The lung-field mask (uint8 0/255 at the film's own size) of every test film, by the bundled lung model."""
+    """The lung-field mask (uint8 0/255 at the size the film is read at) of every test film, by the bundled lung model."""
     lungs = lung_model()
     if lungs is None:
         return None
-    return {film.path: lungs.lungs(film.path) for film in films_of(roots, "test", labels)}
-
-
-def in_frame(mask: np.ndarray, box: Box, frame: tuple[int, int]) -> np.ndarray:
-    """A film's lung mask over a model frame of ``frame`` size (h, w): the crop ``box`` of it, resized."""
-    top, left, bottom, right = box
-    return cv2.resize(mask[top:bottom, left:right], (frame[1], frame[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return {film.path: film_lung_mask(lungs, load_image(film.path)) for film in films_of(roots, "test", labels)}
 
 
 def model_label(model: Model) -> str:

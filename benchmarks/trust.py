@@ -1,8 +1,16 @@
 """Trust report: where the device's heatmaps look, how calibrated its probabilities are, and when its
 odd-input checks fire.
 
-    python -m benchmarks.trust --model resnet18-int8 --keras RUN_DIR --data ../shared/data/cxr3 \
-        --fullres ../shared/data/cxr3-fullres --out benchmarks/results/trust [--examples 4]
+    python -m benchmarks.trust --model resnet18-int8 --reference resnet18-float32 \
+        --data ../shared/data/cxr3 --fullres ../shared/data/cxr3-fullres \
+        --out benchmarks/results/trust [--keras RUN_DIR] [--examples 4]
+
+Heatmaps: where the predicted class's map peaks and how much of its mass lies in a fixed lung
+prior and in the lung fields the bundled lung model finds on each film (per class of correct
+predictions, checked against the ``generalization`` lung-share target; the measures are
+:mod:`benchmarks.heatmaps`, shared with the external-validity report); with ``--reference`` (a
+TFLite export of the same Keras model, e.g. ``resnet18-float32``) or ``--keras`` (its training run)
+how closely the device map follows the float model's.
 
 Writes ``trust.json``, ``report.md``, ``mean_heatmaps.png`` and ``reliability.png`` (none of them
 holds a pixel of any X-ray); with ``--examples`` also overlays on real test images into
@@ -22,6 +30,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import cv2
 import numpy as np
 
+from benchmarks.heatmaps import lung_mask_in_frame, lung_model, lung_share, map_agreement, mass_fractions, peak_cell, peak_fields
 from edgecxr.calibration import expected_calibration_error, negative_log_likelihood, reliability_bins
 from edgecxr.cam import normalise, overlay
 from edgecxr.card import ModelError
@@ -31,14 +40,9 @@ from edgecxr.inputs import find_images
 from edgecxr.model import Model, load_model
 from edgecxr.provenance import invocation, record
 from edgecxr.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
+from edgecxr.targets import targets
 
 WRONG_INPUTS_PER_KIND = 40
-
-
-def mass_fractions(heat: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
-    """The share of a heatmap's (non-negative) mass inside each region."""
-    total = float(heat.sum())
-    return {name: float(heat[mask].sum()) / total if total > 0 else 0.0 for name, mask in masks.items()}
 
 
 def heatmaps_in_frame(model: Model, x: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,19 +51,6 @@ def heatmaps_in_frame(model: Model, x: np.ndarray, classes: np.ndarray) -> tuple
     raw = np.stack([model.class_activation_map(img, int(c)) for img, c in zip(x, classes)])
     frame = np.stack([normalise(cv2.resize(m.astype(np.float32), (frame_shape[1], frame_shape[0]), interpolation=cv2.INTER_LINEAR)) for m in raw])
     return raw, frame
-
-
-def peak_cell(cam: np.ndarray) -> tuple[int, int]:
-    """(row, column) of the hottest cell of a raw map."""
-    row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return int(row), int(col)
-
-
-def peak_fields(cam: np.ndarray) -> dict[str, float]:
-    """Where the hottest cell is: in the top row, or among the central cells (those the lung prior covers)."""
-    h, w = cam.shape
-    row, col = peak_cell(cam)
-    return {"peak_top_row": float(row == 0), "peak_central": float(0 < row < h - 1 and 0 < col < w - 1)}
 
 
 def group_means(records: list[dict], key: str, fields: tuple[str, ...]) -> dict[str, dict]:
@@ -87,11 +78,13 @@ def content_free(model: Model, test_x: np.ndarray) -> dict[str, dict]:
     return out
 
 
-def heatmap_section(model: Model, test, raw_probs: np.ndarray, keras_run: Path | None) -> tuple[dict, np.ndarray]:
+def heatmap_section(model: Model, test, raw_probs: np.ndarray, keras_run: Path | None, reference: Model | None = None) -> tuple[dict, np.ndarray]:
     labels = model.labels
     pred = raw_probs.argmax(1)  # temperature never changes the winner
     raw, frame = heatmaps_in_frame(model, test.x, pred)
     masks = {k: v for k, v in region_masks(*test.x.shape[1:3]).items() if k != "spine"}
+    lungs = lung_model()
+    fields: tuple[str, ...] = ("lungs", "border", "corners", "peak_top_row", "peak_central")
     records = [
         {
             "predicted": labels[pred[i]], "correct": bool(pred[i] == test.y[i]), "source": test.sources[i] or "unknown",
@@ -99,22 +92,61 @@ def heatmap_section(model: Model, test, raw_probs: np.ndarray, keras_run: Path |
         }
         for i, heat in enumerate(frame)
     ]
-    fields = ("lungs", "border", "corners", "peak_top_row", "peak_central")
+    if lungs is not None:  # the lung fields the bundled lung model finds, in the model's input frame
+        fields += ("lung_share", "lung_area")
+        for r, f, heat in zip(records, test.files, frame):
+            in_lungs = lung_mask_in_frame(lungs, load_image(f), model.card.preprocessing, heat.shape)
+            r.update(lung_share=lung_share(heat, in_lungs), lung_area=float(in_lungs.mean()))
     h, w = raw.shape[1:]
+    by_class = group_means([r for r in records if r["correct"]], "predicted", fields)
     section = {
         "lung_prior": {"ellipses_cx_cy_rx_ry": LUNG_PRIOR, "border_band": BORDER, "corner_square": CORNER},
         "area_fractions": {name: round(float(m.mean()), 4) for name, m in masks.items()},
         "chance": {"peak_top_row": round(1 / h, 4), "peak_central": round((h - 2) * (w - 2) / (h * w), 4)},
         "feature_map": list(raw.shape[1:]),
         "overall": group_means([{**r, "all": "all"} for r in records], "all", fields)["all"],
-        "by_predicted_class_correct_only": group_means([r for r in records if r["correct"]], "predicted", fields),
+        "by_predicted_class_correct_only": by_class,
         "by_source": group_means(records, "source", fields),
         "content_free": content_free(model, test.x),
     }
+    if lungs is not None:
+        section["lung_fields"] = {
+            "lung_model": {"name": lungs.name, "version": lungs.card.version, "sha256": lungs.card.sha256},
+            "targets": lung_share_targets(model, by_class),
+        }
+    if reference is not None:
+        section["vs_reference_cam"] = reference_agreement(reference, test.x, pred, raw)
     if keras_run is not None:
         section["int8_vs_float_gradcam"] = gradcam_agreement(keras_run, model, test.x, pred, raw)
     means = np.stack([frame[(pred == c) & (pred == test.y)].mean(0) for c in range(len(labels))])
     return section, means
+
+
+def lung_share_targets(model: Model, by_class: dict[str, dict]) -> list[dict]:
+    """The ``generalization`` target on the lung share of correct COVID predictions, checked on this test split."""
+    covid = by_class.get("COVID", {}).get("lung_share")
+    return [t.check(covid, model.name) for t in targets("generalization")
+            if t.key == "cam_lung_share_covid" and t.applies_to(model.card.family or "") and covid is not None]
+
+
+def check_reference(model: Model, reference: Model) -> None:
+    """ValueError unless ``reference`` gives maps comparable with ``model``'s: a heatmap, the same labels, input, map and dense weights."""
+    if not reference.has_heatmap:
+        raise ValueError(f"{reference.path}: has no heatmap")
+    ours, theirs = model.card.cam, reference.card.cam
+    assert ours is not None and theirs is not None and model.feature_details and reference.feature_details  # both have heatmaps
+    if reference.labels != model.labels or reference.card.preprocessing != model.card.preprocessing:
+        raise ValueError(f"{reference.path}: its labels or preprocessing differ from {model.name}'s")
+    same_map = tuple(reference.feature_details["shape"]) == tuple(model.feature_details["shape"])
+    if not same_map or not np.allclose(np.asarray(theirs.weights), np.asarray(ours.weights), atol=1e-5):
+        raise ValueError(f"{reference.path}: its feature map or heatmap weights differ from {model.name}'s: not converted from the same model")
+
+
+def reference_agreement(reference: Model, x: np.ndarray, pred: np.ndarray, device_maps: np.ndarray) -> dict:
+    """Per image, the device CAM against the CAM of a reference TFLite model (e.g. the float32 export of the same
+    Keras model) for the same class: rank correlation and same hottest cell (:func:`benchmarks.heatmaps.map_agreement`)."""
+    maps = np.stack([reference.class_activation_map(img, int(c)) for img, c in zip(x, pred)])
+    return {"reference": f"{reference.name} {reference.card.version}", "sha256": reference.card.sha256, **map_agreement(device_maps, maps)}
 
 
 def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.ndarray, device_maps: np.ndarray) -> dict:
@@ -122,24 +154,14 @@ def gradcam_agreement(keras_run: Path, model: Model, x: np.ndarray, pred: np.nda
     and how often both put their hottest cell in the same place."""
     import tf_keras as keras
 
-    from training.gradcam import grad_cam, rank_correlation
+    from training.gradcam import grad_cam
 
     keras_model = keras.models.load_model(keras_run / "best.keras")
     assert model.card.cam is not None  # only heatmap models get here
     kernel, card_weights = keras_model.get_layer("classifier").get_weights()[0], np.asarray(model.card.cam.weights)
     if kernel.shape != card_weights.shape or not np.allclose(kernel, card_weights, atol=1e-5):
         raise ValueError(f"{keras_run}: its classifier weights differ from {model.name}'s card: not the model it was converted from")
-    reference = grad_cam(keras_model, x, pred)
-    rho = np.array([rank_correlation(a, b) for a, b in zip(device_maps, reference)])
-    same_peak = np.mean([peak_cell(a) == peak_cell(b) for a, b in zip(device_maps, reference)])
-    return {
-        "same_peak_cell": round(float(same_peak), 4),
-        "images": int(len(rho)),
-        "median": round(float(np.median(rho)), 4),
-        "mean": round(float(np.mean(rho)), 4),
-        "p5": round(float(np.percentile(rho, 5)), 4),
-        "share_at_least_0.9": round(float(np.mean(rho >= 0.9)), 4),
-    }
+    return map_agreement(device_maps, grad_cam(keras_model, x, pred))
 
 
 def calibration_section(model: Model, test, raw: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -262,11 +284,21 @@ def markdown(report: dict) -> str:
         "image), stretched back over the frame. A map this coarse can tell the centre of the film from its edges and not "
         "much more.",
         "",
-        "## Does the int8 heatmap match Grad-CAM on the float model?",
+        "## Does the int8 heatmap match the float model's?",
         "",
     ]
+    if "vs_reference_cam" in h:
+        r = h["vs_reference_cam"]
+        lines.append(
+            f"Per image, between the device's CAM and the CAM of `{r['reference']}` (a TFLite export of the same Keras model, "
+            f"same dense weights, run through the same runtime) for the class {report['model']} predicted ({r['images']} images): "
+            f"Spearman rank correlation of the pre-ReLU maps median **{r['median']}**, 5th percentile {r['p5']} "
+            f"({r['share_at_least_0.9'] * 100:.1f}% of images at ≥ 0.9); the same hottest cell in {r['same_peak_cell'] * 100:.1f}% "
+            "of images. This measures what int8 quantization does to the map, not whether the map is right."
+        )
     if "int8_vs_float_gradcam" in h:
         g = h["int8_vs_float_gradcam"]
+        lines += [""] if "vs_reference_cam" in h else []
         lines.append(
             f"Per image, between the device's int8 CAM and Grad-CAM of the float Keras model ({g['images']} images): Spearman "
             f"rank correlation of the pre-ReLU maps median **{g['median']}**, 5th percentile {g['p5']} "
@@ -274,8 +306,8 @@ def markdown(report: dict) -> str:
             "of images. For a GAP + dense head Grad-CAM is the CAM divided by the number of cells, so this measures only what "
             "int8 quantization of the feature map and the export do to the map, not whether the map is right."
         )
-    else:
-        lines.append("Not measured in this run (no `--keras` run given).")
+    if "vs_reference_cam" not in h and "int8_vs_float_gradcam" not in h:
+        lines.append("Not measured in this run (neither `--reference` nor `--keras` given).")
     lines += [
         "",
         "## Where the heatmaps point",
@@ -288,15 +320,21 @@ def markdown(report: dict) -> str:
         f"text markers usually sit; a flat map would give {area['lungs']:.2f}, {area['border']:.2f} and {area['corners']:.2f}. "
         "Classes are the predicted ones, correct predictions only; sources count every image.",
         "",
-        "| group | n | peak in top row | peak central | mass in lungs | border | corners |",
-        "|---|---|---|---|---|---|---|",
+    ]
+    with_lungs = "lung_fields" in h
+    lines += [
+        "| group | n | peak in top row | peak central | mass in lungs | border | corners |" + (" lung share (lung model) | flat map |" if with_lungs else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if with_lungs else ""),
     ]
     groups = [("all", h["overall"])]
     groups += [(f"{name} (correct)", g) for name, g in h["by_predicted_class_correct_only"].items()]
     groups += [(f"source {name}", g) for name, g in h["by_source"].items()]
     for name, g in groups:
-        lines.append(f"| {name} | {g['n']} | {g['peak_top_row']:.2f} | {g['peak_central']:.2f} | {g['lungs']:.2f} | {g['border']:.2f} | {g['corners']:.2f} |")
+        lung = f" {g['lung_share']:.2f} | {g['lung_area']:.2f} |" if with_lungs else ""
+        lines.append(f"| {name} | {g['n']} | {g['peak_top_row']:.2f} | {g['peak_central']:.2f} | {g['lungs']:.2f} | {g['border']:.2f} | {g['corners']:.2f} |{lung}")
     free = "; ".join(f"{name}: {v['predicted']}, peak at row {v['peak_cell_row_col'][0]}, column {v['peak_cell_row_col'][1]}" for name, v in h["content_free"].items())
+    if with_lungs:
+        lines += ["", *lung_share_paragraph(h)]
     lines += [
         "",
         f"Inputs with no anatomy, for comparison (what the model says and where its map peaks): {free}.",
@@ -339,9 +377,32 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def lung_share_paragraph(h: dict) -> list[str]:
+    """The lung-share part of the report: what was measured, the target, and the lung model's caveat."""
+    lf, by_class = h["lung_fields"], h["by_predicted_class_correct_only"]
+    shares = ", ".join(f"{label} {g['lung_share']:.2f}" for label, g in by_class.items())
+    lines = [
+        f"**Lung share** (last two columns): the share of the map's mass inside the lung fields that the bundled lung model "
+        f"`{lf['lung_model']['name']} {lf['lung_model']['version']}` finds on each film, mapped into the model's input frame "
+        f"(`benchmarks/heatmaps.py`, the same measure as the external-validity report); *flat map* is the lung fields' share of "
+        f"the frame, what a map spread evenly would give. Correct predictions: {shares}.",
+    ]
+    for t in lf["targets"]:
+        result = f"met, {t['margin']:g} to spare" if t["met"] else f"**missed by {-t['margin']:g}**"
+        lines.append(f"Target ({t['name']}, `edgecxr/targets.json`): {t['op']} {t['target']:g}; reached {t['reached']:g} on this test split, {result}.")
+    lines.append(
+        "Caveat: the lung model was trained on `lungmask`, whose `openist` films are the films of `cxr3-plus/external` and "
+        "whose `ieee` COVID films are `cxr3` films, many of them in this test split: it has seen some of the films it outlines "
+        "here, and its masks are a model's, not a radiologist's."
+    )
+    return [" ".join(lines)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.trust", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet18-int8", help="bundled model name or .tflite path (needs a heatmap)")
+    parser.add_argument("--reference", help="bundled model name or .tflite path of a reference converted from the same Keras model "
+                        "(e.g. resnet18-float32), for the heatmap comparison without Keras")
     parser.add_argument("--keras", type=Path, help="training run folder of the float model, for the Grad-CAM comparison")
     parser.add_argument("--data", type=Path, required=True, help="dataset root with a test split (and manifest.csv for sources)")
     parser.add_argument("--fullres", type=Path, help="folder of full-resolution originals to count false alarms on")
@@ -359,6 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     if not model.has_heatmap:
         print(f"error: {model.name} has no heatmap", file=sys.stderr)
         return 2
+    reference = None
+    if args.reference:
+        try:
+            reference = load_model(args.reference)
+            check_reference(model, reference)
+        except (ModelError, ValueError) as exc:
+            print(f"error: --reference: {exc}", file=sys.stderr)
+            return 2
     try:
         test = load_dataset(args.data, model.card.preprocessing).splits["test"]
     except (DatasetError, KeyError) as exc:
@@ -366,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     raw_probs = np.stack([model.predict_preprocessed(img, calibrated=False) for img in test.x])
     try:
-        heat, means = heatmap_section(model, test, raw_probs, args.keras)
+        heat, means = heatmap_section(model, test, raw_probs, args.keras, reference)
     except (ValueError, OSError) as exc:  # a --keras run that is missing or not this model's source
         print(f"error: --keras: {exc}", file=sys.stderr)
         return 2
@@ -375,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": model.name,
         "provenance": record(invocation("python -m benchmarks.trust", argv),
-                             models=[model.path, *([args.keras / "best.keras"] if args.keras else [])]),
+                             models=[model.path, *([reference.path] if reference else []), *([args.keras / "best.keras"] if args.keras else [])]),
         "test_images": int(len(test.y)),
         "input_size": int(test.x.shape[1]),
         "heatmaps": heat,

@@ -1,4 +1,4 @@
-"""TensorFlow stays off the fast paths: an unknown family is refused before TF loads, the trust report without --keras."""
+"""TensorFlow stays off the fast paths: an unknown family is refused before TF loads, the trust report without --keras (with --reference)."""
 from __future__ import annotations
 
 import json
@@ -39,12 +39,12 @@ def test_trust_report_without_keras_imports_no_tensorflow(tiny_models, tmp_path)
         for cls, label in enumerate(TINY_LABELS):
             for i in range(n):
                 write_png(data / split / label / f"{i}.png", cls, seed=i)
-    model = tiny_models["int8"]
+    model, reference = tiny_models["int8"], tiny_models["float32"]
     script = "\n".join([
         "import sys",
         "import benchmarks.trust as trust",
         "trust.WRONG_INPUTS_PER_KIND = 3  # a small sample: this checks what is imported, not the report",
-        f"code = trust.main(['--model', {str(model)!r}, '--data', {str(data)!r}, '--out', {str(out)!r}])",
+        f"code = trust.main(['--model', {str(model)!r}, '--reference', {str(reference)!r}, '--data', {str(data)!r}, '--out', {str(out)!r}])",
         "assert code == 0, code",
         TF_MODULES,
     ])
@@ -54,6 +54,7 @@ def test_trust_report_without_keras_imports_no_tensorflow(tiny_models, tmp_path)
     report = json.loads((out / "trust.json").read_text())
     assert report["test_images"] == 12
     provenance = report["provenance"]
-    assert provenance["models"] == {repo_relative(model): sha256_of(model)}
-    assert provenance["command"].startswith(f"python -m benchmarks.trust --model {repo_relative(model)} --data ")
+    assert provenance["models"] == {repo_relative(model): sha256_of(model), repo_relative(reference): sha256_of(reference)}
+    assert report["heatmaps"]["vs_reference_cam"]["images"] == 12 and report["heatmaps"]["vs_reference_cam"]["p5"] > 0.9
+    assert provenance["command"].startswith(f"python -m benchmarks.trust --model {repo_relative(model)} --reference {repo_relative(reference)} --data ")
     assert "tensorflow" not in provenance["versions"] and provenance["utc_time"]

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from benchmarks.heatmaps import in_frame, lung_mask_in_frame, lung_share, map_agreement, mass_fractions
+from benchmarks.trust import check_reference, gradcam_agreement, lung_share_targets, reference_agreement
+from benchmarks.trust import main as trust_main
 from conftest import toy_images, toy_u8
 from edgecxr import ModelError, load_model
 from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
@@ -19,7 +22,9 @@ from edgecxr.cardparts import Temperature
 from edgecxr.checks import input_checks
 from edgecxr.cli import main
 from edgecxr.imageio import from_array, load_image
+from edgecxr.lungs import load_lung_model
 from edgecxr.preprocess import preprocess, to_original
+from edgecxr.targets import targets
 
 
 def messages(image):
@@ -163,7 +168,8 @@ def test_cli_keeps_the_prediction_when_the_heatmap_cannot_be_written(tiny_models
 
 @pytest.mark.train
 def test_gradcam_is_the_runtime_cam_over_the_map_area(tiny_models, keras_tiny):
-    from training.gradcam import grad_cam, rank_correlation
+    from benchmarks.heatmaps import rank_correlation
+    from training.gradcam import grad_cam
 
     x, y = toy_images(6, seed=8)
     reference = grad_cam(keras_tiny, x, y)
@@ -223,6 +229,101 @@ def test_cli_heatmap_folder_that_cannot_be_made(tiny_models, tmp_path):
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "s.png"), "--model", str(tiny_models["int8"]), "--heatmap", str(blocker / "maps")])
     assert result.exit_code == 2
     assert "error: --heatmap: cannot create folder" in result.stderr
+
+
+# --- heatmap measures and the reference comparison (benchmarks/heatmaps.py, benchmarks/trust.py) --
+
+
+def test_lung_share_inside_half_and_outside_the_mask():
+    lungs = np.zeros((8, 8), bool)
+    lungs[2:6, 2:6] = True
+    heat = np.zeros((8, 8), np.float32)
+    heat[3:5, 3:5] = 0.7  # every bit of mass inside
+    assert lung_share(heat, lungs) == 1.0
+    heat[0, :4] = 0.7  # as much mass again outside
+    assert lung_share(heat, lungs) == pytest.approx(0.5)
+    assert lung_share(np.zeros((8, 8), np.float32), lungs) == 0.0  # an empty map has no mass anywhere
+    assert mass_fractions(heat, {"in": lungs, "out": ~lungs}) == pytest.approx({"in": 0.5, "out": 0.5})
+
+
+def test_in_frame_crops_the_mask_to_the_box_then_resizes():
+    mask = np.zeros((100, 200), np.uint8)
+    mask[:, :100] = 255  # the left half of the film is lung
+    assert in_frame(mask, (0, 0, 100, 100), (4, 4)).all()
+    shifted = in_frame(mask, (0, 50, 100, 150), (4, 4))  # a box straddling the edge of the mask
+    assert shifted.dtype == bool and shifted[:, :2].all() and not shifted[:, 2:].any()
+
+
+def test_lung_mask_in_frame_is_the_lung_models_mask_through_the_models_crop(shared_data):
+    film = shared_data / "cxr3" / "test" / "Normal" / "kermany-NORMAL2-IM-0837-0001.png"
+    lungs = load_lung_model()
+    own = lungs.lungs(film)  # the film is smaller than WORK_SIDE: its read size is its own size
+    frame = lung_mask_in_frame(lungs, load_image(film), {"size": [128, 128], "crop": "none"}, (128, 128))
+    np.testing.assert_array_equal(frame, cv2.resize(own, (128, 128), interpolation=cv2.INTER_NEAREST) > 0)
+    assert 0.2 < frame.mean() < 0.6  # two lung fields, not the whole film
+    square = lung_mask_in_frame(lungs, load_image(film), {"size": [64, 64], "crop": "center-square"}, (64, 64))
+    h, w = own.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    np.testing.assert_array_equal(square, in_frame(own, (top, left, top + side, left + side), (64, 64)))
+    assert lung_share(frame.astype(np.float32), frame) == 1.0 and lung_share((~frame).astype(np.float32), frame) == 0.0
+
+
+def test_lung_share_target_is_the_generalization_one(tiny_models):
+    (target,) = [t for t in targets("generalization") if t.key == "cam_lung_share_covid"]
+    by_class = {"COVID": {"n": 10, "lung_share": 0.5}, "Normal": {"n": 10, "lung_share": 0.9}}
+    (checked,) = lung_share_targets(load_model("resnet18-int8"), by_class)
+    assert checked == target.check(0.5, "resnet18-int8")
+    assert checked["met"] is (0.5 >= target.value) and checked["reached"] == 0.5
+    assert lung_share_targets(load_model(tiny_models["int8"]), by_class) == []  # not a family the target names
+
+
+def test_map_agreement_of_maps_with_themselves_and_their_negatives():
+    maps = np.random.default_rng(0).normal(size=(5, 4, 4)).astype(np.float32)
+    assert map_agreement(maps, maps) == {"same_peak_cell": 1.0, "images": 5, "median": 1.0, "mean": 1.0, "p5": 1.0, "share_at_least_0.9": 1.0}
+    flipped = map_agreement(maps, -maps)
+    assert flipped["median"] == -1.0 and flipped["same_peak_cell"] == 0.0 and flipped["share_at_least_0.9"] == 0.0
+
+
+def test_reference_comparison_of_a_model_with_itself_and_with_its_float32_export(tiny_models):
+    x, y = toy_images(9, seed=4)
+    int8, float32 = load_model(tiny_models["int8"]), load_model(tiny_models["float32"])
+    maps = np.stack([int8.class_activation_map(img, int(c)) for img, c in zip(x, y)])
+    itself = reference_agreement(int8, x, y, maps)
+    assert itself["reference"] == "tiny-int8 1.0.0" and itself["images"] == 9
+    assert itself["median"] == itself["p5"] == itself["same_peak_cell"] == 1.0
+    check_reference(int8, float32)  # same labels, input, map and dense weights
+    exported = reference_agreement(float32, x, y, maps)
+    assert exported["reference"] == "tiny-float32 1.0.0" and exported["sha256"] == read_card(tiny_models["float32"]).sha256
+    assert exported["p5"] > 0.99 and exported["median"] < 1.0  # int8 moves the map a little, never its ranking much
+
+
+@pytest.mark.train
+def test_keras_comparison_agrees_with_the_float32_reference(tiny_models, tmp_path):
+    """--keras (Grad-CAM on the Keras model) and --reference (the float32 export's CAM) measure the same thing."""
+    (tmp_path / "run").mkdir()
+    shutil.copy(tiny_models["float32"].parent / "tiny.keras", tmp_path / "run" / "best.keras")
+    x, y = toy_images(9, seed=4)
+    int8 = load_model(tiny_models["int8"])
+    maps = np.stack([int8.class_activation_map(img, int(c)) for img, c in zip(x, y)])
+    keras = gradcam_agreement(tmp_path / "run", int8, x, y, maps)
+    reference = reference_agreement(load_model(tiny_models["float32"]), x, y, maps)
+    assert keras["images"] == 9 and keras["same_peak_cell"] == reference["same_peak_cell"]
+    assert keras["median"] == pytest.approx(reference["median"], abs=1e-3)
+
+
+def test_reference_that_is_not_the_same_model_is_refused(tiny_models, tmp_path, capsys):
+    path = tmp_path / "other.tflite"
+    shutil.copy(tiny_models["float32"], path)
+    card = read_card(tiny_models["float32"])
+    write_card(path, replace(card, cam=replace(card.cam, weights=tuple(tuple(-w for w in row) for row in card.cam.weights))))
+    with pytest.raises(ValueError, match="heatmap weights differ from tiny-int8's: not converted from the same model"):
+        check_reference(load_model(tiny_models["int8"]), load_model(path))
+    args = ["--model", str(tiny_models["int8"]), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")]
+    assert trust_main([*args, "--reference", "resnet18-float32"]) == 2  # refused before any film is read
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --reference: ") and "labels or preprocessing differ from tiny-int8's" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
 
 
 # --- temperature scaling -----------------------------------------------------------------------

@@ -31,9 +31,3 @@ def grad_cam(model: keras.Model, x: np.ndarray, classes: np.ndarray, batch_size:
         maps.append(tf.einsum("nhwk,nk->nhw", features, weights).numpy())
     return np.concatenate(maps).astype(np.float32)
 
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two maps of the same shape (ties broken by position)."""
-    ra = np.argsort(np.argsort(a.ravel())).astype(np.float64)
-    rb = np.argsort(np.argsort(b.ravel())).astype(np.float64)
-    return float(np.corrcoef(ra, rb)[0, 1])
