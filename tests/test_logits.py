@@ -17,10 +17,12 @@ def _softmax_model():
     return model
 
 
-def _run(flat: bytes, x: np.ndarray) -> tuple[np.ndarray, dict]:
-    from ai_edge_litert.interpreter import Interpreter
+def _run(flat: bytes, x: np.ndarray, tmp_path) -> tuple[np.ndarray, dict]:
+    from edgecxr.interpreter import make_interpreter
 
-    interpreter = Interpreter(model_content=flat)
+    path = tmp_path / f"model{len(list(tmp_path.iterdir()))}.tflite"
+    path.write_bytes(flat)
+    interpreter = make_interpreter(str(path))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     rows = []
@@ -34,7 +36,7 @@ def _run(flat: bytes, x: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 @pytest.mark.parametrize("variant", ["float32", "int8"])
-def test_the_stripped_model_outputs_the_logits(variant):
+def test_the_stripped_model_outputs_the_logits(variant, tmp_path):
     from converters.logits import strip_softmax
     from converters.quantize import convert
     from edgecxr.calibration import softmax
@@ -42,8 +44,8 @@ def test_the_stripped_model_outputs_the_logits(variant):
     model = _softmax_model()
     x = np.random.default_rng(1).uniform(0, 1, (64, 8)).astype(np.float32)
     flat = convert(model, variant, x if variant == "int8" else None)
-    probabilities, _ = _run(flat, x)
-    logits, out = _run(strip_softmax(flat), x)
+    probabilities, _ = _run(flat, x, tmp_path)
+    logits, out = _run(strip_softmax(flat), x, tmp_path)
     kernel, bias = model.get_layer("classifier").get_weights()
     step = out["quantization"][0] if variant == "int8" else 0.0
     assert np.abs(logits - (x @ kernel + bias)).max() <= max(2 * step, 1e-5)  # the logits, to an int8 step or two
