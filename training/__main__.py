@@ -12,7 +12,8 @@ from training.data import DatasetError
 from training.recipe import BALANCE
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
+    """The training command's options (also read back from a run's recorded command: :mod:`converters.recover`)."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Train an edgecxr model on one-folder-per-class datasets "
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--distill-alpha", type=float, default=0.5, help="with --teacher: weight of the hard label (default 0.5)")
     parser.add_argument("--distill-temperature", type=float, default=2.0, help="with --teacher: softening of the teacher's probabilities (default 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
     if args.freeze_backbone and not args.init_from:
         parser.error("--freeze-backbone needs --init-from")

@@ -1,0 +1,175 @@
+"""A training run folder recovered from a float32 classifier ``.tflite``, for models whose Keras file is gone.
+
+The bundled ResNet-18 and MLP-12 were converted from runs whose folders were not kept, so nothing
+could be converted again (other variants, pruning, quantization-aware training). A float32
+``.tflite`` still holds every weight: the Keras model of the card's family is built at the card's
+input size (the ResNet's width read from its stem convolution) and given those weights, found by
+the Keras layer names TFLite keeps in its tensor names. TFLite folds each BatchNormalization into
+the convolution before it; the BatchNormalization layers get back statistics measured on training
+films (mean and variance of the folded convolution's output) with a scale and offset that leave
+the function unchanged, so fine-tuning sees normalised activations as the original training did.
+
+    python -m converters.recover FLOAT32.tflite --data ROOT --out RUN_DIR
+
+Writes ``RUN_DIR/best.keras`` and ``RUN_DIR/run.json`` (the card's training record and the recorded
+training command's settings, plus ``recovered_from``), which ``python -m converters`` reads like any
+run. Refused unless the Keras model gives the ``.tflite``'s probabilities on the test split within
+:data:`PARITY_TOLERANCE`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tf_keras as keras
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
+from converters.verify import tflite_probabilities
+from edgecxr.card import ModelCard, read_card
+from edgecxr.families import family as family_of
+from edgecxr.model import Model
+from edgecxr.provenance import repo_relative
+from training.__main__ import make_parser
+from training.data import DatasetError
+from training.multiroot import load_roots, manifest_digests
+
+PARITY_TOLERANCE = 1e-4  # max |probability difference| on the test split, Keras vs the .tflite
+# converters.quantize.exported copies the classifier's weights into a Dense named "logits"; older exports kept "classifier".
+EXPORTED_LAYERS = {"logits": "classifier"}
+STATISTICS_IMAGES = 1024  # training films the BatchNormalization statistics are measured on
+
+
+def tflite_weights(flat: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Keras layer name -> (kernel in Keras layout, bias) of every CONV_2D and FULLY_CONNECTED op of a float32 ``.tflite``.
+
+    The layer is the second path part of the weight tensor's name (``resnet18/stage1_block1_a_conv/Conv2D``).
+    """
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
+    graph = model.subgraphs[0]
+    kinds = {schema.BuiltinOperator.CONV_2D: (1, 2, 3, 0), schema.BuiltinOperator.FULLY_CONNECTED: (1, 0)}  # OHWI -> HWIO, OI -> IO
+    weights = {}
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if kind not in kinds:
+            continue
+        kernel = _array(model, graph.tensors[op.inputs[1]])
+        has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0  # the converter leaves out an all-zero bias
+        bias = _array(model, graph.tensors[op.inputs[2]]) if has_bias else np.zeros(kernel.shape[0], np.float32)
+        layer = graph.tensors[op.inputs[1]].name.decode().split(";")[0].split("/")[1]
+        layer = EXPORTED_LAYERS.get(layer, layer)
+        weights[layer] = (kernel.transpose(kinds[kind]), bias)
+    return weights
+
+
+def _array(model: Any, tensor: Any) -> np.ndarray:
+    if tensor.type != schema.TensorType.FLOAT32:
+        raise ValueError(f"tensor {tensor.name.decode()} is not float32: recover from the float32 model")
+    return np.frombuffer(bytes(model.buffers[tensor.buffer].data), np.float32).reshape(tensor.shape).copy()
+
+
+def rebuild(card: ModelCard, weights: dict[str, tuple[np.ndarray, np.ndarray]], settings: dict[str, Any]) -> keras.Model:
+    """The card's family built with ``settings`` and given ``weights`` (:func:`tflite_weights`; BatchNormalization as identity + offset)."""
+    model = family_of(card.family or "").build(card.preprocessing.size[0], len(card.labels), **settings)
+    by_name = {layer.name: layer for layer in model.layers}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        if layer.weights and layer.name not in weights:
+            raise ValueError(f"layer {layer.name} has no weights in the .tflite")
+        if layer.name in weights:
+            kernel, bias = weights[layer.name]
+            if isinstance(layer, keras.layers.Conv2D):  # no bias of its own: the folded BatchNormalization after it takes it
+                layer.set_weights([kernel])
+                bn = by_name[layer.name.removesuffix("_conv") + "_bn"]
+                bn.set_weights([np.ones_like(bias), bias, np.zeros_like(bias), np.full_like(bias, 1 - bn.epsilon)])
+            else:
+                layer.set_weights([kernel, bias])
+    return model
+
+
+def restore_statistics(model: keras.Model, images: np.ndarray) -> None:
+    """Give every BatchNormalization the mean and variance of its input on ``images``, keeping the function.
+
+    An identity normalisation with offset b becomes mean m, variance v, scale sqrt(v + eps) and
+    offset b + m: the same output for every input.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    probe = keras.Model(model.input, [layer.input for layer in norms])
+    outputs = probe.predict(images, batch_size=64, verbose=0)
+    for layer, x in zip(norms, outputs if len(norms) > 1 else [outputs]):
+        mean, variance = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+        _, bias, _, _ = layer.get_weights()
+        layer.set_weights([np.sqrt(variance + layer.epsilon), bias + mean, mean, variance])
+
+
+def recover(path: Path, roots: list[Path], out: Path) -> dict[str, Any]:
+    """Write ``out/best.keras`` and ``out/run.json`` for the float32 model at ``path``; returns the run record."""
+    card = read_card(path)
+    if card.variant != "float32" or card.training is None:
+        raise ValueError(f"{path}: recover from a float32 classifier with a training record, not {card.variant}")
+    wanted = card.training.dataset_manifest_sha256 or ""
+    if wanted not in manifest_digests(roots).values():
+        raise ValueError(f"none of {', '.join(map(str, roots))} has the manifest the model was trained on ({wanted[:12]}…)")
+    weights = tflite_weights(path.read_bytes())
+    recorded = vars(make_parser().parse_args(card.training.command.split()[3:]))  # the command after "python -m training"
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in recorded.items()}
+    if "stem_conv" in weights:  # the ResNet's width is what its stem convolution has
+        settings["width"] = int(weights["stem_conv"][0].shape[-1])
+    data = load_roots(roots, card.preprocessing.to_dict())
+    model = rebuild(card, weights, settings)
+    rng = np.random.default_rng(0)
+    train = data.splits["train"].x
+    restore_statistics(model, train[rng.choice(len(train), min(STATISTICS_IMAGES, len(train)), replace=False)])
+    test = data.splits["test"].x
+    diff = float(np.max(np.abs(model.predict(test, batch_size=64, verbose=0) - tflite_probabilities(Model(path), test))))
+    if diff > PARITY_TOLERANCE:
+        raise ValueError(f"{path}: the rebuilt Keras model differs from it by {diff:.2e} in probability (> {PARITY_TOLERANCE})")
+    info: dict[str, Any] = {
+        "command": card.training.command,
+        "config": settings,
+        "labels": list(card.labels),
+        "preprocessing": card.preprocessing.to_dict(),
+        "dataset": {
+            "root": repo_relative(roots[0]), "manifest_sha256": wanted,
+            "counts": {k: list(v) for k, v in card.training.counts.items()}, "skipped": [],
+        },
+        "versions": dict(card.training.versions),
+        "git": card.training.git,
+        "utc_time": card.training.utc_time,
+        "recovered_from": {"file": path.name, "version": card.version, "sha256": card.sha256, "max_abs_probability_diff": diff},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "best.keras")
+    (out / "run.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m converters.recover",
+        description="Recover a training run folder (best.keras + run.json) from a float32 classifier .tflite and its card.",
+    )
+    parser.add_argument("model", type=Path, help="the float32 .tflite (its card beside it)")
+    parser.add_argument("--data", type=Path, action="append", required=True, help="dataset root the model was trained on (repeatable)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write")
+    args = parser.parse_args(argv)
+    try:
+        info = recover(args.model, args.data, args.out)
+    except (DatasetError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: recovered from {args.model.name} {info['recovered_from']['version']}, "
+          f"max |probability difference| on test {info['recovered_from']['max_abs_probability_diff']:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
