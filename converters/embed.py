@@ -1,14 +1,25 @@
-"""Writing the card facts into a ``.tflite`` (see :mod:`edgecxr.embedded`, which reads them)."""
+"""Writing the card facts into a ``.tflite`` (see :mod:`edgecxr.embedded`, which reads them).
+
+    python -m converters.embed MODEL.tflite --out DIR [--bundle]
+
+embeds them into a model converted before the converter did (the bundled lung model 1.0.0).
+"""
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from edgecxr.embedded import METADATA_NAME, facts_json
+from edgecxr.card import ModelError, gzip_size, read_card, write_card
+from edgecxr.embedded import METADATA_NAME, embedded_facts, facts_json
+from edgecxr.interpreter import make_interpreter
 
 
 def embed_facts(flat: bytes, card: Mapping[str, Any]) -> bytes:
@@ -25,3 +36,62 @@ def embed_facts(flat: bytes, card: Mapping[str, Any]) -> bytes:
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def identical_outputs(before: Path, after: Path, n: int = 8, seed: int = 0) -> bool:
+    """Whether the two ``.tflite`` files give bit-identical raw outputs on ``n`` random inputs of their input type."""
+    rng = np.random.default_rng(seed)
+    a, b = make_interpreter(str(before)), make_interpreter(str(after))
+    detail = a.get_input_details()[0]
+    for _ in range(n):
+        if np.issubdtype(detail["dtype"], np.integer):
+            info = np.iinfo(detail["dtype"])
+            x = rng.integers(info.min, info.max + 1, size=detail["shape"]).astype(detail["dtype"])
+        else:
+            x = rng.uniform(0, 1, size=detail["shape"]).astype(detail["dtype"])
+        outputs = []
+        for interpreter in (a, b):
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+            interpreter.invoke()
+            outputs.append([interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()])
+        if any(not np.array_equal(p, q) for p, q in zip(*outputs)):
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m converters.embed",
+        description="Embed a card's facts (labels, preprocessing, output kind) into a .tflite converted before they were embedded; "
+        "the graph is untouched and its outputs are checked to be bit-identical.",
+    )
+    parser.add_argument("model", type=Path, help=".tflite with its card beside it")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the model with facts and its card")
+    parser.add_argument("--bundle", action="store_true", help="copy it into the package (edgecxr/models/), next version")
+    parser.add_argument("--change", default="Labels, preprocessing and output kind embedded in the .tflite (the sha256 covers them); "
+                        "the graph and its outputs are unchanged.")
+    args = parser.parse_args(argv)
+    try:
+        card = read_card(args.model)
+        if embedded_facts(args.model.read_bytes()) is not None:
+            raise ValueError(f"{args.model}: already carries its facts")
+        args.out.mkdir(parents=True, exist_ok=True)
+        target = args.out / args.model.name
+        flat = embed_facts(args.model.read_bytes(), card.to_dict())
+        target.write_bytes(flat)
+        write_card(target, dataclasses.replace(card, gzip_bytes=gzip_size(flat)))
+        if not identical_outputs(args.model, target):
+            raise ValueError(f"{target}: outputs differ from {args.model}'s")
+    except (ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{target}: facts embedded, outputs identical")
+    if args.bundle:
+        from converters.build import bundle  # imports TensorFlow's Keras: only for --bundle
+
+        bundle(target, args.change)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -67,3 +67,21 @@ def test_models_that_already_output_logits_are_not_re_released(tiny_models, tmp_
     assert code == 2
     assert "already outputs logits" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_facts_are_embedded_into_a_model_that_had_none(tmp_path, capsys):
+    """``python -m converters.embed``: the facts land in the file, the outputs stay bit-identical, the card follows the sha256."""
+    from converters.embed import identical_outputs, main
+    from edgecxr.card import read_card
+    from edgecxr.embedded import embedded_facts
+    from edgecxr.registry import MODELS_DIR
+    from test_embedded import without_facts
+
+    old = without_facts(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
+    assert main([str(old), "--out", str(tmp_path / "out")]) == 0
+    new = tmp_path / "out" / old.name
+    card = read_card(new)  # checks the card's sha256 against the file
+    assert embedded_facts(new.read_bytes()) == {"labels": list(card.labels), "preprocessing": card.preprocessing.to_dict(), "output_kind": "probabilities"}
+    assert identical_outputs(old, new)
+    assert main([str(new), "--out", str(tmp_path / "again")]) == 2
+    assert "already carries its facts" in capsys.readouterr().err

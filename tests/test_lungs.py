@@ -19,6 +19,7 @@ from edgecxr import ModelError, load_model
 from edgecxr.card import ModelCard, read_card, write_card
 from edgecxr.cardparts import SegmentationVerification
 from edgecxr.cli import main
+from edgecxr.embedded import embedded_facts
 from edgecxr.families import FAMILIES
 from edgecxr.imageio import load_image
 from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, segmentation_report
@@ -204,7 +205,9 @@ def test_the_lung_card_is_a_current_model_card():
     data = json.loads(path.with_suffix(".json").read_text())
     card = ModelCard.from_dict(data, path)
     assert card.to_dict() == data and "task" not in data
-    assert card.sha256 == "64cf21d3952d65b80c1edd5b707ebafda5f551998b354b65ad64aff9d71f6bae"  # the .tflite the card was migrated for
+    assert card.sha256 == "4c35018f58f7ede54a1580b7c90094c9acef98c569e24b983dcc7ee0571d51fd"  # 1.1.0: 1.0.0 with its facts embedded
+    assert card.version == "1.1.0" and "embedded" in card.changelog[-1].change
+    assert embedded_facts(path.read_bytes()) == {"labels": list(card.labels), "preprocessing": card.preprocessing.to_dict(), "output_kind": "probabilities"}
     assert card.architecture == FAMILIES["lungs"].describe(128, 128, 2_163_553, 16)
     assert isinstance(card.verification, SegmentationVerification) and card.verification.mask_dice_vs_float32_mean == 0.9977
     assert set(card.metrics or {}) == {"val", "float32_val"} and card.metrics["val"]["dice_mean"] == 0.9328
