@@ -30,7 +30,7 @@ import numpy as np
 
 import edgecxr
 from edgecxr.benchmark import measure_in_child, percentile, platform_info
-from edgecxr.card import read_card
+from edgecxr.card import gzip_size, read_card
 from edgecxr.cardparts import Verification
 from edgecxr.evaluate import evaluate
 from edgecxr.families import VARIANTS
@@ -91,12 +91,19 @@ def split_manifest(data: Path) -> Manifest | None:
     return read_manifest(path) if path.is_file() else None
 
 
-def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None) -> dict:
-    """Metrics of one model on ``data`` (a split folder), overall and per manifest source."""
+def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None, external: Path | None = None) -> dict:
+    """Metrics of one model on ``data`` (a split folder), overall and per manifest source; with ``external`` (a split
+    folder from a hospital nothing was trained on, reported only) the share of its films called each label."""
     model = load_model(path)
     report = evaluate(model, data, manifest=manifest)
     verification = model.card.verification
     report["agreement_with_float32"] = verification.agreement_with_float32 if isinstance(verification, Verification) else None
+    if external is not None:
+        outside = evaluate(model, external, manifest=split_manifest(external))
+        called = np.asarray(outside["confusion_matrix"]).sum(axis=0) / max(outside["n"], 1)
+        report["external"] = {"data": repo_relative(external), "n": outside["n"],
+                              "called": {label: round(float(c), 4) for label, c in zip(outside["labels"], called)}}
+    report["gzip_bytes"], report["size_bytes"] = gzip_size(path.read_bytes()), path.stat().st_size
     return {**report, **card_fields(path)}
 
 
@@ -164,7 +171,7 @@ def cold_start(data: Path, runs: int) -> dict[str, Any]:
 
 
 def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs: int, warmup: int, cold_runs: int,
-               command: list[str]) -> dict:
+               command: list[str], external: Path | None = None) -> dict:
     """Measure everything; ``provenance`` records ``command`` and the sha256 of every model measured."""
     started, load_before = utc_now(), os.getloadavg()
     manifest = split_manifest(data)  # read before measuring: a bad one stops the run at once
@@ -182,7 +189,7 @@ def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs:
     accuracy = {}
     for path in paths:
         print(f"accuracy of {path.name}", file=sys.stderr, flush=True)
-        accuracy[path.stem] = accuracy_by_source(path, data, manifest)
+        accuracy[path.stem] = accuracy_by_source(path, data, manifest, external)
     keras_rows = [keras_latency(r, runs, warmup) for r in keras_runs]
     return {"provenance": record(command, models=paths),
             "platform": {**platform_info(), "cpu_features": cpu_features()}, "measured_at": started,
@@ -246,12 +253,17 @@ def markdown(results: dict, notes: str | None = None) -> str:
             + f", at {provenance(cold)}" + _other_machine(p, cold.get("platform")) + "."),
         "", *targets_markdown(results, notes), *cold_markdown(cold),
         "## Accuracy on the test split", "",
-        "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in labels) + " |",
-        "|---|---|---|" + "---|" * len(labels),
+        *external_note(results),
+        "| model | accuracy | macro-F1 | " + " | ".join(f"sens. {l}" for l in labels) + " | agreement with float32 | external called Normal | gzip MB | MACs |",
+        "|---|---|---|" + "---|" * len(labels) + "---|---|---|---|",
     ]
     for name, a in sorted(results["accuracy"].items(), key=lambda kv: row_order(kv[1])):
         sens = " | ".join(f"{a['per_class'][l]['recall']:.3f}" for l in a["labels"])
-        lines.append(f"| {name} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | {sens} |")
+        agreement = f"{a['agreement_with_float32']:.1%}" if a.get("agreement_with_float32") is not None and a["variant"] != "float32" else "–"
+        outside = f"{a['external']['called'].get('Normal', float('nan')):.3f}" if a.get("external") else "–"
+        gzip = f"{a['gzip_bytes'] / 1e6:.2f}" if a.get("gzip_bytes") else "–"
+        macs = f"{a['macs'] / 1e6:.1f} M" if a.get("macs") else "–"
+        lines.append(f"| {name} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | {sens} | {agreement} | {outside} | {gzip} | {macs} |")
     lines += ["", "## Latency (batch 1, ms)", "",
               "| model | dtype | MB | gzip MB | threads | XNNPACK | init | first | p50 | p90 | p99 | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -270,6 +282,15 @@ def markdown(results: dict, notes: str | None = None) -> str:
         per = ", ".join(f"{s} {v['accuracy']:.3f} (n={v['n']})" for s, v in a.get("per_source", {}).items())
         lines.append(f"- **{name}**: {per}")
     return "\n".join(lines) + "\n"
+
+
+def external_note(results: dict) -> list[str]:
+    """The sentence naming the external films, when the run measured them."""
+    outside = next((a["external"] for a in results["accuracy"].values() if a.get("external")), None)
+    if not outside:
+        return []
+    return [f"*external called Normal*: share of the {outside['n']} films of `{outside['data']}` (a hospital no training film "
+            "comes from, all Normal; reported only, never used to train, calibrate or select) the model calls Normal.", ""]
 
 
 def targets_markdown(results: dict, notes: str | None) -> list[str]:
@@ -316,22 +337,39 @@ def cold_markdown(cold: dict | None) -> list[str]:
     return lines + [""]
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (first, lower is better) and accuracy (second, higher is better), by cost."""
+    front: list[tuple[float, float]] = []
+    for cost, accuracy in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or accuracy > front[-1][1]:
+            front.append((cost, accuracy))
+    return front
+
+
 def plot(results: dict, path: Path) -> None:
+    """Test macro-F1 against p50 latency (2 threads, XNNPACK) and against gzip size, each with its Pareto front."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in results["latency"]:
-        if r["threads"] == 2 and r["xnnpack"]:
+    rows = [r for r in results["latency"] if r["threads"] == 2 and r["xnnpack"]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, cost, label in ((axes[0], lambda r: r["p50_ms"], "p50 latency, ms (2 threads, XNNPACK; log scale)"),
+                            (axes[1], lambda r: r["gzip_bytes"] / 1e6, "gzip size, MB (log scale)")):
+        points = []
+        for r in rows:
             acc = results["accuracy"][Path(r["path"]).stem]["macro_f1"]
-            ax.scatter(r["p50_ms"], acc, s=20 + r["size_bytes"] / 1e5)
-            ax.annotate(f"{r['model']} ({r['size_bytes'] / 1e6:.1f} MB)", (r["p50_ms"], acc), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("p50 latency, ms (2 threads, XNNPACK; log scale)")
-    ax.set_ylabel("test macro-F1")
-    ax.set_title("accuracy vs latency (marker area ~ file size)")
+            points.append((cost(r), acc))
+            ax.scatter(cost(r), acc, s=25)
+            ax.annotate(r["model"], (cost(r), acc), fontsize=7)
+        front = pareto_front(points)
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test macro-F1")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("accuracy vs latency and vs size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -342,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, action="append", default=[], help="folder of .tflite + cards (repeatable)")
     parser.add_argument("--keras", type=Path, action="append", default=[], help="training run folder whose best.keras to time (repeatable)")
     parser.add_argument("--data", type=Path, help="test split: one folder per class")
+    parser.add_argument(
+        "--external", type=Path,
+        help="split folder of films from a hospital nothing was trained on (e.g. ../shared/data/cxr3-plus/external): share called each label, reported only",
+    )
     parser.add_argument("--out", type=Path, help="folder for results.json, report.md, tradeoff.png (default with --from-results: its folder)")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per model and setting")
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs before timing")
@@ -355,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--models, --data and --out are required unless --from-results is given")
     if args.measure_cold_start and not (args.from_results and args.data):
         parser.error("--measure-cold-start needs --from-results and --data")
-    for d in [*args.models, *args.keras, *([args.data] if args.data else [])]:
+    for d in [*args.models, *args.keras, *([args.data] if args.data else []), *([args.external] if args.external else [])]:
         if not d.is_dir():
             parser.error(f"{d}: not a folder")
     if args.from_results:
@@ -366,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             results = run_matrix(args.models, args.keras, args.data, args.runs, args.warmup, args.cold_runs,
-                                 invocation("python -m benchmarks.matrix", argv))
+                                 invocation("python -m benchmarks.matrix", argv), args.external)
         except ManifestError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 
-from benchmarks.matrix import THREADS, cold_start, main, row_order, targets
+from benchmarks.matrix import THREADS, cold_start, main, pareto_front, row_order, targets
 from edgecxr.card import sha256_of
 from edgecxr.provenance import repo_relative
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
@@ -28,7 +29,9 @@ def two_class_data(tmp_path_factory):
 def test_matrix_writes_results_report_and_plot(tiny_models, two_class_data, tmp_path):
     out = tmp_path / "out"
     args = ["--models", str(tiny_models["int8"].parent), "--data", str(two_class_data), "--out", str(out)]
-    assert main([*args, "--runs", "3", "--warmup", "1", "--cold-runs", "1"]) == 0
+    external = tmp_path / "external"  # a split folder holding one class, as cxr3-plus/external holds only Normal films
+    shutil.copytree(two_class_data / "bright", external / "bright")
+    assert main([*args, "--external", str(external), "--runs", "3", "--warmup", "1", "--cold-runs", "1"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["latency"]) == 2 * len(THREADS) * 2  # two models x threads x XNNPACK on/off
     assert {(r["model"], r["threads"], r["xnnpack"]) for r in results["latency"]} == {
@@ -37,6 +40,9 @@ def test_matrix_writes_results_report_and_plot(tiny_models, two_class_data, tmp_
     assert all(r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] for r in results["latency"])
     acc = results["accuracy"]["tiny-int8"]
     assert acc["n"] == 4 and acc["accuracy"] == 1.0
+    assert acc["external"]["n"] == 2 and acc["external"]["data"] == repo_relative(external)
+    assert acc["external"]["called"]["bright"] == 1.0 and sum(acc["external"]["called"].values()) == 1.0
+    assert acc["gzip_bytes"] > 0 and acc["size_bytes"] == tiny_models["int8"].stat().st_size
     assert [m["model"] for m in results["cold_start"]["models"]] == [p.stem for p in bundled_models()]
     assert results["cold_start"]["image"] == repo_relative(two_class_data / "bright" / "0.png")  # first in sorted order
     assert results["provenance"]["models"] == {repo_relative(p): sha256_of(p) for p in tiny_models.values()}
@@ -148,3 +154,9 @@ def test_cold_start_of_the_bundled_default(two_class_data):
     assert 10 < default["rss_median_mb"] <= default["rss_max_mb"] < 2000
     assert default["answer"].startswith(f"{two_class_data / 'bright' / '0.png'}: ")
     assert cold["package"].endswith("edgecxr") and cold["command"].endswith("edgecxr")
+
+
+def test_pareto_front_keeps_only_unbeaten_points():
+    points = [(5.0, 0.80), (1.0, 0.70), (2.0, 0.69), (3.0, 0.85), (4.0, 0.84), (1.0, 0.60)]
+    assert pareto_front(points) == [(1.0, 0.70), (3.0, 0.85)]
+    assert pareto_front([]) == []
