@@ -153,10 +153,10 @@ def test_default_probabilities_have_real_resolution(shared_data):
 
     model = load_model()
     assert model.card.output_kind == "logits"
-    files = [f for f, _ in labelled_files(shared_data / "cxr3" / "test", model.labels)][::9]  # 101 films, every class
+    files = [f for f, _ in labelled_files(shared_data / "cxr3" / "test", model.labels)]
     probs = np.stack([model.probabilities(f) for f in files])
     top = np.sort(probs, axis=1)
     _, counts = np.unique(np.round(top[:, -1], 6), return_counts=True)
-    assert counts.max() <= 2 and len(counts) >= len(files) - 5
+    assert counts.max() <= 3 and len(counts) >= 870  # 875 distinct values on 905 films (1.1.0: 148)
     # two logits on the same int8 step (0.078) still tie: 4 of the 905 test films, as in 1.1.0
-    assert np.sum(top[:, -1] - top[:, -2] <= 1e-6) <= 2
+    assert np.sum(top[:, -1] - top[:, -2] <= 1e-6) == 4
