@@ -290,7 +290,8 @@ def external_note(results: dict) -> list[str]:
     if not outside:
         return []
     return [f"*external called Normal*: share of the {outside['n']} films of `{outside['data']}` (a hospital no training film "
-            "comes from, all Normal; reported only, never used to train, calibrate or select) the model calls Normal.", ""]
+            "comes from; reported only, never used to train, calibrate or select) the model calls Normal; every label's share is in "
+            "results.json (`accuracy.<model>.external.called`).", ""]
 
 
 def targets_markdown(results: dict, notes: str | None) -> list[str]:
@@ -395,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs and --cold-runs must be >= 1 and --warmup >= 0")
     if args.from_results is None and not (args.models and args.data and args.out):
         parser.error("--models, --data and --out are required unless --from-results is given")
+    if args.external and args.from_results:
+        parser.error("--external is measured with the models: it cannot be added to --from-results")
     if args.measure_cold_start and not (args.from_results and args.data):
         parser.error("--measure-cold-start needs --from-results and --data")
     for d in [*args.models, *args.keras, *([args.data] if args.data else []), *([args.external] if args.external else [])]:

@@ -17,7 +17,7 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from edgecxr.card import ModelError, gzip_size, read_card, write_card
+from edgecxr.card import ModelError, gzip_size, read_card, verify_file, write_card
 from edgecxr.embedded import METADATA_NAME, embedded_facts, facts_json
 from edgecxr.interpreter import make_interpreter
 
@@ -71,17 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--change", default="Labels, preprocessing and output kind embedded in the .tflite (the sha256 covers them); "
                         "the graph and its outputs are unchanged.")
     args = parser.parse_args(argv)
+    target = args.out / args.model.name
     try:
         card = read_card(args.model)
+        verify_file(args.model, card)  # the card must be this file's: its facts are about to be sealed into it
         if embedded_facts(args.model.read_bytes()) is not None:
             raise ValueError(f"{args.model}: already carries its facts")
+        if target.resolve() == args.model.resolve():
+            raise ValueError(f"{args.model}: --out is its own folder; the new file would replace it")
         args.out.mkdir(parents=True, exist_ok=True)
-        target = args.out / args.model.name
         flat = embed_facts(args.model.read_bytes(), card.to_dict())
         target.write_bytes(flat)
         write_card(target, dataclasses.replace(card, gzip_bytes=gzip_size(flat)))
         if not identical_outputs(args.model, target):
-            raise ValueError(f"{target}: outputs differ from {args.model}'s")
+            target.unlink()
+            target.with_suffix(".json").unlink()
+            raise ValueError(f"{args.model}: with its facts embedded its outputs changed; nothing written")
     except (ModelError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -85,3 +85,66 @@ def test_facts_are_embedded_into_a_model_that_had_none(tmp_path, capsys):
     assert identical_outputs(old, new)
     assert main([str(new), "--out", str(tmp_path / "again")]) == 2
     assert "already carries its facts" in capsys.readouterr().err
+
+
+def _two_output_flat() -> tuple[bytes, object]:
+    """A small CNN exported as the old converter did: a feature map output and softmax probabilities."""
+    import tf_keras as keras
+
+    from converters.quantize import convert
+
+    inputs = keras.Input((8, 8, 1), name="image")
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="features")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    probs = keras.layers.Dense(3, activation="softmax", name="classifier")(pooled)
+    model = keras.Model(inputs, [probs, features])
+    return convert(model, "float32"), model
+
+
+def test_with_a_feature_map_output_the_outputs_keep_their_order_and_signature(tmp_path):
+    from converters.logits import strip_softmax
+    from edgecxr.calibration import softmax
+    from edgecxr.interpreter import make_interpreter
+
+    flat, model = _two_output_flat()
+    (tmp_path / "old.tflite").write_bytes(flat)
+    (tmp_path / "new.tflite").write_bytes(strip_softmax(flat))
+    old, new = make_interpreter(str(tmp_path / "old.tflite")), make_interpreter(str(tmp_path / "new.tflite"))
+    assert [tuple(d["shape"]) for d in new.get_output_details()] == [tuple(d["shape"]) for d in old.get_output_details()]
+    x = np.random.default_rng(2).uniform(0, 1, (1, 8, 8, 1)).astype(np.float32)
+    old_out = old.get_signature_runner()(image=x)
+    new_out = new.get_signature_runner()(image=x)
+    assert set(old_out) == set(new_out)  # same signature names, each mapped to the same kind of tensor
+    by_rank = {len(v.shape): k for k, v in new_out.items()}
+    logits, feature_map = new_out[by_rank[2]], new_out[by_rank[4]]
+    assert np.allclose(feature_map, old_out[by_rank[4]])
+    assert np.allclose(softmax(logits), old_out[by_rank[2]], atol=1e-6) and not np.allclose(logits, old_out[by_rank[2]])
+
+
+def test_a_softmax_whose_output_feeds_other_ops_is_refused():
+    import tf_keras as keras
+
+    from converters.logits import strip_softmax
+    from converters.quantize import convert
+
+    inputs = keras.Input((8,), name="image")
+    probs = keras.layers.Dense(3, activation="softmax")(inputs)
+    model = keras.Model(inputs, [probs, keras.layers.Lambda(lambda p: 2 * p)(probs)])
+    with pytest.raises(ValueError, match="also feeds other ops"):
+        strip_softmax(convert(model, "float32"))
+
+
+def test_embedding_refuses_a_card_that_is_not_the_files_and_its_own_folder(tmp_path, capsys):
+    from converters.embed import main
+    from edgecxr.card import read_card
+    from edgecxr.registry import MODELS_DIR
+    from test_embedded import without_facts
+
+    model = without_facts(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
+    assert main([str(model), "--out", str(tmp_path)]) == 2
+    assert "--out is its own folder" in capsys.readouterr().err
+    card = read_card(model)
+    (model.with_suffix(".json")).write_text((model.with_suffix(".json")).read_text().replace(card.sha256 or "", "0" * 64))
+    assert main([str(model), "--out", str(tmp_path / "out")]) == 2
+    assert "does not match its card" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

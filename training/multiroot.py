@@ -94,6 +94,14 @@ def manifest_digests(roots: Sequence[Path]) -> dict[str, str | None]:
     return {str(root): (m.sha256 if (m := dataset_manifest(Path(root))) else None) for root in roots}
 
 
+def require_manifest(roots: Sequence[Path], sha256: str | None) -> None:
+    """DatasetError unless one of ``roots`` has the manifest with ``sha256`` (a model's record of the data it was trained on)."""
+    if not sha256:
+        raise DatasetError(f"{roots[0]}: the model records no dataset manifest to check these roots against")
+    if sha256 not in manifest_digests(roots).values():
+        raise DatasetError(f"none of {', '.join(map(str, roots))} has the manifest the model was trained on ({sha256[:12]}…)")
+
+
 def _split_of(path: Path) -> str:
     return path.parent.parent.name
 
