@@ -88,7 +88,7 @@ def measure(run: Path, source: str, roots: Sequence[str], cache: dict) -> dict[s
         "input_size": info["preprocessing"]["size"][0],
         "width": info["config"].get("width"),
         "held_out_train_val_films_removed": info["dataset"].get("held_out", {}).get("films"),
-        "training_films": int(sum(info["dataset"]["counts"]["train"])),
+        "training_films": dict(zip(labels, info["dataset"]["counts"]["train"])),
         "seconds_per_epoch": round(float(np.mean(seconds)), 1) if seconds else None,
         "training_seconds": round(float(np.sum(seconds)), 1) if seconds else None,
         # wall clock from run.json (written once the films are decoded) to metrics.json (after the final evaluation)
@@ -143,6 +143,7 @@ def measure_all(runs: Path, roots: Sequence[str], cache: dict) -> list[dict[str,
 def markdown(results: dict[str, Any], notes: str | None) -> str:
     rows = results["runs"]
     plat = results["platform"]
+    names = " / ".join(rows[0]["labels"]) if rows else ""
     lines = [
         "# Leave one source out", "",
         f"Measured {results['provenance']['utc_time']} with `{results['provenance']['command']}`.", "",
@@ -153,16 +154,17 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         "films of that source (train, val and test of every root: none was trained or selected on), per class: the "
         "sensitivity and what the films were called. In-distribution: macro-F1 on the cxr3 test films of the remaining "
         f"sources. `{EXTERNAL}`: share of the 274 report-only adult Normals called Normal.", "",
-        f"| held out | recipe | class (films) | held-out sensitivity | called {' / '.join(rows[0]['labels']) if rows else ''} | in-dist. test macro-F1 (n) "
-        f"| {EXTERNAL} called Normal | epochs | s/epoch | run wall-clock s |",
-        "|" + "---|" * 10,
+        f"| held out | recipe | class (films) | held-out sensitivity | called {names} | in-dist. test macro-F1 (n) "
+        f"| {EXTERNAL} called Normal | training films {names} | epochs | s/epoch | run wall-clock s |",
+        "|" + "---|" * 11,
     ]
     for r in rows:
         for label, c in r["held_out_sensitivity"].items():
             called = " / ".join(str(n) for n in c["called"].values())
+            films = " / ".join(str(n) for n in r["training_films"].values())
             lines.append(
                 f"| {r['held_out']} | {r['recipe']} | {label} ({c['n']}) | **{c['recall']:.3f}** | {called} "
-                f"| {r['in_distribution_test']['macro_f1']:.3f} ({r['in_distribution_test']['n']}) | {r[EXTERNAL]['called'].get('Normal', float('nan')):.3f} "
+                f"| {r['in_distribution_test']['macro_f1']:.3f} ({r['in_distribution_test']['n']}) | {r[EXTERNAL]['called'].get('Normal', float('nan')):.3f} | {films} "
                 f"| {r['epochs']} | {_num(r['seconds_per_epoch'])} | {r['wall_seconds']}{' (resumed)' if r['resumed'] else ''} |"
             )
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
