@@ -13,7 +13,8 @@ heatmap the share of heatmap mass inside the lung fields (found by the bundled l
 often the heatmap peaks in the top row. The ``generalization`` targets of ``edgecxr/targets.json``
 are checked for each model. Writes ``generalization.json``, ``report.md`` and ``cells.png``; a
 ``notes.md`` in the output folder (hand-written analysis) is included under "Why", and an
-``ablation.md`` there (the training ablation, written by ``python -m training.ablation``) is linked.
+``ablation.md`` there (the training ablation, written by ``python -m training.ablation``) is linked, and so is
+a ``loso.md`` (leave one source out, written by ``python -m benchmarks.loso``).
 """
 from __future__ import annotations
 
@@ -233,6 +234,8 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         lines.append(f"| {k} | {n} | " + " | ".join(f"{s['cells'][k]['recall']:.3f}" if k in s["cells"] else "–" for s in sections) + " |")
     if results.get("ablation"):
         lines += ["", "## Training ablation", "", f"The recipes tried, measured on their Keras models: [{results['ablation']}]({results['ablation']})."]
+    if results.get("loso"):
+        lines += ["", "## Leave one source out", "", f"Recipes trained without one source, measured on its films (short schedule): [{results['loso']}]({results['loso']})."]
     if notes:
         lines += ["", "## Why", "", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -294,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": record(invocation("python -m benchmarks.generalization", argv), [m.path for m in models]),
         "roots": [str(r) for r in args.data], "min_cell": MIN_CELL, "models": sections,
         "ablation": "ablation.md" if (args.out / "ablation.md").is_file() else None,
+        "loso": "loso.md" if (args.out / "loso.md").is_file() else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     notes = args.out / "notes.md"

@@ -66,6 +66,8 @@ def test_content_free_images_have_no_anatomy_and_right_types():
 @pytest.mark.train  # the plot needs matplotlib, from the train extra
 def test_report_end_to_end(roots, tmp_path):
     out = tmp_path / "report"
+    out.mkdir()
+    (out / "loso.md").write_text("# Leave one source out\n")  # written by python -m benchmarks.loso; linked
     assert main(["--data", str(roots[0]), "--data", str(roots[1]), "--out", str(out)]) == 0
     results = json.loads((out / "generalization.json").read_text())
     (section,) = results["models"]
@@ -83,6 +85,7 @@ def test_report_end_to_end(roots, tmp_path):
     assert all(set(t) == {"name", "scope", "op", "target", "reached", "met", "margin"} for t in section["targets"])
     report = (out / "report.md").read_text()
     assert "| nih/Normal | 5 |" in report and "external called Normal" in report
+    assert results["loso"] == "loso.md" and "## Leave one source out" in report and "[loso.md](loso.md)" in report
     assert (out / "cells.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -69,6 +69,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="best.keras by lowest val loss, or by the highest recall of the worst source x class val cell (>= 10 films)",
     )
     parser.add_argument(
+        "--hold-out", action="append", default=[], metavar="SOURCE",
+        help="leave this source's films (the manifests' source column) out of train and val, repeatable; test keeps them "
+        "(leave-one-source-out: python -m benchmarks.loso)",
+    )
+    parser.add_argument(
         "--teacher", type=Path,
         help="distil from this classifier .tflite (with its card): targets mix its soft outputs with the labels (training.distill)",
     )

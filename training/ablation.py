@@ -239,7 +239,7 @@ def _measure_all(out_root: Path, roots: Sequence[str], schedule: str, cache: dic
     write_tables(rows, out_root, schedule)
 
 
-def _train_row(name: str, roots: Sequence[str], out_root: Path, epochs: int, extra: Sequence[str]) -> int:
+def train_row(name: str, roots: Sequence[str], out_root: Path, epochs: int, extra: Sequence[str]) -> int:
     run = out_root / name
     state = run / "state.json"
     if (run / "metrics.json").exists() and state.exists() and json.loads(state.read_text())["epochs_done"] >= epochs:
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, _, _, _ in ALL_ROWS:
             if (name not in args.rows) if args.rows else (name not in {n for n, _, _, _ in ROWS}):
                 continue
-            code = _train_row(name, args.data, args.out_root, args.epochs, args.extra)
+            code = train_row(name, args.data, args.out_root, args.epochs, args.extra)
             if code != 0:
                 print(f"error: row {name} exited {code}; see {args.out_root / (name + '.log')}", file=sys.stderr)
                 return 1

@@ -7,7 +7,7 @@ manifest hashes, labels, preprocessing spec), ``best.keras`` (lowest validation 
 when the source-adversarial wrapper is trained), ``history.json``, ``cells.json`` (val recall per
 source x class and epoch), ``metrics.json`` (val and test, overall and per source), ``curves.png``
 and ``confusion_{val,test}.png``. The training input and its de-confounding switches are
-:mod:`training.recipe`'s.
+:mod:`training.recipe`'s; sources held out of train and val (``hold_out``) :mod:`training.holdout`'s.
 
 Under ``--strategy multiworker`` only the chief (worker 0) writes the run folder. Every worker
 runs the same saves, since saving reads variables that need all workers (TensorFlow's
@@ -36,6 +36,7 @@ from edgecxr.model import Model
 from edgecxr.preprocess import PreprocessSpec
 from training import adversarial, report
 from training.data import Dataset, DatasetError, Split
+from training.holdout import hold_out
 from training.multiroot import load_roots, manifest_digests
 from training.recipe import Recipe, source_ids, steps_per_epoch, train_dataset
 from training.selection import cell_names
@@ -72,6 +73,7 @@ class TrainConfig:
     teacher: Path | None = None  # a classifier .tflite with its card: distil from its soft outputs (training.distill)
     distill_alpha: float = 0.5  # weight of the hard label in the distillation target
     distill_temperature: float = 2.0  # softening of the teacher's probabilities
+    hold_out: list[str] = field(default_factory=list)  # sources whose films leave train and val (training.holdout)
 
     def recipe(self) -> Recipe:
         return Recipe(self.balance, self.scanner_aug, self.markers, self.adversarial)
@@ -127,7 +129,11 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
         raise DatasetError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose another --out")
     spec = PreprocessSpec.from_dict(json.loads((cfg.out / "run.json").read_text())["preprocessing"]) if resuming else run_spec(cfg)
     teacher = _teacher(cfg) if cfg.teacher else None  # refused before the films are decoded
+    recorded = json.loads((cfg.out / "run.json").read_text())["config"].get("hold_out", []) if resuming else cfg.hold_out
+    if sorted(recorded) != sorted(cfg.hold_out):
+        raise DatasetError(f"{cfg.out}: the run holds out {recorded}; resume it with the same --hold-out, not {cfg.hold_out}")
     data = load_roots([cfg.data, *cfg.more_data], spec, workers=cfg.workers)
+    data, held_out = hold_out(data, cfg.hold_out) if cfg.hold_out else (data, {})
     train_split = data.splits["train"]
     val_split = data.splits.get("val")
     if val_split is None:
@@ -141,7 +147,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
             f"{cfg.data}: --strategy multiworker needs at least --batch-size ({cfg.batch_size}) training and validation images"
         )
     if chief:
-        _write_run_info(cfg, data, spec, argv or sys.argv, resuming)
+        _write_run_info(cfg, data, spec, argv or sys.argv, resuming, held_out)
 
     state_path = write_dir / "state.json"
     initial_epoch = 0
@@ -341,8 +347,11 @@ def _load_history(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_run_info(cfg: TrainConfig, data: Dataset, spec: PreprocessSpec, argv: list[str], resuming: bool) -> None:
-    """Write run.json (paths repo-relative); a resumed run keeps the original record and appends its own command."""
+def _write_run_info(cfg: TrainConfig, data: Dataset, spec: PreprocessSpec, argv: list[str], resuming: bool, held_out: dict[str, int]) -> None:
+    """Write run.json (paths repo-relative); a resumed run keeps the original record and appends its own command.
+
+    ``held_out``: films removed per split by ``cfg.hold_out`` (recorded as ``dataset.held_out``).
+    """
     path = cfg.out / "run.json"
     if resuming:
         info = json.loads(path.read_text())
@@ -351,8 +360,7 @@ def _write_run_info(cfg: TrainConfig, data: Dataset, spec: PreprocessSpec, argv:
         return
     info = {
         **provenance.record(argv),
-        "config": {k: [provenance.repo_relative(p) for p in v] if isinstance(v, list) else provenance.repo_relative(v) if isinstance(v, Path) else v
-                   for k, v in vars(cfg).items()},
+        "config": {k: [_recorded(p) for p in v] if isinstance(v, list) else _recorded(v) for k, v in vars(cfg).items()},
         "labels": data.labels,
         "preprocessing": spec.to_dict(),
         "dataset": {
@@ -363,4 +371,11 @@ def _write_run_info(cfg: TrainConfig, data: Dataset, spec: PreprocessSpec, argv:
             "skipped": data.skipped,
         },
     }
+    if cfg.hold_out:
+        info["dataset"]["held_out"] = {"sources": sorted(cfg.hold_out), "films": held_out}
     report.write_json(info, cfg.out / "run.json")
+
+
+def _recorded(value):
+    """A config value as run.json records it: a path repo-relative, anything else as it is."""
+    return provenance.repo_relative(value) if isinstance(value, Path) else value
