@@ -149,7 +149,8 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         f"Measured {results['provenance']['utc_time']} with `{results['provenance']['command']}`.", "",
         f"Schedule: {results['schedule']}. Machine: {plat['cpu']}, {plat['cpus']} CPUs, shared with other jobs "
         "(s/epoch: training plus the val pass; run wall-clock: from the decoded films to the written metrics, i.e. "
-        "without decoding and start-up, about half a minute more per run).", "",
+        f"without decoding and start-up, about half a minute more per run). {len(rows)} runs, "
+        f"{sum(r['wall_seconds'] for r in rows) / 60:.0f} min of run wall-clock in all.", "",
         "Each run was trained without one source's films (train and val, `--hold-out SOURCE`) and is measured on **all** "
         "films of that source (train, val and test of every root: none was trained or selected on), per class: the "
         "sensitivity and what the films were called. In-distribution: macro-F1 on the cxr3 test films of the remaining "
