@@ -218,6 +218,7 @@ def send(port: int, datasets: list[Dataset], ae_title: str = "EDGECXR", contexts
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 180  # a loaded CI machine answers slowly; the tests are not about speed
     for cls in contexts or sorted({str(d.SOPClassUID) for d in datasets}):
         ae.add_requested_context(cls, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
