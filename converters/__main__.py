@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from converters.build import CONVERTED, ConvertConfig, build, bundle
+from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle
 from edgecxr.cardparts import Thresholds
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
     unknown = set(variants) - set(CONVERTED)
+    if FILTER_PRUNED in unknown:
+        parser.error(f"{FILTER_PRUNED} is a narrower network, made by python -m converters.filters")
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}")
     if not (args.run / "best.keras").is_file() or not (args.run / "run.json").is_file():

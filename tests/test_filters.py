@@ -150,3 +150,15 @@ def test_shipping_rule_needs_speed_at_both_thread_counts_and_little_accuracy_los
     assert not verdict(_row(0.7, 0.9, 0.8885, 0.566, 40_000_000), base)["passes"]  # not 1.5x at 2 threads
     assert not verdict(_row(0.7, 0.6, 0.8700, 0.566, 40_000_000), base)["passes"]  # 1.85 points of macro-F1
     assert not verdict(_row(0.7, 0.6, 0.8885, 0.540, 40_000_000), base)["passes"]  # 2.6 points on external
+
+
+@pytest.mark.train
+def test_commands_send_the_narrow_variant_to_its_own_command_and_refuse_a_non_run(tmp_path, capsys):
+    from converters.__main__ import main as convert_main
+    from converters.filters import main as filters_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([str(tmp_path), "--out", str(tmp_path / "out"), "--variants", "int8,filter-pruned-int8"])
+    assert exit_info.value.code == 2 and "made by python -m converters.filters" in capsys.readouterr().err
+    assert filters_main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}: not a training run folder (needs best.keras and run.json)\n"
