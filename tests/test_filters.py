@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from benchmarks.filters import verdict
+from conftest import tiny_card
 from edgecxr.card import ModelError, read_card, write_card
-from tests.conftest import tiny_card
 
 
 def _wide(seed: int = 0):
