@@ -127,7 +127,11 @@ def filter_prune(cfg: FilterConfig) -> dict[str, ModelCard]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.filters", description=__doc__.split("\n\n")[1].replace("\n", " "))
+    parser = argparse.ArgumentParser(
+        prog="python -m converters.filters",
+        description="Remove whole filters from a resnet18 run's model, rebuild it narrower, fine-tune it (with self-distillation from "
+        "the unpruned model), convert it to int8 as filter-pruned-int8 and verify it against its own float32 model.",
+    )
     parser.add_argument("run", type=Path, help="training run folder of a resnet18 (best.keras + run.json)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .tflite files and cards")
     parser.add_argument("--keep", type=float, default=FilterConfig.keep, help="share of each block's inner conv filters kept (default 0.5)")
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distill-temperature", type=float, default=FilterConfig.distill_temperature, help="softening of the unpruned model's probabilities")
     parser.add_argument("--calibration", type=int, default=FilterConfig.calibration, help="training images used to calibrate int8")
     args = parser.parse_args(argv)
+    if not (0 < args.keep <= 1 and 0 < args.keep_stage <= 1):
+        parser.error("--keep and --keep-stage must be in (0, 1]")
     if not (args.run / "best.keras").is_file() or not (args.run / "run.json").is_file():
         print(f"error: {args.run}: not a training run folder (needs best.keras and run.json)", file=sys.stderr)
         return 2

@@ -162,3 +162,6 @@ def test_commands_send_the_narrow_variant_to_its_own_command_and_refuse_a_non_ru
     assert exit_info.value.code == 2 and "made by python -m converters.filters" in capsys.readouterr().err
     assert filters_main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path}: not a training run folder (needs best.keras and run.json)\n"
+    with pytest.raises(SystemExit):
+        filters_main([str(tmp_path), "--out", str(tmp_path / "out"), "--keep", "0"])
+    assert "--keep and --keep-stage must be in (0, 1]" in capsys.readouterr().err
