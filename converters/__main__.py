@@ -5,10 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from converters.build import ConvertConfig, build, bundle
+from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle
 from edgecxr.cardparts import Thresholds
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
-from edgecxr.families import VARIANTS
 from training.data import DatasetError
 
 
@@ -19,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run", type=Path, help="training run folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .tflite files and cards")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default=",".join(CONVERTED),
+        help=f"comma-separated subset of {','.join(CONVERTED)} (filter-pruned-int8: python -m converters.filters)",
+    )
     parser.add_argument(
         "--data", type=Path, action="append", default=[],
         help="dataset root, repeatable (default: every root the run was trained on; test and val splits come from their manifests)",
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
-    unknown = set(variants) - set(VARIANTS)
+    unknown = set(variants) - set(CONVERTED)
+    if FILTER_PRUNED in unknown:
+        parser.error(f"{FILTER_PRUNED} is a narrower network, made by python -m converters.filters")
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}")
     if not (args.run / "best.keras").is_file() or not (args.run / "run.json").is_file():

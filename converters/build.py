@@ -35,6 +35,8 @@ from training import augment
 from training.data import Split
 from training.multiroot import load_roots
 
+FILTER_PRUNED = "filter-pruned-int8"  # a narrower network, made by python -m converters.filters rather than here
+CONVERTED = tuple(v for v in VARIANTS if v != FILTER_PRUNED)  # the variants build() makes
 KERAS_PARITY_TOLERANCE = 1e-3  # float32 TFLite vs Keras, max |probability difference| on the test split
 
 
@@ -42,7 +44,7 @@ KERAS_PARITY_TOLERANCE = 1e-3  # float32 TFLite vs Keras, max |probability diffe
 class ConvertConfig:
     run: Path
     out: Path
-    variants: tuple[str, ...] = tuple(VARIANTS)
+    variants: tuple[str, ...] = CONVERTED
     data: tuple[Path, ...] = ()  # dataset roots; default: the run's (all of them)
     calibration: int = 300
     sparsity: float = 0.5

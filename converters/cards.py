@@ -20,6 +20,7 @@ from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Tempera
 from edgecxr.checks import DEFAULT_PROFILE
 from edgecxr.families import family as family_of
 from edgecxr.families import variant as variant_of
+from edgecxr.macs import macs
 from edgecxr.model import Model
 from edgecxr.preprocess import PreprocessSpec
 from edgecxr.provenance import REPO_ROOT, command_line
@@ -64,6 +65,7 @@ def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pr
         variant=variant,
         architecture=family.describe(*spec.size, model.count_params(), info["config"].get("width")),
         gzip_bytes=gzip_size(flat),
+        macs=macs(runtime.path) if runtime else None,
         pruning=pruning,
         calibration=Calibration(source.calibration_images, "train") if variant_of(variant).quantization == "int8" else None,
         training=Training(  # a command recorded before paths were made repo-relative is made so here

@@ -33,6 +33,7 @@ from converters.embed import embed_facts
 from converters.verify import tflite_probabilities
 from edgecxr.card import ModelCard, ModelError, gzip_size, read_card, write_card
 from edgecxr.cardparts import TensorSpec, Thresholds, Verification
+from edgecxr.macs import macs
 from edgecxr.model import Model
 from edgecxr.targets import model_targets
 from training.data import DatasetError
@@ -119,7 +120,7 @@ def relogit(paths: Sequence[Path], roots: Sequence[Path], out: Path) -> list[tup
             )
             reference = probs
         card = write_card(target, dataclasses.replace(
-            facts, gzip_bytes=gzip_size(flat), temperature=measured.temperature, metrics={"test": measured.test},
+            facts, gzip_bytes=gzip_size(flat), macs=macs(target), temperature=measured.temperature, metrics={"test": measured.test},
             verification=verification, output=TensorSpec.from_details(measured.runtime.output_details),
             targets=model_targets(old.family, measured.test) if old.family and old.targets is not None else None,
         ))

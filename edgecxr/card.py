@@ -65,6 +65,7 @@ class ModelCard:
     variant: str | None = None
     architecture: str | None = None
     gzip_bytes: int | None = None
+    macs: int | None = None  # multiply-accumulates per inference, from the layer shapes (edgecxr.macs)
     pruning: Pruning | None = None
     calibration: Calibration | None = None
     training: Training | None = None
@@ -95,7 +96,7 @@ class ModelCard:
             raise ModelError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The card as JSON data, in schema :data:`SCHEMA_VERSION`; ``pruning`` and ``cam`` are left out when absent."""
+        """The card as JSON data, in schema :data:`SCHEMA_VERSION`; ``macs``, ``pruning`` and ``cam`` are left out when absent."""
         out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -110,6 +111,8 @@ class ModelCard:
             "output_kind": self.output_kind,
             "gzip_bytes": self.gzip_bytes,
         }
+        if self.macs is not None:
+            out["macs"] = self.macs
         if self.pruning is not None:
             out["pruning"] = dataclasses.asdict(self.pruning)
         out["calibration"] = dataclasses.asdict(self.calibration) if self.calibration else None
@@ -166,6 +169,7 @@ def _parse(data: Any) -> ModelCard:
         variant=f.optional(f.string, get("variant"), "variant"),
         architecture=f.optional(f.string, get("architecture"), "architecture"),
         gzip_bytes=f.optional(f.integer, get("gzip_bytes"), "gzip_bytes", 0),
+        macs=f.optional(f.integer, get("macs"), "macs", 0),
         pruning=f.optional(Pruning.from_dict, get("pruning"), "pruning"),
         calibration=f.optional(Calibration.from_dict, get("calibration"), "calibration"),
         training=f.optional(Training.from_dict, get("training"), "training"),

@@ -100,6 +100,7 @@ VARIANTS: dict[str, Variant] = {
         Variant("dynamic", "dynamic", io_dtype="float32", dtype="dynamic-int8"),
         Variant("int8", "int8", io_dtype="int8", dtype="int8"),
         Variant("pruned-int8", "int8", io_dtype="int8", dtype="int8", pruned=True),
+        Variant("filter-pruned-int8", "int8", io_dtype="int8", dtype="int8"),  # narrower network: python -m converters.filters
     )
 }
 

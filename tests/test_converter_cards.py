@@ -50,6 +50,7 @@ def source(tmp_path) -> Source:
 def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, variant):
     from converters.cards import Measured, model_card
     from converters.verify import compare, tflite_probabilities
+    from edgecxr.macs import macs
 
     x, y = toy_images(30)
     path = tmp_path / f"tiny-{variant}.tflite"
@@ -61,7 +62,7 @@ def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, vari
     assert loadable.changelog[0].change == "converted from training run run-7" and loadable.changelog[0].date == "2026-12-01"
     assert loadable.architecture == f"tiny CNN on 32x32, stem 8; {tiny.count_params():,} parameters"
     assert (loadable.calibration is not None) == (variant == "int8")
-    assert loadable.metrics is loadable.verification is loadable.input is loadable.cam.feature_map is None
+    assert loadable.metrics is loadable.verification is loadable.input is loadable.cam.feature_map is loadable.macs is None
 
     runtime = Model(path)
     probs = tflite_probabilities(runtime, x)
@@ -72,6 +73,7 @@ def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, vari
     assert card.input.shape == (1, 32, 32, 1) and card.output.shape == (1, 3)
     assert card.cam.feature_map.shape == (1, 15, 15, 8) and len(card.cam.weights) == 8
     assert card.test_metrics == metrics and card.verification.passed
+    assert card.macs == macs(path) > 0  # counted from the converted file's layer shapes
     assert card.targets == {}  # no targets set for this family
     assert read_card(path) == card and Model(path).temperature == 1.2
 

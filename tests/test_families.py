@@ -43,7 +43,7 @@ def test_unknown_names_are_refused_listing_the_registered_ones():
 
 
 def test_variant_order_starts_with_the_float32_reference():
-    assert list(VARIANTS) == ["float32", "float16", "dynamic", "int8", "pruned-int8"]
+    assert list(VARIANTS) == ["float32", "float16", "dynamic", "int8", "pruned-int8", "filter-pruned-int8"]
     assert [v.name for v in VARIANTS.values() if v.pruned] == ["pruned-int8"]
 
 
@@ -51,13 +51,14 @@ def test_variant_order_starts_with_the_float32_reference():
 def test_converter_and_benchmarks_use_the_registry(capsys):
     from benchmarks.matrix import ROW_ORDER
     from converters.__main__ import main
-    from converters.build import ConvertConfig
+    from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig
 
-    assert ConvertConfig(REPO, REPO).variants == tuple(VARIANTS)
+    assert CONVERTED == tuple(v for v in VARIANTS if v != FILTER_PRUNED)  # the narrower network has its own command
+    assert ConvertConfig(REPO, REPO).variants == CONVERTED
     assert ROW_ORDER == (*VARIANTS, "keras")
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert ",".join(VARIANTS) in capsys.readouterr().out.replace("\n", "").replace(" ", "")
+    assert ",".join(CONVERTED) in capsys.readouterr().out.replace("\n", "").replace(" ", "")
 
 
 def test_benchmark_dtype_is_the_variants(tiny_models):

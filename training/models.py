@@ -11,6 +11,8 @@ maps read both.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tf_keras as keras
 from tf_keras import layers
 
@@ -36,9 +38,9 @@ def _conv_bn_relu(x, filters: int, kernel: int, stride: int, name: str, relu: bo
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def _basic_block(x, filters: int, stride: int, name: str, momentum: float):
+def _basic_block(x, filters: int, stride: int, name: str, momentum: float, inner: int | None = None):
     shortcut = x
-    y = _conv_bn_relu(x, filters, 3, stride, f"{name}_a", momentum=momentum)
+    y = _conv_bn_relu(x, inner or filters, 3, stride, f"{name}_a", momentum=momentum)
     y = _conv_bn_relu(y, filters, 3, 1, f"{name}_b", relu=False, momentum=momentum)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv_bn_relu(x, filters, 1, stride, f"{name}_proj", relu=False, momentum=momentum)
@@ -46,22 +48,26 @@ def _basic_block(x, filters: int, stride: int, name: str, momentum: float):
 
 
 def build_resnet18(
-    input_size: int, n_classes: int, width: int = 32, dropout: float = 0.2, bn_momentum: float = 0.99
+    input_size: int, n_classes: int, width: int = 32, dropout: float = 0.2, bn_momentum: float = 0.99,
+    stage_widths: Sequence[int] | None = None, inner_widths: Sequence[int] | None = None,
 ) -> keras.Model:
     """ResNet-18 layout (7x7/2 stem, max-pool, 4 stages x 2 basic blocks, GAP, softmax).
 
     ``width`` is the stem/first-stage width (64 in the original ResNet-18); stages use
     width, 2*width, 4*width, 8*width channels. A lower ``bn_momentum`` lets BatchNorm's running
-    statistics settle in fewer steps, for small data sets.
+    statistics settle in fewer steps, for small data sets. ``stage_widths`` (4, the stem's is the
+    first) and ``inner_widths`` (8, each block's ``a`` conv) replace those widths: the narrower
+    network a filter-pruned model is rebuilt as (:mod:`converters.narrow`), with the same layer names.
     """
+    stage_widths = stage_widths or [width * 2**stage for stage in range(4)]
     inputs = keras.Input((input_size, input_size, 1), name="image")
-    x = _conv_bn_relu(inputs, width, 7, 2, "stem", momentum=bn_momentum)
+    x = _conv_bn_relu(inputs, stage_widths[0], 7, 2, "stem", momentum=bn_momentum)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage in range(4):
-        filters = width * 2**stage
         for block in range(2):
             stride = 2 if (stage > 0 and block == 0) else 1
-            x = _basic_block(x, filters, stride, f"stage{stage + 1}_block{block + 1}", bn_momentum)
+            inner = inner_widths[2 * stage + block] if inner_widths else None
+            x = _basic_block(x, stage_widths[stage], stride, f"stage{stage + 1}_block{block + 1}", bn_momentum, inner)
             last = block == 1 and stage == 3
             x = layers.ReLU(name="features" if last else f"stage{stage + 1}_block{block + 1}_out")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
