@@ -35,6 +35,7 @@ from edgecxr.cardparts import Verification
 from edgecxr.evaluate import evaluate
 from edgecxr.families import VARIANTS
 from edgecxr.inputs import find_images
+from edgecxr.macs import macs
 from edgecxr.manifest import Manifest, ManifestError, read_manifest
 from edgecxr.model import load_model
 from edgecxr.provenance import invocation, record, repo_relative, utc_now
@@ -92,7 +93,8 @@ def split_manifest(data: Path) -> Manifest | None:
 
 
 def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None, external: Path | None = None) -> dict:
-    """Metrics of one model on ``data`` (a split folder), overall and per manifest source; with ``external`` (a split
+    """Metrics of one model on ``data`` (a split folder), overall and per manifest source, with its file's size, gzip
+    size and MACs (:mod:`edgecxr.macs`, counted from the file: older cards do not record them); with ``external`` (a split
     folder from a hospital nothing was trained on, reported only) the share of its films called each label."""
     model = load_model(path)
     report = evaluate(model, data, manifest=manifest)
@@ -103,7 +105,7 @@ def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None,
         called = np.asarray(outside["confusion_matrix"]).sum(axis=0) / max(outside["n"], 1)
         report["external"] = {"data": repo_relative(external), "n": outside["n"],
                               "called": {label: round(float(c), 4) for label, c in zip(outside["labels"], called)}}
-    report["gzip_bytes"], report["size_bytes"] = gzip_size(path.read_bytes()), path.stat().st_size
+    report["gzip_bytes"], report["size_bytes"], report["macs"] = gzip_size(path.read_bytes()), path.stat().st_size, macs(path)
     return {**report, **card_fields(path)}
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.matrix import THREADS, cold_start, main, pareto_front, row_order, targets
 from edgecxr.card import sha256_of
+from edgecxr.macs import macs
 from edgecxr.provenance import repo_relative
 from edgecxr.registry import DEFAULT_MODEL, bundled_models
 from edgecxr.targets import Target
@@ -43,6 +44,7 @@ def test_matrix_writes_results_report_and_plot(tiny_models, two_class_data, tmp_
     assert acc["external"]["n"] == 2 and acc["external"]["data"] == repo_relative(external)
     assert acc["external"]["called"]["bright"] == 1.0 and sum(acc["external"]["called"].values()) == 1.0
     assert acc["gzip_bytes"] > 0 and acc["size_bytes"] == tiny_models["int8"].stat().st_size
+    assert acc["macs"] == macs(tiny_models["int8"]) > 0 and f"| {acc['macs'] / 1e6:.1f} M |" in (out / "report.md").read_text()
     assert [m["model"] for m in results["cold_start"]["models"]] == [p.stem for p in bundled_models()]
     assert results["cold_start"]["image"] == repo_relative(two_class_data / "bright" / "0.png")  # first in sorted order
     assert results["provenance"]["models"] == {repo_relative(p): sha256_of(p) for p in tiny_models.values()}
