@@ -72,7 +72,7 @@ def test_variant_under_the_gates_is_rejected_and_not_bundled(trained_run, tmp_pa
     monkeypatch.setattr(build, "MODELS_DIR", bundled)
     out = tmp_path / "out"
     code = main([
-        str(trained_run.out), "--out", str(out), "--variants", "int8,pruned-int8", "--sparsity", "0.95", "--prune-epochs", "1",
+        str(trained_run.out), "--data", str(trained_run.data), "--out", str(out), "--variants", "int8,pruned-int8", "--sparsity", "0.95", "--prune-epochs", "1",
         "--lr", "1e-2", "--min-agreement", "1.0", "--bundle",
     ])
     assert code == 1
