@@ -6,7 +6,8 @@ and plain QAT (``qat-int8``), each through the converter's own path (:func:`conv
 fine-tune, convert, verify against float32). Per row: the sparsity in the Keras kernels and in the
 int8 flatbuffer, file and gzip size, test macro-F1, agreement, the gates and the bundling rule
 (:func:`converters.build.meets_bundling_rule`). ``RESULTS/sweep.json`` and ``sweep.md`` are rewritten
-after every row, and a rerun keeps the rows it already has (a resumable sweep).
+after every row, and a rerun keeps the rows it already has (a resumable sweep). ``--bundle`` copies
+the smallest pruned or PQAT variant meeting the rule into the package.
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from typing import Any
 
 from converters import prune as pruning
 from converters.__main__ import add_fine_tuning, fine_tuning
-from converters.build import ConvertConfig, convert_variant, meets_bundling_rule, prepare
+from converters.build import ConvertConfig, bundle, convert_variant, meets_bundling_rule, prepare
 from edgecxr.benchmark import platform_info
 from edgecxr.card import ModelCard
 from edgecxr.cardparts import Verification
+from edgecxr.families import VARIANTS
 from edgecxr.provenance import invocation, record
 from training.data import DatasetError
 
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, required=True, help="folder for the converted .tflite files and cards")
     parser.add_argument("--out", type=Path, required=True, help="folder for sweep.json and sweep.md")
     parser.add_argument("--pqat-sparsity", type=float, help="sparsity for pqat-int8 (default: the best pruned row: bundle rule, then agreement)")
+    parser.add_argument(
+        "--bundle", action="store_true",
+        help="copy the smallest (gzip) pruned or PQAT variant that meets the bundling rule into the package (edgecxr/models/)",
+    )
     parser.add_argument("--skip", action="append", default=[], choices=("pqat", "qat"), help="leave out pqat-int8 or qat-int8")
     add_fine_tuning(parser)
     args = parser.parse_args(argv)
@@ -128,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         step(f"pqat-{round(100 * best)}", "pqat-int8", best)
     if "qat" not in args.skip:
         step("qat", "qat-int8")
+    passing = [r for r in results["rows"] if r["bundle_rule"] and VARIANTS[r["variant"]].pruned]
+    if args.bundle and passing:
+        best = min(passing, key=lambda r: r["gzip_bytes"])
+        bundle(args.models / best["row"] / f"{conversion.model.name}-{best['variant']}.tflite", f"{best['row']} of python -m converters.sweep on training run {args.run.name}")
+    elif args.bundle:
+        print("no pruned variant meets the bundling rule: nothing bundled")
     return 0
 
 
