@@ -24,6 +24,10 @@ def add_fine_tuning(parser: argparse.ArgumentParser) -> None:
         help="weight of the float model's own probabilities in the fine-tuning targets, the rest the labels (0: labels only)",
     )
     parser.add_argument("--train-batchnorm", action="store_true", help="let fine-tuning update BatchNormalization (default: statistics fixed)")
+    parser.add_argument(
+        "--no-augment", action="store_true",
+        help="fine-tune on the training films unchanged, where the float model's probabilities were taken (default: the run's augmentation)",
+    )
 
 
 def fine_tuning(args: argparse.Namespace) -> dict[str, Any]:
@@ -31,6 +35,7 @@ def fine_tuning(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "prune_epochs": args.prune_epochs, "lr": args.lr, "qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr,
         "distillation": args.distillation, "freeze_batchnorm": not args.train_batchnorm,
+        "augment": not args.no_augment,
     }
 
 

@@ -56,6 +56,7 @@ class ConvertConfig:
     qat_lr: float = 1e-5
     distillation: float = 0.8  # weight of the float model's own probabilities in the fine-tuning targets (0: labels only)
     freeze_batchnorm: bool = True  # BatchNormalization statistics fixed while fine-tuning
+    augment: bool = True  # fine-tune on the run's augmentation (else on the films unchanged)
 
 
 # The issue-16 rule for bundling a pruned variant: stricter than the gates, and it must shrink the download.
@@ -181,8 +182,9 @@ def bundled_variants(cards: dict[str, ModelCard]) -> list[str]:
 def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.Model, keras.Model, Pruning | None]:
     """The model for ``variant``'s card (float weights), the model to convert, and how it was fine-tuned (None: not at all).
 
-    Fine-tuning is as the model was trained (same augmentation and class weights), against targets that mix the labels
-    with the float model's own probabilities (:func:`training.distill.soft_targets`), so the variant keeps agreeing with it.
+    Fine-tuning is as the model was trained (same augmentation, unless ``cfg.augment`` is off, and class weights), against
+    targets that mix the labels with the float model's own probabilities on the unaugmented films
+    (:func:`training.distill.soft_targets`), so the variant keeps agreeing with it.
     """
     v = VARIANTS[variant]
     if not (v.pruned or v.qat):
@@ -192,7 +194,10 @@ def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.
         c.teacher = c.model.predict(train.x, batch_size=64, verbose=0)
     targets = soft_targets(train.y, c.teacher, 1.0 - cfg.distillation, 1.0)
     config = c.info["config"]
-    batches = augment.train_pipeline(train.x, targets, 32, seed=1, hflip=config.get("hflip", False), geometric=config.get("geometric", True))
+    if cfg.augment:
+        batches = augment.train_pipeline(train.x, targets, 32, seed=1, hflip=config.get("hflip", False), geometric=config.get("geometric", True))
+    else:  # the films as the teacher saw them: the targets are then its outputs on exactly these inputs
+        batches = augment.eval_pipeline(train.x, targets, 32).shuffle(len(train.x) // 32 + 1, seed=1)
     weights = augment.class_weights(train.y, n)
     model, epochs = c.model, 0
     if v.pruned:
@@ -214,6 +219,7 @@ def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.
         cfg.sparsity if v.pruned else 0.0, round(pruning.sparsity_of(model), 4), epochs, method,
         learning_rate=cfg.lr if v.pruned else None, qat_learning_rate=cfg.qat_lr if v.qat else None,
         distillation=cfg.distillation, batchnorm="frozen" if cfg.freeze_batchnorm else "trained",
+        augmented=cfg.augment,
     )
 
 
