@@ -25,6 +25,10 @@ def add_fine_tuning(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--train-batchnorm", action="store_true", help="let fine-tuning update BatchNormalization (default: statistics fixed)")
     parser.add_argument(
+        "--keep-small", type=int, default=ConvertConfig.prune_min_weights, metavar="N",
+        help="leave Conv2D and Dense layers with fewer than N kernel weights dense (e.g. 10000: the stem and the classifier)",
+    )
+    parser.add_argument(
         "--no-augment", action="store_true",
         help="fine-tune on the training films unchanged, where the float model's probabilities were taken (default: the run's augmentation)",
     )
@@ -35,7 +39,7 @@ def fine_tuning(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "prune_epochs": args.prune_epochs, "lr": args.lr, "qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr,
         "distillation": args.distillation, "freeze_batchnorm": not args.train_batchnorm,
-        "augment": not args.no_augment,
+        "augment": not args.no_augment, "prune_min_weights": args.keep_small,
     }
 
 

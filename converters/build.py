@@ -57,6 +57,7 @@ class ConvertConfig:
     distillation: float = 0.8  # weight of the float model's own probabilities in the fine-tuning targets (0: labels only)
     freeze_batchnorm: bool = True  # BatchNormalization statistics fixed while fine-tuning
     augment: bool = True  # fine-tune on the run's augmentation (else on the films unchanged)
+    prune_min_weights: int = 0  # Conv2D/Dense layers with fewer kernel weights stay dense
 
 
 # The issue-16 rule for bundling a pruned variant: stricter than the gates, and it must shrink the download.
@@ -206,7 +207,7 @@ def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.
             clone.set_weights(c.model.get_weights())
             if cfg.freeze_batchnorm:
                 pruning.freeze_batchnorm(clone)
-            c.pruned[cfg.sparsity] = pruning.prune(clone, batches, int(np.ceil(len(train.x) / 32)), cfg.sparsity, cfg.prune_epochs, cfg.lr, weights)
+            c.pruned[cfg.sparsity] = pruning.prune(clone, batches, int(np.ceil(len(train.x) / 32)), cfg.sparsity, cfg.prune_epochs, cfg.lr, weights, cfg.prune_min_weights)
         model, epochs = c.pruned[cfg.sparsity], cfg.prune_epochs
     source = exported(model)
     if v.qat:
@@ -219,7 +220,7 @@ def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.
         cfg.sparsity if v.pruned else 0.0, round(pruning.sparsity_of(model), 4), epochs, method,
         learning_rate=cfg.lr if v.pruned else None, qat_learning_rate=cfg.qat_lr if v.qat else None,
         distillation=cfg.distillation, batchnorm="frozen" if cfg.freeze_batchnorm else "trained",
-        augmented=cfg.augment,
+        augmented=cfg.augment, min_pruned_weights=cfg.prune_min_weights if v.pruned else None,
     )
 
 

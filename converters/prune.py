@@ -26,8 +26,10 @@ def prune(
     epochs: int = 2,
     lr: float = 1e-4,
     class_weight: dict[int, float] | None = None,
+    min_weights: int = 0,
 ) -> keras.Model:
-    """Prune every prunable layer of ``model`` to ``sparsity`` while fine-tuning on ``train_data``
+    """Prune every Conv2D and Dense layer of ``model`` with at least ``min_weights`` kernel weights (the smaller ones,
+    such as a one-channel stem or the classifier, stay dense) to ``sparsity`` while fine-tuning on ``train_data``
     (batched (image, one-hot or soft target) pairs, e.g. :func:`training.augment.train_pipeline`),
     then strip the pruning wrappers.
 
@@ -38,7 +40,13 @@ def prune(
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=max(1, int(steps * 0.7)), frequency=max(1, min(50, steps // 10))
     )
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and int(np.prod(layer.kernel.shape)) >= min_weights:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    pruned = keras.models.clone_model(model, clone_function=wrap)
     pruned.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     pruned.fit(train_data, epochs=epochs, class_weight=class_weight, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=2)
     return tfmot.sparsity.keras.strip_pruning(pruned)

@@ -263,11 +263,12 @@ class Pruning(Record):
     distillation: float | None = None  # weight of the float model's own probabilities in the fine-tuning targets (0: labels only)
     batchnorm: str | None = None  # "frozen" (inference statistics kept) or "trained" during fine-tuning
     augmented: bool | None = None  # fine-tuned on the run's augmentation (else on the films unchanged)
+    min_pruned_weights: int | None = None  # Conv2D/Dense layers with fewer kernel weights were left dense
 
     _readers = {
         "target_sparsity": _FRACTION, "sparsity": _FRACTION, "fine_tune_epochs": _at_least(0), "method": f.string,
         "int8_sparsity": _FRACTION, "learning_rate": _bounded(above=0), "qat_learning_rate": _bounded(above=0), "distillation": _FRACTION, "batchnorm": f.string,
-        "augmented": f.boolean,
+        "augmented": f.boolean, "min_pruned_weights": _at_least(0),
     }
     _required = ("target_sparsity", "sparsity", "fine_tune_epochs")
 

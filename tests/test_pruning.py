@@ -44,6 +44,19 @@ def test_sparsity_is_present_after_stripping_and_in_the_int8_flatbuffer():
     assert [w.shape for w in copy.weights] == [w.shape for w in pruned.weights]
 
 
+def test_small_layers_can_stay_dense():
+    from converters import prune as pruning
+    from training.models import build_resnet18
+
+    _, batches = toy_batches()
+    pruned = pruning.prune(build_resnet18(32, 3, width=4), batches, steps_per_epoch=6, sparsity=0.5, epochs=1, min_weights=1000)
+    for layer in pruned.layers:
+        if hasattr(layer, "kernel"):
+            zeros = float(np.mean(layer.kernel.numpy() == 0))
+            assert zeros == pytest.approx(0.5, abs=0.01) if layer.kernel.numpy().size >= 1000 else zeros == 0.0, layer.name
+    assert np.sum(pruned.get_layer("classifier").kernel.numpy() == 0) == 0
+
+
 def card_with(agreement: float, f1_delta: float, gzip_bytes: int) -> ModelCard:
     from conftest import TINY_LABELS
     from edgecxr.preprocess import PreprocessSpec
