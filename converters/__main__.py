@@ -4,11 +4,42 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle
+from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants
 from edgecxr.cardparts import Thresholds
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
+
+
+def add_fine_tuning(parser: argparse.ArgumentParser) -> None:
+    """The options of the fine-tuned variants (pruned, quantization-aware), shared with ``python -m converters.sweep``."""
+    parser.add_argument("--prune-epochs", type=int, default=ConvertConfig.prune_epochs, help="fine-tuning epochs while pruning")
+    parser.add_argument("--lr", type=float, default=ConvertConfig.lr, help="learning rate of the pruning fine-tune")
+    parser.add_argument("--qat-epochs", type=int, default=ConvertConfig.qat_epochs, help="quantization-aware fine-tuning epochs (qat-int8, pqat-int8)")
+    parser.add_argument("--qat-lr", type=float, default=ConvertConfig.qat_lr, help="learning rate of quantization-aware fine-tuning")
+    parser.add_argument(
+        "--distillation", type=float, default=ConvertConfig.distillation,
+        help="weight of the float model's own probabilities in the fine-tuning targets, the rest the labels (0: labels only)",
+    )
+    parser.add_argument("--train-batchnorm", action="store_true", help="let fine-tuning update BatchNormalization (default: statistics fixed)")
+    parser.add_argument(
+        "--keep-small", type=int, default=ConvertConfig.prune_min_weights, metavar="N",
+        help="leave Conv2D and Dense layers with fewer than N kernel weights dense (e.g. 10000: the stem and the classifier)",
+    )
+    parser.add_argument(
+        "--no-augment", action="store_true",
+        help="fine-tune on the training films unchanged, where the float model's probabilities were taken (default: the run's augmentation)",
+    )
+
+
+def fine_tuning(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`ConvertConfig` fields :func:`add_fine_tuning`'s options set."""
+    return {
+        "prune_epochs": args.prune_epochs, "lr": args.lr, "qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr,
+        "distillation": args.distillation, "freeze_batchnorm": not args.train_batchnorm,
+        "augment": not args.no_augment, "prune_min_weights": args.keep_small,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--calibration", type=int, default=300, help="training images used to calibrate int8")
     parser.add_argument("--sparsity", type=float, default=0.5, help="pruning target sparsity")
-    parser.add_argument("--prune-epochs", type=int, default=2)
+    add_fine_tuning(parser)
     parser.add_argument("--min-agreement", type=float, default=Thresholds.min_agreement, help="top-1 agreement with float32 required")
     parser.add_argument("--max-f1-drop", type=float, default=Thresholds.max_macro_f1_drop, help="largest macro-F1 drop allowed")
     parser.add_argument(
         "--checks", choices=tuple(PROFILES), default=DEFAULT_PROFILE,
         help="input-check profile for the cards: chest-xray (default) or generic for models trained on other images",
     )
-    parser.add_argument("--bundle", action="store_true", help="copy the int8 and float32 models into the package (edgecxr/models/)")
+    parser.add_argument(
+        "--bundle", action="store_true",
+        help="copy the int8 and float32 models into the package (edgecxr/models/), and each pruned or quantization-aware variant "
+        "that meets the bundling rule (agreement >= 0.98, macro-F1 within 0.01 of float32, gzip <= 0.6x int8's; needs int8 converted too)",
+    )
     parser.add_argument(
         "--change", help="with --bundle: the changelog entry of a bundled model whose content changes (default: converted from RUN_DIR's name)",
     )
@@ -50,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run}: not a training run folder (needs best.keras and run.json)", file=sys.stderr)
         return 2
     cfg = ConvertConfig(
-        args.run, args.out, variants, tuple(args.data), args.calibration, args.sparsity, args.prune_epochs,
-        Thresholds(args.min_agreement, args.max_f1_drop), args.checks,
+        args.run, args.out, variants, tuple(args.data), args.calibration, args.sparsity,
+        thresholds=Thresholds(args.min_agreement, args.max_f1_drop), checks=args.checks, **fine_tuning(args),
     )
     try:
         cards = build(cfg)
@@ -64,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for variant in ("int8", "float32"):
             if variant in cards and variant not in failed:
                 bundle(args.out / f"{cards[variant].name}.tflite", change)
+        for variant in bundled_variants(cards):
+            bundle(args.out / f"{cards[variant].name}.tflite", change)
     if failed:
         print(f"error: verification failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
         return 1

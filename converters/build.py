@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tf_keras as keras
@@ -25,7 +26,7 @@ from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
 from edgecxr.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.card import ModelCard, read_card, release, write_card
-from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Thresholds
+from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Thresholds, Verification
 from edgecxr.checks import DEFAULT_PROFILE
 from edgecxr.families import VARIANTS
 from edgecxr.model import Model
@@ -33,6 +34,7 @@ from edgecxr.provenance import REPO_ROOT
 from edgecxr.registry import MODELS_DIR
 from training import augment
 from training.data import Split
+from training.distill import soft_targets
 from training.multiroot import load_roots
 
 FILTER_PRUNED = "filter-pruned-int8"  # a narrower network, made by python -m converters.filters rather than here
@@ -51,10 +53,43 @@ class ConvertConfig:
     prune_epochs: int = 2
     thresholds: Thresholds = field(default_factory=Thresholds)
     checks: str = DEFAULT_PROFILE  # input-check profile written into the cards
+    lr: float = 1e-4  # pruning's fine-tuning learning rate
+    qat_epochs: int = 2
+    qat_lr: float = 1e-5
+    distillation: float = 0.8  # weight of the float model's own probabilities in the fine-tuning targets (0: labels only)
+    freeze_batchnorm: bool = True  # BatchNormalization statistics fixed while fine-tuning
+    augment: bool = True  # fine-tune on the run's augmentation (else on the films unchanged)
+    prune_min_weights: int = 0  # Conv2D/Dense layers with fewer kernel weights stay dense
+
+
+# The issue-16 rule for bundling a pruned variant: stricter than the gates, and it must shrink the download.
+BUNDLE_THRESHOLDS = Thresholds(min_agreement=0.98, max_macro_f1_drop=0.01)
+BUNDLE_MAX_GZIP_RATIO = 0.6  # gzip size relative to the plain int8 model's
+
+
+@dataclass
+class Conversion:
+    """What every variant converted from one run shares: the Keras model, the data, the card source, the float32 reference."""
+
+    model: keras.Model
+    info: dict
+    data: Any  # training.multiroot's dataset: labels and splits
+    source: Source
+    calibration: np.ndarray
+    keras_probs: np.ndarray  # the Keras model on the test split
+    reference: np.ndarray | None = None  # the float32 .tflite on the test split, once converted
+    pruned: dict[float, keras.Model] = field(default_factory=dict)  # pruned and stripped models by target sparsity
+    teacher: np.ndarray | None = None  # the Keras model's probabilities on the training films, once needed
 
 
 def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
     """Convert and verify every variant; returns {variant: card}."""
+    conversion = prepare(cfg)
+    return {variant: convert_variant(conversion, cfg, variant) for variant in ("float32", *[v for v in cfg.variants if v != "float32"])}
+
+
+def prepare(cfg: ConvertConfig) -> Conversion:
+    """Load the run's model and data and predict the test split with Keras; float32 must be the first variant converted."""
     info = json.loads((cfg.run / "run.json").read_text())
     model = keras.models.load_model(cfg.run / "best.keras")
     data = load_roots(list(cfg.data or run_roots(info)), info["preprocessing"])
@@ -62,40 +97,55 @@ def build(cfg: ConvertConfig) -> dict[str, ModelCard]:
         raise ValueError(f"dataset labels {data.labels} differ from the model's {info['labels']}")
     if "test" not in data.splits:
         raise ValueError(f"{data.root}: no test split to verify the conversions on")
-    train, test, val = data.splits["train"], data.splits["test"], data.splits.get("val")
-    calibration = representative_images(train.x, cfg.calibration)
+    calibration = representative_images(data.splits["train"].x, cfg.calibration)
     source = Source(info, cfg.run, data.labels, len(calibration), datetime.date.today(), cfg.checks)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    return Conversion(model, info, data, source, calibration, model.predict(data.splits["test"].x, batch_size=64, verbose=0))
 
-    keras_probs = model.predict(test.x, batch_size=64, verbose=0)
-    reference = None
-    cards = {}
-    for variant in ("float32", *[v for v in cfg.variants if v != "float32"]):
-        source_model, pruned = _pruned(model, data, cfg, info) if VARIANTS[variant].pruned else (model, None)
-        flat = embed_facts(convert(exported(source_model), variant, calibration), model_card(source, source_model, variant, b"").to_dict())
-        path = cfg.out / f"{source_model.name}-{variant}.tflite"
-        path.write_bytes(flat)
-        write_card(path, model_card(source, source_model, variant, flat, pruned))  # what the runtime needs to load it
-        probs, measured = measure(Model(path), test, val, reference, data.labels, cfg.thresholds)
-        if reference is None:
-            reference = probs
-        if variant == "float32":  # the reference itself must match the Keras model it came from
-            diff = float(np.max(np.abs(probs - keras_probs)))
-            verification = dataclasses.replace(measured.verification, keras_max_abs_probability_diff=round(diff, 6), passed=diff <= KERAS_PARITY_TOLERANCE)
-            measured = dataclasses.replace(measured, verification=verification)
-        metrics, verification = measured.test, measured.verification
-        card = write_card(path, model_card(source, source_model, variant, flat, pruned, measured))
-        if not verification.passed:
-            rejected = cfg.out / "rejected"
-            rejected.mkdir(exist_ok=True)
-            for f in (path, path.with_suffix(".json")):
-                shutil.move(str(f), rejected / f.name)
-        cards[variant] = card
-        print(
-            f"{path.name}: {len(flat) / 1e6:.2f} MB, test macro-F1 {metrics['macro_f1']:.4f}, "
-            f"agreement {verification.agreement_with_float32:.4f}, {'PASSED' if verification.passed else 'FAILED'}"
-        )
-    return cards
+
+def convert_variant(conversion: Conversion, cfg: ConvertConfig, variant: str) -> ModelCard:
+    """Make ``variant`` (fine-tuning it first if the registry says so), write it and its card to ``cfg.out``, verify it
+    against float32; a variant that fails is moved to ``cfg.out/rejected/``. Returns its card."""
+    c, test, val = conversion, conversion.data.splits["test"], conversion.data.splits.get("val")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    card_model, source_model, pruned = _fine_tuned(c, cfg, variant)
+    flat = embed_facts(convert(source_model, variant, c.calibration), model_card(c.source, card_model, variant, b"").to_dict())
+    if pruned is not None:
+        pruned = dataclasses.replace(pruned, int8_sparsity=round(pruning.flatbuffer_sparsity(flat), 4))
+    path = cfg.out / f"{card_model.name}-{variant}.tflite"
+    path.write_bytes(flat)
+    write_card(path, model_card(c.source, card_model, variant, flat, pruned))  # what the runtime needs to load it
+    probs, measured = measure(Model(path), test, val, c.reference, c.data.labels, cfg.thresholds)
+    if c.reference is None:
+        c.reference = probs
+    if variant == "float32":  # the reference itself must match the Keras model it came from
+        diff = float(np.max(np.abs(probs - c.keras_probs)))
+        verification = dataclasses.replace(measured.verification, keras_max_abs_probability_diff=round(diff, 6), passed=diff <= KERAS_PARITY_TOLERANCE)
+        measured = dataclasses.replace(measured, verification=verification)
+    metrics, verification = measured.test, measured.verification
+    card = write_card(path, model_card(c.source, card_model, variant, flat, pruned, measured))
+    if not verification.passed:
+        rejected = cfg.out / "rejected"
+        rejected.mkdir(exist_ok=True)
+        for f in (path, path.with_suffix(".json")):
+            shutil.move(str(f), rejected / f.name)
+    print(
+        f"{path.name}: {len(flat) / 1e6:.2f} MB, test macro-F1 {metrics['macro_f1']:.4f}, "
+        f"agreement {verification.agreement_with_float32:.4f}, {'PASSED' if verification.passed else 'FAILED'}", flush=True,
+    )
+    return card
+
+
+def meets_bundling_rule(card: ModelCard, int8: ModelCard) -> bool:
+    """Whether a pruned (or quantization-aware) variant may be bundled: it passed its gates, and against float32 it meets
+    :data:`BUNDLE_THRESHOLDS` with a gzip size at most :data:`BUNDLE_MAX_GZIP_RATIO` of the plain ``int8`` model's."""
+    v = card.verification
+    if not isinstance(v, Verification) or card.gzip_bytes is None or int8.gzip_bytes is None:
+        return False
+    return bool(
+        v.passed and v.agreement_with_float32 >= BUNDLE_THRESHOLDS.min_agreement
+        and -v.deltas_to_float32.macro_f1 <= BUNDLE_THRESHOLDS.max_macro_f1_drop
+        and card.gzip_bytes <= BUNDLE_MAX_GZIP_RATIO * int8.gzip_bytes
+    )
 
 
 def run_roots(info: dict) -> list[str]:
@@ -126,22 +176,54 @@ def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_pr
     )
 
 
-def _pruned(model: keras.Model, data, cfg: ConvertConfig, info: dict) -> tuple[keras.Model, Pruning]:
-    train, val = data.splits["train"], data.splits.get("val")
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    steps = int(np.ceil(len(train.x) / 32))
-    config = info["config"]  # fine-tune as the model was trained: same augmentation and class weights
-    pruned = pruning.prune(
-        clone,
-        augment.train_pipeline(train.x, train.y, 32, seed=1, hflip=config.get("hflip", False), geometric=config.get("geometric", True)),
-        steps,
-        sparsity=cfg.sparsity,
-        epochs=cfg.prune_epochs,
-        validation=augment.eval_pipeline(val.x, val.y, 64) if val is not None else None,
-        class_weight=augment.class_weights(train.y, len(data.labels)),
+def bundled_variants(cards: dict[str, ModelCard]) -> list[str]:
+    """The fine-tuned variants among ``cards`` that :func:`meets_bundling_rule` against the plain int8 card among them."""
+    int8 = cards.get("int8")
+    return [v for v, card in cards.items() if int8 is not None and (VARIANTS[v].pruned or VARIANTS[v].qat) and meets_bundling_rule(card, int8)]
+
+
+def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.Model, keras.Model, Pruning | None]:
+    """The model for ``variant``'s card (float weights), the model to convert, and how it was fine-tuned (None: not at all).
+
+    Fine-tuning is as the model was trained (same augmentation, unless ``cfg.augment`` is off, and class weights), against
+    targets that mix the labels with the float model's own probabilities on the unaugmented films
+    (:func:`training.distill.soft_targets`), so the variant keeps agreeing with it.
+    """
+    v = VARIANTS[variant]
+    if not (v.pruned or v.qat):
+        return c.model, exported(c.model), None
+    train, n = c.data.splits["train"], len(c.data.labels)
+    if c.teacher is None:
+        c.teacher = c.model.predict(train.x, batch_size=64, verbose=0)
+    targets = soft_targets(train.y, c.teacher, 1.0 - cfg.distillation, 1.0)
+    config = c.info["config"]
+    if cfg.augment:
+        batches = augment.train_pipeline(train.x, targets, 32, seed=1, hflip=config.get("hflip", False), geometric=config.get("geometric", True))
+    else:  # the films as the teacher saw them: the targets are then its outputs on exactly these inputs
+        batches = augment.eval_pipeline(train.x, targets, 32).shuffle(len(train.x) // 32 + 1, seed=1)
+    weights = augment.class_weights(train.y, n)
+    model, epochs = c.model, 0
+    if v.pruned:
+        if cfg.sparsity not in c.pruned:
+            clone = keras.models.clone_model(c.model)
+            clone.set_weights(c.model.get_weights())
+            if cfg.freeze_batchnorm:
+                pruning.freeze_batchnorm(clone)
+            c.pruned[cfg.sparsity] = pruning.prune(clone, batches, int(np.ceil(len(train.x) / 32)), cfg.sparsity, cfg.prune_epochs, cfg.lr, weights, cfg.prune_min_weights)
+        model, epochs = c.pruned[cfg.sparsity], cfg.prune_epochs
+    source = exported(model)
+    if v.qat:
+        if cfg.freeze_batchnorm:
+            pruning.freeze_batchnorm(source)
+        qat = pruning.quantize_aware(source, batches, cfg.qat_epochs, cfg.qat_lr, weights, preserve_sparsity=v.pruned)
+        model, source, epochs = pruning.float_copy(qat, model), qat, epochs + cfg.qat_epochs
+    method = ("magnitude+pqat" if v.qat else "magnitude") if v.pruned else "qat"
+    return model, source, Pruning(
+        cfg.sparsity if v.pruned else 0.0, round(pruning.sparsity_of(model), 4), epochs, method,
+        learning_rate=cfg.lr if v.pruned else None, qat_learning_rate=cfg.qat_lr if v.qat else None,
+        distillation=cfg.distillation, batchnorm="frozen" if cfg.freeze_batchnorm else "trained",
+        augmented=cfg.augment, min_pruned_weights=cfg.prune_min_weights if v.pruned else None,
     )
-    return pruned, Pruning(cfg.sparsity, round(pruning.sparsity_of(pruned), 4), cfg.prune_epochs)
 
 
 def bundle(model_path: Path, change: str) -> None:

@@ -114,7 +114,7 @@ class ModelCard:
         if self.macs is not None:
             out["macs"] = self.macs
         if self.pruning is not None:
-            out["pruning"] = dataclasses.asdict(self.pruning)
+            out["pruning"] = self.pruning.to_dict()
         out["calibration"] = dataclasses.asdict(self.calibration) if self.calibration else None
         out["training"] = self.training.to_dict() if self.training else None
         if self.cam is not None:

@@ -251,11 +251,29 @@ class SegmentationVerification(Record):
 
 @dataclass(frozen=True)
 class Pruning(Record):
-    target_sparsity: float
-    sparsity: float  # measured over the Conv2D and Dense kernels
-    fine_tune_epochs: int
+    """How a fine-tuned variant was made (pruned, quantization-aware, or both); cards before 1.3 have the first three fields only."""
 
-    _readers = {"target_sparsity": _FRACTION, "sparsity": _FRACTION, "fine_tune_epochs": _at_least(0)}
+    target_sparsity: float
+    sparsity: float  # measured over the Conv2D and Dense kernels of the Keras model after strip_pruning
+    fine_tune_epochs: int
+    method: str | None = None  # "magnitude" (prune + fine-tune), "magnitude+pqat" (then prune-preserving QAT) or "qat"
+    int8_sparsity: float | None = None  # zero int8 weights of the CONV_2D and FULLY_CONNECTED weight tensors in the .tflite
+    learning_rate: float | None = None  # of the pruning fine-tune
+    qat_learning_rate: float | None = None
+    distillation: float | None = None  # weight of the float model's own probabilities in the fine-tuning targets (0: labels only)
+    batchnorm: str | None = None  # "frozen" (inference statistics kept) or "trained" during fine-tuning
+    augmented: bool | None = None  # fine-tuned on the run's augmentation (else on the films unchanged)
+    min_pruned_weights: int | None = None  # Conv2D/Dense layers with fewer kernel weights were left dense
+
+    _readers = {
+        "target_sparsity": _FRACTION, "sparsity": _FRACTION, "fine_tune_epochs": _at_least(0), "method": f.string,
+        "int8_sparsity": _FRACTION, "learning_rate": _bounded(above=0), "qat_learning_rate": _bounded(above=0), "distillation": _FRACTION, "batchnorm": f.string,
+        "augmented": f.boolean, "min_pruned_weights": _at_least(0),
+    }
+    _required = ("target_sparsity", "sparsity", "fine_tune_epochs")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class Variant:
     io_dtype: str  # dtype of the input and output tensors
     dtype: str  # the number format the benchmark reports for it (LiteRT's names)
     pruned: bool = False  # magnitude-pruned and fine-tuned before conversion
+    qat: bool = False  # quantization-aware fine-tuned before conversion (after pruning: prune-preserving)
 
 
 FAMILIES: dict[str, Family] = {
@@ -100,6 +101,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("dynamic", "dynamic", io_dtype="float32", dtype="dynamic-int8"),
         Variant("int8", "int8", io_dtype="int8", dtype="int8"),
         Variant("pruned-int8", "int8", io_dtype="int8", dtype="int8", pruned=True),
+        Variant("pqat-int8", "int8", io_dtype="int8", dtype="int8", pruned=True, qat=True),
+        Variant("qat-int8", "int8", io_dtype="int8", dtype="int8", qat=True),
         Variant("filter-pruned-int8", "int8", io_dtype="int8", dtype="int8"),  # narrower network: python -m converters.filters
     )
 }

@@ -43,8 +43,8 @@ def test_unknown_names_are_refused_listing_the_registered_ones():
 
 
 def test_variant_order_starts_with_the_float32_reference():
-    assert list(VARIANTS) == ["float32", "float16", "dynamic", "int8", "pruned-int8", "filter-pruned-int8"]
-    assert [v.name for v in VARIANTS.values() if v.pruned] == ["pruned-int8"]
+    assert list(VARIANTS) == ["float32", "float16", "dynamic", "int8", "pruned-int8", "pqat-int8", "qat-int8", "filter-pruned-int8"]
+    assert [v.name for v in VARIANTS.values() if v.pruned] == ["pruned-int8", "pqat-int8"]
 
 
 @pytest.mark.train  # imports TensorFlow
