@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants
+from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants, held_out_sources
 from edgecxr.cardparts import Thresholds
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.run / "best.keras").is_file() or not (args.run / "run.json").is_file():
         print(f"error: {args.run}: not a training run folder (needs best.keras and run.json)", file=sys.stderr)
         return 2
+    if not 0 < args.sparsity < 1:
+        parser.error("--sparsity must be between 0 and 1 (e.g. 0.5)")
+    if args.bundle and held_out_sources(args.run):
+        parser.error(f"{args.run}: held sources out of training ({', '.join(held_out_sources(args.run))}): an experiment, not bundled")
     cfg = ConvertConfig(
         args.run, args.out, variants, tuple(args.data), args.calibration, args.sparsity,
         thresholds=Thresholds(args.min_agreement, args.max_f1_drop), checks=args.checks, **fine_tuning(args),

@@ -33,8 +33,9 @@ from edgecxr.model import Model
 from edgecxr.provenance import REPO_ROOT
 from edgecxr.registry import MODELS_DIR
 from training import augment
-from training.data import Split
+from training.data import Dataset, Split
 from training.distill import soft_targets
+from training.holdout import hold_out
 from training.multiroot import load_roots
 
 FILTER_PRUNED = "filter-pruned-int8"  # a narrower network, made by python -m converters.filters rather than here
@@ -92,14 +93,27 @@ def prepare(cfg: ConvertConfig) -> Conversion:
     """Load the run's model and data and predict the test split with Keras; float32 must be the first variant converted."""
     info = json.loads((cfg.run / "run.json").read_text())
     model = keras.models.load_model(cfg.run / "best.keras")
-    data = load_roots(list(cfg.data or run_roots(info)), info["preprocessing"])
-    if data.labels != info["labels"]:
-        raise ValueError(f"dataset labels {data.labels} differ from the model's {info['labels']}")
+    data = run_data(cfg.run, info, cfg.data)
     if "test" not in data.splits:
         raise ValueError(f"{data.root}: no test split to verify the conversions on")
     calibration = representative_images(data.splits["train"].x, cfg.calibration)
     source = Source(info, cfg.run, data.labels, len(calibration), datetime.date.today(), cfg.checks)
     return Conversion(model, info, data, source, calibration, model.predict(data.splits["test"].x, batch_size=64, verbose=0))
+
+
+def run_data(run: Path, info: dict, roots: Sequence[Path] = ()) -> Dataset:
+    """The films a run was trained on (``roots``, default: the run's own), without the sources it held out (``--hold-out``),
+    so that calibration, temperature and fine-tuning never see them; labels checked against the run's."""
+    data = load_roots(list(roots or run_roots(info)), info["preprocessing"])
+    if data.labels != info["labels"]:
+        raise ValueError(f"dataset labels {data.labels} differ from the model's {info['labels']}")
+    held = info.get("config", {}).get("hold_out") or []
+    return hold_out(data, held)[0] if held else data
+
+
+def held_out_sources(run: Path) -> list[str]:
+    """The sources a run held out of training (empty for an ordinary run): such a run is an experiment, never bundled."""
+    return list(json.loads((run / "run.json").read_text()).get("config", {}).get("hold_out") or [])
 
 
 def convert_variant(conversion: Conversion, cfg: ConvertConfig, variant: str) -> ModelCard:
@@ -178,8 +192,10 @@ def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_pr
 
 def bundled_variants(cards: dict[str, ModelCard]) -> list[str]:
     """The fine-tuned variants among ``cards`` that :func:`meets_bundling_rule` against the plain int8 card among them."""
-    int8 = cards.get("int8")
-    return [v for v, card in cards.items() if int8 is not None and (VARIANTS[v].pruned or VARIANTS[v].qat) and meets_bundling_rule(card, int8)]
+    int8, reference = cards.get("int8"), cards.get("float32")
+    if int8 is None or reference is None or not isinstance(reference.verification, Verification) or not reference.verification.passed:
+        return []  # every rule compares with float32: without a verified reference nothing qualifies
+    return [v for v, card in cards.items() if (VARIANTS[v].pruned or VARIANTS[v].qat) and meets_bundling_rule(card, int8)]
 
 
 def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.Model, keras.Model, Pruning | None]:

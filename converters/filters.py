@@ -25,7 +25,7 @@ import numpy as np
 import tf_keras as keras
 
 from converters import narrow
-from converters.build import FILTER_PRUNED, measure, run_roots
+from converters.build import FILTER_PRUNED, measure, run_data
 from converters.cards import Source, model_card
 from converters.embed import embed_facts
 from converters.quantize import convert, exported, representative_images
@@ -37,7 +37,6 @@ from edgecxr.preprocess import PreprocessSpec
 from training import augment
 from training.data import DatasetError
 from training.distill import soft_targets
-from training.multiroot import load_roots
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def filter_prune(cfg: FilterConfig) -> dict[str, ModelCard]:
     wide = keras.models.load_model(cfg.run / "best.keras")
     if wide.name != "resnet18":
         raise ValueError(f"{cfg.run}: filter pruning needs a resnet18 run, this one is {wide.name}")
-    data = load_roots(run_roots(info), info["preprocessing"])
+    data = run_data(cfg.run, info)
     if "test" not in data.splits:
         raise ValueError(f"{data.root}: no test split to verify the conversion on")
     kept = narrow.kept_channels(wide, cfg.keep, cfg.keep_stage)

@@ -21,7 +21,7 @@ from typing import Any
 
 from converters import prune as pruning
 from converters.__main__ import add_fine_tuning, fine_tuning
-from converters.build import ConvertConfig, bundle, convert_variant, meets_bundling_rule, prepare
+from converters.build import ConvertConfig, bundle, bundled_variants, convert_variant, held_out_sources, meets_bundling_rule, prepare
 from edgecxr.benchmark import platform_info
 from edgecxr.card import ModelCard
 from edgecxr.cardparts import Verification
@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.run / "best.keras").is_file() or not (args.run / "run.json").is_file():
         print(f"error: {args.run}: not a training run folder (needs best.keras and run.json)", file=sys.stderr)
         return 2
+    if any(not 0 < s < 1 for s in args.sparsity) or (args.pqat_sparsity is not None and not 0 < args.pqat_sparsity < 1):
+        parser.error("--sparsity and --pqat-sparsity must be between 0 and 1 (e.g. 0.5)")
+    if args.bundle and held_out_sources(args.run):
+        parser.error(f"{args.run}: held sources out of training ({', '.join(held_out_sources(args.run))}): an experiment, not bundled")
     cfg = ConvertConfig(args.run, args.models, **fine_tuning(args))
     try:
         conversion = prepare(cfg)
@@ -134,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         step(f"pqat-{round(100 * best)}", "pqat-int8", best)
     if "qat" not in args.skip:
         step("qat", "qat-int8")
-    passing = [r for r in results["rows"] if r["bundle_rule"] and VARIANTS[r["variant"]].pruned]
+    references: dict[str, ModelCard] = {name: cards[name] for name in ("float32", "int8") if name in cards}
+
+    def qualifies(r: dict[str, Any]) -> bool:  # the rule python -m converters --bundle applies, row by row (rows share a variant)
+        return r["row"] in cards and VARIANTS[r["variant"]].pruned and bundled_variants({**references, r["variant"]: cards[r["row"]]}) == [r["variant"]]
+
+    passing = [r for r in results["rows"] if qualifies(r)]
     if args.bundle and passing:
         best = min(passing, key=lambda r: r["gzip_bytes"])
         bundle(args.models / best["row"] / f"{conversion.model.name}-{best['variant']}.tflite", f"{best['row']} of python -m converters.sweep on training run {args.run.name}")

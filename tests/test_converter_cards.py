@@ -103,3 +103,23 @@ def test_bundling_continues_the_version_history(tiny, tiny_models, tmp_path, mon
     assert second.version == "1.1.0" and [e.version for e in second.changelog] == ["1.0.0", "1.1.0"]
     assert second.changelog[-1].change == "calibrated"
     assert (bundled / path.name).read_bytes() == flat
+
+
+def test_a_run_that_held_sources_out_is_never_bundled(tmp_path, capsys):
+    """A leave-one-source-out run is an experiment: --bundle refuses it before anything is converted."""
+    import json
+
+    from converters.__main__ import main
+
+    run = tmp_path / "loso-run"
+    run.mkdir()
+    (run / "best.keras").write_bytes(b"not read")
+    (run / "run.json").write_text(json.dumps({"config": {"hold_out": ["rsna"]}}))
+    with pytest.raises(SystemExit) as exit_:
+        main([str(run), "--out", str(tmp_path / "out"), "--bundle"])
+    assert exit_.value.code == 2
+    assert "held sources out of training (rsna): an experiment, not bundled" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        main([str(run), "--out", str(tmp_path / "out"), "--sparsity", "1.5"])
+    assert "--sparsity must be between 0 and 1" in capsys.readouterr().err

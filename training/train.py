@@ -214,6 +214,8 @@ def _teacher(cfg: TrainConfig) -> Model:
 
     if cfg.adversarial > 0:
         raise DatasetError("--teacher and --adversarial cannot be combined")
+    if cfg.hold_out:  # the teacher's films are matched to the student's before any source is held out
+        raise DatasetError("--teacher and --hold-out cannot be combined")
     if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.distill_temperature <= 0:
         raise DatasetError(f"distillation needs 0 <= --distill-alpha <= 1 and --distill-temperature > 0, got {cfg.distill_alpha}, {cfg.distill_temperature}")
     try:
