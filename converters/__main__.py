@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants, held_out_sources
+from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants, failed_variants, held_out_sources
 from edgecxr.cardparts import Thresholds
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failed = [v for v, c in cards.items() if c.verification is None or not c.verification.passed]
+    failed = failed_variants(cards)
     if args.bundle:
         change = args.change or f"converted from training run {args.run.name}"
         for variant in ("int8", "float32"):

@@ -190,6 +190,11 @@ def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_pr
     )
 
 
+def failed_variants(cards: dict[str, ModelCard]) -> list[str]:
+    """The variants among ``cards`` whose verification failed or is missing."""
+    return [v for v, c in cards.items() if not isinstance(c.verification, Verification) or not c.verification.passed]
+
+
 def bundled_variants(cards: dict[str, ModelCard]) -> list[str]:
     """The fine-tuned variants among ``cards`` that :func:`meets_bundling_rule` against the plain int8 card among them."""
     int8, reference = cards.get("int8"), cards.get("float32")

@@ -25,7 +25,7 @@ import numpy as np
 import tf_keras as keras
 
 from converters import narrow
-from converters.build import FILTER_PRUNED, measure, run_data
+from converters.build import FILTER_PRUNED, failed_variants, measure, run_data
 from converters.cards import Source, model_card
 from converters.embed import embed_facts
 from converters.quantize import convert, exported, representative_images
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failed = [v for v, c in cards.items() if c.verification is None or not c.verification.passed]
+    failed = failed_variants(cards)
     if failed:
         print(f"error: verification failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
         return 1

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from training.data import Dataset, DatasetError, Split
+from training.multiroot import manifests_of
 
 HELD_OUT_SPLITS = ("train", "val")
 
@@ -24,10 +26,7 @@ def hold_out(data: Dataset, sources: Sequence[str]) -> tuple[Dataset, dict[str, 
     films, is a :class:`DatasetError`.
     """
     held = set(sources)
-    present = {s for name in HELD_OUT_SPLITS if name in data.splits for s in data.splits[name].sources}
-    unknown = sorted(held - present)
-    if unknown:
-        raise DatasetError(f"{data.root}: --hold-out source(s) {unknown} are in no train or val film's manifest row (sources: {sorted(present)})")
+    _check_known(held, {s for name in HELD_OUT_SPLITS if name in data.splits for s in data.splits[name].sources}, data.root)
     splits: dict[str, Split] = {}
     removed: dict[str, int] = {}
     for name, split in data.splits.items():
@@ -43,3 +42,15 @@ def hold_out(data: Dataset, sources: Sequence[str]) -> tuple[Dataset, dict[str, 
     if missing:
         raise DatasetError(f"{data.root}: holding out {sorted(held)} leaves class(es) {missing} with no training film")
     return replace(data, splits=splits), removed
+
+
+def check_sources(roots: Sequence[Path], sources: Sequence[str]) -> None:
+    """DatasetError for a source no train or val row of the roots' manifests has: checked before any film is decoded."""
+    present = {row.source for manifest in manifests_of(roots) for row in manifest.rows.values() if row.split in HELD_OUT_SPLITS}
+    _check_known(set(sources), present, roots[0])
+
+
+def _check_known(held: set[str], present: set[str], root: Path) -> None:
+    unknown = sorted(held - present)
+    if unknown:
+        raise DatasetError(f"{root}: --hold-out source(s) {unknown} are in no train or val film's manifest row (sources: {sorted(present)})")

@@ -36,7 +36,7 @@ from edgecxr.model import Model
 from edgecxr.preprocess import PreprocessSpec
 from training import adversarial, report
 from training.data import Dataset, DatasetError, Split
-from training.holdout import hold_out
+from training.holdout import check_sources, hold_out
 from training.multiroot import load_roots, manifest_digests
 from training.recipe import Recipe, source_ids, steps_per_epoch, train_dataset
 from training.selection import cell_names
@@ -132,6 +132,8 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
     recorded = json.loads((cfg.out / "run.json").read_text())["config"].get("hold_out", []) if resuming else cfg.hold_out
     if sorted(recorded) != sorted(cfg.hold_out):
         raise DatasetError(f"{cfg.out}: the run holds out {recorded}; resume it with the same --hold-out, not {cfg.hold_out}")
+    if cfg.hold_out:
+        check_sources([cfg.data, *cfg.more_data], cfg.hold_out)  # a mistyped source fails now, not after decoding
     data = load_roots([cfg.data, *cfg.more_data], spec, workers=cfg.workers)
     data, held_out = hold_out(data, cfg.hold_out) if cfg.hold_out else (data, {})
     train_split = data.splits["train"]
