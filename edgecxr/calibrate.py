@@ -68,14 +68,40 @@ def calibrate(
     y = np.asarray(truth, dtype=np.int64)
     if not files:
         raise ValueError(f"{data_dir}: none of the {len(items)} images could be read")
+    require_both_kinds(y, labels, targets, data_dir)
+    sources = manifest.sources(files) if manifest is not None else None
+    return bundled_calibration(model, raw, y, target_sensitivity, targets, sources, errors)
+
+
+def require_both_kinds(y: np.ndarray, labels: Sequence[str], targets: Sequence[str], data_dir: str | os.PathLike) -> None:
+    """ValueError (naming ``data_dir``) when a target has no positive or no negative film among classes ``y``."""
     for t in targets:
         pos = target_positives(y, labels, t)
         if pos.all() or not pos.any():
             kind = "negative" if pos.all() else "positive"
-            raise ValueError(f"{data_dir}: no {kind} films for target '{t}' (classes present: {', '.join(sorted({labels[i] for i in truth}))}): a threshold needs both")
+            raise ValueError(f"{data_dir}: no {kind} films for target '{t}' (classes present: {', '.join(sorted({labels[i] for i in y}))}): a threshold needs both")
+
+
+def bundled_calibration(
+    model: Model, raw: np.ndarray, y: np.ndarray, target_sensitivity: float, targets: Sequence[str], sources: Sequence[str] | None, errors: list[str]
+) -> Calibration:
+    """The profile of the card's head on films with raw softmax ``raw`` and classes ``y``: temperature refitted, thresholds on these films."""
     temperature = fit_temperature(raw, y, model.recalibrated)
     probs = model.recalibrated(raw, temperature)
-    sources = manifest.sources(files) if manifest is not None else None
+    points, rocs, tables, warnings = operating_points(probs, y, model.labels, target_sensitivity, targets, sources)
+    card_t = model.card.temperature.value if model.card.temperature else 1.0
+    fit = {
+        "value": temperature, "card": card_t,
+        "nll_before": round(negative_log_likelihood(model.recalibrated(raw, card_t), y), 4),
+        "nll_after": round(negative_log_likelihood(probs, y), 4),
+    }
+    return Calibration(profile_object(model, y, len(errors), fit, points, warnings), rocs, tables, errors)
+
+
+def operating_points(
+    probs: np.ndarray, y: np.ndarray, labels: Sequence[str], target_sensitivity: float, targets: Sequence[str], sources: Sequence[str] | None
+) -> tuple[list[dict[str, Any]], dict[str, Roc], dict[str, list[dict[str, float | None]]], list[str]]:
+    """For each target: the profile's operating point (threshold for ``target_sensitivity`` on these scores, measured), ROC, table and warnings."""
     points, rocs, tables, warnings = [], {}, {}, []
     for t in targets:
         scores, pos = target_scores(probs, labels, t), target_positives(y, labels, t)
@@ -84,23 +110,24 @@ def calibrate(
         tables[t] = threshold_table(scores, pos, [threshold])
         points.append({"for": t, "target_sensitivity": target_sensitivity, **operating_report(scores, pos, threshold, sources), "roc": rocs[t].points()})
         warnings += sample_warnings(int(pos.sum()), int((~pos).sum()), target_sensitivity, t)
-    card_t = model.card.temperature.value if model.card.temperature else 1.0
-    profile = {
+    return points, rocs, tables, warnings
+
+
+def profile_object(
+    model: Model, y: np.ndarray, unreadable: int, temperature: dict[str, Any], points: list[dict[str, Any]], warnings: list[str]
+) -> dict[str, Any]:
+    """A site profile (:mod:`edgecxr.site`) for ``model`` made on films of classes ``y``; ``adapt`` adds ``head`` and ``adaptation``."""
+    return {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
         "model": {"name": model.name, "version": model.card.version, "sha256": model.card.sha256},
         "created": utc_now(),
-        "sample": {"counts": {l: int(np.sum(y == i)) for i, l in enumerate(labels)}, "unreadable": len(errors)},
-        "temperature": {
-            "value": temperature, "card": card_t,
-            "nll_before": round(negative_log_likelihood(model.recalibrated(raw, card_t), y), 4),
-            "nll_after": round(negative_log_likelihood(probs, y), 4),
-        },
+        "sample": {"counts": {l: int(np.sum(y == i)) for i, l in enumerate(model.labels)}, "unreadable": unreadable},
+        "temperature": temperature,
         "operating_points": points,
         "warnings": warnings,
         "bootstrap": {"replicates": BOOTSTRAP_REPLICATES, "seed": BOOTSTRAP_SEED, "stratified": True},
     }
-    return Calibration(profile, rocs, tables, errors)
 
 
 def report_paths(out: str | os.PathLike, targets: Sequence[str]) -> dict[str, Path]:

@@ -255,6 +255,73 @@ def calibrate(
 
 
 @main.command()
+@click.argument("site_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the profile JSON to write; <stem>.roc.png and <stem>.<target>.csv are written beside it")
+@click.option(
+    "--target-sensitivity", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.90, show_default=True,
+    help="share of positive films each threshold must flag, on the out-of-fold scores",
+)
+@click.option(
+    "--for", "targets", multiple=True, metavar="abnormal|LABEL",
+    help="what to refer: abnormal (1 - p(Normal)) or one of the labels SITE_DIR has films of; repeatable; default: abnormal",
+)
+@click.option(
+    "--manifest", "manifest_path", metavar="CSV",
+    help="CSV with columns file (relative to the CSV's folder) and patient_group (films of one patient stay in one fold), optionally source (metrics per source)",
+)
+@click.option("--install", is_flag=True, help="also install the profile as this model's default (used by predict, evaluate, listen, watch and serve)")
+@click.option("--model", "-m", help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the profile as one JSON object (plus files and installed)")
+@click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+def adapt(
+    site_dir: str, out: str, target_sensitivity: float, targets: tuple[str, ...], manifest_path: str | None, install: bool,
+    model: str | None, as_json: bool, threads: int | None,
+) -> None:
+    """Fit a site head on the site's own labelled films: SITE_DIR holds one folder per class (as for calibrate).
+
+    Reads each film once (the model's pooled features, no TensorFlow), fits a logistic head over
+    the classes SITE_DIR has (at least 20 films each), pulled toward the bundled head, with the
+    pull and the temperature chosen by patient-grouped 5-fold cross-validation, and picks each
+    target's threshold on the out-of-fold scores. Reports, per target, bundled head + threshold
+    against site head + threshold (AUC, sensitivity, specificity, PPV, NPV, % flagged, 95%
+    intervals) and a learning curve. The site head goes into the profile only when it is shown to
+    be better (lower end of the paired bootstrap interval of the AUC gain above 0); otherwise the
+    profile keeps the bundled head with thresholds, as calibrate would, and says so.
+    """
+    from edgecxr.adapt import adapt as run_adaptation
+    from edgecxr.calibrate import write_report
+    from edgecxr.evaluate import scan_labelled
+    from edgecxr.manifest import read_manifest
+    from edgecxr.site import install_profile, read_profile
+
+    net = load_or_exit(model, threads)
+    try:
+        manifest = read_manifest(manifest_path, required=("patient_group",)) if manifest_path is not None else None
+        items, skipped = scan_labelled(site_dir, net.labels)
+        report_skipped(skipped)
+        with Progress(len(items), "adapting") as bar:
+            result = run_adaptation(net, site_dir, target_sensitivity, list(dict.fromkeys(targets or [ABNORMAL])), manifest, bar.update, items)
+    except (ValueError, ModelError) as exc:  # also ManifestError
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for line in result.errors:
+        click.echo(f"error: {line}", err=True)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
+    try:
+        files = write_report(result, out)
+        installed = install_profile(read_profile(files["profile"])) if install else None
+    except OSError as exc:
+        click.echo(f"error: {out}: cannot write the profile or its report ({exc.strerror or exc})", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps({**result.profile, "files": {k: str(v) for k, v in files.items()}, "installed": str(installed) if installed else None}))
+    else:
+        click.echo(_adaptation_text(result.profile, list(files.values()), installed))
+    sys.exit(1 if result.errors else 0)
+
+
+@main.command()
 @click.option("--model", "-m", "names", multiple=True, help="model to measure (repeatable); default: every bundled model")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="folder of class folders: adds accuracy, macro-F1, sensitivity, end-to-end time")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="timed runs per model")
@@ -608,11 +675,16 @@ def _evaluation_table(report: dict, data_dir: str) -> str:
     lines += ["", "confusion matrix (rows true, columns predicted):", " " * 14 + "".join(f"{l[:10]:>11}" for l in labels)]
     for label, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"{label:<14}" + "".join(f"{v:>11}" for v in row))
+    if "heads" in report:
+        lines += ["", f"{'head':<14}{'accuracy':>10}{'macro-F1':>10}{'abn. AUC':>10}" + "".join(f"{'rec. ' + l[:6]:>13}" for l in labels)]
+        for name, h in report["heads"].items():
+            area = f"{h['abnormal_auc']:>10.4f}" if h["abnormal_auc"] is not None else f"{'-':>10}"
+            lines.append(f"{name:<14}{h['accuracy']:>10.4f}{h['macro_f1']:>10.4f}{area}" + "".join(f"{h['recall'][l]:>13.4f}" for l in labels))
     if "per_source" in report:
         lines += _source_table(report, data_dir)
     if "site" in report:
         site = report["site"]
-        lines += ["", f"at the site profile's operating points (made for {site['model']}, temperature {site['temperature']:.4f}):"]
+        lines += ["", f"at the site profile's operating points (made for {site['model']}, {site['head']} head, temperature {site['temperature']:.4f}):"]
         lines += [line for p in site["operating_points"] for line in _operating_lines(p)]
         lines.append(f"referred (any target): {100 * site['referred']:.1f}% of {report['n']} films" if site["referred"] is not None else "referred: -")
     return "\n".join(lines)
@@ -652,6 +724,34 @@ def _calibration_text(profile: dict[str, Any], files: list[Path], installed: Pat
     return "\n".join(lines)
 
 
+def _adaptation_text(profile: dict[str, Any], files: list[Path], installed: Path | None) -> str:
+    a = profile["adaptation"]
+    counts = ", ".join(f"{n} {l}" for l, n in profile["sample"]["counts"].items() if n)
+    lines = [
+        f"model {profile['model']['name']} {profile['model']['version']} on {a['films']} films ({counts}) of {a['patients']} patients "
+        f"({a['patients_from']}); {a['folds']}-fold cross-validation, shrinkage {a['shrinkage']['chosen']:g}, temperature {a['temperature_out_of_fold']:.4f}",
+        "out-of-fold for the site head, on these films for the bundled head; 95% bootstrap intervals in brackets",
+    ]
+    for target, c in a["targets"].items():
+        d = c["auc_difference"]
+        lines.append(
+            f"{target}: AUC bundled {_interval(c['bundled_auc'])}, site {_interval(c['site_auc'])}, gain {d['value']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
+        )
+        for head in ("bundled", "site"):
+            p = c[head]
+            lines.append(
+                f"  {head:<8} threshold {p['threshold']:.4f}: sensitivity {_interval(p['sensitivity'])}  specificity {_interval(p['specificity'])}  "
+                f"PPV {_interval(p['ppv'])}  NPV {_interval(p['npv'])}  flagged {_interval(p['flagged'], percent=True)}"
+            )
+        curve = ", ".join(f"{r['films']} films {r['auc']:.3f}" for r in a["learning_curve"].get(target, []))
+        lines.append(f"  learning curve (out-of-fold AUC): {curve}")
+    lines.append(f"profile uses the {a['head']} head: {a['decision']}")
+    lines.append("wrote " + ", ".join(str(f) for f in files))
+    if installed is not None:
+        lines.append(f"installed as the default profile of {profile['model']['name']}: {installed}")
+    return "\n".join(lines)
+
+
 def _site_line(summary: dict[str, Any]) -> str:
     if "error" in summary:
         return f"{summary['path']} does not fit: {summary['error']}"
@@ -683,7 +783,8 @@ def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
 
 def _human(result: dict) -> str:
     probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]))
-    line = f"{shown(result['file'])}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms"
+    head = "  (site head)" if result.get("head") == "site" else ""
+    line = f"{shown(result['file'])}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms{head}"
     if result.get("heatmap"):
         line += f"\n  heatmap: {shown(result['heatmap'])}"
     if "refer" in result:

@@ -52,7 +52,8 @@ def predict_labelled(
 ) -> tuple[list[Path], list[int], np.ndarray, list[str]]:
     """Predict every (file, class) pair: (files read, true classes, class probabilities (N, C), error lines).
 
-    The probabilities are the raw softmax when not ``calibrated``.
+    The probabilities are the raw softmax when not ``calibrated``. With a site head on the model
+    they are the site head's; :func:`predict_both_heads` gives the card head's beside them.
     """
     files, y_true, rows, errors = [], [], [], []
     for (path, probs), (_, truth) in zip(per_input([path for path, _ in items], lambda p: model.probabilities(p, calibrated)), items):
@@ -65,6 +66,28 @@ def predict_labelled(
         if progress:
             progress(1)
     return files, y_true, np.array(rows, dtype=np.float32).reshape(len(rows), len(model.labels)), errors
+
+
+def predict_both_heads(
+    model: Model, items: list[tuple[Path, int]], progress: Callable[[int], None] | None = None
+) -> tuple[list[Path], list[int], np.ndarray, np.ndarray, list[str]]:
+    """For a model with a site head: (files read, true classes, site head probabilities, card head probabilities, error lines), one invoke per film."""
+    assert model.head is not None, "callers check model.head"
+    card_t = model.card.temperature.value if model.card.temperature else 1.0
+    files, y_true, site, bundled, errors = [], [], [], [], []
+    for (path, out), (_, truth) in zip(per_input([path for path, _ in items], model.bundled_outputs), items):
+        if isinstance(out, ImageError):
+            errors.append(str(out))
+        else:
+            raw, features = out
+            site.append(model.head.probabilities(features[None], model.labels)[0])
+            bundled.append(model.recalibrated(raw[None], card_t)[0])
+            files.append(path)
+            y_true.append(truth)
+        if progress:
+            progress(1)
+    shape = (len(files), len(model.labels))
+    return files, y_true, np.array(site, np.float32).reshape(shape), np.array(bundled, np.float32).reshape(shape), errors
 
 
 def evaluate(
@@ -90,17 +113,25 @@ def evaluate(
 
     Always ``auc`` ({label: one-vs-rest AUC of p(label)}) and ``abnormal_auc`` (of 1 - p(Normal);
     None without a Normal label), None where the films lack a class. With a site profile on the
-    model, ``site``: its ``model`` and ``temperature``, ``operating_points`` (for each, the profile's
-    ``for``, ``target_sensitivity`` and ``threshold`` with :func:`edgecxr.operating.operating_report`
-    on these films, per source with a manifest) and ``referred``, the share of films referred.
+    model, ``site``: its ``model``, ``temperature`` and ``head`` (``site`` or ``bundled``: which
+    head gave the probabilities), ``operating_points`` (for each, the profile's ``for``,
+    ``target_sensitivity`` and ``threshold`` with :func:`edgecxr.operating.operating_report` on
+    these films, per source with a manifest) and ``referred``, the share of films referred. With a
+    site head, ``heads``: ``{"site": ..., "bundled": ...}``, each head's ``accuracy``, ``macro_f1``,
+    ``auc``, ``abnormal_auc`` and per-class ``recall`` side by side (the top-level metrics are the site head's).
 
     ``items`` and ``skipped`` are ``scan_labelled(data_dir, model.labels)`` when the caller has scanned already.
     """
     if items is None:
         items, skipped = scan_labelled(data_dir, model.labels)
-    files, y_true, probs, errors = predict_labelled(model, items, progress)
+    heads: dict[str, Any] = {}
+    if model.head is not None:
+        files, y_true, probs, bundled, errors = predict_both_heads(model, items, progress)
+        heads = {"heads": {"site": _head_summary(model, y_true, probs), "bundled": _head_summary(model, y_true, bundled)}}
+    else:
+        files, y_true, probs, errors = predict_labelled(model, items, progress)
     y_pred = probs.argmax(axis=1).tolist()
-    read = {"model": model.name, "errors": errors, "skipped": [s.to_dict() for s in skipped or []]}
+    read = {"model": model.name, "errors": errors, "skipped": [s.to_dict() for s in skipped or []], **heads}
     if manifest is None:
         return {**classification_report(y_true, y_pred, model.labels), **_scores(model, y_true, probs, None), **read}
     rows = [manifest.get(f) for f in files]
@@ -117,21 +148,31 @@ def evaluate(
     return {**report, **scores, **read, "per_source": per_source, "manifest": coverage}
 
 
-def _scores(model: Model, y_true: list[int], probs: np.ndarray, sources: list[str] | None) -> dict[str, Any]:
-    """The ``auc``, ``abnormal_auc`` and (with a site profile) ``site`` keys of :func:`evaluate`."""
+def _scores(model: Model, y_true: list[int], probs: np.ndarray, sources: list[str] | None, site: bool = True) -> dict[str, Any]:
+    """The ``auc``, ``abnormal_auc`` and (with a site profile, unless not ``site``) ``site`` keys of :func:`evaluate`."""
     labels = model.labels
     out: dict[str, Any] = {
         "auc": {l: rounded(auc(target_scores(probs, labels, l), target_positives(y_true, labels, l))) for l in labels},
         "abnormal_auc": rounded(auc(target_scores(probs, labels, ABNORMAL), target_positives(y_true, labels, ABNORMAL))) if NORMAL in labels else None,
     }
-    if model.site is not None:
+    if site and model.site is not None:
         points = []
         for p in model.site.points:
             scores = target_scores(probs, labels, p.target)
             points.append({**p.to_dict(), **operating_report(scores, target_positives(y_true, labels, p.target), p.threshold, sources)})
         referred = [model.site.decide(row, labels) for row in probs]
         out["site"] = {
-            "model": model.site.model, "temperature": model.site.temperature, "operating_points": points,
+            "model": model.site.model, "temperature": model.site.temperature, "head": model.site.head_name, "operating_points": points,
             "referred": round(float(np.mean(referred)), 4) if referred else None,
         }
     return out
+
+
+def _head_summary(model: Model, y_true: list[int], probs: np.ndarray) -> dict[str, Any]:
+    """One head's side of ``heads``: accuracy, macro-F1, per-class recall and the AUCs on these films."""
+    report = classification_report(y_true, probs.argmax(axis=1).tolist(), model.labels)
+    return {
+        "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+        "recall": {l: report["per_class"][l]["recall"] for l in model.labels},
+        **_scores(model, y_true, probs, None, site=False),
+    }

@@ -40,6 +40,7 @@ class Prediction:
     # with a site profile: whether any target's score reached its threshold, and those operating points
     refer: bool | None = None
     operating_point: list[dict[str, Any]] | None = None
+    head: str = "bundled"  # which classifier head gave the probabilities: "site" (a site profile's) or "bundled" (the card's)
 
     @property
     def warnings(self) -> list[str]:
@@ -61,6 +62,7 @@ class Prediction:
             "warnings": self.warnings,
             "checks": [c.to_dict() for c in self.checks],
             "abnormal_score": None if self.abnormal_score is None else round(self.abnormal_score, 6),
+            "head": self.head,
             **({"refer": self.refer, "operating_point": self.operating_point} if self.refer is not None else {}),
         }
 
@@ -69,7 +71,9 @@ class Model:
     """A verified ``.tflite`` model with its card, ready to predict; with a site profile (:mod:`edgecxr.site`), also refer / no refer.
 
     ``site``: a profile or its path (refused when made for another model), True for the profile
-    installed for this model if there is one, None for none. A profile's temperature replaces the card's.
+    installed for this model if there is one, None for none. A profile's temperature replaces the card's,
+    and a profile's site head (``edgecxr adapt``) replaces the card's dense layer: its probabilities,
+    label and heatmap then come from the site head.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True, site: SiteSource = None) -> None:
@@ -85,6 +89,9 @@ class Model:
         if tuple(self._input["shape"][1:3]) != spec.size:
             raise ModelError(f"{self.path}: input shape {dims(self._input)} does not match card size {list(spec.size)}")
         self._cam_weights = self._read_cam_weights()
+        self.head = self.site.head if self.site else None
+        if self.head is not None:  # the heatmap shows the evidence the site head weighs: logits = pooled @ (W / scale) + const
+            self._cam_weights = self.head.cam_weights(self.labels).astype(np.float32)
         self.temperature = self.site.temperature if self.site else self.card.temperature.value if self.card.temperature else 1.0
         # is the model input the whole film, area-resized? (the checks reuse it)
         self._whole_film_area = spec.crop == "none" and not spec.clahe and spec.interpolation == "area"
@@ -167,7 +174,23 @@ class Model:
             heatmap=heat,
             refer=self.site.decide(probs, self.labels) if self.site else None,
             operating_point=[p.to_dict() for p in self.site.points] if self.site else None,
+            head=self.site.head_name if self.site else "bundled",
         )
+
+    def bundled_outputs(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """The card head's raw softmax (label order) and the pooled feature map (K,) of one image: what a site head is fitted on.
+
+        ModelError for a model without a feature output (MLP-12). No input checks, no site head.
+        """
+        if self._features is None:
+            raise ModelError(f"{self.name}: no feature output ({self.card.family or 'this'} model has no feature map for a site head to read)")
+        loaded, file = as_loaded(image)
+        refuse_blank(loaded, file)
+        x = preprocess(loaded.pixels, self.card.preprocessing)
+        self.interpreter.set_tensor(self._input["index"], self.quantize_input(x[None]))
+        self.interpreter.invoke()
+        raw = self.output_probabilities(self.interpreter.get_tensor(self._output["index"])[0], calibrated=False)
+        return raw, pooled(dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features))
 
     def probabilities(self, image: ImageSource, calibrated: bool = True) -> np.ndarray:
         """Class probabilities (label order) of one image, without the input checks; the raw softmax if not ``calibrated``."""
@@ -194,6 +217,10 @@ class Model:
     def _run(self, x: np.ndarray, calibrated: bool = True, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         self.interpreter.set_tensor(self._input["index"], self.quantize_input(x[None]))
         self.interpreter.invoke()
+        if self.head is not None:
+            assert self._features is not None, "resolve_site refuses a head for a model without a feature output"
+            fmap = dequantize(self.interpreter.get_tensor(self._features["index"])[0], self._features)
+            return self.head.probabilities(pooled(fmap)[None], self.labels, calibrated)[0], fmap if features else None
         probs = self.output_probabilities(self.interpreter.get_tensor(self._output["index"])[0], calibrated)
         if not features or self._features is None:
             return probs, None
@@ -286,6 +313,11 @@ def dequantize(tensor: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         return tensor.astype(np.float32)
     scale, zero = detail["quantization"]
     return (tensor.astype(np.float32) - zero) * scale
+
+
+def pooled(feature_map: np.ndarray) -> np.ndarray:
+    """A (h, w, K) feature map averaged over its rows and columns: the (K,) input of the dense head (global average pooling)."""
+    return feature_map.reshape(-1, feature_map.shape[-1]).mean(axis=0)
 
 
 def _lung_fields(pixels: np.ndarray, lung_model: str | None = None) -> LungFields:

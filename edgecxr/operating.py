@@ -184,3 +184,39 @@ def threshold_table(scores: np.ndarray | Sequence[float], positive: np.ndarray |
         values = [float(r[k]) for k in ("sensitivity", "specificity", "ppv", "npv")] + [100.0 * float(r["flagged"])]
         rows.append({"threshold": t, **{k: None if math.isnan(v) else v for k, v in zip(TABLE_COLUMNS[1:], values)}})
     return rows
+
+
+def paired_auc_intervals(
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    positive: np.ndarray | Sequence[bool],
+    groups: Sequence[str],
+    replicates: int = BOOTSTRAP_REPLICATES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, dict[str, Any]]:
+    """The AUCs of two scores of the same films, and their difference ``a - b``, each with a 95% interval.
+
+    The bootstrap resamples whole ``groups`` (patients) with replacement, the same draw for both
+    scores (paired), so the interval of the difference reflects that both were measured on the
+    same films and that a patient's films go together. Replicates without both kinds of film are
+    drawn again.
+    """
+    a, b, p = np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64), np.asarray(positive, bool)
+    keys, members = np.unique(np.asarray(groups), return_inverse=True)
+    films = np.arange(len(p))
+    rng = np.random.default_rng(seed)
+    draws: list[tuple[float, float]] = []
+    while len(draws) < replicates:
+        drawn = np.bincount(rng.integers(0, len(keys), len(keys)), minlength=len(keys))
+        idx = np.repeat(films, drawn[members])  # each film as often as its patient was drawn
+        if p[idx].any() and not p[idx].all():
+            draws.append((auc(a[idx], p[idx]) or 0.0, auc(b[idx], p[idx]) or 0.0))
+    boot = np.array(draws)
+    values = {"a": auc(a, p), "b": auc(b, p)}
+    series = {"a": boot[:, 0], "b": boot[:, 1], "difference": boot[:, 0] - boot[:, 1]}
+    values["difference"] = None if values["a"] is None or values["b"] is None else values["a"] - values["b"]
+    out = {}
+    for name, sample in series.items():
+        low, high = np.percentile(sample, [2.5, 97.5])
+        out[name] = {"value": rounded(values[name]), "low": round(float(low), 4), "high": round(float(high), 4)}
+    return out

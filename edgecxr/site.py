@@ -8,6 +8,12 @@ the model's labels (score ``p(label)``). A film is referred when any target's sc
 above its threshold. The rest of the file (ROC points, the metrics at each threshold with their
 intervals, the sample's class counts, warnings) is the report behind those choices.
 
+A profile made by ``edgecxr adapt`` (schema 2) may also hold a ``head``: the site's own classifier
+head over the model's pooled feature map (:mod:`edgecxr.head`), which then replaces the card's dense
+layer, with ``temperature`` as its temperature; and ``adaptation``, the cross-validated report
+behind it (:mod:`edgecxr.adapt`). A head is refused unless the model has the feature output it
+names, of the same width. Schema 1 profiles (``calibrate`` before heads) are still read.
+
 ``edgecxr calibrate --install`` copies a profile to ``<config>/sites/<model name>.json``, where
 ``<config>`` is ``$EDGECXR_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/edgecxr``, else
 ``~/.config/edgecxr``; the command line (and ``load_model(site=True)``) then use it by default.
@@ -27,13 +33,20 @@ import numpy as np
 
 from edgecxr import fields as f
 from edgecxr.card import ModelCard, ModelError
+from edgecxr.head import Head
 
 NORMAL = "Normal"  # the label whose complement is the abnormality score
 ABNORMAL = "abnormal"  # the target "any label but Normal"
 KIND = "edgecxr site profile"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 CONFIG_ENV = "EDGECXR_CONFIG_DIR"
-PROFILE_KEYS = ("kind", "schema_version", "model", "created", "sample", "temperature", "operating_points", "warnings", "bootstrap")
+PROFILE_KEYS = (
+    "kind", "schema_version", "model", "created", "sample", "temperature", "operating_points", "warnings", "bootstrap", "head", "adaptation",
+)
+HEAD_KEYS = ("labels", "feature", "mean", "scale", "weights", "bias", "shrinkage", "films")
+FEATURE_KEYS = ("output", "pooling", "width")
+POOLING = "mean"  # a head reads the feature map averaged over its rows and columns, as the card's dense layer does
 POINT_KEYS = (
     "for", "target_sensitivity", "threshold", "n_positive", "n_negative", "tp", "fn", "tn", "fp",
     "sensitivity", "specificity", "ppv", "npv", "flagged", "auc", "per_source", "roc",
@@ -67,19 +80,46 @@ class SiteProfile:
     points: tuple[OperatingPoint, ...]
     counts: Mapping[str, int]
     data: Mapping[str, Any]
+    head: Head | None = None  # the site's own head (``edgecxr adapt``); None: the card's dense layer
+    feature_output: str | None = None  # the card's feature layer the head reads
+
+    @property
+    def head_name(self) -> str:
+        """Which head gives this profile's probabilities: ``"site"`` or ``"bundled"`` (every result says it)."""
+        return "site" if self.head is not None else "bundled"
 
     def check(self, card: ModelCard) -> None:
         """SiteError unless this profile was made for the model of ``card`` and every label it names is one of the model's."""
         if card.sha256 != self.sha256:
             raise SiteError(
                 f"{self.path}: made for model {self.model} (sha256 {self.sha256[:12]}...), not for {card.name} {card.version} "
-                f"(sha256 {(card.sha256 or 'unknown')[:12]}...): run edgecxr calibrate again for this model"
+                f"(sha256 {(card.sha256 or 'unknown')[:12]}...): run edgecxr {'adapt' if self.head is not None else 'calibrate'} again for this model"
             )
         unknown = sorted({p.target for p in self.points if p.target != ABNORMAL} - set(card.labels)) + sorted(set(self.counts) - set(card.labels))
         if unknown:
             raise SiteError(f"{self.path}: names labels {unknown} that model {card.name} does not have ({', '.join(card.labels)})")
         if NORMAL not in card.labels and any(p.target == ABNORMAL for p in self.points):
             raise SiteError(f"{self.path}: has an '{ABNORMAL}' operating point but model {card.name} has no '{NORMAL}' label")
+        if self.head is not None:
+            self._check_head(card, self.head)
+
+    def _check_head(self, card: ModelCard, head: Head) -> None:
+        fm = card.cam.feature_map if card.cam is not None else None
+        if fm is None or card.cam is None:
+            raise SiteError(f"{self.path}: has a site head, but model {card.name} has no feature output for it to read")
+        if self.feature_output != card.cam.feature_layer or int(fm.shape[-1]) != len(head.mean):
+            raise SiteError(
+                f"{self.path}: its head reads {len(head.mean)} features of output {self.feature_output!r}, but model {card.name} has "
+                f"{int(fm.shape[-1])} features of output {card.cam.feature_layer!r}: run edgecxr adapt again for this model"
+            )
+        unknown = sorted(set(head.labels) - set(card.labels))
+        if unknown:
+            raise SiteError(f"{self.path}: its head names labels {unknown} that model {card.name} does not have ({', '.join(card.labels)})")
+        for p in self.points:
+            try:
+                check_target(p.target, head.labels)
+            except ValueError as exc:
+                raise SiteError(f"{self.path}: operating point {p.target!r} does not fit its head: {exc}") from None
 
     def decide(self, probs: np.ndarray, labels: Sequence[str]) -> bool:
         """Whether a film with class probabilities ``probs`` (label order) is referred: any target at or above its threshold."""
@@ -129,20 +169,26 @@ def read_profile(path: str | os.PathLike) -> SiteProfile:
         d = f.obj(data, "profile", PROFILE_KEYS, ("kind", "schema_version", "model", "temperature", "operating_points"))
         if d["kind"] != KIND:
             raise f.FieldError(f"kind must be {KIND!r}, got {f.shown(d['kind'])}: not a site profile")
-        if f.integer(d["schema_version"], "schema_version") != SCHEMA_VERSION:
-            raise f.FieldError(f"schema_version {d['schema_version']} is not one this edgecxr reads ({SCHEMA_VERSION})")
+        if f.integer(d["schema_version"], "schema_version") not in READABLE_SCHEMAS:
+            raise f.FieldError(f"schema_version {d['schema_version']} is not one this edgecxr reads ({', '.join(map(str, READABLE_SCHEMAS))})")
         model = f.obj(d["model"], "model", ("name", "version", "sha256"), ("name", "sha256"))
         temperature = f.obj(d["temperature"], "temperature", ("value", "card", "nll_before", "nll_after"), ("value",))
         sample = f.obj(d.get("sample", {}), "sample", ("counts", "unreadable"))
         points = tuple(_point(p, f"operating_points[{i}]") for i, p in enumerate(f.array(d["operating_points"], "operating_points", 1)))
+        temperature_value = f.number(temperature["value"], "temperature.value", above=0)
+        head, feature_output = read_head(d["head"], temperature_value) if d.get("head") is not None else (None, None)
+        if d.get("adaptation") is not None:
+            f.mapping(d["adaptation"], "adaptation")
         return SiteProfile(
             path=path,
             model=f.string(model["name"], "model.name"),
             sha256=f.sha256(model["sha256"], "model.sha256"),
-            temperature=f.number(temperature["value"], "temperature.value", above=0),
+            temperature=temperature_value,
             points=points,
             counts=f.dict_of(lambda v, k: f.integer(v, k, 0), sample.get("counts", {}), "sample.counts"),
             data=d,
+            head=head,
+            feature_output=feature_output,
         )
     except f.FieldError as exc:
         raise SiteError(f"{path}: {exc}") from None
@@ -155,6 +201,51 @@ def _point(value: Any, field: str) -> OperatingPoint:
         threshold=f.number(p["threshold"], f"{field}.threshold", 0.0, 1.0),
         target_sensitivity=f.number(p["target_sensitivity"], f"{field}.target_sensitivity", above=0.0, maximum=1.0),
     )
+
+
+def read_head(value: Any, temperature: float) -> tuple[Head, str]:
+    """A profile's ``head`` (see :data:`HEAD_KEYS`) and the feature output it reads; FieldError for anything malformed."""
+    h = f.obj(value, "head", HEAD_KEYS, ("labels", "feature", "mean", "scale", "weights", "bias"))
+    feature = f.obj(h["feature"], "head.feature", FEATURE_KEYS, FEATURE_KEYS)
+    if feature["pooling"] != POOLING:
+        raise f.FieldError(f"head.feature.pooling must be {POOLING!r}, got {f.shown(feature['pooling'])}")
+    width = f.integer(feature["width"], "head.feature.width", 1)
+    labels = tuple(f.string(l, f"head.labels[{i}]") for i, l in enumerate(f.array(h["labels"], "head.labels", 2)))
+    if len(set(labels)) != len(labels):
+        raise f.FieldError(f"head.labels names a label twice: {list(labels)}")
+
+    rows = f.array(h["weights"], "head.weights", width)
+    if len(rows) != width:
+        raise f.FieldError(f"head.weights must have {width} rows (head.feature.width), got {len(rows)}")
+    weights = np.array([_numbers(r, f"head.weights[{i}]", len(labels)) for i, r in enumerate(rows)], np.float64)
+    scale = np.array(_numbers(h["scale"], "head.scale", width), np.float64)
+    if not (scale > 0).all():
+        raise f.FieldError(f"head.scale must be > 0 everywhere, got {f.shown(float(scale.min()))}")
+    mean, bias = np.array(_numbers(h["mean"], "head.mean", width)), np.array(_numbers(h["bias"], "head.bias", len(labels)))
+    head = Head(labels, mean, scale, weights, bias, temperature)
+    return head, f.string(feature["output"], "head.feature.output")
+
+
+def _numbers(value: Any, field: str, length: int) -> list[float]:
+    """``value`` as exactly ``length`` finite numbers."""
+    values = f.array(value, field, length)
+    if len(values) != length:
+        raise f.FieldError(f"{field} must hold {length} numbers, got {len(values)}")
+    return [f.number(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def head_to_dict(head: Head, feature_output: str, shrinkage: float, films: int) -> dict[str, Any]:
+    """A head as a profile's ``head`` object (its temperature goes in the profile's ``temperature``)."""
+    return {
+        "labels": list(head.labels),
+        "feature": {"output": feature_output, "pooling": POOLING, "width": int(len(head.mean))},
+        "mean": [float(v) for v in head.mean],
+        "scale": [float(v) for v in head.scale],
+        "weights": [[float(v) for v in row] for row in head.weights],
+        "bias": [float(v) for v in head.bias],
+        "shrinkage": float(shrinkage),
+        "films": int(films),
+    }
 
 
 def write_profile(data: Mapping[str, Any], path: str | os.PathLike) -> Path:

@@ -13,7 +13,7 @@ from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import main
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "head"}
 
 
 

@@ -65,7 +65,7 @@ def test_profile_names_the_model_and_its_sample(profile, model_path):
     result, files = profile
     data = json.loads(files["profile"].read_text())
     card = Model(model_path).card
-    assert data["kind"] == "edgecxr site profile" and data["schema_version"] == 1
+    assert data["kind"] == "edgecxr site profile" and data["schema_version"] == 2
     assert data["model"] == {"name": "tiny-int8", "version": card.version, "sha256": card.sha256}
     assert data["sample"] == {"counts": {"dark": 8, "bright": 8, "striped": 8}, "unreadable": 0}
     assert data["created"].endswith("+00:00")

@@ -30,6 +30,7 @@ from edgecxr import __version__
 from edgecxr.cam import heatmap_shape, overlay
 from edgecxr.model import Prediction
 
+SITE_HEAD_NOTE = "classifier head: this site's own (edgecxr adapt)"  # said on results whose probabilities came from a site head
 NOTICE = "RESEARCH USE - NOT A DIAGNOSIS"
 SCHEME = "99EDGECXR"  # private coding scheme of the labels and scores
 MANUFACTURER = "edgecxr"
@@ -65,6 +66,8 @@ def text_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
     if prediction.refer is not None and prediction.operating_point is not None:
         at = ", ".join(f"{p['for']} >= {p['threshold']:.3f}" for p in prediction.operating_point)
         lines.append(f"refer: {'YES' if prediction.refer else 'no'} (site threshold {at})")
+    if prediction.head == "site":
+        lines.append(SITE_HEAD_NOTE)
     lines += [f"warning: {w}" for w in prediction.warnings]
     lines.append(NOTICE)
     return [line.encode("ascii", "replace").decode() for line in lines]
@@ -213,4 +216,4 @@ def _operating_points(prediction: Prediction) -> list[str]:
     return [
         f"refer when the {p['for']} score is at or above {p['threshold']:.4f} (chosen for sensitivity {p['target_sensitivity']:g})"
         for p in prediction.operating_point or []
-    ]
+    ] + ([SITE_HEAD_NOTE] if prediction.head == "site" else [])
