@@ -524,11 +524,11 @@ def watch(folder: str, interval: float, **options: Any) -> None:
     is also one JSON line in STORE/results.jsonl, naming the file it came from; the audit log
     (STORE/audit.jsonl, also on stdout) never does. SIGTERM finishes the queued work and exits 0.
     """
+    files: dict[str, str] = {}
+    service = clinic_service(file_of=files.get, **options)  # first: without the clinic extra, its one error line
     from edgecxr.dicomnet.service import stop_on_signal
     from edgecxr.dicomnet.watch import run
 
-    files: dict[str, str] = {}
-    service = clinic_service(file_of=files.get, **options)
     stop = stop_on_signal()
     click.echo(f"edgecxr: watching {folder} every {interval:g} s", err=True)
     run(service, folder, interval, files, stop)

@@ -1,7 +1,8 @@
-"""The ``edgecxr`` command: predict and models, through click's runner and a real subprocess."""
+"""The ``edgecxr`` command: predict and models, through click's runner and a real subprocess; the clinic commands without their extra."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,9 +11,21 @@ import numpy as np
 import pytest
 
 from conftest import TINY_LABELS, child_env, write_png
-from edgecxr.cli import main
+from edgecxr.cli import CLINIC_HELP, main
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
+# A sitecustomize that makes the clinic extra's packages unimportable in a child Python, as on an install without the extra.
+NO_CLINIC = '''import sys
+
+
+class NoClinic:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"pynetdicom", "highdicom", "flask", "waitress"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoClinic())
+'''
 PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "head"}
 
 
@@ -389,6 +402,27 @@ def test_subprocess_missing_input(model_path, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [f"error: {tmp_path / 'gone.dcm'}: no such file"]  # nothing else: no LiteRT INFO line
     assert proc.stdout == ""
+
+
+@pytest.fixture()
+def without_clinic(tmp_path) -> dict[str, str]:
+    """The environment of a child Python in which pynetdicom, highdicom, Flask and waitress cannot be imported."""
+    (tmp_path / "no-clinic").mkdir()
+    (tmp_path / "no-clinic" / "sitecustomize.py").write_text(NO_CLINIC)
+    env = child_env()
+    env["PYTHONPATH"] = f"{tmp_path / 'no-clinic'}{os.pathsep}{env['PYTHONPATH']}"
+    done = subprocess.run([sys.executable, "-c", "import flask"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "No module named 'flask'" in done.stderr, "the blocker did not load"
+    return env
+
+
+@pytest.mark.parametrize("command", ["listen", "watch", "serve"])
+def test_clinic_commands_without_the_clinic_extra_print_one_error_line(command, without_clinic, model_path, tmp_path):
+    args = [command, *([str(tmp_path)] if command == "watch" else []), "--store", str(tmp_path / "store"), "--model", model_path]
+    proc = subprocess.run([sys.executable, "-m", "edgecxr", *args], cwd=tmp_path, env=without_clinic, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"error: {CLINIC_HELP}"] and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "store").exists()
 
 
 def test_models_unknown_name_is_one_line_error(runner):

@@ -134,11 +134,11 @@ def test_balanced_sampler_draws_cells_evenly():
 def test_markers_change_pixels_not_shape_and_ignore_the_class():
     import tensorflow as tf
 
-    from training.markers import burn_markers, stamp_bank
+    from training.markers import MIN_INK, burn_markers, stamp_bank
 
     bank = stamp_bank(32, count=64)
     assert bank.shape == (64, 16, 16) and bank.min() == 0.0 and 0.9 < bank.max() <= 1.0
-    assert all(bank[k].sum() > 3 for k in range(64))  # every stamp draws something
+    assert all(bank[k].sum() >= MIN_INK for k in range(64))  # every stamp draws something, on every OpenCV (5.1 draws thinner)
     rng = tf.random.Generator.from_seed(0)
     base = tf.fill([32, 32, 32, 1], 0.5)
     labels = np.arange(32) % 2

@@ -1,7 +1,8 @@
 """Which edgecxr the tests exercise: this checkout's in the full suite, the installed package in the runtime tier.
 
-``.ci/run`` sets ``EDGECXR_RUNTIME_TIER=1`` when it runs ``pytest -m "not train and not slow"`` in
-a venv holding only ``pip install '.[test]'``: the install a board gets, tested as installed.
+``.ci/run`` sets ``EDGECXR_RUNTIME_TIER=1`` when it runs the board tier (``pytest -m "not train and not
+slow and not clinic"``) in a venv holding only the wheel with its test extra, the install a board gets,
+and the clinic tests once the clinic extra is added: tested as installed, built from a clean tree.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def test_the_edgecxr_under_test_is_the_one_this_tier_promises():
             "command (`python -m pytest` puts the checkout first on sys.path)"
         )
         assert importlib.util.find_spec("tensorflow") is None, "the runtime tier must run where TensorFlow is not installed"
+        checkout = {p.relative_to(REPO / "edgecxr") for p in (REPO / "edgecxr").rglob("*.py")}
+        stale = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if p.relative_to(package) not in checkout)
+        assert not stale, f"the installed package holds modules this checkout lacks (built from a stale build/?): {stale}"
     else:
         assert package == REPO / "edgecxr", f"the tests import {package}, not this checkout's edgecxr"
 

@@ -62,7 +62,14 @@ class Watch:
         return read_lines(self.store / "audit.jsonl")
 
 
-def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_complete(watch):
+def late_film() -> bytes:
+    """The bytes of a DICOM file of a made-up patient (256 x 256 pixels, so about 20 chunks of 3 KB)."""
+    buffer = io.BytesIO()
+    wrap(toy_u8(2, seed=9, size=(256, 256)), "Vandersnoot^Ottoline", "OV-777777").save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_each_dropped_file_is_processed_once_across_restarts(watch):
     folder, store = watch.folder, watch.store
     write_png(folder / "Quuxworth_Zebediah.png", 1)  # a file name that is a made-up patient's
     write_png(folder / "ward" / "b.png", 2, seed=3)
@@ -71,19 +78,10 @@ def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_compl
     (folder / "notes.txt").write_text("not an image")
     watcher = watch.start()
     wait_for(lambda: len(events(watcher.audit(), "classified")) == 3, 60, "the three films classified")
-
-    # A file written slowly, a chunk every 0.1 s (faster than the 0.3 s interval): not read until it stops growing.
-    buffer = io.BytesIO()
-    wrap(toy_u8(2, seed=9, size=(256, 256)), "Vandersnoot^Ottoline", "OV-777777").save_as(buffer, enforce_file_format=True)
-    data = buffer.getvalue()
-    with open(folder / "slow.dcm", "wb") as fh:
-        for start in range(0, len(data), len(data) // 20):
-            fh.write(data[start : start + len(data) // 20])
-            fh.flush()
-            time.sleep(0.1)
-            assert len(events(watcher.audit(), "received")) == 3, "a file still being written was read"
-    wait_for(lambda: len(events(watcher.audit(), "classified")) == 4, 60, "the slowly written film classified")
-    assert events(watcher.audit(), "failed") == []  # read whole, so it decoded
+    (folder / "late.part").write_bytes(late_film())  # a film dropped while it runs, whole at once by a rename (one still
+    (folder / "late.part").rename(folder / "late.dcm")  # being written: the next test); a .part file is never read
+    wait_for(lambda: len(events(watcher.audit(), "classified")) == 4, 60, "the film dropped while it runs classified")
+    assert events(watcher.audit(), "failed") == []
 
     shutil.copyfile(folder / "ward" / "b.png", folder / "copy-of-b.png")  # the same film again, under another name
     time.sleep(1.5)  # five listings
@@ -99,7 +97,7 @@ def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_compl
     assert len(events(audit, "received")) == len(set(events(audit, "received"))) == 5
     assert sorted(events(audit, "classified")) == sorted(events(audit, "received"))
     results = [json.loads(line) for line in (store / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["file"] for r in results) == ["Quuxworth_Zebediah.png", "new.png", "slow.dcm", "ward/IM0001", "ward/b.png"]
+    assert sorted(r["file"] for r in results) == ["Quuxworth_Zebediah.png", "late.dcm", "new.png", "ward/IM0001", "ward/b.png"]
     assert {r["file"]: r["label"] for r in results if r["file"].endswith(".png")} == {"Quuxworth_Zebediah.png": "bright", "ward/b.png": "striped", "new.png": "dark"}
     by_file = {r["file"]: r for r in results}
     assert by_file["ward/IM0001"]["results"] == [f"{by_file['ward/IM0001']['key']}.sr.dcm", f"{by_file['ward/IM0001']['key']}.sc.dcm"]
@@ -109,6 +107,32 @@ def test_each_dropped_file_is_processed_once_across_restarts_and_only_when_compl
     texts = [(store / "audit.jsonl").read_text(), watcher.out.read_text(), watcher.err.read_text(), "\n".join(p.name for p in store.rglob("*"))]
     for secret in ("Quuxworth", "Zebediah", "Plimsoll", "Araminta", "AP-424242", "Vandersnoot", "OV-777777", "IM0001", str(film.SOPInstanceUID)):
         assert not any(secret in text for text in texts), secret
+
+
+def test_a_file_still_being_written_is_read_only_once_it_held_for_one_listing(tmp_path, tiny_models):
+    """The watcher's listings one by one (not raced against a clock): a file that grew since the last listing is left alone."""
+    from edgecxr.dicomnet.service import Service
+    from edgecxr.dicomnet.watch import Watcher
+    from edgecxr.model import Model
+
+    folder, store = tmp_path / "incoming", tmp_path / "store"
+    folder.mkdir()
+    service = Service(store, Model(tiny_models["int8"]), None, "EDGECXR", 5.0).start()
+    watcher = Watcher(service, folder, {})
+    data = late_film()
+    step = len(data) // 20
+    with open(folder / "slow.dcm", "wb") as fh:
+        for start in range(0, len(data), step):
+            fh.write(data[start : start + step])
+            fh.flush()
+            assert watcher.scan() == 0, "a file still being written was read"
+    assert watcher.scan() == 1  # the same size and modification time as at the previous listing: read now
+    assert watcher.scan() == 0  # and once
+    service.stop()
+    audit = read_lines(store / "audit.jsonl")
+    (key,) = events(audit, "classified")
+    received = service.store.received(key)
+    assert received is not None and received.read_bytes() == data and events(audit, "failed") == []  # read whole, so it decoded
 
 
 def test_a_refused_dicom_file_is_logged_once_and_not_read_again(watch):

@@ -6,7 +6,8 @@ does not depend on the label (the functions here never see one), makes a marker 
 
 A bank of stamps is drawn once with OpenCV (white on black, 0-1 coverage masks of a fixed square
 size): side letters (L, R), view and position words (AP, PA, PORTABLE, SUPINE, ERECT), random
-letters and digits, dates, arrows at random angles and rectangles. In the pipeline each image gets
+letters and digits, dates, arrows at random angles and rectangles; a text stamp too faint to see is
+drawn thicker (:data:`MIN_INK`), whichever OpenCV renders it. In the pipeline each image gets
 up to two stamps at random positions, white or black, at a random strength.
 """
 from __future__ import annotations
@@ -17,6 +18,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+# Every text stamp carries at least MIN_INK pixels' worth of full coverage: one drawn fainter is drawn again one
+# pixel thicker (up to MAX_THICK). No random number is drawn for it, so a bank with no faint stamp is unchanged.
+MIN_INK = 3.0
+MAX_THICK = 4
 WORDS = ("L", "R", "AP", "PA", "PORTABLE", "SUPINE", "ERECT", "UPRIGHT", "SEMI-ERECT", "LAT", "1", "2", "A", "B")
 
 
@@ -43,6 +48,10 @@ def stamp_bank(image_side: int, count: int = 256, seed: int = 0) -> np.ndarray:
             x0 = int(rng.integers(0, max(1, side - w)))
             y0 = int(rng.integers(min(h + 1, side - 1), side))
             cv2.putText(canvas, text, (x0, y0), font, scale, 255, thick, cv2.LINE_AA)
+            while canvas.sum() < MIN_INK * 255 and thick < MAX_THICK:  # too faint to see (OpenCV >= 5.1 draws an "I" at scale 0.3 as 2 px of ink)
+                thick += 1
+                canvas[:] = 0
+                cv2.putText(canvas, text, (x0, y0), font, scale, 255, thick, cv2.LINE_AA)
         elif kind == 2:  # an arrow at a random angle
             length = rng.uniform(0.3, 0.9) * side
             angle = rng.uniform(0, 2 * np.pi)
