@@ -34,9 +34,8 @@ import numpy as np
 
 from edgecxr.calibrate import Calibration, bundled_calibration, operating_points, profile_object, require_both_kinds
 from edgecxr.calibration import LOGITS_FLOOR, apply_temperature, fit_temperature, negative_log_likelihood, softmax
-from edgecxr.evaluate import labelled_files
-from edgecxr.failures import ImageError, per_input
-from edgecxr.head import Head, bundled_head, fit_head
+from edgecxr.evaluate import labelled_files, read_labelled
+from edgecxr.head import Head, bundled_head, fit_head, in_label_order
 from edgecxr.manifest import Manifest
 from edgecxr.model import Model
 from edgecxr.operating import auc, paired_auc_intervals, rounded
@@ -98,17 +97,8 @@ def read_site(
         if digest is not None:
             seen[digest] = (path, label)
         unique.append((path, label))
-    files, y, raws, feats, errors = [], [], [], [], []
-    for (path, out), (_, label) in zip(per_input([p for p, _ in unique], model.bundled_outputs), unique):
-        if isinstance(out, ImageError):
-            errors.append(str(out))
-        else:
-            files.append(path)
-            y.append(label)
-            raws.append(out[0])
-            feats.append(out[1])
-        if progress:
-            progress(1)
+    files, y, outputs, errors = read_labelled(unique, model.bundled_outputs, progress)
+    raws, feats = [r for r, _ in outputs], [f for _, f in outputs]
     rows = [manifest.get(f) if manifest is not None else None for f in files]
     return SiteFilms(
         files=files,
@@ -197,7 +187,7 @@ def adapt_films(
     shrinkage = SHRINKAGE_GRID[int(np.argmin(losses))]
     oof_logits = out_of_fold(films.features, y_head, folds, prior, shrinkage)
     temperature = fit_temperature(softmax(oof_logits), y_head, lambda p, t: apply_temperature(p, t, LOGITS_FLOOR))
-    site_probs = _to_labels(softmax(oof_logits / temperature), covered, labels)
+    site_probs = in_label_order(softmax(oof_logits / temperature), covered, labels)
     bundled_probs = model.recalibrated(films.raw, card_t)
 
     comparison, better = {}, True
@@ -257,10 +247,6 @@ def _summary(point: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in point.items() if k not in ("roc", "for", "target_sensitivity")}
 
 
-def _to_labels(probs: np.ndarray, covered: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-    out = np.zeros((len(probs), len(labels)), np.float32)
-    out[:, [list(labels).index(l) for l in covered]] = probs
-    return out
 
 
 def group_folds(groups: Sequence[str], y: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -309,7 +295,7 @@ def learning_curve(
                 continue
             sub = films.subset(keep)
             folds = group_folds(sub.groups, y_head[keep], FOLDS, FOLD_SEED)
-            probs = _to_labels(softmax(out_of_fold(sub.features, y_head[keep], folds, prior, shrinkage)), covered, labels)
+            probs = in_label_order(softmax(out_of_fold(sub.features, y_head[keep], folds, prior, shrinkage)), covered, labels)
             for t in targets:
                 value = auc(target_scores(probs, labels, t), target_positives(sub.y, labels, t))
                 if value is not None:

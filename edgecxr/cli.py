@@ -28,6 +28,7 @@ from edgecxr.site import ABNORMAL
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from edgecxr.calibrate import Calibration
     from edgecxr.dicomnet.service import Service
     from edgecxr.model import Model, Prediction
 
@@ -222,10 +223,8 @@ def calibrate(
     sensitivity, specificity, PPV, NPV, % flagged) per target.
     """
     from edgecxr.calibrate import calibrate as run_calibration
-    from edgecxr.calibrate import write_report
     from edgecxr.evaluate import scan_labelled
     from edgecxr.manifest import read_manifest
-    from edgecxr.site import install_profile, read_profile
 
     net = load_or_exit(model, threads)
     try:
@@ -237,21 +236,7 @@ def calibrate(
     except ValueError as exc:  # also ManifestError
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    for line in result.errors:
-        click.echo(f"error: {line}", err=True)
-    for line in result.warnings:
-        click.echo(f"warning: {line}", err=True)
-    try:
-        files = write_report(result, out)
-        installed = install_profile(read_profile(files["profile"])) if install else None
-    except OSError as exc:
-        click.echo(f"error: {out}: cannot write the profile or its report ({exc.strerror or exc})", err=True)
-        sys.exit(2)
-    if as_json:
-        click.echo(json.dumps({**result.profile, "files": {k: str(v) for k, v in files.items()}, "installed": str(installed) if installed else None}))
-    else:
-        click.echo(_calibration_text(result.profile, list(files.values()), installed))
-    sys.exit(1 if result.errors else 0)
+    finish_profile(result, out, install, as_json, _calibration_text)
 
 
 @main.command()
@@ -289,10 +274,8 @@ def adapt(
     profile keeps the bundled head with thresholds, as calibrate would, and says so.
     """
     from edgecxr.adapt import adapt as run_adaptation
-    from edgecxr.calibrate import write_report
     from edgecxr.evaluate import scan_labelled
     from edgecxr.manifest import read_manifest
-    from edgecxr.site import install_profile, read_profile
 
     net = load_or_exit(model, threads)
     try:
@@ -304,21 +287,7 @@ def adapt(
     except (ValueError, ModelError) as exc:  # also ManifestError
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    for line in result.errors:
-        click.echo(f"error: {line}", err=True)
-    for line in result.warnings:
-        click.echo(f"warning: {line}", err=True)
-    try:
-        files = write_report(result, out)
-        installed = install_profile(read_profile(files["profile"])) if install else None
-    except OSError as exc:
-        click.echo(f"error: {out}: cannot write the profile or its report ({exc.strerror or exc})", err=True)
-        sys.exit(2)
-    if as_json:
-        click.echo(json.dumps({**result.profile, "files": {k: str(v) for k, v in files.items()}, "installed": str(installed) if installed else None}))
-    else:
-        click.echo(_adaptation_text(result.profile, list(files.values()), installed))
-    sys.exit(1 if result.errors else 0)
+    finish_profile(result, out, install, as_json, _adaptation_text)
 
 
 @main.command()
@@ -586,6 +555,28 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
         click.echo(f"error: --port {port}: cannot serve ({exc.strerror or exc})", err=True)
         sys.exit(2)
     click.echo("edgecxr: stopped", err=True)
+
+
+def finish_profile(result: Calibration, out: str, install: bool, as_json: bool, text: Callable[[dict[str, Any], list[Path], Path | None], str]) -> None:
+    """The end of `calibrate` and `adapt`: the error and warning lines, the profile and its report written (and installed), the summary; exits."""
+    from edgecxr.calibrate import write_report
+    from edgecxr.site import install_profile, read_profile
+
+    for line in result.errors:
+        click.echo(f"error: {line}", err=True)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
+    try:
+        files = write_report(result, out)
+        installed = install_profile(read_profile(files["profile"])) if install else None
+    except OSError as exc:
+        click.echo(f"error: {out}: cannot write the profile or its report ({exc.strerror or exc})", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps({**result.profile, "files": {k: str(v) for k, v in files.items()}, "installed": str(installed) if installed else None}))
+    else:
+        click.echo(text(result.profile, list(files.values()), installed))
+    sys.exit(1 if result.errors else 0)
 
 
 def clinic_stopped(service: Service) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -15,6 +15,8 @@ from edgecxr.metrics import classification_report
 from edgecxr.model import Model
 from edgecxr.operating import auc, operating_report, rounded
 from edgecxr.site import ABNORMAL, NORMAL, target_positives, target_scores
+
+T = TypeVar("T")
 
 
 def scan_labelled(data_dir: str | os.PathLike, labels: list[str]) -> tuple[list[tuple[Path, int]], list[Skipped]]:
@@ -55,17 +57,25 @@ def predict_labelled(
     The probabilities are the raw softmax when not ``calibrated``. With a site head on the model
     they are the site head's; :func:`predict_both_heads` gives the card head's beside them.
     """
-    files, y_true, rows, errors = [], [], [], []
-    for (path, probs), (_, truth) in zip(per_input([path for path, _ in items], lambda p: model.probabilities(p, calibrated)), items):
-        if isinstance(probs, ImageError):
-            errors.append(str(probs))
+    files, y_true, rows, errors = read_labelled(items, lambda p: model.probabilities(p, calibrated), progress)
+    return files, y_true, np.array(rows, dtype=np.float32).reshape(len(rows), len(model.labels)), errors
+
+
+def read_labelled(
+    items: list[tuple[Path, int]], read: Callable[[Path], T], progress: Callable[[int], None] | None = None
+) -> tuple[list[Path], list[int], list[T], list[str]]:
+    """``read`` every (file, class) of ``items``: (files read, their classes, what ``read`` gave, error lines of the others)."""
+    files, y_true, outputs, errors = [], [], [], []
+    for (path, out), (_, truth) in zip(per_input([path for path, _ in items], read), items):
+        if isinstance(out, ImageError):
+            errors.append(str(out))
         else:
-            rows.append(probs)
+            outputs.append(out)
             files.append(path)
             y_true.append(truth)
         if progress:
             progress(1)
-    return files, y_true, np.array(rows, dtype=np.float32).reshape(len(rows), len(model.labels)), errors
+    return files, y_true, outputs, errors
 
 
 def predict_both_heads(
@@ -74,20 +84,10 @@ def predict_both_heads(
     """For a model with a site head: (files read, true classes, site head probabilities, card head probabilities, error lines), one invoke per film."""
     assert model.head is not None, "callers check model.head"
     card_t = model.card.temperature.value if model.card.temperature else 1.0
-    files, y_true, site, bundled, errors = [], [], [], [], []
-    for (path, out), (_, truth) in zip(per_input([path for path, _ in items], model.bundled_outputs), items):
-        if isinstance(out, ImageError):
-            errors.append(str(out))
-        else:
-            raw, features = out
-            site.append(model.head.probabilities(features[None], model.labels)[0])
-            bundled.append(model.recalibrated(raw[None], card_t)[0])
-            files.append(path)
-            y_true.append(truth)
-        if progress:
-            progress(1)
-    shape = (len(files), len(model.labels))
-    return files, y_true, np.array(site, np.float32).reshape(shape), np.array(bundled, np.float32).reshape(shape), errors
+    files, y_true, outputs, errors = read_labelled(items, model.bundled_outputs, progress)
+    raw = np.array([r for r, _ in outputs], np.float32).reshape(len(files), len(model.labels))
+    features = np.array([f for _, f in outputs], np.float64).reshape(len(files), -1)
+    return files, y_true, model.head.probabilities(features, model.labels), model.recalibrated(raw, card_t), errors
 
 
 def evaluate(

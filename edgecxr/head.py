@@ -46,10 +46,7 @@ class Head:
 
     def probabilities(self, features: np.ndarray, labels: Sequence[str], calibrated: bool = True) -> np.ndarray:
         """Probabilities (N, len(labels)) in the model's label order: 0 for a label the head does not cover."""
-        p = softmax(self.logits(features) / (self.temperature if calibrated else 1.0))
-        out = np.zeros((p.shape[0], len(labels)), np.float32)
-        out[:, [list(labels).index(l) for l in self.labels]] = p
-        return out
+        return in_label_order(softmax(self.logits(features) / (self.temperature if calibrated else 1.0)), self.labels, labels)
 
 
     def cam_weights(self, labels: Sequence[str]) -> np.ndarray:
@@ -57,6 +54,13 @@ class Head:
         out = np.zeros((len(self.mean), len(labels)))
         out[:, [list(labels).index(l) for l in self.labels]] = self.weights / self.scale[:, None]
         return out
+
+
+def in_label_order(probs: np.ndarray, covered: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Probabilities (N, len(covered)) over ``covered`` as (N, len(labels)) in the order of ``labels``, 0 for the labels not covered."""
+    out = np.zeros((len(probs), len(labels)), np.float32)
+    out[:, [list(labels).index(l) for l in covered]] = probs
+    return out
 
 
 def bundled_head(weights: np.ndarray, bias: np.ndarray, temperature: float, model_labels: Sequence[str], labels: Sequence[str]) -> Head:
