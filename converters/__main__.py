@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants, failed_variants, held_out_sources
-from edgecxr.cardparts import Thresholds
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
 
@@ -30,6 +29,15 @@ def add_fine_tuning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-augment", action="store_true",
         help="fine-tune on the training films unchanged, where the float model's probabilities were taken (default: the run's augmentation)",
+    )
+
+
+def add_external(parser: argparse.ArgumentParser) -> None:
+    """The gate's report-only external films, shared with ``python -m converters.sweep``."""
+    parser.add_argument(
+        "--external", type=Path, action="append", default=[], metavar="ROOT",
+        help="dataset root with a report-only external/ split, for the gate's external check (repeatable; default: the run's "
+        "roots that have one; e.g. ../shared/data/cxr3-plus). Never trained, calibrated or selected on",
     )
 
 
@@ -60,16 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=300, help="training images used to calibrate int8")
     parser.add_argument("--sparsity", type=float, default=0.5, help="pruning target sparsity")
     add_fine_tuning(parser)
-    parser.add_argument("--min-agreement", type=float, default=Thresholds.min_agreement, help="top-1 agreement with float32 required")
-    parser.add_argument("--max-f1-drop", type=float, default=Thresholds.max_macro_f1_drop, help="largest macro-F1 drop allowed")
+    add_external(parser)
     parser.add_argument(
         "--checks", choices=tuple(PROFILES), default=DEFAULT_PROFILE,
         help="input-check profile for the cards: chest-xray (default) or generic for models trained on other images",
     )
     parser.add_argument(
         "--bundle", action="store_true",
-        help="copy the int8 and float32 models into the package (edgecxr/models/), and each pruned or quantization-aware variant "
-        "that meets the bundling rule (agreement >= 0.98, macro-F1 within 0.01 of float32, gzip <= 0.6x int8's; needs int8 converted too)",
+        help="copy the int8 and float32 models into the package (edgecxr/models/) when they pass the release gate, and each pruned "
+        "variant that passes it with a gzip size within the gate's limit of the int8 model's (edgecxr/targets.json 'gates'; needs int8 converted too)",
     )
     parser.add_argument(
         "--change", help="with --bundle: the changelog entry of a bundled model whose content changes (default: converted from RUN_DIR's name)",
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.run}: held sources out of training ({', '.join(held_out_sources(args.run))}): an experiment, not bundled")
     cfg = ConvertConfig(
         args.run, args.out, variants, tuple(args.data), args.calibration, args.sparsity,
-        thresholds=Thresholds(args.min_agreement, args.max_f1_drop), checks=args.checks, **fine_tuning(args),
+        external=tuple(args.external), checks=args.checks, **fine_tuning(args),
     )
     try:
         cards = build(cfg)
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in bundled_variants(cards):
             bundle(args.out / f"{cards[variant].name}.tflite", change)
     if failed:
-        print(f"error: verification failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
+        print(f"error: verification or the release gate failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
         return 1
     return 0
 

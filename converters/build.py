@@ -2,8 +2,9 @@
 
 For each variant the model is converted, written with a card, loaded back through the runtime
 (:class:`edgecxr.Model`, so the same input quantization and output dequantization a user gets),
-run on the test split and compared with the float32 model. A variant that fails its thresholds is
-moved to ``OUT/rejected/`` and the pipeline reports failure.
+run on the test split (and the report-only external films) and held to the release gate
+(:mod:`converters.gate`: faithful to its own float model, decisions as good as the reference's).
+A variant that fails the gate is moved to ``OUT/rejected/`` and the pipeline reports failure.
 """
 from __future__ import annotations
 
@@ -22,16 +23,21 @@ import tf_keras as keras
 from converters import prune as pruning
 from converters.cards import Measured, Source, model_card
 from converters.embed import embed_facts
+from converters.gate import Gating, Reference, bundled_reference, decision_quantities, external_films, summary
+from converters.gate import result as gate_result
 from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
 from edgecxr.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
 from edgecxr.card import ModelCard, read_card, release, write_card
-from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Thresholds, Verification
+from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Verification
 from edgecxr.checks import DEFAULT_PROFILE
 from edgecxr.families import VARIANTS
+from edgecxr.families import family as family_of
 from edgecxr.model import Model
+from edgecxr.preprocess import PreprocessSpec
 from edgecxr.provenance import REPO_ROOT
 from edgecxr.registry import MODELS_DIR
+from edgecxr.targets import gate as gate_spec
 from training import augment
 from training.data import Dataset, Split
 from training.distill import soft_targets
@@ -52,7 +58,7 @@ class ConvertConfig:
     calibration: int = 300
     sparsity: float = 0.5
     prune_epochs: int = 2
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    external: tuple[Path, ...] = ()  # roots with a report-only external/ split for the gate; default: the run's roots that have one
     checks: str = DEFAULT_PROFILE  # input-check profile written into the cards
     lr: float = 1e-4  # pruning's fine-tuning learning rate
     qat_epochs: int = 2
@@ -61,11 +67,6 @@ class ConvertConfig:
     freeze_batchnorm: bool = True  # BatchNormalization statistics fixed while fine-tuning
     augment: bool = True  # fine-tune on the run's augmentation (else on the films unchanged)
     prune_min_weights: int = 0  # Conv2D/Dense layers with fewer kernel weights stay dense
-
-
-# The issue-16 rule for bundling a pruned variant: stricter than the gates, and it must shrink the download.
-BUNDLE_THRESHOLDS = Thresholds(min_agreement=0.98, max_macro_f1_drop=0.01)
-BUNDLE_MAX_GZIP_RATIO = 0.6  # gzip size relative to the plain int8 model's
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Conversion:
     source: Source
     calibration: np.ndarray
     keras_probs: np.ndarray  # the Keras model on the test split
+    gating: Gating  # the external films and the gate's reference
     reference: np.ndarray | None = None  # the float32 .tflite on the test split, once converted
     pruned: dict[float, keras.Model] = field(default_factory=dict)  # pruned and stripped models by target sparsity
     teacher: np.ndarray | None = None  # the Keras model's probabilities on the training films, once needed
@@ -98,7 +100,10 @@ def prepare(cfg: ConvertConfig) -> Conversion:
         raise ValueError(f"{data.root}: no test split to verify the conversions on")
     calibration = representative_images(data.splits["train"].x, cfg.calibration)
     source = Source(info, cfg.run, data.labels, len(calibration), datetime.date.today(), cfg.checks)
-    return Conversion(model, info, data, source, calibration, model.predict(data.splits["test"].x, batch_size=64, verbose=0))
+    test, spec = data.splits["test"], PreprocessSpec.from_dict(info["preprocessing"])
+    external = external_films([Path(r) for r in cfg.external or cfg.data or run_roots(info)], data.labels, spec)
+    gating = Gating(external, bundled_reference(family_of(model.name).name, data.labels, spec, test, external))
+    return Conversion(model, info, data, source, calibration, model.predict(test.x, batch_size=64, verbose=0), gating)
 
 
 def run_data(run: Path, info: dict, roots: Sequence[Path] = ()) -> Dataset:
@@ -122,18 +127,22 @@ def convert_variant(conversion: Conversion, cfg: ConvertConfig, variant: str) ->
     c, test, val = conversion, conversion.data.splits["test"], conversion.data.splits.get("val")
     cfg.out.mkdir(parents=True, exist_ok=True)
     card_model, source_model, pruned = _fine_tuned(c, cfg, variant)
+    own_float = c.keras_probs if card_model is c.model else card_model.predict(test.x, batch_size=64, verbose=0)
+    own_float_name = "the run's Keras model" if card_model is c.model else f"the {pruned.method if pruned else 'fine-tuned'} Keras model it was converted from"
     flat = embed_facts(convert(source_model, variant, c.calibration), model_card(c.source, card_model, variant, b"").to_dict())
     if pruned is not None:
         pruned = dataclasses.replace(pruned, int8_sparsity=round(pruning.flatbuffer_sparsity(flat), 4))
     path = cfg.out / f"{card_model.name}-{variant}.tflite"
     path.write_bytes(flat)
     write_card(path, model_card(c.source, card_model, variant, flat, pruned))  # what the runtime needs to load it
-    probs, measured = measure(Model(path), test, val, c.reference, c.data.labels, cfg.thresholds)
+    probs, measured = measure(Model(path), test, val, c.reference, c.data.labels, c.gating, own_float, own_float_name)
     if c.reference is None:
         c.reference = probs
     if variant == "float32":  # the reference itself must match the Keras model it came from
         diff = float(np.max(np.abs(probs - c.keras_probs)))
-        verification = dataclasses.replace(measured.verification, keras_max_abs_probability_diff=round(diff, 6), passed=diff <= KERAS_PARITY_TOLERANCE)
+        verification = dataclasses.replace(
+            measured.verification, keras_max_abs_probability_diff=round(diff, 6), passed=measured.verification.passed and diff <= KERAS_PARITY_TOLERANCE,
+        )
         measured = dataclasses.replace(measured, verification=verification)
     metrics, verification = measured.test, measured.verification
     card = write_card(path, model_card(c.source, card_model, variant, flat, pruned, measured))
@@ -142,24 +151,23 @@ def convert_variant(conversion: Conversion, cfg: ConvertConfig, variant: str) ->
         rejected.mkdir(exist_ok=True)
         for f in (path, path.with_suffix(".json")):
             shutil.move(str(f), rejected / f.name)
+    assert measured.gate is not None
     print(
-        f"{path.name}: {len(flat) / 1e6:.2f} MB, test macro-F1 {metrics['macro_f1']:.4f}, "
-        f"agreement {verification.agreement_with_float32:.4f}, {'PASSED' if verification.passed else 'FAILED'}", flush=True,
+        f"{path.name}: {len(flat) / 1e6:.2f} MB, test macro-F1 {metrics['macro_f1']:.4f}, agreement with float32 "
+        f"{verification.agreement_with_float32:.4f}, {summary(measured.gate)}, {'PASSED' if verification.passed else 'FAILED'}", flush=True,
     )
     return card
 
 
-def meets_bundling_rule(card: ModelCard, int8: ModelCard) -> bool:
-    """Whether a pruned (or quantization-aware) variant may be bundled: it passed its gates, and against float32 it meets
-    :data:`BUNDLE_THRESHOLDS` with a gzip size at most :data:`BUNDLE_MAX_GZIP_RATIO` of the plain ``int8`` model's."""
-    v = card.verification
-    if not isinstance(v, Verification) or card.gzip_bytes is None or int8.gzip_bytes is None:
-        return False
-    return bool(
-        v.passed and v.agreement_with_float32 >= BUNDLE_THRESHOLDS.min_agreement
-        and -v.deltas_to_float32.macro_f1 <= BUNDLE_THRESHOLDS.max_macro_f1_drop
-        and card.gzip_bytes <= BUNDLE_MAX_GZIP_RATIO * int8.gzip_bytes
-    )
+def passed(card: ModelCard) -> bool:
+    """Whether a converted variant passed verification and the release gate (recorded on its card)."""
+    return isinstance(card.verification, Verification) and card.verification.passed and card.gate is not None and card.gate.passed
+
+
+def shrinks_download(card: ModelCard, int8: ModelCard) -> bool:
+    """Whether a pruned variant's gzip size is within the gate's bundling limit of the plain ``int8`` model's."""
+    limit = gate_spec().pruned_max_gzip_vs_int8
+    return card.gzip_bytes is not None and int8.gzip_bytes is not None and card.gzip_bytes <= limit * int8.gzip_bytes
 
 
 def run_roots(info: dict) -> list[str]:
@@ -168,14 +176,22 @@ def run_roots(info: dict) -> list[str]:
 
 
 def measure(
-    model: Model, test: Split, val: Split | None, reference: np.ndarray | None, labels: Sequence[str], thresholds: Thresholds,
+    model: Model, test: Split, val: Split | None, reference: np.ndarray | None, labels: Sequence[str],
+    gating: Gating, own_float: np.ndarray, own_float_name: str,
 ) -> tuple[np.ndarray, Measured]:
     """``model`` (a converted variant loaded through the runtime) on the test split: its uncalibrated probabilities, and
-    its metrics, verification against the float32 ``reference`` probabilities (itself when None) and validation-fitted temperature."""
+    its metrics, comparison with the float32 ``reference`` probabilities (itself when None), validation-fitted temperature
+    and release gate (against ``own_float``, its own float model's test probabilities, and ``gating``'s reference; the
+    first model measured without a bundled reference becomes it)."""
     probs = tflite_probabilities(model, test.x)
     temperature = _temperature(model, tflite_probabilities(model, val.x), val.y, probs, test.y) if val is not None else None
-    metrics, verification = compare(probs, probs if reference is None else reference, test.y, labels, test.sources, thresholds)
-    return probs, Measured(model, metrics, verification, temperature)
+    external = tflite_probabilities(model, gating.external) if gating.external is not None else None
+    quantities = decision_quantities(probs, test.y, labels, temperature.ece_test.after if temperature and temperature.ece_test else None, external)
+    if gating.reference is None:
+        gating.reference = Reference("the run's own float32 model (no bundled reference with its labels and preprocessing)", probs, quantities)
+    gate = gate_result(probs, own_float, own_float_name, quantities, gating.reference)
+    metrics, verification = compare(probs, probs if reference is None else reference, test.y, labels, test.sources, gate.passed)
+    return probs, Measured(model, metrics, verification, temperature, gate)
 
 
 def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray) -> Temperature:
@@ -191,16 +207,17 @@ def _temperature(model: Model, val_probs: np.ndarray, val_y: np.ndarray, test_pr
 
 
 def failed_variants(cards: dict[str, ModelCard]) -> list[str]:
-    """The variants among ``cards`` whose verification failed or is missing."""
-    return [v for v, c in cards.items() if not isinstance(c.verification, Verification) or not c.verification.passed]
+    """The variants among ``cards`` that failed verification or the gate (or lack either)."""
+    return [v for v, c in cards.items() if not passed(c)]
 
 
 def bundled_variants(cards: dict[str, ModelCard]) -> list[str]:
-    """The fine-tuned variants among ``cards`` that :func:`meets_bundling_rule` against the plain int8 card among them."""
+    """The fine-tuned variants among ``cards`` to bundle: passed the gate and, pruned, :func:`shrinks_download` against the
+    plain int8 card among them (quantization-aware training alone does not shrink it)."""
     int8, reference = cards.get("int8"), cards.get("float32")
-    if int8 is None or reference is None or not isinstance(reference.verification, Verification) or not reference.verification.passed:
-        return []  # every rule compares with float32: without a verified reference nothing qualifies
-    return [v for v, card in cards.items() if (VARIANTS[v].pruned or VARIANTS[v].qat) and meets_bundling_rule(card, int8)]
+    if int8 is None or reference is None or not passed(reference):
+        return []  # the run's own float32 must match its Keras model: without it nothing qualifies
+    return [v for v, card in cards.items() if VARIANTS[v].pruned and passed(card) and shrinks_download(card, int8)]
 
 
 def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.Model, keras.Model, Pruning | None]:

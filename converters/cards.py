@@ -16,8 +16,9 @@ import tf_keras as keras
 
 from converters.quantize import has_feature_map
 from edgecxr.card import ModelCard, gzip_size
-from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification
+from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Gate, Pruning, Temperature, TensorSpec, Training, Verification
 from edgecxr.checks import DEFAULT_PROFILE
+from edgecxr.families import RESNET_STEMS
 from edgecxr.families import family as family_of
 from edgecxr.families import variant as variant_of
 from edgecxr.macs import macs
@@ -47,6 +48,7 @@ class Measured:
     test: dict[str, Any]  # the test-split metrics report
     verification: Verification
     temperature: Temperature | None  # None without a validation split to fit it on
+    gate: Gate | None = None  # the release gate (converters.gate)
 
 
 def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pruning: Pruning | None = None, measured: Measured | None = None) -> ModelCard:
@@ -63,7 +65,8 @@ def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pr
         changelog=(ChangelogEntry("1.0.0", source.day.isoformat(), f"converted from training run {source.run.name}"),),
         family=family.name,
         variant=variant,
-        architecture=family.describe(*spec.size, model.count_params(), info["config"].get("width")),
+        architecture=family.describe(*spec.size, model.count_params(), info["config"].get("width"))
+        + (f"; stem: {RESNET_STEMS[stem]}" if (stem := info["config"].get("stem", "7x7")) != "7x7" else ""),
         gzip_bytes=gzip_size(flat),
         macs=macs(runtime.path) if runtime else None,
         pruning=pruning,
@@ -80,6 +83,7 @@ def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pr
         temperature=measured.temperature if measured else None,
         metrics={"test": measured.test} if measured else None,
         verification=measured.verification if measured else None,
+        gate=measured.gate if measured else None,
         input=TensorSpec.from_details(runtime.input_details) if runtime else None,
         output=TensorSpec.from_details(runtime.output_details) if runtime else None,
         targets=model_targets(family.name, measured.test) if measured else None,

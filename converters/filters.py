@@ -5,9 +5,10 @@ conv filters, ``--keep-stage`` of each stage's residual channels), is rebuilt na
 as it was trained (the run's augmentation and class weights, Adam with cosine decay) on targets
 that mix the label with the unpruned model's probabilities (self-distillation,
 :func:`training.distill.soft_targets`; ``--distill-alpha 1`` is the labels only), and converted to
-int8 like the ``int8`` variant. It is verified like every variant, against its own float32 model
-(written to ``OUT/reference/``), and gets a card with its MACs and how it was made; a model that
-fails the gates goes to ``rejected/``. Whether it beats the unpruned int8 model enough to ship is
+int8 like the ``int8`` variant. It is held to the release gate like every variant (faithful to its
+own float model, the narrowed Keras model; decisions as good as the family's reference), beside its
+own float32 model (written to ``OUT/reference/``), and gets a card with its MACs and how it was made;
+a model that fails the gate goes to ``rejected/``. Whether it beats the unpruned int8 model enough to ship is
 measured by ``python -m benchmarks.filters``.
 """
 from __future__ import annotations
@@ -25,12 +26,13 @@ import numpy as np
 import tf_keras as keras
 
 from converters import narrow
-from converters.build import FILTER_PRUNED, failed_variants, measure, run_data
+from converters.__main__ import add_external
+from converters.build import FILTER_PRUNED, failed_variants, measure, run_data, run_roots
 from converters.cards import Source, model_card
 from converters.embed import embed_facts
+from converters.gate import Gating, bundled_reference, external_films, summary
 from converters.quantize import convert, exported, representative_images
 from edgecxr.card import ModelCard, write_card
-from edgecxr.cardparts import Thresholds
 from edgecxr.families import family
 from edgecxr.model import Model
 from edgecxr.preprocess import PreprocessSpec
@@ -50,7 +52,7 @@ class FilterConfig:
     distill_alpha: float = 0.5  # weight of the label; the rest is the unpruned model's probabilities
     distill_temperature: float = 2.0
     calibration: int = 300
-    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
+    external: tuple[Path, ...] = ()  # roots with a report-only external/ split for the gate; default: the run's roots that have one
 
 
 def finetune(model: keras.Model, teacher: keras.Model, data, info: dict, cfg: FilterConfig) -> keras.Model:
@@ -89,6 +91,9 @@ def filter_prune(cfg: FilterConfig) -> dict[str, ModelCard]:
     source = Source(info, cfg.run, data.labels, len(calibration), datetime.date.today())
     cfg.out.mkdir(parents=True, exist_ok=True)
     spec = PreprocessSpec.from_dict(info["preprocessing"])
+    external = external_films([Path(r) for r in cfg.external or run_roots(info)], data.labels, spec)
+    gating = Gating(external, bundled_reference(wide.name, data.labels, spec, test, external))
+    own_float = pruned.predict(test.x, batch_size=64, verbose=0)
     architecture = (
         f"{family(wide.name).describe(*spec.size, wide.count_params(), info['config'].get('width'))}, filter-pruned to "
         f"{narrow.describe(kept, wide)}; {pruned.count_params():,} parameters"
@@ -110,9 +115,10 @@ def filter_prune(cfg: FilterConfig) -> dict[str, ModelCard]:
         path = folder / f"{pruned.name}-{variant}.tflite"
         path.write_bytes(flat)
         write_card(path, model_card(source, pruned, variant, flat))
-        probs, measured = measure(Model(path), test, val, reference, data.labels, cfg.thresholds)
+        probs, measured = measure(Model(path), test, val, reference, data.labels, gating, own_float, "the filter-pruned Keras model it was converted from")
         reference = probs if reference is None else reference
         card = write_card(path, dataclasses.replace(model_card(source, pruned, variant, flat, None, measured), architecture=architecture, notes=notes))
+        assert measured.gate is not None
         if not measured.verification.passed:
             (folder / "rejected").mkdir(exist_ok=True)
             for f in (path, path.with_suffix(".json")):
@@ -120,7 +126,7 @@ def filter_prune(cfg: FilterConfig) -> dict[str, ModelCard]:
         cards[variant] = card
         print(
             f"{path.name}: {len(flat) / 1e6:.2f} MB, {card.macs:,} MACs, test macro-F1 {measured.test['macro_f1']:.4f}, "
-            f"agreement {measured.verification.agreement_with_float32:.4f}, {'PASSED' if measured.verification.passed else 'FAILED'}"
+            f"agreement with its float32 {measured.verification.agreement_with_float32:.4f}, {summary(measured.gate)}"
         )
     return cards
 
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distill-alpha", type=float, default=FilterConfig.distill_alpha, help="weight of the label against the unpruned model's probabilities")
     parser.add_argument("--distill-temperature", type=float, default=FilterConfig.distill_temperature, help="softening of the unpruned model's probabilities")
     parser.add_argument("--calibration", type=int, default=FilterConfig.calibration, help="training images used to calibrate int8")
+    add_external(parser)
     args = parser.parse_args(argv)
     if not (0 < args.keep <= 1 and 0 < args.keep_stage <= 1):
         parser.error("--keep and --keep-stage must be in (0, 1]")
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = FilterConfig(
         args.run, args.out, args.keep, args.keep_stage, args.epochs, args.lr, args.distill_alpha, args.distill_temperature, args.calibration,
+        tuple(args.external),
     )
     try:
         cards = filter_prune(cfg)
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = failed_variants(cards)
     if failed:
-        print(f"error: verification failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
+        print(f"error: the release gate failed for {', '.join(failed)} (moved to {args.out / 'rejected'})", file=sys.stderr)
         return 1
     return 0
 

@@ -30,9 +30,10 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from converters.build import KERAS_PARITY_TOLERANCE, bundle, measure
 from converters.embed import embed_facts
+from converters.gate import Gating, external_films
 from converters.verify import tflite_probabilities
 from edgecxr.card import ModelCard, ModelError, gzip_size, read_card, write_card
-from edgecxr.cardparts import TensorSpec, Thresholds, Verification
+from edgecxr.cardparts import TensorSpec, Verification
 from edgecxr.macs import macs
 from edgecxr.model import Model
 from edgecxr.targets import model_targets
@@ -81,7 +82,8 @@ def relogit(paths: Sequence[Path], roots: Sequence[Path], out: Path) -> list[tup
     """Strip, embed, measure and verify every model of ``paths`` (the first is the float32 reference): (file written, card), in order.
 
     Each card is the old one with ``output_kind`` ``logits`` and everything measured replaced; each model is held to
-    the thresholds its old card was verified with.
+    the release gate (:mod:`converters.gate`) with the re-released float32 model as its own float model and reference
+    (the float32 model itself: against the file it replaces), the external films of ``roots`` that have them.
     """
     cards = [read_card(p) for p in paths]  # each file is checked against its card's sha256 when it is loaded below
     reference_card = cards[0]
@@ -99,6 +101,7 @@ def relogit(paths: Sequence[Path], roots: Sequence[Path], out: Path) -> list[tup
     if data.labels != list(reference_card.labels):
         raise ValueError(f"{roots[0]}: its labels {data.labels} differ from the model's {list(reference_card.labels)}")
     test, val = data.splits["test"], data.splits.get("val")
+    gating = Gating(external_films(roots, data.labels, reference_card.preprocessing))
     out.mkdir(parents=True, exist_ok=True)
     results: list[tuple[Path, ModelCard]] = []
     reference = None
@@ -109,8 +112,8 @@ def relogit(paths: Sequence[Path], roots: Sequence[Path], out: Path) -> list[tup
         target = out / path.name
         target.write_bytes(flat)
         write_card(target, dataclasses.replace(facts, gzip_bytes=gzip_size(flat)))  # what the runtime needs to load it
-        thresholds = old.verification.thresholds if isinstance(old.verification, Verification) else Thresholds()
-        probs, measured = measure(Model(target), test, val, reference, data.labels, thresholds)
+        own_float, own_name = (before, f"{old.name} {old.version}") if reference is None else (reference, f"the re-released {reference_card.name}")
+        probs, measured = measure(Model(target), test, val, reference, data.labels, gating, own_float, own_name)
         verification = measured.verification
         changed = float(np.max(np.abs(probs - before)))
         if reference is None:  # the float32 model: its probabilities must be what the old file gave
@@ -121,7 +124,7 @@ def relogit(paths: Sequence[Path], roots: Sequence[Path], out: Path) -> list[tup
             reference = probs
         card = write_card(target, dataclasses.replace(
             facts, gzip_bytes=gzip_size(flat), macs=macs(target), temperature=measured.temperature, metrics={"test": measured.test},
-            verification=verification, output=TensorSpec.from_details(measured.runtime.output_details),
+            verification=verification, gate=measured.gate, output=TensorSpec.from_details(measured.runtime.output_details),
             targets=model_targets(old.family, measured.test) if old.family and old.targets is not None else None,
         ))
         results.append((target, card))

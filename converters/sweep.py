@@ -4,10 +4,13 @@ Converts the run's float32 (the reference) and plain int8 (the size reference), 
 int8 variant per target sparsity, then prune-preserving QAT (``pqat-int8``) at the best sparsity
 and plain QAT (``qat-int8``), each through the converter's own path (:func:`converters.build.convert_variant`:
 fine-tune, convert, verify against float32). Per row: the sparsity in the Keras kernels and in the
-int8 flatbuffer, file and gzip size, test macro-F1, agreement, the gates and the bundling rule
-(:func:`converters.build.meets_bundling_rule`). ``RESULTS/sweep.json`` and ``sweep.md`` are rewritten
-after every row, and a rerun keeps the rows it already has (a resumable sweep). ``--bundle`` copies
-the smallest pruned or PQAT variant meeting the rule into the package.
+int8 flatbuffer, file and gzip size, the release gate's quantities (:mod:`converters.gate`: agreement
+with its own float model; test macro-F1, each class's sensitivity, abnormal AUC, ECE after temperature,
+external films called Normal, against the reference) and whether it passed, agreement with the
+reference (reported), and whether it may be bundled (passed, and a pruned variant's gzip size within
+the gate's limit of the int8 model's, :func:`converters.build.shrinks_download`). ``RESULTS/sweep.json``
+and ``sweep.md`` are rewritten after every row, and a rerun keeps the rows it already has (a
+resumable sweep). ``--bundle`` copies the smallest pruned or PQAT variant that may be bundled into the package.
 """
 from __future__ import annotations
 
@@ -20,24 +23,28 @@ from pathlib import Path
 from typing import Any
 
 from converters import prune as pruning
-from converters.__main__ import add_fine_tuning, fine_tuning
-from converters.build import ConvertConfig, bundle, bundled_variants, convert_variant, held_out_sources, meets_bundling_rule, prepare
+from converters.__main__ import add_external, add_fine_tuning, fine_tuning
+from converters.build import ConvertConfig, bundle, bundled_variants, convert_variant, held_out_sources, passed, prepare, shrinks_download
 from edgecxr.benchmark import platform_info
 from edgecxr.card import ModelCard
 from edgecxr.cardparts import Verification
-from edgecxr.families import VARIANTS
 from edgecxr.provenance import invocation, record
+from edgecxr.targets import gate
 from training.data import DatasetError
 
-COLUMNS = ("row", "target", "keras sparsity", "int8 sparsity", "MB", "gzip MB", "gzip / int8", "macro-F1", "agreement", "gates", "bundle rule", "s")
+COLUMNS = (
+    "row", "target", "int8 sparsity", "gzip MB", "gzip / int8", "agreement own float", "macro-F1", "lowest sensitivity", "abnormal AUC",
+    "ECE after T", "external called Normal", "agreement with reference", "gate", "bundle", "s",
+)
 
 
 def row(name: str, card: ModelCard, path: Path, int8: ModelCard | None, seconds: float) -> dict[str, Any]:
     """One sweep row from a converted variant's card and its ``.tflite`` at ``path`` (or ``path``'s ``rejected/`` twin)."""
     flat = (path if path.is_file() else path.parent / "rejected" / path.name).read_bytes()
-    v = card.verification
-    assert isinstance(v, Verification)
+    v, g = card.verification, card.gate
+    assert isinstance(v, Verification) and g is not None
     p = card.pruning
+    reached = {(c.key, c.scope): c.reached for c in g.checks}
     return {
         "row": name, "variant": card.variant,
         "target_sparsity": p.target_sparsity if p else None,
@@ -46,8 +53,13 @@ def row(name: str, card: ModelCard, path: Path, int8: ModelCard | None, seconds:
         "size_bytes": len(flat), "gzip_bytes": card.gzip_bytes,
         "gzip_vs_int8": round(card.gzip_bytes / int8.gzip_bytes, 3) if int8 and card.gzip_bytes and int8.gzip_bytes else None,
         "macro_f1": round(card.test_metrics["macro_f1"], 4), "macro_f1_delta": v.deltas_to_float32.macro_f1,
-        "agreement": v.agreement_with_float32, "gates": v.passed,
-        "bundle_rule": meets_bundling_rule(card, int8) if int8 and p else None,
+        "sensitivity": {c.scope: c.reached for c in g.checks if c.key == "sensitivity"},
+        "abnormal_auc": reached.get(("abnormal_auc", None)), "ece_after_temperature": reached.get(("ece_after_temperature", None)),
+        "external_called_normal": reached.get(("external_called_normal", None)),
+        "agreement_own_float": reached.get(("agreement_with_own_float", None)), "agreement_with_float32": v.agreement_with_float32,
+        "agreement_with_reference": g.agreement_with_reference, "gate": g.passed,
+        "gate_failed": [f"{c.name}{f' ({c.scope})' if c.scope else ''}" for c in g.failed],
+        "bundle_rule": passed(card) and shrinks_download(card, int8) if int8 and p and p.target_sparsity else None,
         "pruning": p.to_dict() if p else None, "seconds": round(seconds),
     }
 
@@ -57,18 +69,26 @@ def markdown(results: dict[str, Any]) -> str:
     def cell(r: dict[str, Any]) -> list[str]:
         def pct(x: float | None) -> str:
             return "" if x is None else f"{100 * x:.1f}%"
-        rule = {None: "", True: "pass", False: "fail"}[r["bundle_rule"]]
+
+        def num(x: float | None) -> str:
+            return "–" if x is None else f"{x:.4f}"
+        rule = {None: "", True: "yes", False: "no"}[r["bundle_rule"]]
+        lowest = min(r["sensitivity"].items(), key=lambda kv: kv[1] if kv[1] is not None else -1.0) if r["sensitivity"] else None
+        verdict = "pass" if r["gate"] else "fail: " + ", ".join(r["gate_failed"])
         return [
-            r["row"], pct(r["target_sparsity"]), pct(r["keras_sparsity"]), pct(r["int8_sparsity"]), f"{r['size_bytes'] / 1e6:.2f}",
-            f"{r['gzip_bytes'] / 1e6:.2f}", "" if r["gzip_vs_int8"] is None else f"{r['gzip_vs_int8']:.2f}", f"{r['macro_f1']:.4f}",
-            f"{100 * r['agreement']:.1f}%", "pass" if r["gates"] else "fail", rule, str(r["seconds"]),
+            r["row"], pct(r["target_sparsity"]), pct(r["int8_sparsity"]), f"{r['gzip_bytes'] / 1e6:.2f}",
+            "" if r["gzip_vs_int8"] is None else f"{r['gzip_vs_int8']:.2f}", pct(r["agreement_own_float"]), f"{r['macro_f1']:.4f}",
+            f"{lowest[1]:.4f} ({lowest[0]})" if lowest else "–", num(r["abnormal_auc"]), num(r["ece_after_temperature"]),
+            num(r["external_called_normal"]), pct(r["agreement_with_reference"]), verdict, rule, str(r["seconds"]),
         ]
     p, m = results["provenance"], results["platform"]
+    ref = results.get("reference") or {}
     lines = [
         f"# Pruning sweep: {results['run']}", "",
         f"`{p['command']}` — {p['utc_time']}, {m['cpu']} ({m['cpus']} CPUs, shared with other training jobs), git {(p['git'] or {}).get('commit', '?')[:7]}", "",
-        f"Fine-tuning: {results['fine_tuning']}. Gates: agreement >= 97%, macro-F1 drop <= 0.02; bundle rule: agreement >= 98%, "
-        "macro-F1 within 0.01 of float32, gzip <= 0.6x int8. s: wall seconds of the row (fine-tune + convert + verify).", "",
+        f"Fine-tuning: {results['fine_tuning']}. Gate `{results['gate']}` (edgecxr/targets.json `gates`): {'; '.join(results['rules'])}. "
+        f"Reference: {ref.get('description', '?')}: {ref.get('quantities', {})}. Bundle: passed and (pruned) gzip <= "
+        f"{results['max_gzip_vs_int8']}x int8. s: wall seconds of the row (fine-tune + convert + measure).", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(cell(r)) + " |" for r in results["rows"]]
@@ -88,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pqat-sparsity", type=float, help="sparsity for pqat-int8 (default: the best pruned row: bundle rule, then agreement)")
     parser.add_argument(
         "--bundle", action="store_true",
-        help="copy the smallest (gzip) pruned or PQAT variant that meets the bundling rule into the package (edgecxr/models/)",
+        help="copy the smallest (gzip) pruned or PQAT variant that passed the release gate with a small enough download into the package (edgecxr/models/)",
     )
     parser.add_argument("--skip", action="append", default=[], choices=("pqat", "qat"), help="leave out pqat-int8 or qat-int8")
     add_fine_tuning(parser)
+    add_external(parser)
     args = parser.parse_args(argv)
     if not (args.run / "best.keras").is_file() or not (args.run / "run.json").is_file():
         print(f"error: {args.run}: not a training run folder (needs best.keras and run.json)", file=sys.stderr)
@@ -100,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sparsity and --pqat-sparsity must be between 0 and 1 (e.g. 0.5)")
     if args.bundle and held_out_sources(args.run):
         parser.error(f"{args.run}: held sources out of training ({', '.join(held_out_sources(args.run))}): an experiment, not bundled")
-    cfg = ConvertConfig(args.run, args.models, **fine_tuning(args))
+    cfg = ConvertConfig(args.run, args.models, external=tuple(args.external), **fine_tuning(args))
     try:
         conversion = prepare(cfg)
     except (DatasetError, ValueError) as exc:
@@ -109,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "sweep.json"
     done = {r["row"]: r for r in json.loads(json_path.read_text())["rows"]} if json_path.is_file() else {}
-    settings = fine_tuning(args)
+    settings, spec = fine_tuning(args), gate()
     results: dict[str, Any] = {
         "provenance": record(invocation("python -m converters.sweep", argv)), "platform": platform_info(),
-        "run": args.run.name, "fine_tuning": settings, "rows": [],
+        "run": args.run.name, "fine_tuning": settings, "gate": spec.name, "rules": [rule.text() for rule in (*spec.quantization, *spec.decisions)],
+        "max_gzip_vs_int8": spec.pruned_max_gzip_vs_int8, "reference": None, "rows": [],
     }
     cards: dict[str, ModelCard] = {}
 
@@ -125,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             card = convert_variant(conversion, dataclasses.replace(cfg, out=out, sparsity=sparsity), variant)
             cards[name] = card
             results["rows"].append(row(name, card, out / f"{card.name}.tflite", cards.get("int8"), time.monotonic() - started))
+            reference = conversion.gating.reference
+            if reference is not None:
+                results["reference"] = {"description": reference.description, "quantities": reference.quantities}
         json_path.write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "sweep.md").write_text(markdown(results))
 
@@ -134,21 +159,21 @@ def main(argv: list[str] | None = None) -> int:
         step(f"pruned-{round(100 * s)}", "pruned-int8", s)
     pruned = [r for r in results["rows"] if r["variant"] == "pruned-int8"]
     if "pqat" not in args.skip:
-        best = args.pqat_sparsity or max(pruned, key=lambda r: (bool(r["bundle_rule"]), r["agreement"], r["target_sparsity"]))["target_sparsity"]
+        best = args.pqat_sparsity or max(pruned, key=lambda r: (bool(r["bundle_rule"]), r["target_sparsity"]))["target_sparsity"]
         step(f"pqat-{round(100 * best)}", "pqat-int8", best)
     if "qat" not in args.skip:
         step("qat", "qat-int8")
     references: dict[str, ModelCard] = {name: cards[name] for name in ("float32", "int8") if name in cards}
 
     def qualifies(r: dict[str, Any]) -> bool:  # the rule python -m converters --bundle applies, row by row (rows share a variant)
-        return r["row"] in cards and VARIANTS[r["variant"]].pruned and bundled_variants({**references, r["variant"]: cards[r["row"]]}) == [r["variant"]]
+        return r["row"] in cards and bundled_variants({**references, r["variant"]: cards[r["row"]]}) == [r["variant"]]
 
     passing = [r for r in results["rows"] if qualifies(r)]
     if args.bundle and passing:
         best = min(passing, key=lambda r: r["gzip_bytes"])
         bundle(args.models / best["row"] / f"{conversion.model.name}-{best['variant']}.tflite", f"{best['row']} of python -m converters.sweep on training run {args.run.name}")
     elif args.bundle:
-        print("no pruned variant meets the bundling rule: nothing bundled")
+        print("no pruned variant passed the gate with a small enough download: nothing bundled")
     return 0
 
 

@@ -8,7 +8,8 @@ one :class:`ModelError` line naming the file and the field. :func:`write_card` w
 Schema 2 (``"schema_version": 2``) is schema 1 (cards without ``schema_version``) plus
 ``schema_version`` and ``changelog``; schema 3 adds ``output_kind`` (``probabilities``: the output
 tensor holds softmax probabilities; ``logits``: it holds logits and the runtime applies the
-softmax, with the temperature, at full resolution). Cards of schemas 1 and 2 are still read (as version 1.0.0, the only
+softmax, with the temperature, at full resolution); schema 4 adds ``gate`` (the release gate a classifier variant
+was held to, :class:`edgecxr.cardparts.Gate`). Cards of schemas 1 to 3 are still read (as version 1.0.0, the only
 version the converter wrote then, when they name none). A model's ``version`` is bumped whenever
 its content changes: the ``.tflite`` or what the card tells the runtime (labels, preprocessing,
 temperature, heatmap weights). Each bump adds a ``changelog`` entry ``{version, date, change}``
@@ -29,13 +30,13 @@ from typing import Any, Callable
 
 from edgecxr import families
 from edgecxr import fields as f
-from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, SegmentationVerification, Temperature, TensorSpec, Training, Verification, semver
+from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Gate, Pruning, SegmentationVerification, Temperature, TensorSpec, Training, Verification, semver
 from edgecxr.checks import DEFAULT_PROFILE, PROFILES
 from edgecxr.embedded import EmbeddedError, disagreements, embedded_facts
 from edgecxr.fields import FieldError
 from edgecxr.preprocess import PreprocessSpec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: the release gate (``gate``)
 OUTPUT_KINDS = ("probabilities", "logits")  # what a classifier's output tensor holds
 INTENDED_USE = (
     "Research and software testing only. Not a medical device; not for diagnosis, triage or any "
@@ -73,6 +74,7 @@ class ModelCard:
     temperature: Temperature | None = None
     metrics: Mapping[str, Mapping[str, Any]] | None = None
     verification: Verification | SegmentationVerification | None = None  # which one: the family's task
+    gate: Gate | None = None  # the release gate a classifier variant was held to (targets.json 'gates')
     input: TensorSpec | None = None
     output: TensorSpec | None = None
     targets: Mapping[str, Mapping[str, Any]] | None = None
@@ -89,7 +91,7 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: Any, source: str | os.PathLike) -> ModelCard:
-        """Validate plain card data completely (schema 1, 2 or 3); ModelError naming ``source`` and the field."""
+        """Validate plain card data completely (schema 1 to 4); ModelError naming ``source`` and the field."""
         try:
             return _parse(data)
         except ValueError as exc:  # FieldError, and PreprocessSpec's own
@@ -123,6 +125,7 @@ class ModelCard:
             "temperature": self.temperature.to_dict() if self.temperature else None,
             "metrics": _plain(self.metrics),
             "verification": self.verification.to_dict() if self.verification else None,
+            "gate": self.gate.to_dict() if self.gate else None,
             "input": self.input.to_dict() if self.input else None,
             "output": self.output.to_dict() if self.output else None,
             "targets": _plain(self.targets),
@@ -141,8 +144,9 @@ _REQUIRED = {
     1: ("name", "labels", "preprocessing", "sha256"),
     2: ("schema_version", "name", "version", "labels", "preprocessing", "file", "size_bytes", "sha256"),
     3: ("schema_version", "name", "version", "labels", "preprocessing", "output_kind", "file", "size_bytes", "sha256"),
+    4: ("schema_version", "name", "version", "labels", "preprocessing", "output_kind", "file", "size_bytes", "sha256"),
 }
-_NEW_IN = {"changelog": 2, "output_kind": 3}  # keys a card of an older schema does not have
+_NEW_IN = {"changelog": 2, "output_kind": 3, "gate": 4}  # keys a card of an older schema does not have
 _KEYS = ("schema_version", *(x.name for x in dataclasses.fields(ModelCard)))
 
 
@@ -177,6 +181,7 @@ def _parse(data: Any) -> ModelCard:
         temperature=f.optional(Temperature.from_dict, get("temperature"), "temperature"),
         metrics=f.optional(_metrics, get("metrics"), "metrics"),
         verification=f.optional(_verification_reader(get("family")), get("verification"), "verification"),
+        gate=f.optional(Gate.from_dict, get("gate"), "gate"),
         input=f.optional(TensorSpec.from_dict, get("input"), "input"),
         output=f.optional(TensorSpec.from_dict, get("output"), "output"),
         targets=f.optional(_targets, get("targets"), "targets"),

@@ -1,7 +1,8 @@
 """The typed parts of a model card, each read from JSON with errors that name its field.
 
 Tensors (:class:`TensorSpec`), calibration (:class:`Temperature`), heatmap weights (:class:`Cam`),
-the float32 comparison (:class:`Verification`; segmentation models: :class:`SegmentationVerification`), pruning, int8 calibration images, training
+the float32 comparison (:class:`Verification`; segmentation models: :class:`SegmentationVerification`), the release gate
+(:class:`Gate`), pruning, int8 calibration images, training
 provenance and changelog entries: frozen dataclasses that :class:`edgecxr.card.ModelCard` is made of.
 """
 from __future__ import annotations
@@ -166,10 +167,10 @@ class Cam(Record):
 
 @dataclass(frozen=True)
 class Thresholds(Record):
-    """A variant fails verification below ``min_agreement`` or when macro-F1 drops by more than ``max_macro_f1_drop``."""
+    """The agreement-with-float32 rule cards converted before the release gate (:class:`Gate`) were verified with; read, never written."""
 
-    min_agreement: float = 0.97
-    max_macro_f1_drop: float = 0.02
+    min_agreement: float
+    max_macro_f1_drop: float
 
     _readers = {"min_agreement": _FRACTION, "max_macro_f1_drop": _FRACTION}
     _required = ("min_agreement", "max_macro_f1_drop")
@@ -188,13 +189,17 @@ class Deltas(Record):
 
 @dataclass(frozen=True)
 class Verification(Record):
-    """The variant checked against the float32 model on the test split (and float32 against Keras)."""
+    """The variant compared with the run's float32 model on the test split (reported), and whether it passed.
+
+    ``passed``: the card's :class:`Gate` passed (float32: and it matches the Keras model); cards from before the gate
+    passed the old agreement rule in ``thresholds``.
+    """
 
     agreement_with_float32: float
     max_abs_probability_diff: float
     deltas_to_float32: Deltas
-    thresholds: Thresholds
     passed: bool
+    thresholds: Thresholds | None = None  # cards from before the gate only
     keras_max_abs_probability_diff: float | None = None  # float32 only
 
     _readers = {
@@ -203,10 +208,59 @@ class Verification(Record):
     }
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        if self.keras_max_abs_probability_diff is None:
-            del out["keras_max_abs_probability_diff"]
-        return out
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class GateCheck(Record):
+    """One check of the release gate: ``reached op target`` is met; ``target`` is the reference's value plus the
+    targets file's offset for a relative check (``reference``: the reference's value)."""
+
+    key: str
+    name: str
+    op: str
+    target: float
+    met: bool
+    reached: float | None = None  # None: not measured (fails)
+    scope: str | None = None  # the class, for per-class checks
+    reference: float | None = None
+
+    _readers = {
+        "key": f.string, "name": f.string, "op": f.string, "target": f.number, "met": f.boolean, "reached": f.number,
+        "scope": f.string, "reference": f.number,
+    }
+    _required = ("key", "name", "op", "target", "met")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k == "reached"}
+
+
+def _checks(value: Any, field: str) -> tuple[GateCheck, ...]:
+    return tuple(GateCheck.from_dict(c, f"{field}[{i}]") for i, c in enumerate(f.array(value, field, 1)))
+
+
+@dataclass(frozen=True)
+class Gate(Record):
+    """The release gate a variant was held to (``name``: the gate of ``edgecxr/targets.json``) and how it did."""
+
+    name: str
+    reference: str  # the model the decisions were compared with
+    own_float: str  # the float model the quantization check compared with
+    agreement_with_reference: float  # reported, not gated
+    checks: tuple[GateCheck, ...]
+    passed: bool
+
+    _readers = {
+        "name": f.string, "reference": f.string, "own_float": f.string, "agreement_with_reference": _FRACTION,
+        "checks": _checks, "passed": f.boolean,
+    }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "checks": [c.to_dict() for c in self.checks]}
+
+    @property
+    def failed(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.met]
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,13 @@ class Variant:
     qat: bool = False  # quantization-aware fine-tuned before conversion (after pruning: prune-preserving)
 
 
+# The stems the ResNet can start with (training --stem): each takes the 1-channel image to 1/4 of its side at the stem width.
+RESNET_STEMS = {
+    "7x7": "7x7 stride-2 conv + 3x3 stride-2 max-pool",
+    "3x3": "two 3x3 stride-2 convs (half, then full stem width)",
+    "s2d": "space-to-depth by 4 as a 4x4 stride-4 conv (16 filters) + 3x3 conv",
+}
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -70,7 +77,7 @@ FAMILIES: dict[str, Family] = {
             input_size=128,
             has_heatmap=True,
             builder="training.models:build_resnet18",
-            options=("width", "bn_momentum"),
+            options=("width", "bn_momentum", "stem"),
         ),
         Family(
             "mlp12",

@@ -3,7 +3,9 @@
 A target names a measured quantity (``key``), a comparison and a limit. The converter checks the
 ``model`` group against a model's test metrics and writes the result into its card; the benchmark
 matrix checks the ``matrix`` group against its measurements. Reports print the numbers and
-met/missed; why a target is missed is written by people, in each report's ``notes.md``.
+met/missed; why a target is missed is written by people, in each report's ``notes.md``. The
+``gates`` entry is the release gate (:func:`gate`): the checks a converted variant must pass to be
+kept and bundled, measured by :mod:`converters.gate`.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ class Target:
 def targets(group: str) -> tuple[Target, ...]:
     """The targets of ``group`` (``model`` or ``matrix``) from :data:`TARGETS_FILE`."""
     data = json.loads(TARGETS_FILE.read_text())
-    if group not in data or group == "about":
+    if group not in data or group in ("about", "gates"):
         raise KeyError(f"{TARGETS_FILE.name} has no target group {group!r}")
     out = []
     for row in data[group]:
@@ -68,3 +70,76 @@ def model_targets(family: str, test_metrics: Mapping[str, Any]) -> dict[str, dic
         if t.applies_to(family) and value is not None:
             out[t.key] = {"target": t.value, "reached": value, "met": t.check(value)["met"]}
     return out
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """One check of the release gate: ``reached op value`` (``relative``: ``reached op reference + value``)."""
+
+    key: str
+    name: str
+    op: str
+    value: float
+    relative: bool = False
+
+    def text(self) -> str:
+        """The rule in words, e.g. ``test macro-F1 >= reference - 0.01``."""
+        return f"{self.name} {self.op} " + (f"reference {'-' if self.value < 0 else '+'} {abs(self.value):g}" if self.relative else f"{self.value:g}")
+
+    def limit(self, reference: float | None) -> float | None:
+        """The limit ``reached`` is held to (None: a relative rule without the reference's value)."""
+        if not self.relative:
+            return self.value
+        return None if reference is None else round(reference + self.value, 4)
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """The release gate of :data:`TARGETS_FILE` (``gates``): every converted classifier variant is held to it."""
+
+    name: str
+    reference: Mapping[str, str]  # family -> the bundled model its variants are compared with
+    quantization: tuple[GateRule, ...]  # the converted file against its own float model
+    decisions: tuple[GateRule, ...]  # on the test split (external_called_normal: the report-only external split)
+    pruned_max_gzip_vs_int8: float  # a pruned variant is bundled only at most this gzip size of the plain int8 model's
+
+    def check(self, reached: Mapping[str, Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every rule whose quantity applies (a key of ``reached``; ``sensitivity``: one check per class) against ``reached``,
+        relative rules against ``reference``'s value. A quantity that applies but was not measured (None) fails.
+        Returns dicts of :class:`edgecxr.cardparts.GateCheck`'s fields."""
+        out = []
+        for rule in (*self.quantization, *self.decisions):
+            if rule.key not in reached:
+                continue
+            value = reached[rule.key]
+            scoped = value.items() if isinstance(value, Mapping) else [(None, value)]
+            for scope, got in scoped:
+                ref = reference.get(rule.key)
+                ref = ref.get(scope) if isinstance(ref, Mapping) else ref
+                limit = rule.limit(ref)
+                if limit is None:
+                    raise ValueError(f"gate {self.name!r}: the reference has no {rule.key}{f' for {scope}' if scope else ''}")
+                met = got is not None and Target(rule.key, rule.name, rule.op, limit).check(got)["met"]
+                check = {"key": rule.key, "name": rule.name, "op": rule.op, "target": limit, "met": bool(met), "reached": got}
+                if scope is not None:
+                    check["scope"] = scope
+                if rule.relative:
+                    check["reference"] = ref
+                out.append(check)
+        return out
+
+
+@cache
+def gate() -> GateSpec:
+    """The release gate from :data:`TARGETS_FILE`."""
+    data = json.loads(TARGETS_FILE.read_text())["gates"]
+
+    def rules(group: str) -> tuple[GateRule, ...]:
+        out = []
+        for row in data[group]:
+            if row["op"] not in _OPS:
+                raise ValueError(f"{TARGETS_FILE.name}: gate rule {row['name']!r} has op {row['op']!r}, not one of {_OPS}")
+            out.append(GateRule(row["key"], row["name"], row["op"], float(row["value"]), bool(row.get("relative", False))))
+        return tuple(out)
+
+    return GateSpec(data["name"], dict(data["reference"]), rules("quantization"), rules("decisions"), float(data["bundle"]["pruned_max_gzip_vs_int8"]))

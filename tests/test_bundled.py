@@ -14,7 +14,9 @@ from edgecxr.evaluate import evaluate
 from edgecxr.manifest import read_manifest
 from edgecxr.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
 
-EXPECTED = {"resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"}
+RELEASE_1_2 = {"resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"}  # re-released together as 1.2.0
+PRUNED = "resnet18-pruned-int8"  # issue 26: the first pruned model that passed the release gate
+EXPECTED = RELEASE_1_2 | {PRUNED}
 
 
 def test_expected_models_are_bundled():
@@ -51,12 +53,13 @@ def test_models_command_lists_bundled():
     rows = json.loads(result.stdout)
     assert {r["name"] for r in rows} == EXPECTED
     assert [r["name"] for r in rows if r["default"]] == [DEFAULT_MODEL]
-    assert {r["name"] for r in rows if r["heatmap"]} == {"resnet18-int8", "resnet18-float32"}
+    assert {r["name"] for r in rows if r["heatmap"]} == {"resnet18-int8", "resnet18-float32", PRUNED}
     assert all(r["temperature"] == read_card(MODELS_DIR / f"{r['name']}.tflite").temperature.value for r in rows)
 
 
-@pytest.mark.parametrize("name", ["resnet18-int8", "mlp12-int8"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bundled_model_reproduces_card_metrics_on_shared_test_split(name, shared_data):
+    """Every bundled card's test metrics, and the gate quantities it was bundled on, come out of the shared test split again."""
     model = load_model(name)
     manifest = read_manifest(shared_data / "cxr3" / "manifest.csv")
     report = evaluate(model, shared_data / "cxr3" / "test", manifest=manifest)
@@ -73,6 +76,39 @@ def test_bundled_model_reproduces_card_metrics_on_shared_test_split(name, shared
     for source, metrics in card["per_source"].items():
         assert report["per_source"][source]["n"] == metrics["n"]
         assert report["per_source"][source]["accuracy"] == pytest.approx(metrics["accuracy"], abs=2 / metrics["n"])  # 2 images, as above
+    gate = {(c.key, c.scope): c.reached for c in model.card.gate.checks}
+    assert report["macro_f1"] == pytest.approx(gate[("macro_f1", None)], abs=0.002)
+    assert report["abnormal_auc"] == pytest.approx(gate[("abnormal_auc", None)], abs=0.002)
+    for label in model.labels:
+        assert report["per_class"][label]["recall"] == pytest.approx(gate[("sensitivity", label)], abs=2 / 301)
+    external = evaluate(model, shared_data / "cxr3-plus" / "external")  # report-only films: reproduced, never trained on
+    assert external["n"] == 274 and external["per_class"]["Normal"]["recall"] == pytest.approx(gate[("external_called_normal", None)], abs=2 / 274)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_bundled_model_passed_the_release_gate(name):
+    from edgecxr.targets import gate
+
+    card = read_card(MODELS_DIR / f"{name}.tflite")
+    spec = gate()
+    assert card.gate is not None and card.gate.passed and card.gate.name == spec.name and card.gate.failed == []
+    assert card.gate.reference.startswith(f"{spec.reference[card.family]} 1.2.0 (bundled")
+    keys = {c.key for c in card.gate.checks}
+    assert keys == {r.key for r in (*spec.quantization, *spec.decisions)}  # every check applied, none skipped
+    assert sum(c.key == "sensitivity" for c in card.gate.checks) == len(card.labels)
+    if card.pruning is not None:
+        int8 = read_card(MODELS_DIR / f"{card.family}-int8.tflite")
+        assert card.gzip_bytes <= spec.pruned_max_gzip_vs_int8 * int8.gzip_bytes
+
+
+def test_the_pruned_model_says_how_it_was_made():
+    card = read_card(MODELS_DIR / f"{PRUNED}.tflite")
+    p = card.pruning
+    assert p.method == "magnitude" and 0.6 <= p.target_sparsity <= 0.8 and p.fine_tune_epochs >= 1
+    assert p.int8_sparsity == pytest.approx(p.sparsity, abs=0.01) and p.min_pruned_weights == 10000
+    assert p.distillation is not None and p.batchnorm == "frozen" and p.augmented is not None
+    assert card.gate.own_float == "the magnitude Keras model it was converted from"
+    assert card.changelog[0].version == "1.0.0" and "converters.sweep" in card.changelog[-1].change
 
 
 def test_full_size_originals_agree_with_their_downscaled_copies(shared_data):
@@ -134,7 +170,7 @@ def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared
     assert expected_calibration_error(model.recalibrated(raw, model.temperature), y) == pytest.approx(ece.after, abs=0.002)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(RELEASE_1_2))
 def test_bundled_cards_carry_their_version_history(name):
     """1.0.0 first release; 1.1.0 when the ResNets gained the heatmap output and every model a temperature; 1.2.0 logits."""
     card = read_card(MODELS_DIR / f"{name}.tflite")

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from edgecxr.card import INTENDED_USE, SCHEMA_VERSION, ModelCard, ModelError, card_path_for, read_card, release, sha256_of, verify_file, write_card
-from edgecxr.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Pruning, Quantization, Temperature, TensorSpec, Thresholds, Training, Verification
+from edgecxr.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Gate, GateCheck, Pruning, Quantization, Temperature, TensorSpec, Training, Verification
 from edgecxr.preprocess import PreprocessSpec
 from edgecxr.registry import MODELS_DIR
 
@@ -52,7 +52,7 @@ def test_write_card_records_file_size_and_sha(model_file):
     card_path = card_path_for(model_file)
     assert card_path == model_file.with_suffix(".json")
     written = json.loads(card_path.read_text())
-    assert written["schema_version"] == SCHEMA_VERSION == 3
+    assert written["schema_version"] == SCHEMA_VERSION == 4
     assert written["file"] == "toy-int8.tflite" == written_card.file
     assert written["size_bytes"] == model_file.stat().st_size == 2564 == written_card.size_bytes
     assert written["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest() == written_card.sha256
@@ -227,7 +227,7 @@ BAD_FIELDS = [
     ({"version": "1.1.0", "changelog": [{"version": "1.1.0", "date": "2026-11-23", "change": "b"}, {"version": "1.0.0", "date": "2026-11-23", "change": "a"}]},
      "changelog versions must increase"),
     ({"temprature": {"value": 1.5}}, "model card has unknown keys ['temprature']"),
-    ({"schema_version": 4}, "schema_version 4"),
+    ({"schema_version": 5}, "schema_version 5"),
     ({"schema_version": "2"}, "schema_version '2'"),
     ({"cam": {"feature_layer": "features", "weights": [[0.1, 0.2, 0.3], [0.1]], "bias": [0, 0, 0]}}, "cam.weights must be a features x classes table"),
     ({"cam": {"feature_layer": "features", "weights": [[0.1, 0.2]], "bias": [0, 0]}}, "cam.weights and cam.bias must have one column per label (3)"),
@@ -277,7 +277,7 @@ def test_schema1_card_must_not_carry_a_changelog(model_file):
 
 def schema1_of(card: dict) -> dict:
     """A current card as it was before schema 2 (what the bundled cards were before they were migrated)."""
-    old = {k: v for k, v in card.items() if k not in ("schema_version", "changelog", "output_kind")}
+    old = {k: v for k, v in card.items() if k not in ("schema_version", "changelog", "output_kind", "gate")}
     old["version"] = card["changelog"][0]["version"]
     old["preprocessing"] = {k: v for k, v in card["preprocessing"].items() if not k.startswith("clahe_")}
     return old
@@ -288,7 +288,8 @@ def test_schema1_card_is_migrated_on_read(name):
     current = json.loads((MODELS_DIR / f"{name}.json").read_text())
     migrated = ModelCard.from_dict(schema1_of(current), "old.json")
     assert migrated.version == "1.0.0" and migrated.changelog == ()
-    assert migrated.to_dict() == {**current, "version": "1.0.0", "changelog": [], "output_kind": "probabilities"}  # schema 1 knew only probabilities
+    # schema 1 knew only probabilities, and no gate
+    assert migrated.to_dict() == {**current, "version": "1.0.0", "changelog": [], "output_kind": "probabilities", "gate": None}
 
 
 def test_schema2_card_has_no_output_kind(model_file):
@@ -333,7 +334,12 @@ def test_a_card_with_every_part_round_trips(model_file):
         cam=Cam("features", ((0.1, -0.2, 0.3), (0.0, 0.5, -0.5)), (0.01, 0.02, 0.03), TensorSpec((1, 4, 4, 2), "int8", Quantization(0.05, -128))),
         temperature=Temperature(1.57, "val", 906, BeforeAfter(0.29, 0.26), BeforeAfter(0.05, 0.011)),
         metrics={"test": {"accuracy": 0.9, "macro_f1": 0.89, "n": 905, "per_source": {"nih": {"accuracy": 0.5}}}},
-        verification=Verification(0.999, 0.07, Deltas(0.001, 0.001, {"a": 0.0, "b": 0.003, "c": 0.0}), Thresholds(), True),
+        verification=Verification(0.999, 0.07, Deltas(0.001, 0.001, {"a": 0.0, "b": 0.003, "c": 0.0}), True),
+        gate=Gate("decision-level 1", "resnet18-float32 1.2.0", "the magnitude Keras model", 0.95, (
+            GateCheck("agreement_with_own_float", "agreement", ">=", 0.98, True, 0.99),
+            GateCheck("sensitivity", "sensitivity", ">=", 0.87, False, 0.86, "b", 0.89),
+            GateCheck("external_called_normal", "external", ">=", 0.5, False, None, None, 0.52),
+        ), False),
         input=TensorSpec((1, 32, 32, 1), "int8", Quantization(1 / 255, -128)),
         output=TensorSpec((1, 3), "int8", q),
         targets={"macro_f1": {"target": 0.95, "reached": 0.89, "met": False}},

@@ -1,4 +1,4 @@
-"""Pruned and quantization-aware variants: sparsity survives stripping and int8 conversion, failing variants are not bundled."""
+"""Pruned and quantization-aware variants: sparsity survives stripping and int8 conversion, variants failing the gate are not bundled."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import toy_images
-from edgecxr.card import ModelCard, read_card
-from edgecxr.cardparts import Deltas, Thresholds, Verification
+from edgecxr.card import read_card
 from edgecxr.families import VARIANTS
 
 pytestmark = pytest.mark.train  # tfmot and TensorFlow: imported inside the tests
@@ -57,45 +56,52 @@ def test_small_layers_can_stay_dense():
     assert np.sum(pruned.get_layer("classifier").kernel.numpy() == 0) == 0
 
 
-def card_with(agreement: float, f1_delta: float, gzip_bytes: int) -> ModelCard:
-    from conftest import TINY_LABELS
-    from edgecxr.preprocess import PreprocessSpec
+def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_path, monkeypatch):
+    """With a gate no model can pass (ECE after temperature <= 0), every variant is rejected and nothing is bundled; with
+    the real gate the tiny run's own float32 (its reference: the bundled ResNet has other labels) and int8 pass and are kept."""
+    import json
 
-    verification = Verification(agreement, 0.1, Deltas(0.0, f1_delta, {}), Thresholds(), passed=agreement >= 0.97 and f1_delta >= -0.02)
-    return ModelCard("m", tuple(TINY_LABELS), PreprocessSpec(size=(32, 32)), gzip_bytes=gzip_bytes, verification=verification)
-
-
-def test_bundling_rule_is_stricter_than_the_gates():
-    from converters.build import meets_bundling_rule
-
-    int8 = card_with(0.999, 0.0, 1000)
-    assert meets_bundling_rule(card_with(0.985, -0.005, 600), int8)
-    assert card_with(0.975, -0.005, 500).verification.passed  # passes the gates ...
-    assert not meets_bundling_rule(card_with(0.975, -0.005, 500), int8)  # ... not the rule: agreement
-    assert not meets_bundling_rule(card_with(0.99, -0.015, 500), int8)  # macro-F1 more than a point down
-    assert not meets_bundling_rule(card_with(0.99, 0.0, 700), int8)  # download not small enough
-
-
-def test_variant_under_the_gates_is_rejected_and_not_bundled(trained_run, tmp_path, monkeypatch):
     import converters.build as build
+    import edgecxr.targets as targets
     from converters.__main__ import main
 
     bundled = tmp_path / "models"
     bundled.mkdir()
     monkeypatch.setattr(build, "MODELS_DIR", bundled)
+    data = json.loads(targets.TARGETS_FILE.read_text())
+    for rule in data["gates"]["decisions"]:
+        if rule["key"] == "ece_after_temperature":
+            rule["value"] = 0.0
+    impossible = tmp_path / "targets.json"
+    impossible.write_text(json.dumps(data))
+    monkeypatch.setattr(targets, "TARGETS_FILE", impossible)
+    targets.gate.cache_clear()
     out = tmp_path / "out"
-    code = main([
-        str(trained_run.out), "--data", str(trained_run.data), "--out", str(out), "--variants", "int8,pruned-int8", "--sparsity", "0.95", "--prune-epochs", "1",
-        "--lr", "1e-2", "--min-agreement", "1.0", "--bundle",
-    ])
+    try:
+        code = main([
+            str(trained_run.out), "--data", str(trained_run.data), "--out", str(out), "--variants", "int8,pruned-int8", "--sparsity", "0.5",
+            "--prune-epochs", "1", "--bundle",
+        ])
+    finally:
+        targets.gate.cache_clear()
     assert code == 1
+    for variant in ("float32", "int8", "pruned-int8"):
+        card = read_card(out / "rejected" / f"resnet18-{variant}.tflite")
+        assert card.verification.passed is False and card.gate.passed is False
+        assert [c.key for c in card.gate.failed] == ["ece_after_temperature"] and card.gate.failed[0].reached > 0
+        assert card.gate.reference.startswith("the run's own float32 model")
+        assert not (out / f"resnet18-{variant}.tflite").exists()
     card = read_card(out / "rejected" / "resnet18-pruned-int8.tflite")
-    assert card.verification.passed is False and card.verification.agreement_with_float32 < 1.0
-    assert card.pruning.method == "magnitude" and card.pruning.target_sparsity == 0.95
-    assert card.pruning.int8_sparsity >= 0.9 and card.pruning.distillation == 0.8 and card.pruning.batchnorm == "frozen"
-    assert not (out / "resnet18-pruned-int8.tflite").exists()
-    assert {p.name for p in bundled.glob("*.tflite")} <= {"resnet18-float32.tflite", "resnet18-int8.tflite"}
-    assert "resnet18-pruned-int8.tflite" not in {p.name for p in bundled.iterdir()}
+    assert card.pruning.method == "magnitude" and card.pruning.target_sparsity == 0.5 and card.gate.own_float.startswith("the magnitude Keras model")
+    assert card.pruning.int8_sparsity >= 0.45 and card.pruning.distillation == 0.8 and card.pruning.batchnorm == "frozen"
+    assert list(bundled.iterdir()) == []
+
+    out = tmp_path / "real"
+    assert main([str(trained_run.out), "--data", str(trained_run.data), "--out", str(out), "--variants", "int8"]) == 0
+    card = read_card(out / "resnet18-int8.tflite")
+    assert card.gate.passed and card.gate.name == targets.gate().name and card.gate.own_float == "the run's Keras model"
+    keys = {c.key for c in card.gate.checks}
+    assert keys == {"agreement_with_own_float", "macro_f1", "sensitivity", "ece_after_temperature"}  # no Normal class: no AUC, no external
 
 
 def test_pruning_card_part_reads_old_and_new_cards():

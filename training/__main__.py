@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from edgecxr.families import FAMILIES, names
+from edgecxr.families import FAMILIES, RESNET_STEMS, names
 from edgecxr.provenance import invocation
 from training.data import DatasetError
 from training.recipe import BALANCE
@@ -35,6 +35,10 @@ def make_parser() -> argparse.ArgumentParser:
         help="preprocessing crop: the whole film (default), its centred square, or the lung fields' box from the bundled lung model",
     )
     parser.add_argument("--width", type=int, default=32, help="resnet18 first-stage width (default 32)")
+    parser.add_argument(
+        "--stem", choices=tuple(RESNET_STEMS), default="7x7",
+        help="resnet18 stem: " + "; ".join(f"{k}: {v}" for k, v in RESNET_STEMS.items()) + " (default 7x7)",
+    )
     parser.add_argument("--bn-momentum", type=float, default=0.99, help="BatchNorm running-average momentum (0.9 for small data)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import tf_keras as keras
 from tf_keras import layers
 
+from edgecxr.families import RESNET_STEMS
+
 # Widths of the 12 hidden Dense layers of MLP-12: an encoder that narrows step by step.
 MLP12_WIDTHS = (512, 512, 384, 256, 256, 192, 128, 128, 96, 64, 48, 32)
 
@@ -47,11 +49,28 @@ def _basic_block(x, filters: int, stride: int, name: str, momentum: float, inner
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
+def _stem(x, width: int, kind: str, momentum: float):
+    """The stem ``kind`` of :data:`edgecxr.families.RESNET_STEMS`; its last conv is ``stem_conv`` (the first stage's residual width)."""
+    if kind == "7x7":
+        x = _conv_bn_relu(x, width, 7, 2, "stem", momentum=momentum)
+        return layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    if kind == "3x3":
+        x = _conv_bn_relu(x, max(1, width // 2), 3, 2, "stem0", momentum=momentum)
+        return _conv_bn_relu(x, width, 3, 2, "stem", momentum=momentum)
+    if kind == "s2d":
+        x = _conv_bn_relu(x, 16, 4, 4, "stem0", momentum=momentum)
+        return _conv_bn_relu(x, width, 3, 1, "stem", momentum=momentum)
+    raise ValueError(f"unknown stem {kind!r}; choose from {tuple(RESNET_STEMS)}")
+
+
 def build_resnet18(
     input_size: int, n_classes: int, width: int = 32, dropout: float = 0.2, bn_momentum: float = 0.99,
-    stage_widths: Sequence[int] | None = None, inner_widths: Sequence[int] | None = None,
+    stage_widths: Sequence[int] | None = None, inner_widths: Sequence[int] | None = None, stem: str = "7x7",
 ) -> keras.Model:
-    """ResNet-18 layout (7x7/2 stem, max-pool, 4 stages x 2 basic blocks, GAP, softmax).
+    """ResNet-18 layout (a stem to 1/4 of the input side, 4 stages x 2 basic blocks, GAP, softmax).
+
+    ``stem`` is one of :data:`edgecxr.families.RESNET_STEMS`: the original 7x7/2 conv and max-pool, or a cheaper one for the 1-channel image
+    (with XNNPACK the 7x7 stem takes ~60% of the int8 model's time on x86: benchmarks/results/pruning/filters_notes.md).
 
     ``width`` is the stem/first-stage width (64 in the original ResNet-18); stages use
     width, 2*width, 4*width, 8*width channels. A lower ``bn_momentum`` lets BatchNorm's running
@@ -61,8 +80,7 @@ def build_resnet18(
     """
     stage_widths = stage_widths or [width * 2**stage for stage in range(4)]
     inputs = keras.Input((input_size, input_size, 1), name="image")
-    x = _conv_bn_relu(inputs, stage_widths[0], 7, 2, "stem", momentum=bn_momentum)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    x = _stem(inputs, stage_widths[0], stem, bn_momentum)
     for stage in range(4):
         for block in range(2):
             stride = 2 if (stage > 0 and block == 0) else 1

@@ -51,6 +51,7 @@ class TrainConfig:
     input_size: int | None = None  # default: the family's (edgecxr.families)
     crop: str = "none"  # the preprocessing spec's crop (edgecxr.preprocess): none, center-square or lungs
     width: int = 32
+    stem: str = "7x7"  # resnet18's stem (training.models.STEMS)
     bn_momentum: float = 0.99
     epochs: int = 30
     batch_size: int = 32

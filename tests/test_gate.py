@@ -1,0 +1,120 @@
+"""The release gate as data: targets.json's rules, each check failing on its own, the card's gate block, the bundling choice."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgecxr.card import ModelCard
+from edgecxr.cardparts import Deltas, Gate, GateCheck, Verification
+from edgecxr.preprocess import PreprocessSpec
+from edgecxr.targets import gate
+
+REFERENCE: dict[str, Any] = {  # a reference's quantities, as converters.gate.decision_quantities gives them
+    "macro_f1": 0.8874, "sensitivity": {"COVID": 0.8977, "Normal": 0.8771, "Pneumonia": 0.887},
+    "abnormal_auc": 0.97, "ece_after_temperature": None, "external_called_normal": 0.566,
+}
+GOOD = {**REFERENCE, "agreement_with_own_float": 0.99, "ece_after_temperature": 0.02}
+
+
+def checks(reached: dict) -> dict[tuple[str, str | None], bool]:
+    return {(c["key"], c.get("scope")): c["met"] for c in gate().check(reached, REFERENCE)}
+
+
+def test_the_gate_is_read_from_the_targets_file():
+    spec = gate()
+    assert spec.reference == {"resnet18": "resnet18-float32", "mlp12": "mlp12-float32"}
+    assert [(r.key, r.op, r.value) for r in spec.quantization] == [("agreement_with_own_float", ">=", 0.98)]
+    assert {r.key: (r.op, r.value, r.relative) for r in spec.decisions} == {
+        "macro_f1": (">=", -0.01, True), "sensitivity": (">=", -0.02, True), "abnormal_auc": (">=", -0.01, True),
+        "ece_after_temperature": ("<=", 0.03, False), "external_called_normal": (">=", -0.02, True),
+    }
+    assert spec.pruned_max_gzip_vs_int8 == 0.6
+    assert [r.text() for r in spec.decisions][0] == "test macro-F1 >= reference - 0.01"
+
+
+def test_a_variant_as_good_as_the_reference_passes_every_check():
+    result = checks(GOOD)
+    assert len(result) == 8 and all(result.values())  # agreement, macro-F1, 3 sensitivities, AUC, ECE, external
+
+
+@pytest.mark.parametrize("change, failing", [
+    ({"agreement_with_own_float": 0.9799}, ("agreement_with_own_float", None)),
+    ({"macro_f1": 0.8773}, ("macro_f1", None)),  # 0.0101 below
+    ({"sensitivity": {**REFERENCE["sensitivity"], "COVID": 0.8776}}, ("sensitivity", "COVID")),  # 0.0201 below
+    ({"abnormal_auc": 0.9599}, ("abnormal_auc", None)),
+    ({"ece_after_temperature": 0.0301}, ("ece_after_temperature", None)),
+    ({"external_called_normal": 0.5459}, ("external_called_normal", None)),
+    ({"external_called_normal": None}, ("external_called_normal", None)),  # not measured: fails
+])
+def test_each_check_fails_on_its_own(change, failing):
+    result = checks({**GOOD, **change})
+    assert [k for k, met in result.items() if not met] == [failing]
+
+
+def test_limits_are_inclusive_and_relative_to_the_reference():
+    at_limits = {**GOOD, "agreement_with_own_float": 0.98, "macro_f1": 0.8774, "abnormal_auc": 0.96, "ece_after_temperature": 0.03,
+                 "external_called_normal": 0.546, "sensitivity": {"COVID": 0.8777, "Normal": 0.8571, "Pneumonia": 0.867}}
+    assert all(checks(at_limits).values())
+    found = {(c["key"], c.get("scope")): c for c in gate().check(at_limits, REFERENCE)}
+    assert found[("macro_f1", None)]["target"] == 0.8774 and found[("macro_f1", None)]["reference"] == 0.8874
+    assert "reference" not in found[("ece_after_temperature", None)]
+
+
+def test_checks_a_model_has_no_quantity_for_do_not_apply():
+    """A model without a Normal class (e.g. MRI sequences) has no abnormal AUC or external Normal share to hold it to."""
+    reached = {"agreement_with_own_float": 1.0, "macro_f1": 0.9, "sensitivity": {"a": 0.9, "b": 0.9}, "ece_after_temperature": 0.01}
+    result = {(c["key"], c.get("scope")) for c in gate().check(reached, {"macro_f1": 0.9, "sensitivity": {"a": 0.9, "b": 0.91}})}
+    assert result == {("agreement_with_own_float", None), ("macro_f1", None), ("sensitivity", "a"), ("sensitivity", "b"), ("ece_after_temperature", None)}
+    with pytest.raises(ValueError, match="reference has no macro_f1"):
+        gate().check(reached, {})
+
+
+@pytest.mark.train  # converters.gate reads datasets through training
+def test_decision_quantities_from_probabilities():
+    from converters.gate import decision_quantities
+
+    labels = ["COVID", "Normal", "Pneumonia"]
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.1, 0.1, 0.8]])
+    external = np.array([[0.1, 0.9, 0.0], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1]])
+    q = decision_quantities(probs, y, labels, 0.02, external)
+    assert q["sensitivity"] == {"COVID": 0.5, "Normal": 1.0, "Pneumonia": 1.0}
+    assert q["external_called_normal"] == 0.75 and q["ece_after_temperature"] == 0.02
+    # abnormal = 1 - p(Normal): the Normal films score 0.2 and 0.3, the abnormal ones 0.9, 0.2, 0.8 and 0.9
+    assert q["abnormal_auc"] == 0.8125  # 8 pairs: 6 ordered, one tie (0.2 vs 0.2), one reversed (0.2 vs 0.3)
+    assert "external_called_normal" not in decision_quantities(probs, y, ["a", "b", "c"], 0.02, None)
+
+
+def gated_card(variant: str, passed: bool, gzip_bytes: int) -> ModelCard:
+    checks = (GateCheck("macro_f1", "test macro-F1", ">=", 0.8774, passed, 0.88 if passed else 0.87, None, 0.8874),)
+    verification = Verification(0.99, 0.1, Deltas(0.0, 0.0, {}), passed)
+    return ModelCard(f"resnet18-{variant}", ("COVID", "Normal", "Pneumonia"), PreprocessSpec(size=(128, 128)), variant=variant,
+                     gzip_bytes=gzip_bytes, verification=verification, gate=Gate("decision-level 1", "ref", "own", 0.95, checks, passed))
+
+
+def test_the_gate_block_reads_back_from_a_card():
+    g = gated_card("pruned-int8", True, 1).gate
+    assert Gate.from_dict(g.to_dict(), "gate") == g and g.failed == []
+    failed = gated_card("pruned-int8", False, 1).gate
+    assert [c.key for c in failed.failed] == ["macro_f1"]
+    with pytest.raises(ValueError, match=r"gate.checks\[0\].met"):
+        Gate.from_dict({**g.to_dict(), "checks": [{**g.checks[0].to_dict(), "met": "yes"}]}, "gate")
+
+
+@pytest.mark.train
+def test_only_pruned_variants_that_passed_and_shrink_the_download_are_bundled():
+    from converters.build import bundled_variants, failed_variants
+
+    int8, reference = gated_card("int8", True, 1000), gated_card("float32", True, 4000)
+    cards = {"float32": reference, "int8": int8, "pruned-int8": gated_card("pruned-int8", True, 600), "qat-int8": gated_card("qat-int8", True, 990)}
+    assert bundled_variants(cards) == ["pruned-int8"]  # QAT passed, but does not shrink the download
+    assert bundled_variants({**cards, "pruned-int8": gated_card("pruned-int8", True, 601)}) == []  # 0.601x
+    assert bundled_variants({**cards, "pruned-int8": gated_card("pruned-int8", False, 500)}) == []  # failed the gate
+    assert failed_variants({**cards, "pruned-int8": gated_card("pruned-int8", False, 500)}) == ["pruned-int8"]
+    unverified = dataclasses.replace(reference, verification=dataclasses.replace(reference.verification, passed=False))
+    assert bundled_variants({**cards, "float32": unverified}) == []  # the run's float32 does not match its Keras model
+    no_gate = dataclasses.replace(cards["pruned-int8"], gate=None)
+    assert bundled_variants({**cards, "pruned-int8": no_gate}) == [] and failed_variants({"pruned-int8": no_gate}) == ["pruned-int8"]
