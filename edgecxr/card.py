@@ -98,7 +98,7 @@ class ModelCard:
             raise ModelError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The card as JSON data, in schema :data:`SCHEMA_VERSION`; ``macs``, ``pruning`` and ``cam`` are left out when absent."""
+        """The card as JSON data, in schema :data:`SCHEMA_VERSION`; ``macs``, ``pruning``, ``cam`` and ``gate`` are left out when absent."""
         out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -125,7 +125,6 @@ class ModelCard:
             "temperature": self.temperature.to_dict() if self.temperature else None,
             "metrics": _plain(self.metrics),
             "verification": self.verification.to_dict() if self.verification else None,
-            "gate": self.gate.to_dict() if self.gate else None,
             "input": self.input.to_dict() if self.input else None,
             "output": self.output.to_dict() if self.output else None,
             "targets": _plain(self.targets),
@@ -134,6 +133,8 @@ class ModelCard:
             "sha256": self.sha256,
             "intended_use": self.intended_use,
         })
+        if self.gate is not None:
+            out["gate"] = self.gate.to_dict()
         if self.notes is not None:
             out["notes"] = self.notes
         return out
