@@ -3,11 +3,11 @@
     python -m benchmarks.filters --baseline resnet18-int8 --model DIR/resnet18-filter-pruned-int8.tflite [--model ...] \\
         --data ../shared/data/cxr3 --data ../shared/data/cxr3-plus --out benchmarks/results/pruning
 
-Every model (the baseline first) is timed through :func:`edgecxr.benchmark.measure_in_child`
+Every model (the baseline first) is timed through :func:`edgecxr.evaluation.benchmark.measure_in_child`
 (a fresh process each, synthetic input) at 1 and 2 threads with XNNPACK on, and at 1 thread
 with it off for comparison; the models take turns over ``--rounds`` rounds and each setting's
 p50 is the median of the rounds' p50s, so load from other jobs falls on all of them alike.
-MACs are the card's (else counted, :func:`edgecxr.macs.macs`), test macro-F1 the card's, and the
+MACs are the card's (else counted, :func:`edgecxr.evaluation.macs.macs`), test macro-F1 the card's, and the
 external measure is the generalization report's: the share of the ``external`` films called
 Normal (:func:`benchmarks.generalization.measure_films`). A candidate passes the issue's rule
 when it is at least :data:`MIN_SPEEDUP` times faster than the baseline at both thread counts
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.generalization import EXTERNAL, films_of, measure_films
-from edgecxr.benchmark import measure_in_child, platform_info
-from edgecxr.card import ModelError
-from edgecxr.macs import macs
-from edgecxr.model import Model, load_model
-from edgecxr.provenance import invocation, record, repo_relative
+from edgecxr.core.card import ModelError
+from edgecxr.core.model import Model, load_model
+from edgecxr.evaluation.benchmark import measure_in_child, platform_info
+from edgecxr.evaluation.macs import macs
+from edgecxr.evaluation.provenance import invocation, record, repo_relative
 
 MIN_SPEEDUP = 1.5
 MAX_F1_DROP = 0.01

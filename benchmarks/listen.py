@@ -37,10 +37,10 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from benchmarks.header import model_run_header
-from edgecxr import registry
-from edgecxr.dicomnet.forward import SC_STORAGE, SR_STORAGE
-from edgecxr.dicomnet.journal import read_lines
-from edgecxr.provenance import repo_relative
+from edgecxr.clinic.forward import SC_STORAGE, SR_STORAGE
+from edgecxr.clinic.journal import read_lines
+from edgecxr.core import registry
+from edgecxr.evaluation.provenance import repo_relative
 
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
 

@@ -2,7 +2,7 @@
 
 The bundled ResNet models compute a class activation map on the device from their own int8
 feature map. This script saves the overlay for each file and measures the share of the heatmap
-that falls inside a fixed lung-field prior (``edgecxr.regions``): a low share means the answer
+that falls inside a fixed lung-field prior (``edgecxr.core.regions``): a low share means the answer
 rests on something other than the lungs (borders, labels, the neck), so a human should look.
 Research use only.
 
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from edgecxr import ImageError, ModelError, load_image, load_model
-from edgecxr.cam import HeatmapWriter
-from edgecxr.regions import region_masks
+from edgecxr.core.cam import HeatmapWriter
+from edgecxr.core.regions import region_masks
 
 
 def lung_share(heatmap) -> float:

@@ -190,7 +190,7 @@ class Listener:
         return self.proc.wait(timeout)
 
     def audit(self) -> list[dict[str, Any]]:
-        from edgecxr.dicomnet.journal import read_lines
+        from edgecxr.clinic.journal import read_lines
 
         return read_lines(self.store / "audit.jsonl")
 

@@ -1,4 +1,4 @@
-"""``edgecxr benchmark`` and :func:`edgecxr.benchmark.measure` on the tiny toy models (few runs: fast)."""
+"""``edgecxr benchmark`` and :func:`edgecxr.evaluation.benchmark.measure` on the tiny toy models (few runs: fast)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_LABELS, write_png
-from edgecxr import benchmark
-from edgecxr.card import read_card, write_card
 from edgecxr.cli import main
+from edgecxr.core.card import read_card, write_card
+from edgecxr.evaluation import benchmark
 from test_evaluate import make_dataset
 
 RESULT_KEYS = {
@@ -201,7 +201,7 @@ def test_benchmark_help(runner):
         assert option in result.stdout
 
 
-# --- edgecxr.benchmark in-process --------------------------------------------------------------
+# --- edgecxr.evaluation.benchmark in-process --------------------------------------------------------------
 
 
 def test_measure_in_process_same_fields_as_cli(tiny_models, two_models):
@@ -252,8 +252,8 @@ def test_platform_info_in_process(two_models):
 def test_image_error_pickles_and_data_with_unreadable_first_image(tmp_path, tiny_models):
     import pickle
 
-    from edgecxr.benchmark import measure_in_child
-    from edgecxr.imageio import ImageError
+    from edgecxr.core.imageio import ImageError
+    from edgecxr.evaluation.benchmark import measure_in_child
 
     err = pickle.loads(pickle.dumps(ImageError("/x.png", "file is empty")))
     assert (err.path, err.reason, str(err)) == ("/x.png", "file is empty", "/x.png: file is empty")

@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from edgecxr import load_model
-from edgecxr.card import read_card, sha256_of
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate
-from edgecxr.manifest import read_manifest
-from edgecxr.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
+from edgecxr.core.card import read_card, sha256_of
+from edgecxr.core.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
+from edgecxr.evaluation.evaluate import evaluate
+from edgecxr.evaluation.manifest import read_manifest
 
 EXPECTED = {"resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"}
 
@@ -106,8 +106,8 @@ def test_bundled_models_are_calibrated_and_resnets_have_heatmaps(name):
 
 
 def test_default_heatmap_on_a_real_full_size_film(shared_data):
-    from edgecxr.cam import heatmap_shape
-    from edgecxr.imageio import load_image
+    from edgecxr.core.cam import heatmap_shape
+    from edgecxr.core.imageio import load_image
 
     path = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]
     image = load_image(path)
@@ -120,10 +120,10 @@ def test_default_heatmap_on_a_real_full_size_film(shared_data):
 
 def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared_data):
     """ECE before and after the card's temperature, recomputed through the runtime, match the card."""
-    from edgecxr.calibration import expected_calibration_error
-    from edgecxr.evaluate import labelled_files
-    from edgecxr.imageio import load_image
-    from edgecxr.preprocess import preprocess
+    from edgecxr.core.calibration import expected_calibration_error
+    from edgecxr.core.imageio import load_image
+    from edgecxr.core.preprocess import preprocess
+    from edgecxr.evaluation.evaluate import labelled_files
 
     model = load_model()
     items = labelled_files(shared_data / "cxr3" / "test", model.labels)
@@ -149,7 +149,7 @@ def test_bundled_cards_carry_their_version_history(name):
 def test_default_probabilities_have_real_resolution(shared_data):
     """1.2.0 outputs logits: no more int8 probability steps (1.1.0 gave 148 distinct top probabilities on the 905 test
     films, many exactly 0.994, and ties such as Normal 0.474 / Pneumonia 0.474)."""
-    from edgecxr.evaluate import labelled_files
+    from edgecxr.evaluation.evaluate import labelled_files
 
     model = load_model()
     assert model.card.output_kind == "logits"

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import CLINIC_HELP, main
-from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
+from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 # A sitecustomize that makes the clinic extra's packages unimportable in a child Python, as on an install without the extra.
 NO_CLINIC = '''import sys

@@ -15,10 +15,10 @@ from pydicom.uid import UID
 from clinic import CT, DX, wrap
 from conftest import child_env, toy_u8, write_png
 from edgecxr import load_model
-from edgecxr.dicomnet import instances
-from edgecxr.dicomnet.journal import Journal, read_lines
-from edgecxr.dicomnet.store import Store, StoreError
-from edgecxr.imageio import MAX_PIXELS, load_image
+from edgecxr.clinic import instances
+from edgecxr.clinic.journal import Journal, read_lines
+from edgecxr.clinic.store import Store, StoreError
+from edgecxr.core.imageio import MAX_PIXELS, load_image
 
 pytestmark = pytest.mark.clinic
 
@@ -102,7 +102,7 @@ def test_transfer_syntaxes_are_the_decodable_ones_uncompressed_first():
 @pytest.fixture(scope="module")
 def tiny_results(tiny_models, tmp_path_factory):
     """The SR and SC of the tiny model on one small striped toy film of a made-up patient whose name has no caret."""
-    from edgecxr.dicomnet.results import ModelIdentity, picture, secondary_capture, structured_report
+    from edgecxr.clinic.results import ModelIdentity, picture, secondary_capture, structured_report
 
     model = load_model(tiny_models["int8"])
     source = wrap(toy_u8(2, size=(48, 96)), "ZEBEDIAH QUUXWORTH", "ZQ-554433")  # under 64 px high: a warning
@@ -162,7 +162,7 @@ def test_secondary_capture_is_the_burned_in_picture_referencing_the_film(tiny_re
 
 
 def test_result_uids_follow_the_source_and_the_model(tiny_results):
-    from edgecxr.dicomnet.results import ModelIdentity, structured_report
+    from edgecxr.clinic.results import ModelIdentity, structured_report
 
     source, prediction, identity, sr, sc = tiny_results
     header = wrap(toy_u8(2, size=(48, 96)), "A^B", "1")
@@ -180,7 +180,7 @@ def test_predict_imports_neither_pynetdicom_nor_highdicom(tiny_models, tmp_path)
         "import sys\nfrom edgecxr.cli import main\n"
         f"sys.argv = ['edgecxr', 'predict', '--json', '--model', {str(tiny_models['int8'])!r}, {str(image)!r}]\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pynetdicom', 'highdicom') or m.startswith('edgecxr.dicomnet')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pynetdicom', 'highdicom') or m.startswith('edgecxr.clinic.dicomnet')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
     assert done.returncode == 0, done.stderr
@@ -196,9 +196,9 @@ def _walk(items):
 
 
 def test_with_a_site_profile_the_worker_puts_refer_in_the_report_the_picture_and_the_audit(tiny_models, tmp_path):
-    from edgecxr.card import read_card
-    from edgecxr.dicomnet.results import ModelIdentity, text_lines
-    from edgecxr.dicomnet.service import Service
+    from edgecxr.clinic.results import ModelIdentity, text_lines
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.card import read_card
 
     card = read_card(tiny_models["int8"])
     profile = tmp_path / "site.json"

@@ -8,11 +8,11 @@ import pytest
 
 from conftest import TINY_LABELS, write_png
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate, labelled_files
-from edgecxr.inputs import DICOMDIR, NOT_AN_IMAGE
-from edgecxr.manifest import read_manifest
-from edgecxr.metrics import classification_report, confusion_matrix
-from edgecxr.model import Model
+from edgecxr.core.inputs import DICOMDIR, NOT_AN_IMAGE
+from edgecxr.core.model import Model
+from edgecxr.evaluation.evaluate import evaluate, labelled_files
+from edgecxr.evaluation.manifest import read_manifest
+from edgecxr.evaluation.metrics import classification_report, confusion_matrix
 
 REPORT_KEYS = {"accuracy", "macro_f1", "labels", "per_class", "confusion_matrix", "n"}
 SCORE_KEYS = {"auc", "abnormal_auc"}  # evaluate adds them to the classification report

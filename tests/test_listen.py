@@ -19,7 +19,7 @@ from pydicom.uid import RLELossless
 
 from clinic import CT, DX, Listener, Orthanc, events, free_port, send, wait_for, wrap
 from conftest import child_env, toy_u8
-from edgecxr.dicomnet.instances import transfer_syntaxes
+from edgecxr.clinic.instances import transfer_syntaxes
 
 pytestmark = pytest.mark.clinic
 

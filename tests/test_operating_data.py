@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgecxr import load_model
-from edgecxr.calibrate import calibrate, write_report
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate, labelled_files
-from edgecxr.site import NORMAL, SiteError
+from edgecxr.core.site import NORMAL, SiteError
+from edgecxr.evaluation.calibrate import calibrate, write_report
+from edgecxr.evaluation.evaluate import evaluate, labelled_files
 
 
 @pytest.fixture(scope="module")

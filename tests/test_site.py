@@ -10,12 +10,12 @@ import pytest
 
 from conftest import TINY_LABELS, write_png
 from edgecxr import load_model
-from edgecxr.calibrate import calibrate, write_report
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate, labelled_files
-from edgecxr.model import Model, Prediction
-from edgecxr.operating import TABLE_COLUMNS, threshold_for
-from edgecxr.site import SiteError, installed_path, read_profile, target_positives, target_scores
+from edgecxr.core.model import Model, Prediction
+from edgecxr.core.site import SiteError, installed_path, read_profile, target_positives, target_scores
+from edgecxr.evaluation.calibrate import calibrate, write_report
+from edgecxr.evaluation.evaluate import evaluate, labelled_files
+from edgecxr.evaluation.operating import TABLE_COLUMNS, threshold_for
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +293,6 @@ def test_evaluate_without_profile_has_aucs_only(runner, model_path, site_dir):
     report = evaluate(Model(model_path), site_dir)
     assert "site" not in report and report["abnormal_auc"] is None
     scores, positive = direct_scores(Model(model_path), site_dir, "striped")
-    from edgecxr.operating import auc
+    from edgecxr.evaluation.operating import auc
 
     assert report["auc"]["striped"] == round(auc(scores, positive), 4)

@@ -1,0 +1,63 @@
+"""The pictures a study page shows, as PNG: the film as received, and the result picture (heatmap over the film).
+
+Browsers show neither DICOM nor TIFF, so the film is decoded with :func:`edgecxr.core.imageio.load_image`
+and written as a PNG at most :data:`edgecxr.clinic.results.MAX_SIDE` px long; the result
+picture is the worker's (``results/<key>.png``, or the pixels of ``<key>.sc.dcm``). Both are made
+once and kept in ``STORE/web/previews/`` by key.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+
+from edgecxr.clinic.results import MAX_SIDE
+from edgecxr.clinic.store import Store, received_file
+from edgecxr.core.imageio import load_image
+
+
+def film_png(source_root: Path, key: str) -> bytes | None:
+    """The received film of ``key`` as PNG bytes, or None when the store has no film for it."""
+    path = received_file(source_root, key)
+    if path is None:
+        return None
+    pixels = load_image(path).pixels
+    scale = MAX_SIDE / max(pixels.shape)
+    if scale < 1:
+        pixels = cv2.resize(pixels, (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    return _png(np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8))
+
+
+def result_png(source_root: Path, files: list[str]) -> bytes | None:
+    """The result picture among a record's ``results`` files as PNG bytes, or None when there is none."""
+    folder = source_root / "results"
+    for name in files:
+        if Path(name).name != name:  # record files are names in results/, never paths
+            continue
+        if name.endswith(".png") and (folder / name).is_file():
+            return (folder / name).read_bytes()
+        if name.endswith(".sc.dcm") and (folder / name).is_file():
+            rgb = pydicom.dcmread(folder / name).pixel_array
+            return _png(cv2.cvtColor(np.asarray(rgb, np.uint8), cv2.COLOR_RGB2BGR))
+    return None
+
+
+def cached(store: Store, name: str, make: Callable[[], bytes | None]) -> bytes | None:
+    """``previews/<name>`` of the upload store, made by ``make()`` the first time (None is not kept)."""
+    path = store.root / "previews" / name
+    if path.is_file():
+        return path.read_bytes()
+    data = make()
+    if data is not None:
+        path.parent.mkdir(exist_ok=True)
+        store.write_bytes(path, data)
+    return data
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    assert ok, "OpenCV encodes any uint8 picture as PNG"
+    return data.tobytes()
