@@ -27,6 +27,7 @@ from typing import Any
 from benchmarks.generalization import EXTERNAL, films_of, measure_films
 from edgecxr.core.card import ModelError
 from edgecxr.core.model import Model, load_model
+from edgecxr.core.registry import DEFAULT_MODEL
 from edgecxr.evaluation.benchmark import measure_in_child, platform_info
 from edgecxr.evaluation.macs import macs
 from edgecxr.evaluation.provenance import invocation, record, repo_relative
@@ -118,7 +119,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.filters", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", default="resnet18-int8", help="the plain int8 model: bundled name or .tflite path (default resnet18-int8)")
+    parser.add_argument("--baseline", default=DEFAULT_MODEL, help=f"the plain int8 model: bundled name or .tflite path (default {DEFAULT_MODEL})")
     parser.add_argument("--model", action="append", required=True, help="filter-pruned candidate .tflite with its card (repeatable)")
     parser.add_argument("--data", type=Path, action="append", required=True, help="dataset root with an external/ split and manifest.csv (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="folder for filters.json and filters.md (a filters_notes.md there is included under Why)")

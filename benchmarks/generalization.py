@@ -205,6 +205,7 @@ def model_label(model: Model) -> str:
 def markdown(results: dict[str, Any], notes: str | None) -> str:
     sections = results["models"]
     names = [s.get("label", f"{s['model']} {s['version']}") for s in sections]
+    heat_labels = dict.fromkeys(label for s in sections for label in s.get("heatmap", {}))  # the cards' labels, in their order
     lines = [
         "# External validity", "",
         f"Measured {results['provenance']['utc_time']} with `{results['provenance']['command']}`. Test splits of "
@@ -224,7 +225,7 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         (f"{EXTERNAL} called Normal", lambda s: f"{s['external']['called'].get('Normal', float('nan')):.3f} (n={s['external']['n']})"),
         (f"{EXTERNAL} called COVID", lambda s: f"{s['external']['called'].get('COVID', float('nan')):.3f}"),
         *[(f"content-free '{kind}' called COVID / flagged no lung fields", lambda s, k=kind: _free_cell(s["content_free"][k])) for kind in sections[0]["content_free"]],
-        *[(f"correct {label}: heatmap peak in top row / lung share", lambda s, c=label: _heat_cell(s, c)) for label in ("COVID", "Normal", "Pneumonia")],
+        *[(f"correct {label}: heatmap peak in top row / lung share", lambda s, c=label: _heat_cell(s, c)) for label in heat_labels],
     ]
     for title, cell in rows:
         lines.append(f"| {title} | " + " | ".join(cell(s) for s in sections) + " |")

@@ -36,8 +36,13 @@ import numpy as np
 
 from benchmarks.header import model_run_header
 from edgecxr.clinic.journal import Journal
+from edgecxr.clinic.record import ResultRecord
+from edgecxr.clinic.results import ModelIdentity
 from edgecxr.core import registry
+from edgecxr.core.card import read_card
 from edgecxr.core.inputs import find_images
+from edgecxr.core.model import Prediction
+from edgecxr.core.site import NORMAL
 from edgecxr.evaluation.provenance import repo_relative
 
 PASSWORD = "benchmark password"
@@ -53,13 +58,16 @@ def free_port() -> int:
 def fill(store: Path, n: int, seed: int = 0) -> None:
     """``n`` made-up result lines in ``store/results.jsonl``, a third of them refer."""
     rng = np.random.default_rng(seed)
+    card = read_card(registry.resolve(registry.DEFAULT_MODEL))
+    labels = [NORMAL, *(l for l in card.labels if l != NORMAL)]
     results = Journal(store / "results.jsonl")
     for i in range(n):
-        p = rng.dirichlet([2.0, 1.0, 1.0])
-        probs = {"Normal": round(float(p[0]), 6), "Pneumonia": round(float(p[1]), 6), "COVID": round(float(p[2]), 6)}
-        results.once("result", f"{i:064x}", file=None, model="resnet18-int8", label=max(probs, key=lambda k: probs[k]), probabilities=probs,
-                     latency_ms=100.0, warnings=[], checks=[], abnormal_score=round(1 - probs["Normal"], 6), refer=bool(p[0] < 0.5),
-                     operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}], results=[])
+        p = rng.dirichlet([2.0] + [1.0] * (len(labels) - 1))  # the Normal label first
+        probs = {label: round(float(v), 6) for label, v in zip(labels, p)}
+        prediction = Prediction(max(probs, key=lambda k: probs[k]), probs, 100.0, card.name, refer=bool(p[0] < 0.5),
+                                operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}])
+        record = ResultRecord.of(f"{i:064x}", prediction, ModelIdentity(card.name, card.version, card.sha256 or ""), [])
+        results.once("result", record.key, **record.line(None))
 
 
 def get_ms(url: str) -> float:

@@ -39,6 +39,7 @@ from edgecxr.core.imageio import ImageError, load_image
 from edgecxr.core.inputs import find_images
 from edgecxr.core.model import Model, load_model
 from edgecxr.core.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
+from edgecxr.core.registry import DEFAULT_MODEL
 from edgecxr.evaluation.provenance import invocation, record
 from edgecxr.evaluation.targets import targets
 
@@ -400,7 +401,7 @@ def lung_share_paragraph(h: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.trust", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet18-int8", help="bundled model name or .tflite path (needs a heatmap)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or .tflite path (needs a heatmap)")
     parser.add_argument("--reference", help="bundled model name or .tflite path of a reference converted from the same Keras model "
                         "(e.g. resnet18-float32), for the heatmap comparison without Keras")
     parser.add_argument("--keras", type=Path, help="training run folder of the float model, for the Grad-CAM comparison")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="X-ray image files")
     parser.add_argument("--out", type=Path, required=True, help="folder for the overlay PNGs")
-    parser.add_argument("--model", help="a model with heatmaps (default: the bundled default, resnet18-int8)")
+    parser.add_argument("--model", help="a model with heatmaps (default: the bundled default model)")
     parser.add_argument("--min-lung-share", type=float, default=0.25, help="flag a heatmap with less of its mass in the lungs")
     args = parser.parse_args(argv)
     try:

@@ -194,11 +194,13 @@ def test_benchmark_data_unknown_class_folder(runner, tiny_models, tmp_path):
     assert err[0].startswith("error: ") and "cats" in err[0]
 
 
-def test_benchmark_help(runner):
+def test_benchmark_help_names_its_options_and_what_it_names_runs(runner, tiny_models):
     result = runner.invoke(main, ["benchmark", "--help"])
     assert result.exit_code == 0
     for option in ("--model", "-m", "--data", "--runs", "--warmup", "--threads", "--no-xnnpack", "--json"):
         assert option in result.stdout
+    r = run_json(runner, "-m", str(tiny_models["int8"]), "--runs", "3", "--warmup", "1", "--threads", "1", "--no-xnnpack")
+    check_result(r["results"][0], tiny_models["int8"], "int8", runs=3)
 
 
 # --- edgecxr.evaluation.benchmark in-process --------------------------------------------------------------

@@ -136,14 +136,16 @@ def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bundled_cards_carry_their_version_history(name):
-    """1.0.0 first release; 1.1.0 when the ResNets gained the heatmap output and every model a temperature; 1.2.0 logits."""
+    """A card's version is its changelog's last entry; versions rise; the releases that added a temperature (and, for the
+    ResNets, the heatmap output) and logits are in the history of a model that has them."""
     card = read_card(MODELS_DIR / f"{name}.tflite")
-    assert card.version == "1.2.0"
-    assert [(e.version, e.date) for e in card.changelog] == [("1.0.0", "2026-11-23"), ("1.1.0", "2026-11-23"), ("1.2.0", "2026-12-02")]
-    heatmaps, logits = card.changelog[1].change, card.changelog[2].change
-    assert "temperature" in heatmaps
-    assert ("feature map" in heatmaps) == name.startswith("resnet18")
-    assert "logits" in logits and card.output_kind == "logits"
+    versions = [tuple(int(v) for v in e.version.split(".")) for e in card.changelog]
+    assert card.changelog[0].version == "1.0.0" and card.version == card.changelog[-1].version
+    assert versions == sorted(set(versions)) and [e.date for e in card.changelog] == sorted(e.date for e in card.changelog)
+    changes = " ".join(e.change for e in card.changelog[1:])
+    assert ("temperature" in changes) == (card.temperature is not None)
+    assert ("feature map" in changes) == name.startswith("resnet18")
+    assert ("logits" in changes) == (card.output_kind == "logits")
 
 
 def test_default_probabilities_have_real_resolution(shared_data):
@@ -157,6 +159,6 @@ def test_default_probabilities_have_real_resolution(shared_data):
     probs = np.stack([model.probabilities(f) for f in files])
     top = np.sort(probs, axis=1)
     _, counts = np.unique(np.round(top[:, -1], 6), return_counts=True)
-    assert counts.max() <= 3 and len(counts) >= 870  # 875 distinct values on 905 films (1.1.0: 148)
-    # two logits on the same int8 step (0.078) still tie: 4 of the 905 test films, as in 1.1.0
-    assert np.sum(top[:, -1] - top[:, -2] <= 1e-6) == 4
+    assert counts.max() <= 3 and len(counts) >= 0.95 * len(files)  # 875 distinct values on 905 films when written (1.1.0: 148)
+    # two logits on the same int8 step (0.078) still tie, but rarely (4 of the 905 test films when written)
+    assert np.sum(top[:, -1] - top[:, -2] <= 1e-6) <= 0.01 * len(files)

@@ -147,6 +147,7 @@ def test_rows_carry_family_and_variant_from_the_card_not_the_name(tiny_models, t
     assert (report["family"], report["variant"], report["n"]) == ("other", "int8", 4)
 
 
+@pytest.mark.slow
 def test_cold_start_of_the_bundled_default(two_class_data):
     cold = cold_start(two_class_data, runs=2)
     default = next(m for m in cold["models"] if m["default"])

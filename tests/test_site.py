@@ -282,11 +282,15 @@ def test_calibrate_with_an_unreadable_film_still_writes_the_profile(runner, mode
     assert json.loads((tmp_path / "p.json").read_text())["sample"] == {"counts": {"dark": 8, "bright": 8, "striped": 8}, "unreadable": 1}
 
 
-def test_calibrate_help_explains(runner):
+def test_calibrate_help_explains_and_its_options_run(runner, model_path, site_dir, tmp_path):
     res = runner.invoke(main, ["calibrate", "--help"])
     assert res.exit_code == 0
     for part in ("--target-sensitivity", "--for", "abnormal", "--manifest", "--out", "--install", "threshold table", "bootstrap 95%"):
         assert part in res.stdout
+    res = runner.invoke(main, ["calibrate", "-m", model_path, "--for", "bright", "--target-sensitivity", "0.9", "--out", str(tmp_path / "p.json"), str(site_dir)])
+    assert res.exit_code == 0, res.output
+    point = read_profile(tmp_path / "p.json").points[0]
+    assert point.target == "bright" and 0.0 <= point.threshold <= 1.0
 
 
 def test_evaluate_without_profile_has_aucs_only(runner, model_path, site_dir):

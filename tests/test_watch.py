@@ -69,6 +69,7 @@ def late_film() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_each_dropped_file_is_processed_once_across_restarts(watch):
     folder, store = watch.folder, watch.store
     write_png(folder / "Quuxworth_Zebediah.png", 1)  # a file name that is a made-up patient's

@@ -8,6 +8,8 @@ every way in shares:
 - :mod:`~edgecxr.clinic.journal`: the append-only JSON-lines logs (``audit.jsonl``, ``results.jsonl``);
 - :mod:`~edgecxr.clinic.instances`: which DICOM instances are accepted, checked from the header alone;
 - :mod:`~edgecxr.clinic.results`: a classification as a DICOM Structured Report and a Secondary Capture;
+- :mod:`~edgecxr.clinic.writers`: the one registry of result files (each its suffix, films, SOP class, picture);
+- :mod:`~edgecxr.clinic.record`: the result record and the log lines made from it;
 - :mod:`~edgecxr.clinic.worker`: the classifying thread, one instance at a time, exactly once;
 - :mod:`~edgecxr.clinic.forward`: the on-disk send queue, retried with backoff;
 - :mod:`~edgecxr.clinic.service`: worker and sender run, resumed and drained together.

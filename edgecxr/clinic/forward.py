@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from edgecxr.clinic.journal import Journal
 from edgecxr.clinic.store import Store
+from edgecxr.clinic.writers import sop_classes
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
 MAX_BACKOFF = 300.0  # s
 TIMEOUT = 15.0  # s: connecting, association negotiation and each answer
-SR_STORAGE, SC_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"
 _TARGET = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
 
 
@@ -97,8 +98,8 @@ class Forwarder:
 
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = TIMEOUT
-        for syntax in (SR_STORAGE, SC_STORAGE):
-            ae.add_requested_context(syntax, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        for sop_class in sop_classes():
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         try:
             assoc = ae.associate(self.target.host, self.target.port, ae_title=self.target.ae_title)
         except Exception as exc:  # a bad host name, say

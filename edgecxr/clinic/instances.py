@@ -11,16 +11,18 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
+from pydicom.uid import ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation, DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage
+
 from edgecxr.core.imageio import MAX_PIXELS
 
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
-    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+SOP_CLASSES: dict[str, str] = {
+    ComputedRadiographyImageStorage: "CR Image Storage",  # the short names the audit log writes
+    DigitalXRayImageStorageForPresentation: "Digital X-Ray Image Storage - For Presentation",
+    DigitalXRayImageStorageForProcessing: "Digital X-Ray Image Storage - For Processing",
+    SecondaryCaptureImageStorage: "Secondary Capture Image Storage",
 }
 # C-STORE failure statuses (DICOM PS3.4 Annex B.2.3)
 OUT_OF_RESOURCES = 0xA700

@@ -24,7 +24,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from edgecxr import __version__
 from edgecxr.core.cam import heatmap_shape, overlay
@@ -190,7 +190,7 @@ def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity)
         patient_orientation=("L", "F"),  # replaced below by the film's own (or left empty)
         series_description=f"edgecxr {identity.name} heatmap (research use)",
         software_versions=__version__,
-        transfer_syntax_uid="1.2.840.10008.1.2.1",  # Explicit VR Little Endian, which every PACS takes
+        transfer_syntax_uid=ExplicitVRLittleEndian,  # which every PACS takes
     )
     sc.PatientOrientation = source.get("PatientOrientation", "")  # the picture is the film resized, not turned
     sc.BurnedInAnnotation = "YES"

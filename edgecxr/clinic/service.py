@@ -17,6 +17,7 @@ from typing import Any
 
 from edgecxr.clinic.forward import Forwarder, Target
 from edgecxr.clinic.journal import Journal
+from edgecxr.clinic.record import ResultRecord
 from edgecxr.clinic.store import Store
 from edgecxr.clinic.worker import Worker, log_result
 from edgecxr.core.model import Model
@@ -50,10 +51,11 @@ class Service:
         return self
 
     def stop(self) -> None:
-        """Finish the queued classifications, try the send queue once more, stop."""
+        """Finish the queued classifications, try the send queue once more, stop, and close the store."""
         self.worker.drain()
         if self.forwarder:
             self.forwarder.stop()
+        self.store.close()
 
     def counts(self) -> dict[str, int]:
         """How much the store holds: received, pending, classified, failed, queued to send."""
@@ -72,7 +74,7 @@ def reconcile(store: Store, audit: Journal, results: Journal, file_of: Callable[
     for path in sorted((store.root / "received").iterdir()):
         audit.once("received", path.name.split(".", 1)[0], recovered=True)
     for key, record in store.records("classified"):
-        log_result(audit, results, key, record, file_of(key))
+        log_result(audit, results, ResultRecord.from_dict(record), file_of(key))
     for key, failure in store.records("failed"):
         audit.once("failed", key, **failure)
 

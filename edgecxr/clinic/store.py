@@ -36,19 +36,23 @@ class StoreError(Exception):
 
 
 class Store:
-    """An opened store: the folders exist, the salt is read and the store is locked for this process."""
+    """An opened store: the folders exist, the salt is read and the store is locked until :meth:`close` (or the process ends).
+
+    Also a context manager: ``with Store(root) as store:`` closes it at the end of the block.
+    """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         try:
             for name in FOLDERS:
                 (self.root / name).mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.root / "lock", "a+")  # held for the life of the process
+            self._lock = open(self.root / "lock", "a+")  # held until close()
         except OSError as exc:
             raise StoreError(f"{self.root}: cannot use as the store ({exc.strerror})") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            self._lock.close()
             raise StoreError(f"{self.root}: the store is in use by another edgecxr process") from None
         salt = self.root / "salt"
         if not salt.exists():
@@ -56,6 +60,16 @@ class Store:
         self.salt = salt.read_bytes().strip()
         for leftover in (self.root / "tmp").iterdir():  # partial writes of a process that died
             leftover.unlink()
+
+    def close(self) -> None:
+        """Release the store's lock, so another process (or another Store here) may open it; closing twice is harmless."""
+        self._lock.close()  # closing the file releases its flock
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def key(self, sop_instance_uid: str) -> str:
         """The pseudonymous key of a DICOM instance."""

@@ -2,9 +2,9 @@
 
 Receivers only write the instance to the store and :meth:`Worker.submit` its key, so an
 association never waits for inference. For one key the worker writes, in this order, each file
-atomically: the results (``results/<key>.sr.dcm`` and ``.sc.dcm``, or ``<key>.png`` for a dropped
-file that is not DICOM), the send-queue entry (with a forward target), then the result record
-``classified/<key>.json``; only then the ``classified`` audit line and the ``results.jsonl`` line.
+atomically: the results (one file per writer of :mod:`edgecxr.clinic.writers`: ``results/<key>.sr.dcm`` and
+``.sc.dcm``, or ``<key>.png`` for a dropped file that is not DICOM), the send-queue entry (with a forward target), then the result record
+``classified/<key>.json`` (:class:`edgecxr.clinic.record.ResultRecord`); only then the ``classified`` audit line and the ``results.jsonl`` line.
 A crash before the record leaves the key pending and a restart redoes it, making the same
 results (their UIDs come from the source's); a crash after it leaves the log lines to
 :func:`edgecxr.clinic.service.reconcile`. A film that cannot be classified gets
@@ -12,28 +12,18 @@ results (their UIDs come from the source's); a crash after it leaves the log lin
 """
 from __future__ import annotations
 
-import io
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import cv2
-import pydicom
 
 from edgecxr.clinic.journal import Journal
-from edgecxr.clinic.results import ModelIdentity, picture, secondary_capture, structured_report
+from edgecxr.clinic.record import ResultRecord
+from edgecxr.clinic.results import ModelIdentity
 from edgecxr.clinic.store import Store
+from edgecxr.clinic.writers import Made, sent, writers_for
 from edgecxr.core.imageio import ImageError, LoadedImage, load_image
 from edgecxr.core.model import Model, Prediction
-
-AUDIT_FIELDS = ("model_sha256", "label", "abnormal_score", "refer", "warnings")
-
-
-def audit_fields(record: dict[str, Any]) -> dict[str, Any]:
-    """What the ``classified`` audit line keeps of a result record."""
-    return {k: record[k] for k in AUDIT_FIELDS if k in record}
 
 
 class Worker:
@@ -85,34 +75,19 @@ class Worker:
             return self._fail(key, exc.reason)
         except Exception as exc:  # one bad film never stops the worker; the message may quote the film, its type does not
             return self._fail(key, f"unexpected error ({type(exc).__name__})")
-        record = {
-            **{k: v for k, v in prediction.to_dict().items() if k != "file"},
-            "key": key,
-            "model_version": self.identity.version,
-            "model_sha256": self.identity.sha256,
-            "results": files,
-        }
-        dicom = [f for f in files if f.endswith(".dcm")]
-        if self.forward and dicom:
-            self.store.write_json(self.store.path("outbox", key, ".json"), {"files": dicom, "attempts": 0, "next_try": 0.0})
-        self.store.write_json(self.store.path("classified", key, ".json"), record)
-        log_result(self.audit, self.results, key, record, self.file_of(key))
-        if self.forward and dicom:
+        record = ResultRecord.of(key, prediction, self.identity, files)
+        to_send = sent(files)
+        if self.forward and to_send:
+            self.store.write_json(self.store.path("outbox", key, ".json"), {"files": to_send, "attempts": 0, "next_try": 0.0})
+        self.store.write_json(self.store.path("classified", key, ".json"), record.to_dict())
+        log_result(self.audit, self.results, record, self.file_of(key))
+        if self.forward and to_send:
             self.on_queued()
 
     def _write_results(self, key: str, source: Path, loaded: LoadedImage, prediction: Prediction) -> list[str]:
-        rgb = picture(loaded.pixels, prediction, self.identity)
-        if loaded.format != "dicom":
-            ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            assert ok, "OpenCV encodes any uint8 picture as PNG"
-            return [self.store.write_bytes(self.store.path("results", key, ".png"), png.tobytes()).name]
-        header = pydicom.dcmread(source, stop_before_pixels=True)
-        written = []
-        for suffix, ds in ((".sr.dcm", structured_report(header, prediction, self.identity)), (".sc.dcm", secondary_capture(header, rgb, self.identity))):
-            buffer = io.BytesIO()
-            ds.save_as(buffer, enforce_file_format=True)
-            written.append(self.store.write_bytes(self.store.path("results", key, suffix), buffer.getvalue()).name)
-        return written
+        """Every writer's file for this film (:mod:`edgecxr.clinic.writers`), each written atomically; their names."""
+        made = Made(source, loaded, prediction, self.identity)
+        return [self.store.write_bytes(self.store.path("results", key, w.suffix), w.make(made)).name for w in writers_for(loaded)]
 
     def _fail(self, key: str, reason: str) -> None:
         failure = {"stage": "classify", "reason": reason, "model_sha256": self.identity.sha256}
@@ -120,7 +95,7 @@ class Worker:
         self.audit.once("failed", key, **failure)
 
 
-def log_result(audit: Journal, results: Journal, key: str, record: dict[str, Any], file: str | None) -> None:
+def log_result(audit: Journal, results: Journal, record: ResultRecord, file: str | None) -> None:
     """The ``classified`` audit line and the ``results.jsonl`` line of a result record, each once."""
-    audit.once("classified", key, **audit_fields(record))
-    results.once("result", key, file=file, **{k: v for k, v in record.items() if k != "key"})
+    audit.once("classified", record.key, **record.audit())
+    results.once("result", record.key, **record.line(file))

@@ -15,6 +15,11 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+# The one table of raster magic bytes: (the bytes a file starts with, its format, the suffix edgecxr stores it under)
+MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png", ".png"), (b"\xff\xd8\xff", "jpeg", ".jpg"), (b"BM", "bmp", ".bmp"),
+    (b"II*\x00", "tiff", ".tif"), (b"MM\x00*", "tiff", ".tif"),
+)
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # by IHDR colour type (3: palette, decoded to colour)
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
@@ -37,20 +42,26 @@ class Header:
         return self.pixels * self.channels * (2 if self.bits > 8 else 1)
 
 
+def raster_format(head: bytes) -> tuple[str, str] | None:
+    """(format, stored suffix) of a raster file from its first bytes (:data:`MAGIC`), or None for anything else."""
+    return next(((fmt, suffix) for magic, fmt, suffix in MAGIC if head.startswith(magic)), None)
+
+
 def raster_header(f: BinaryIO) -> Header | None:
     """The header of the PNG, JPEG, BMP or TIFF file open as ``f`` (at offset 0); None for other formats or a header cut short."""
     try:
         head = f.read(32)
-        if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        fmt = (raster_format(head) or ("", ""))[0]
+        if fmt == "png" and head[12:16] == b"IHDR":
             width, height, bits, colour = struct.unpack(">IIBB", head[16:26])
             return Header("png", width, height, _PNG_CHANNELS.get(colour, 4), bits)
-        if head.startswith(b"\xff\xd8"):
+        if fmt == "jpeg":
             return _jpeg(f)
-        if head.startswith(b"BM"):
+        if fmt == "bmp":
             width, height = struct.unpack("<ii", head[18:26])
             bpp = struct.unpack("<H", head[28:30])[0]
             return Header("bmp", abs(width), abs(height), 1 if bpp <= 8 else bpp // 8, 8)
-        if head[:4] in (b"II*\x00", b"MM\x00*"):
+        if fmt == "tiff":
             return _tiff(f, "<" if head[:2] == b"II" else ">")
     except (struct.error, OSError, ValueError):
         return None

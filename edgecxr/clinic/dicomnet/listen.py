@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from pynetdicom import AE
     from pynetdicom.events import Event, EventHandlerType
 
-VERIFICATION = "1.2.840.10008.1.1"
 TIMEOUT = 60.0  # s: a peer that says nothing for this long is dropped
 DRAIN = 30.0  # s: at a stop, how long associations already open may take to finish
 
@@ -85,16 +84,16 @@ class Receiver:
 
 def make_ae(ae_title: str) -> AE:
     """The listening AE: the chest-film classes in every decodable transfer syntax, and Verification."""
-    from pynetdicom import AE, _config
+    from pynetdicom import AE, VerificationPresentationContexts, _config
 
     _config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title=ae_title)
     ae.require_called_aet = True
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
+    ae.supported_contexts = VerificationPresentationContexts
     syntaxes = transfer_syntaxes()
     for sop_class in SOP_CLASSES:
         ae.add_supported_context(sop_class, syntaxes)
-    ae.add_supported_context(VERIFICATION)
     return ae
 
 

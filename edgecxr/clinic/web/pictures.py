@@ -2,7 +2,7 @@
 
 Browsers show neither DICOM nor TIFF, so the film is decoded with :func:`edgecxr.core.imageio.load_image`
 and written as a PNG at most :data:`edgecxr.clinic.results.MAX_SIDE` px long; the result
-picture is the worker's (``results/<key>.png``, or the pixels of ``<key>.sc.dcm``). Both are made
+picture is the worker's, from the result writer that holds it (:mod:`edgecxr.clinic.writers`). Both are made
 once and kept in ``STORE/web/previews/`` by key.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 
 from edgecxr.clinic.results import MAX_SIDE
 from edgecxr.clinic.store import Store, received_file
+from edgecxr.clinic.writers import png, writer_of
 from edgecxr.core.imageio import load_image
 
 
@@ -28,7 +28,7 @@ def film_png(source_root: Path, key: str) -> bytes | None:
     scale = MAX_SIDE / max(pixels.shape)
     if scale < 1:
         pixels = cv2.resize(pixels, (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-    return _png(np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8))
+    return png(np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8))
 
 
 def result_png(source_root: Path, files: list[str]) -> bytes | None:
@@ -37,11 +37,9 @@ def result_png(source_root: Path, files: list[str]) -> bytes | None:
     for name in files:
         if Path(name).name != name:  # record files are names in results/, never paths
             continue
-        if name.endswith(".png") and (folder / name).is_file():
-            return (folder / name).read_bytes()
-        if name.endswith(".sc.dcm") and (folder / name).is_file():
-            rgb = pydicom.dcmread(folder / name).pixel_array
-            return _png(cv2.cvtColor(np.asarray(rgb, np.uint8), cv2.COLOR_RGB2BGR))
+        writer = writer_of(name)
+        if writer is not None and writer.picture_png is not None and (folder / name).is_file():
+            return writer.picture_png(folder / name)
     return None
 
 
@@ -55,9 +53,3 @@ def cached(store: Store, name: str, make: Callable[[], bytes | None]) -> bytes |
         path.parent.mkdir(exist_ok=True)
         store.write_bytes(path, data)
     return data
-
-
-def _png(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", image)
-    assert ok, "OpenCV encodes any uint8 picture as PNG"
-    return data.tobytes()

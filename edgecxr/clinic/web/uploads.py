@@ -15,9 +15,9 @@ from pathlib import Path
 from edgecxr.clinic.instances import dicom_check
 from edgecxr.clinic.journal import Journal, read_lines
 from edgecxr.clinic.service import Service
+from edgecxr.core.headers import raster_format
 from edgecxr.core.imageio import is_dicom
 
-MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"), (b"BM", ".bmp"))
 ACCEPTED = "PNG, JPEG, BMP, TIFF or DICOM"
 NAME_CHARS = 200
 LOG = "uploads.jsonl"
@@ -31,7 +31,8 @@ def kind_of(data: bytes) -> str | None:
     """The stored suffix of an image file's content (``.dcm`` for DICOM), or None for anything else."""
     if is_dicom(data):
         return ".dcm"
-    return next((suffix for magic, suffix in MAGIC if data.startswith(magic)), None)
+    raster = raster_format(data)
+    return raster[1] if raster else None
 
 
 def shown_name(name: str | None) -> str:
