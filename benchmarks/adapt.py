@@ -3,8 +3,9 @@
     python -m benchmarks.adapt --data ../shared/data --out benchmarks/results/adapt [--splits 10] [--model NAME]
 
 The simulated sites (:data:`SITES`) use only films the bundled models were not trained on
-(:data:`UNSEEN_SPLITS`: cxr3's val and test, all of cxr3-plus but ``external``, which is never used). Each site's films are read once (:func:`edgecxr.adapt.read_site`); for each of
-``--splits`` random patient halves, ``edgecxr adapt``'s code (:func:`edgecxr.adapt.adapt_films`)
+(:data:`UNSEEN_SPLITS`: cxr3's val and test, all of cxr3-plus but ``external``, which is never used).
+Each site's films are read once (:func:`edgecxr.evaluation.adapt.read_site`); for each of
+``--splits`` random patient halves, ``edgecxr adapt``'s code (:func:`edgecxr.evaluation.adapt.adapt_films`)
 runs on half A and three ways of working are measured on half B at the 0.90 target:
 
 - **bundled**: the card's head, a film flagged when its label is not Normal (no site profile);
@@ -32,14 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from edgecxr.adapt import MIN_FILMS_PER_CLASS, SiteFilms, adapt_films, read_site
-from edgecxr.benchmark import platform_info
-from edgecxr.calibrate import bundled_calibration
-from edgecxr.head import Head, bundled_head, fit_head
-from edgecxr.model import Model, load_model
-from edgecxr.operating import at_threshold, auc, rounded
-from edgecxr.provenance import invocation, record
-from edgecxr.site import ABNORMAL, NORMAL, read_head, target_positives, target_scores
+from edgecxr.core.head import Head, bundled_head, fit_head
+from edgecxr.core.model import Model, load_model
+from edgecxr.core.site import ABNORMAL, NORMAL, read_head, target_positives, target_scores
+from edgecxr.evaluation.adapt import MIN_FILMS_PER_CLASS, SiteFilms, adapt_films, read_site
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.calibrate import bundled_calibration
+from edgecxr.evaluation.operating import at_threshold, auc, rounded
+from edgecxr.evaluation.provenance import invocation, record
 
 TARGET = 0.90
 UNSEEN_SPLITS = {"cxr3": ("val", "test"), "cxr3-plus": ("train", "val", "test")}  # cxr3 train trained the bundled models; external is never adapted on

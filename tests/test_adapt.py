@@ -16,13 +16,13 @@ import pytest
 
 from benchmarks.adapt import SITES, halves, head_targets, prior, site_films
 from edgecxr import load_model
-from edgecxr.adapt import FOLDS, SiteFilms, adapt_films, group_folds, read_site
-from edgecxr.calibration import softmax
 from edgecxr.cli import main
-from edgecxr.head import Head, fit_head
-from edgecxr.model import Model
-from edgecxr.operating import auc, paired_auc_intervals
-from edgecxr.site import SiteError, read_profile, target_positives, target_scores
+from edgecxr.core.calibration import softmax
+from edgecxr.core.head import Head, fit_head
+from edgecxr.core.model import Model
+from edgecxr.core.site import SiteError, read_profile, target_positives, target_scores
+from edgecxr.evaluation.adapt import FOLDS, SiteFilms, adapt_films, group_folds, read_site
+from edgecxr.evaluation.operating import auc, paired_auc_intervals
 
 
 @pytest.fixture(scope="module")
