@@ -23,12 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgecxr.benchmark import measure_in_child, platform_info
-from edgecxr.card import ModelCard, write_card
-from edgecxr.families import RESNET_STEMS
-from edgecxr.macs import macs
-from edgecxr.model import load_model
-from edgecxr.provenance import invocation, record
+from edgecxr.core.card import ModelCard, write_card
+from edgecxr.core.families import RESNET_STEMS
+from edgecxr.core.model import load_model
+from edgecxr.evaluation.benchmark import measure_in_child, platform_info
+from edgecxr.evaluation.macs import macs
+from edgecxr.evaluation.provenance import invocation, record
 
 THREADS = (1, 2)
 BASELINE = "resnet18-int8"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants, failed_variants, held_out_sources
-from edgecxr.checks import DEFAULT_PROFILE, PROFILES
+from edgecxr.core.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bundle", action="store_true",
         help="copy the int8 and float32 models into the package (edgecxr/models/) when they pass the release gate, and each pruned "
-        "variant that passes it with a gzip size within the gate's limit of the int8 model's (edgecxr/targets.json 'gates'; needs int8 converted too)",
+        "variant that passes it with a gzip size within the gate's limit of the int8 model's (edgecxr/evaluation/targets.json 'gates'; needs int8 converted too)",
     )
     parser.add_argument(
         "--change", help="with --bundle: the changelog entry of a bundled model whose content changes (default: converted from RUN_DIR's name)",

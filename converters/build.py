@@ -27,17 +27,17 @@ from converters.gate import Gating, Reference, bundled_reference, decision_quant
 from converters.gate import result as gate_result
 from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
-from edgecxr.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
-from edgecxr.card import ModelCard, read_card, release, write_card
-from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Verification
-from edgecxr.checks import DEFAULT_PROFILE
-from edgecxr.families import VARIANTS
-from edgecxr.families import family as family_of
-from edgecxr.model import Model
-from edgecxr.preprocess import PreprocessSpec
-from edgecxr.provenance import REPO_ROOT
-from edgecxr.registry import MODELS_DIR
-from edgecxr.targets import gate as gate_spec
+from edgecxr.core.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
+from edgecxr.core.card import ModelCard, read_card, release, write_card
+from edgecxr.core.cardparts import BeforeAfter, Pruning, Temperature, Verification
+from edgecxr.core.checks import DEFAULT_PROFILE
+from edgecxr.core.families import VARIANTS
+from edgecxr.core.families import family as family_of
+from edgecxr.core.model import Model
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.core.registry import MODELS_DIR
+from edgecxr.evaluation.provenance import REPO_ROOT
+from edgecxr.evaluation.targets import gate as gate_spec
 from training import augment
 from training.data import Dataset, Split
 from training.distill import soft_targets

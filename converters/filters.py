@@ -32,10 +32,10 @@ from converters.cards import Source, model_card
 from converters.embed import embed_facts
 from converters.gate import Gating, bundled_reference, external_films, summary
 from converters.quantize import convert, exported, representative_images
-from edgecxr.card import ModelCard, write_card
-from edgecxr.families import family
-from edgecxr.model import Model
-from edgecxr.preprocess import PreprocessSpec
+from edgecxr.core.card import ModelCard, write_card
+from edgecxr.core.families import family
+from edgecxr.core.model import Model
+from edgecxr.core.preprocess import PreprocessSpec
 from training import augment
 from training.data import DatasetError
 from training.distill import soft_targets

@@ -1,6 +1,6 @@
 """The release gate, measured: is a converted variant faithful to its own float model, and are its decisions as good as the reference's?
 
-The rules are data (``gates`` in ``edgecxr/targets.json``, :func:`edgecxr.targets.gate`). A variant is
+The rules are data (``gates`` in ``edgecxr/evaluation/targets.json``, :func:`edgecxr.targets.gate`). A variant is
 measured through the runtime on the test split (and the report-only ``external`` split, which is
 never used to train, calibrate or select); the quantization check compares it with its own float
 model (the Keras model, pruned or narrowed, it was converted from); the decision checks compare
@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 
 from converters.verify import tflite_probabilities
-from edgecxr.card import ModelCard, ModelError, read_card, write_card
-from edgecxr.cardparts import Gate, GateCheck, Verification
-from edgecxr.metrics import classification_report
-from edgecxr.model import Model
-from edgecxr.operating import auc
-from edgecxr.preprocess import PreprocessSpec
-from edgecxr.registry import MODELS_DIR
-from edgecxr.site import ABNORMAL, NORMAL, target_positives, target_scores
-from edgecxr.targets import gate as gate_spec
+from edgecxr.core.card import ModelCard, ModelError, read_card, write_card
+from edgecxr.core.cardparts import Gate, GateCheck, Verification
+from edgecxr.core.model import Model
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.core.registry import MODELS_DIR
+from edgecxr.core.site import ABNORMAL, NORMAL, target_positives, target_scores
+from edgecxr.evaluation.metrics import classification_report
+from edgecxr.evaluation.operating import auc
+from edgecxr.evaluation.targets import gate as gate_spec
 from training.data import DatasetError, Split
 from training.multiroot import load_report_split, load_roots
 

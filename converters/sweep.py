@@ -25,11 +25,11 @@ from typing import Any
 from converters import prune as pruning
 from converters.__main__ import add_external, add_fine_tuning, fine_tuning
 from converters.build import ConvertConfig, bundle, bundled_variants, convert_variant, held_out_sources, passed, prepare, shrinks_download
-from edgecxr.benchmark import platform_info
-from edgecxr.card import ModelCard
-from edgecxr.cardparts import Verification
-from edgecxr.provenance import invocation, record
-from edgecxr.targets import gate
+from edgecxr.core.card import ModelCard
+from edgecxr.core.cardparts import Verification
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.provenance import invocation, record
+from edgecxr.evaluation.targets import gate
 from training.data import DatasetError
 
 COLUMNS = (
@@ -86,7 +86,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Pruning sweep: {results['run']}", "",
         f"`{p['command']}` — {p['utc_time']}, {m['cpu']} ({m['cpus']} CPUs, shared with other training jobs), git {(p['git'] or {}).get('commit', '?')[:7]}", "",
-        f"Fine-tuning: {results['fine_tuning']}. Gate `{results['gate']}` (edgecxr/targets.json `gates`): {'; '.join(results['rules'])}. "
+        f"Fine-tuning: {results['fine_tuning']}. Gate `{results['gate']}` (edgecxr/evaluation/targets.json `gates`): {'; '.join(results['rules'])}. "
         f"Reference: {ref.get('description', '?')}: {ref.get('quantities', {})}. Bundle: passed and (pruned) gzip <= "
         f"{results['max_gzip_vs_int8']}x int8. s: wall seconds of the row (fine-tune + convert + measure).", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),

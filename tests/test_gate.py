@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgecxr.card import ModelCard
-from edgecxr.cardparts import Deltas, Gate, GateCheck, Verification
-from edgecxr.preprocess import PreprocessSpec
-from edgecxr.targets import gate
+from edgecxr.core.card import ModelCard
+from edgecxr.core.cardparts import Deltas, Gate, GateCheck, Verification
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.evaluation.targets import gate
 
 REFERENCE: dict[str, Any] = {  # a reference's quantities, as converters.gate.decision_quantities gives them
     "macro_f1": 0.8874, "sensitivity": {"COVID": 0.8977, "Normal": 0.8771, "Pneumonia": 0.887},

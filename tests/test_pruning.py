@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import toy_images
-from edgecxr.card import read_card
-from edgecxr.families import VARIANTS
+from edgecxr.core.card import read_card
+from edgecxr.core.families import VARIANTS
 
 pytestmark = pytest.mark.train  # tfmot and TensorFlow: imported inside the tests
 
@@ -62,7 +62,7 @@ def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_p
     import json
 
     import converters.build as build
-    import edgecxr.targets as targets
+    import edgecxr.evaluation.targets as targets
     from converters.__main__ import main
 
     bundled = tmp_path / "models"
@@ -105,7 +105,7 @@ def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_p
 
 
 def test_pruning_card_part_reads_old_and_new_cards():
-    from edgecxr.cardparts import Pruning
+    from edgecxr.core.cardparts import Pruning
 
     old = Pruning.from_dict({"target_sparsity": 0.5, "sparsity": 0.4987, "fine_tune_epochs": 2}, "pruning")
     assert old.method is None and old.to_dict() == {"target_sparsity": 0.5, "sparsity": 0.4987, "fine_tune_epochs": 2}

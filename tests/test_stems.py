@@ -4,14 +4,14 @@ from __future__ import annotations
 import pytest
 
 from conftest import toy_images
-from edgecxr.families import RESNET_STEMS
+from edgecxr.core.families import RESNET_STEMS
 
 pytestmark = pytest.mark.train
 
 
 def test_every_stem_gives_the_same_feature_map_with_fewer_macs(tmp_path):
     from converters.quantize import convert, exported
-    from edgecxr.macs import macs
+    from edgecxr.evaluation.macs import macs
     from training.models import build_resnet18
 
     x, _ = toy_images(20)

@@ -1,7 +1,7 @@
 """The tf_keras builders of the model families edgecxr ships: MLP-12 and a ResNet-18-style CNN.
 
 The families themselves (names, default input sizes, which builder) are registered in
-:mod:`edgecxr.families`; training builds one with ``family(name).build(...)``.
+:mod:`edgecxr.core.families`; training builds one with ``family(name).build(...)``.
 
 Both are plain Functional tf_keras models built only from layers that tensorflow-model-optimization
 can prune and that TFLite quantizes to int8 (Conv2D, BatchNormalization, ReLU, Add, pooling,
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import tf_keras as keras
 from tf_keras import layers
 
-from edgecxr.families import RESNET_STEMS
+from edgecxr.core.families import RESNET_STEMS
 
 # Widths of the 12 hidden Dense layers of MLP-12: an encoder that narrows step by step.
 MLP12_WIDTHS = (512, 512, 384, 256, 256, 192, 128, 128, 96, 64, 48, 32)
