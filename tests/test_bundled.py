@@ -57,6 +57,7 @@ def test_models_command_lists_bundled():
     assert all(r["temperature"] == read_card(MODELS_DIR / f"{r['name']}.tflite").temperature.value for r in rows)
 
 
+@pytest.mark.slow  # 5-13 s each: 905 test and 274 external films through the runtime
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bundled_model_reproduces_card_metrics_on_shared_test_split(name, shared_data):
     """Every bundled card's test metrics, and the gate quantities it was bundled on, come out of the shared test split again."""

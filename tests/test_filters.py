@@ -138,18 +138,21 @@ def test_cards_carry_macs_and_old_cards_without_them_stay_readable(tmp_path):
         read_card(path)
 
 
-def _row(ms1: float, ms2: float, f1: float, external: float, macs: int) -> dict:
-    return {"p50_ms": {"1t_xnnpack": ms1, "2t_xnnpack": ms2, "1t_builtin": 2 * ms1}, "test_macro_f1": f1, "external_called_normal": external, "macs": macs}
+def _row(ms1: float, ms2: float, f1: float, external: float, macs: int, gate: str | None = "decision-level 1") -> dict:
+    return {
+        "p50_ms": {"1t_xnnpack": ms1, "2t_xnnpack": ms2, "1t_builtin": 2 * ms1}, "test_macro_f1": f1, "external_called_normal": external,
+        "macs": macs, "gate": gate,
+    }
 
 
-def test_shipping_rule_needs_speed_at_both_thread_counts_and_little_accuracy_lost():
+def test_shipping_rule_needs_speed_at_both_thread_counts_and_the_release_gate_passed():
+    """Accuracy is the release gate's (on the card, against the reference); the differences to int8 are reported beside it."""
     base = _row(1.2, 1.0, 0.8885, 0.566, 145_000_000)
     ok = verdict(_row(0.7, 0.6, 0.8800, 0.550, 40_000_000), base)
     assert ok["passes"] and ok["speedup"]["1t_xnnpack"] == pytest.approx(1.714, abs=1e-3) and ok["macs_ratio"] == 3.625
     assert ok["macro_f1_drop"] == 0.0085 and ok["external_drop"] == 0.016
     assert not verdict(_row(0.7, 0.9, 0.8885, 0.566, 40_000_000), base)["passes"]  # not 1.5x at 2 threads
-    assert not verdict(_row(0.7, 0.6, 0.8700, 0.566, 40_000_000), base)["passes"]  # 1.85 points of macro-F1
-    assert not verdict(_row(0.7, 0.6, 0.8885, 0.540, 40_000_000), base)["passes"]  # 2.6 points on external
+    assert not verdict(_row(0.7, 0.6, 0.8885, 0.566, 40_000_000, gate=None), base)["passes"]  # fast, but its card has no passed gate
 
 
 @pytest.mark.train
