@@ -57,7 +57,7 @@ def test_small_layers_can_stay_dense():
 
 
 def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_path, monkeypatch):
-    """With a gate no model can pass (ECE after temperature <= 0), every variant is rejected and nothing is bundled; with
+    """With a gate no model can pass (agreement with its own float model >= 101%), every variant is rejected and nothing is bundled; with
     the real gate the tiny run's own float32 (its reference: the bundled ResNet has other labels) and int8 pass and are kept."""
     import json
 
@@ -69,9 +69,7 @@ def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_p
     bundled.mkdir()
     monkeypatch.setattr(build, "MODELS_DIR", bundled)
     data = json.loads(targets.TARGETS_FILE.read_text())
-    for rule in data["gates"]["decisions"]:
-        if rule["key"] == "ece_after_temperature":
-            rule["value"] = 0.0
+    data["gates"]["quantization"][0]["value"] = 1.01  # agreement with its own float model above 100%
     impossible = tmp_path / "targets.json"
     impossible.write_text(json.dumps(data))
     monkeypatch.setattr(targets, "TARGETS_FILE", impossible)
@@ -83,12 +81,13 @@ def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_p
             "--prune-epochs", "1", "--bundle",
         ])
     finally:
+        monkeypatch.undo()  # the real targets file again
         targets.gate.cache_clear()
     assert code == 1
     for variant in ("float32", "int8", "pruned-int8"):
         card = read_card(out / "rejected" / f"resnet18-{variant}.tflite")
         assert card.verification.passed is False and card.gate.passed is False
-        assert [c.key for c in card.gate.failed] == ["ece_after_temperature"] and card.gate.failed[0].reached > 0
+        assert [c.key for c in card.gate.failed] == ["agreement_with_own_float"] and card.gate.failed[0].target == 1.01
         assert card.gate.reference.startswith("the run's own float32 model")
         assert not (out / f"resnet18-{variant}.tflite").exists()
     card = read_card(out / "rejected" / "resnet18-pruned-int8.tflite")
