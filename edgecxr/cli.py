@@ -449,8 +449,15 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
 @main.command(epilog=CLINIC_HELP)
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True, help="TCP port to listen on")
 @click.option("--host", default="", help="address to listen on (default: every address of this machine)")
+@click.option("--max-associations", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="associations open at once; one more is rejected (transient: the sender retries)")
+@click.option("--idle-timeout", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              help="seconds a connection or association may stay silent before it is dropped")
+@click.option("--min-free", type=click.FloatRange(min=0.0), default=50.0, show_default=True,
+              help="MB the store keeps free for results: below it C-STORE answers 0xA700 (out of resources, retry later)")
+@click.option("--check", is_flag=True, help="do not listen: say in one line how the listener on --store is (queue, last error); exit 0 when healthy, 1 if not")
 @clinic_options
-def listen(port: int, host: str, **options: Any) -> None:
+def listen(port: int, host: str, max_associations: int, idle_timeout: float, min_free: float, check: bool, **options: Any) -> None:
     """Receive chest films over DICOM (a Storage SCP), classify them, send the results back to the PACS.
 
     Answers C-ECHO and C-STORE of CR, DX (for presentation and for processing) and Secondary
@@ -458,24 +465,40 @@ def listen(port: int, host: str, **options: Any) -> None:
     association. Each film is in STORE before its C-STORE is answered success, then classified in
     the background. Results go in the film's study as a Structured Report and a Secondary Capture
     (heatmap, label and "research use - not a diagnosis" burned in), in STORE/results/ and, with
-    --forward, to the PACS. Every event is a line of STORE/audit.jsonl (also printed on stdout),
-    with a pseudonymous key and no patient identifier. A restart resumes the classification and
-    the send queue; SIGTERM stops accepting, finishes the queued work and exits 0.
+    --forward, to the PACS; a film that cannot be analysed gets a "not analysable" report. Every
+    event is a line of STORE/audit.jsonl (also printed on stdout), with a pseudonymous key and no
+    patient identifier; the health is in STORE/status.json (see --check) and a status line on
+    stderr whenever it changes. A restart resumes the classification and the send queue; SIGTERM
+    stops accepting, finishes the queued work and exits 0; a worker that cannot run exits 3.
 
     Set-up: give the PACS a destination with this AE title, this machine's address and --port
-    (see the README).
+    (see docs/dicom.md).
     """
+    if check:
+        try:
+            from edgecxr.dicomnet.health import check as health
+        except ImportError:
+            click.echo(f"error: {CLINIC_HELP}", err=True)
+            sys.exit(2)
+        healthy, line = health(options["store"])
+        click.echo(f"edgecxr: {line}")
+        sys.exit(0 if healthy else 1)
     service = clinic_service(**options)
-    from edgecxr.dicomnet.listen import serve
+    from edgecxr.dicomnet.listen import Limits, WorkerStopped, serve
     from edgecxr.dicomnet.service import stop_on_signal
 
     stop = stop_on_signal()
-    click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}", err=True)
+    limits = Limits(associations=max_associations, idle=idle_timeout, min_free=round(min_free * 2**20))
     try:
-        serve(service, options["ae_title"], port, host, stop)
+        serve(service, options["ae_title"], port, host, stop, limits,
+              on_started=lambda: click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}", err=True),
+              on_status=lambda line: click.echo(f"edgecxr: status: {line}", err=True))
     except OSError as exc:
         click.echo(f"error: --port {port}: cannot listen ({exc.strerror or exc})", err=True)
         sys.exit(2)
+    except WorkerStopped as exc:
+        click.echo(f"error: the worker stopped, exiting so the service manager restarts edgecxr ({exc})", err=True)
+        sys.exit(3)
     clinic_stopped(service)
 
 

@@ -186,7 +186,7 @@ def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_go
     truncated.PixelData = truncated.PixelData[:10]
     corrupt_rle.file_meta.TransferSyntaxUID = RLELossless
     corrupt_rle.PixelData = encapsulate([b"\x01\x00\x00\x00" + b"\x00" * 60 + b"not rle at all"])
-    assert send(listener.port, [no_pixels, huge, truncated]) == [0xA900, 0xA700, 0xA900]
+    assert send(listener.port, [no_pixels, huge, truncated]) == [0xA900, 0xA900, 0xA900]  # never acceptable: none is 0xA700 (retry)
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
@@ -209,15 +209,16 @@ def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_go
     rejected = [(r["key"], r.get("status"), r["reason"]) for r in audit if r["event"] == "rejected"]
     assert rejected == [
         (listener.key(no_pixels.SOPInstanceUID), "0xA900", "the dataset has no pixel data"),
-        (listener.key(huge.SOPInstanceUID), "0xA700", "the header claims 60000x60000 pixels, more than 64,000,000; refusing to decode"),
+        (listener.key(huge.SOPInstanceUID), "0xA900", "the header claims 60000x60000 pixels, more than 64,000,000; refusing to decode"),
         (listener.key(truncated.SOPInstanceUID), "0xA900", "the pixel data holds 10 bytes, fewer than a 64x64 image needs"),
         (None, None, "not accepted: CT Image Storage (in the transfer syntaxes proposed)"),
         (None, None, "not accepted: Digital X-Ray Image Storage - For Presentation (in the transfer syntaxes proposed)"),
-        (None, None, "association rejected (called AE title not ours, or no usable context)"),
+        (None, None, "association rejected: the called AE title is not ours"),
     ]
     (failed,) = [r for r in audit if r["event"] == "failed"]
     assert failed["key"] == listener.key(corrupt_rle.SOPInstanceUID) and failed["stage"] == "classify"
-    assert failed["reason"].startswith("cannot decode DICOM pixel data")
+    assert failed["reason"] == "cannot decode DICOM pixel data (RLE Lossless); the compressed pixel data is corrupt or incomplete"
+    assert failed["results"] == [f"{failed['key']}.sr.dcm"]  # a "not analysable" report, so the PACS hears of it
     assert events(audit, "classified") == [listener.key(good.SOPInstanceUID)]
     assert [r.get("duplicate") for r in audit if r["event"] == "received" and r["key"] == listener.key(good.SOPInstanceUID)] == [None, True]
     assert listener.terminate() == 0

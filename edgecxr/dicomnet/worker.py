@@ -8,10 +8,14 @@ file that is not DICOM), the send-queue entry (with a forward target), then the 
 A crash before the record leaves the key pending and a restart redoes it, making the same
 results (their UIDs come from the source's); a crash after it leaves the log lines to
 :func:`edgecxr.dicomnet.service.reconcile`. A film that cannot be classified gets
-``failed/<key>.json`` and a ``failed`` line, and is not tried again.
+``failed/<key>.json`` and a ``failed`` line, and is not tried again; a DICOM film also gets a
+"not analysable" Structured Report saying why (sent like any result), so every film the PACS was
+told was received gets an answer. A store that cannot be written holds the worker on that film
+(:class:`Worker`) until it can.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import threading
@@ -23,7 +27,7 @@ import cv2
 import pydicom
 
 from edgecxr.dicomnet.journal import Journal
-from edgecxr.dicomnet.results import ModelIdentity, picture, secondary_capture, structured_report
+from edgecxr.dicomnet.results import ModelIdentity, not_analysable_report, picture, secondary_capture, structured_report
 from edgecxr.dicomnet.store import Store
 from edgecxr.imageio import ImageError, LoadedImage, load_image
 from edgecxr.model import Model, Prediction
@@ -37,23 +41,40 @@ def audit_fields(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class Worker:
-    """One thread classifying submitted keys in order; :meth:`drain` finishes what was submitted and stops it."""
+    """One thread classifying submitted keys in order; :meth:`drain` finishes what was submitted and stops it.
+
+    A film that cannot be read or classified is failed (``failed/<key>.json``) and the worker goes
+    on; a store that cannot be written (a full disk, say) leaves the film pending, sets
+    :attr:`blocked`, tells ``on_error`` why, and the same film is tried again every ``retry``
+    seconds until the write succeeds, so work resumes by itself when space returns.
+    """
 
     def __init__(
         self, store: Store, audit: Journal, results: Journal, model: Model, forward: bool,
         file_of: Callable[[str], str | None] = lambda key: None, on_queued: Callable[[], None] = lambda: None,
+        on_error: Callable[[str], None] = lambda reason: None, retry: float = 5.0,
     ) -> None:
         self.store, self.audit, self.results, self.model, self.forward = store, audit, results, model, forward
-        self.file_of, self.on_queued = file_of, on_queued
+        self.file_of, self.on_queued, self.on_error, self.retry = file_of, on_queued, on_error, retry
         self.identity = ModelIdentity(model.name, model.card.version, model.card.sha256 or "")
+        self.blocked = False  # the last write to the store failed; the film is tried again
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._submitted: set[str] = set()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgecxr-worker", daemon=True)
 
     def start(self) -> Worker:
         self._thread.start()
         return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def depth(self) -> int:
+        """How many submitted films wait (including the one being classified)."""
+        return self._queue.qsize()
 
     def submit(self, key: str) -> None:
         """Queue ``key`` for classification (a key already queued in this run is not queued again)."""
@@ -64,27 +85,56 @@ class Worker:
         self._queue.put(key)
 
     def drain(self) -> None:
-        """Classify everything submitted so far, then stop the thread."""
+        """Classify everything submitted so far, then stop the thread (while the store cannot be written, stop at once:
+        what is left stays pending for the next start)."""
+        self._stopping.set()
         self._queue.put(None)
         self._thread.join()
 
     def _run(self) -> None:
         while (key := self._queue.get()) is not None:
+            while not self._attempt(key):
+                if self._stopping.wait(self.retry):
+                    return
+
+    def _attempt(self, key: str) -> bool:
+        """Process ``key``; False when the store could not be written (the film stays pending)."""
+        try:
             self.process(key)
+        except OSError as exc:
+            reason = f"cannot write to the store ({exc.strerror or type(exc).__name__}); the worker tries again every {self.retry:g} s"
+            self.on_error(reason)
+            if not self.blocked:
+                self.blocked = True
+                with contextlib.suppress(OSError):  # the audit log is on the same full disk, most likely
+                    self.audit.write("failed", key, stage="store", reason=reason)
+            return False
+        except Exception as exc:  # a bug, not the film's fault: logged, the film failed, the worker goes on
+            with contextlib.suppress(Exception):
+                self._fail(key, f"unexpected error ({type(exc).__name__})")
+            return True
+        if self.blocked:
+            self.blocked = False
+            self.audit.write("resumed", key, reason="the store can be written again")
+        return True
 
     def process(self, key: str) -> None:
-        """Classify the received instance ``key`` unless it already has a result or a failure."""
+        """Classify the received instance ``key`` unless it already has a result or a failure.
+
+        Raises OSError when the store cannot be written: nothing is marked done then, so it is redone.
+        """
         source = self.store.received(key)
         if source is None or self.store.classified(key) is not None or self.store.path("failed", key, ".json").exists():
             return
         try:
             loaded = load_image(source)
             prediction = self.model.predict(loaded, heatmap=self.model.has_heatmap)
-            files = self._write_results(key, source, loaded, prediction)
+            made = self._make_results(key, source, loaded, prediction)
         except ImageError as exc:
             return self._fail(key, exc.reason)
         except Exception as exc:  # one bad film never stops the worker; the message may quote the film, its type does not
             return self._fail(key, f"unexpected error ({type(exc).__name__})")
+        files = [self.store.write_bytes(self.store.path("results", key, suffix), data).name for suffix, data in made]
         record = {
             **{k: v for k, v in prediction.to_dict().items() if k != "file"},
             "key": key,
@@ -92,32 +142,55 @@ class Worker:
             "model_sha256": self.identity.sha256,
             "results": files,
         }
-        dicom = [f for f in files if f.endswith(".dcm")]
-        if self.forward and dicom:
-            self.store.write_json(self.store.path("outbox", key, ".json"), {"files": dicom, "attempts": 0, "next_try": 0.0})
+        self._queue_send(key, files)
         self.store.write_json(self.store.path("classified", key, ".json"), record)
         log_result(self.audit, self.results, key, record, self.file_of(key))
-        if self.forward and dicom:
-            self.on_queued()
+        self._sent_on(files)
 
-    def _write_results(self, key: str, source: Path, loaded: LoadedImage, prediction: Prediction) -> list[str]:
+    def _make_results(self, key: str, source: Path, loaded: LoadedImage, prediction: Prediction) -> list[tuple[str, bytes]]:
+        """(suffix, bytes) of each result file, made in memory (nothing is written here)."""
         rgb = picture(loaded.pixels, prediction, self.identity)
         if loaded.format != "dicom":
             ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             assert ok, "OpenCV encodes any uint8 picture as PNG"
-            return [self.store.write_bytes(self.store.path("results", key, ".png"), png.tobytes()).name]
+            return [(".png", png.tobytes())]
         header = pydicom.dcmread(source, stop_before_pixels=True)
-        written = []
-        for suffix, ds in ((".sr.dcm", structured_report(header, prediction, self.identity)), (".sc.dcm", secondary_capture(header, rgb, self.identity))):
-            buffer = io.BytesIO()
-            ds.save_as(buffer, enforce_file_format=True)
-            written.append(self.store.write_bytes(self.store.path("results", key, suffix), buffer.getvalue()).name)
-        return written
+        return [(".sr.dcm", encoded(structured_report(header, prediction, self.identity))), (".sc.dcm", encoded(secondary_capture(header, rgb, self.identity)))]
+
+    def _queue_send(self, key: str, files: list[str]) -> None:
+        dicom = [f for f in files if f.endswith(".dcm")]
+        if self.forward and dicom:
+            self.store.write_json(self.store.path("outbox", key, ".json"), {"files": dicom, "attempts": 0, "next_try": 0.0})
+
+    def _sent_on(self, files: list[str]) -> None:
+        if self.forward and any(f.endswith(".dcm") for f in files):
+            self.on_queued()
 
     def _fail(self, key: str, reason: str) -> None:
-        failure = {"stage": "classify", "reason": reason, "model_sha256": self.identity.sha256}
+        """Fail the film for good; a DICOM film still gets a result, a "not analysable" report, so the PACS hears of it."""
+        source = self.store.received(key)
+        files = []
+        if source is not None and source.suffix == ".dcm":
+            try:
+                header = pydicom.dcmread(source, stop_before_pixels=True)
+                report = encoded(not_analysable_report(header, reason, self.identity))
+            except Exception:  # a header too broken for even that: the failure line says why
+                report = None
+            if report is not None:
+                files.append(self.store.write_bytes(self.store.path("results", key, ".sr.dcm"), report).name)
+        self._queue_send(key, files)
+        failure = {"stage": "classify", "reason": reason, "model_sha256": self.identity.sha256, **({"results": files} if files else {})}
         self.store.write_json(self.store.path("failed", key, ".json"), failure)
         self.audit.once("failed", key, **failure)
+        self.on_error(f"a film could not be analysed: {reason}")
+        self._sent_on(files)
+
+
+def encoded(ds: pydicom.Dataset) -> bytes:
+    """A dataset as a DICOM file's bytes."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def log_result(audit: Journal, results: Journal, key: str, record: dict[str, Any], file: str | None) -> None:

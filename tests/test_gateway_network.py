@@ -1,0 +1,151 @@
+"""``edgecxr listen`` from outside, as a PACS engineer tests it: DCMTK's echoscu and storescu, a real Orthanc, dciodvfy.
+
+One listener with a low association limit and idle timeout takes films from a default storescu
+(which proposes every storage class it knows: one audit line for all the refused ones), a film
+whose pixel data is corrupt (acknowledged, then answered with a "not analysable" report), a film
+sent again under the same UID with other pixels (a new instance with a warning), and a JPEG
+Lossless SV1 film (refused at association, said in one line). Idle connections are dropped with
+a reason. The results land in Orthanc in one SR and one SC series per study, and every result
+type passes dciodvfy without an error. A second listener forwards under a wrong called AE title:
+Orthanc rejects it for good, and edgecxr says so once and stops retrying.
+"""
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import time
+
+import pydicom
+import pytest
+from pydicom.encaps import encapsulate
+from pydicom.uid import RLELossless, generate_uid
+
+from clinic import DX, Listener, Orthanc, events, free_port, send, wait_for, wrap
+from conftest import toy_u8
+
+pytestmark = [pytest.mark.clinic, pytest.mark.slow]
+
+
+def dicom_errors(path) -> list[str]:
+    """The Error lines of dciodvfy (dicom3tools) on the file at ``path``."""
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def content_texts(ds) -> list[str]:
+    out = []
+    for item in getattr(ds, "ContentSequence", []):
+        if getattr(item, "ValueType", "") == "TEXT":
+            out.append(str(item.TextValue))
+        if getattr(item, "ValueType", "") == "CODE":
+            out.append(str(item.ConceptCodeSequence[0].CodeMeaning))
+        out += content_texts(item)
+    return out
+
+
+@pytest.fixture()
+def orthanc(tmp_path):
+    server = Orthanc(tmp_path / "orthanc")
+    yield server.start()
+    server.stop()
+
+
+def test_from_outside_with_dcmtk_and_orthanc(tmp_path, orthanc, tiny_models):
+    forward = ("--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "--retry", "0.2", "--model", str(tiny_models["int8"]))
+    listener = Listener(tmp_path / "store", free_port(), *forward, "--max-associations", "2", "--idle-timeout", "3").start()
+    try:
+        port = str(listener.port)
+        assert subprocess.run(["echoscu", "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, timeout=60).returncode == 0
+
+        study = generate_uid()
+        good = wrap(toy_u8(2, seed=1, size=(1500, 1200)), "Outside^Olwen", "OO-1001", study_uid=study)  # larger than the SC may be
+        good.IssuerOfPatientID, good.StudyDescription, good.BodyPartExamined = "MADE-UP HOSPITAL", "Chest PA", "CHEST"
+        good.save_as(tmp_path / "good.dcm", enforce_file_format=True)
+        sent = subprocess.run(["storescu", "-aec", "EDGECXR", "127.0.0.1", port, str(tmp_path / "good.dcm")], capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        (refused,) = [r for r in listener.audit() if r["event"] == "rejected"]  # one line for the association, not one per class
+        assert refused["refused_contexts"] > 20 and "and" in refused["reason"] and refused["calling_ae"] == "STORESCU"
+
+        corrupt = wrap(toy_u8(0, seed=2, size=(64, 64)), "Outside^Olwen", "OO-1001", study_uid=study)
+        corrupt.file_meta.TransferSyntaxUID = RLELossless
+        corrupt.PixelData = encapsulate([b"\x01\x00\x00\x00" + b"\x00" * 60 + b"not rle at all"])
+        changed = wrap(toy_u8(1, seed=3, size=(64, 64)), "Outside^Olwen", "OO-1001", study_uid=study)
+        changed.SOPInstanceUID = changed.file_meta.MediaStorageSOPInstanceUID = good.SOPInstanceUID  # the same UID, other pixels
+        from pynetdicom import AE
+
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(DX, RLELossless)
+        assoc = ae.associate("127.0.0.1", listener.port, ae_title="EDGECXR")
+        assert assoc.send_c_store(corrupt).Status == 0x0000  # a fine header: acknowledged, then it fails to decode
+        assoc.release()
+        assert send(listener.port, [good, changed]) == [0x0000, 0x0000]  # a resend (harmless) and a changed film
+        huge = wrap(toy_u8(0, size=(64, 64)), "Outside^Olwen", "OO-1001")
+        huge.Rows = huge.Columns = 60000
+        assert send(listener.port, [huge]) == [0xA900]  # never acceptable: not 0xA700, which senders retry
+
+        lossless = tmp_path / "sv1.dcm"
+        assert subprocess.run(["dcmcjpeg", "--encode-lossless-sv1", str(tmp_path / "good.dcm"), str(lossless)], capture_output=True, timeout=120).returncode == 0
+        assert str(pydicom.dcmread(lossless, stop_before_pixels=True).file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.70"
+        sv1 = subprocess.run(["storescu", "-R", "-aec", "EDGECXR", "127.0.0.1", port, str(lossless)], capture_output=True, text=True, timeout=120)
+        assert sv1.returncode != 0  # refused at association: no decoder with a fitting licence (docs/dicom.md)
+
+        idle = [socket.create_connection(("127.0.0.1", listener.port)) for _ in range(2)]  # two connections that say nothing
+        time.sleep(0.5)
+        busy = subprocess.run(["echoscu", "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, text=True, timeout=60)
+        assert busy.returncode != 0  # the limit is reached
+        wait_for(lambda: len(events(listener.audit(), "dropped")) == 2, 30, "the idle connections dropped")
+        assert subprocess.run(["echoscu", "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, timeout=60).returncode == 0
+        for s in idle:
+            s.close()
+
+        keys = {name: listener.key(ds.SOPInstanceUID) for name, ds in (("good", good), ("corrupt", corrupt))}
+        wait_for(lambda: len(events(listener.audit(), "sent")) == 3, 120, "the results of three films sent to Orthanc")
+        audit = listener.audit()
+        reasons = [r["reason"] for r in audit if r["event"] in ("rejected", "dropped")]
+        assert any("Digital X-Ray Image Storage - For Presentation" in r and "(in the transfer syntaxes proposed)" in r for r in reasons)  # the SV1 film
+        assert any(r == "association rejected: 2 associations already open (--max-associations); the sender may retry" for r in reasons)
+        assert reasons.count("connection closed: no association request in 3 s (--idle-timeout)") == 2
+        (warning,) = [r for r in audit if r["event"] == "warning"]
+        assert warning["key"] not in keys.values() and warning["key"] in events(audit, "classified")
+        (failed,) = [r for r in audit if r["event"] == "failed"]
+        assert failed["key"] == keys["corrupt"] and failed["reason"].startswith("cannot decode DICOM pixel data (RLE Lossless); the compressed pixel data is corrupt")
+        assert [r.get("duplicate") for r in audit if r["event"] == "received" and r["key"] == keys["good"]] == [None, True]
+
+        found = orthanc.post("/tools/lookup", study)
+        (entry,) = [f for f in found if f["Type"] == "Study"]
+        results = [pydicom.dcmread(io.BytesIO(orthanc.get(f"/instances/{i['ID']}/file"))) for i in orthanc.get(f"/studies/{entry['ID']}/instances")]
+        by_series: dict[int, list] = {}
+        for ds in results:
+            by_series.setdefault(int(ds.SeriesNumber), []).append(ds)
+        assert {n: sorted(str(d.Modality) for d in v) for n, v in by_series.items()} == {9901: ["SR", "SR", "SR"], 9902: ["OT", "OT"]}
+        assert len({d.InstanceNumber for d in by_series[9901]}) == 3
+        not_analysable = [d for d in by_series[9901] if "Not analysable" in content_texts(d)]
+        (report,) = not_analysable
+        assert any(t.startswith("not analysable: cannot decode DICOM pixel data") for t in content_texts(report))
+        sc = next(d for d in by_series[9902] if d.SourceImageSequence[0].ReferencedSOPInstanceUID == good.SOPInstanceUID)
+        assert max(sc.Rows, sc.Columns) <= 1024
+        assert (sc.IssuerOfPatientID, sc.StudyDescription, sc.BodyPartExamined) == ("MADE-UP HOSPITAL", "Chest PA", "CHEST")
+        for i, ds in enumerate(results):
+            path = tmp_path / f"result{i}.dcm"
+            ds.save_as(path)
+            assert dicom_errors(path) == [], (ds.Modality, dicom_errors(path))
+        assert listener.terminate() == 0
+    finally:
+        listener.close()
+
+
+def test_a_forward_rejected_for_good_is_said_once_and_not_retried(tmp_path, orthanc, tiny_models):
+    listener = Listener(tmp_path / "store", free_port(), "--forward", f"NOTORTHANC@127.0.0.1:{orthanc.dicom_port}", "--retry", "0.2",
+                        "--model", str(tiny_models["int8"])).start()
+    try:
+        assert send(listener.port, [wrap(toy_u8(0, seed=5, size=(64, 64)), "Wrong^Title", "WT-1")]) == [0x0000]
+        wait_for(lambda: any(r["event"] == "failed" for r in listener.audit()), 60, "the send to fail")
+        time.sleep(2.0)  # ten retry periods
+        failures = [r for r in listener.audit() if r["event"] == "failed"]
+        assert len(failures) == 1 and failures[0]["permanent"] is True and failures[0]["stage"] == "send"
+        assert failures[0]["reason"].startswith(f"NOTORTHANC@127.0.0.1:{orthanc.dicom_port} rejected the association for good (")
+        assert orthanc.instances() == []
+        assert listener.terminate() == 0
+    finally:
+        listener.close()
