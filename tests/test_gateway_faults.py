@@ -22,10 +22,10 @@ pytestmark = [pytest.mark.clinic, pytest.mark.slow]
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """A 12 MB tmpfs at ``tmp_path/disk``, unmounted at the end."""
+    """A 48 MB tmpfs at ``tmp_path/disk``, unmounted at the end."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", str(mount)], capture_output=True, text=True)
     assert done.returncode == 0, f"cannot mount a tmpfs for the full-disk test (needs root, as CI has): {done.stderr.strip()}"
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -51,7 +51,7 @@ def test_a_full_store_refuses_films_it_cannot_keep_holds_the_worker_and_resumes_
     listener = Listener(store, free_port(), "--model", str(tiny_models["int8"]), "--min-free", "0").start()
     try:
         wait_for(lambda: check(store)[0] == 0, 30, "--check to report a healthy listener")
-        fill(small_disk, 700 * 1024)  # room for about ten 64 KB films; none for a result's 2 MB picture
+        fill(small_disk, 700 * 1024)  # room for about ten 64 KB films, none for a result's 2 MB picture; freed, room for all
         films = [wrap(toy_u8(i % 3, seed=i, size=(256, 256)), f"Full^Disk{i:03d}", f"FD-{i:05d}") for i in range(16)]
         statuses = send(listener.port, films)
         acknowledged = [f for f, s in zip(films, statuses) if s == 0x0000]

@@ -11,6 +11,7 @@ AE title must be ours. pynetdicom's own event logging is off: it would print the
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event, EventHandlerType
 
 VERIFICATION = "1.2.840.10008.1.1"
+STATUS_EVERY = 60.0  # s: the status line is printed when the state or the last error changes, and this often while films wait
 DRAIN = 30.0  # s: at a stop, how long associations already open may take to finish
 
 
@@ -164,26 +166,40 @@ def make_ae(ae_title: str, limits: Limits) -> AE:
     return ae
 
 
+def tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
+    """The server side of DICOM TLS (PS3.15 B.1): our certificate and key; with ``ca``, peers must show a certificate it
+    signed. OSError or ssl.SSLError when a file cannot be read or does not fit."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(ca)
+    return context
+
+
 class WorkerStopped(Exception):
     """The worker thread is gone: the process must exit non-zero so a service manager restarts it."""
 
 
 def serve(service: Service, ae_title: str, port: int, host: str, stop: threading.Event, limits: Limits = Limits(),
-          on_started: Callable[[], None] = lambda: None, on_status: Callable[[str], None] = lambda line: None) -> None:
+          on_started: Callable[[], None] = lambda: None, on_status: Callable[[str], None] = lambda line: None,
+          tls: ssl.SSLContext | None = None) -> None:
     """Listen until ``stop`` is set (see :func:`edgecxr.dicomnet.service.stop_on_signal`); then stop accepting, let open
-    associations finish, drain the service. The status file is kept up to date meanwhile and ``on_status`` given each
-    changed status line; WorkerStopped when the worker thread died (the server is shut down first). ``on_started`` is
-    called once the port is bound."""
-    server = make_ae(ae_title, limits).start_server((host, port), block=False, evt_handlers=Receiver(service, ae_title, limits).handlers())
+    associations finish, drain the service. The status file is kept up to date meanwhile and ``on_status`` given the
+    status line when the state or the last error changes (and every minute while films wait); WorkerStopped when the
+    worker thread died (the server is shut down first). ``on_started`` is called once the port is bound. With ``tls``
+    (see :func:`tls_context`) every association runs over TLS."""
+    server = make_ae(ae_title, limits).start_server((host, port), block=False, evt_handlers=Receiver(service, ae_title, limits).handlers(), ssl_context=tls)
     assert server is not None  # block=False returns the server (an OSError before, when the port is taken, say)
     service.start()
     on_started()
-    shown = ""
+    said, when = None, 0.0
     while not stop.wait(1.0):
         status = service.write_status()
-        if status.line != shown:
-            shown = status.line
-            on_status(shown)
+        if (status.state, status.last_error) != said or (status.queue and time.monotonic() - when > STATUS_EVERY):
+            said, when = (status.state, status.last_error), time.monotonic()
+            on_status(status.line)
         if not service.worker.alive:
             server.shutdown()
             raise WorkerStopped(status.line)

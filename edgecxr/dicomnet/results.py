@@ -154,31 +154,37 @@ def series_uid(source: Dataset, identity: ModelIdentity, part: str) -> str:
     return result_uid(str(source.StudyInstanceUID), identity, part)
 
 
-def instance_number(source: Dataset) -> int:
-    """A result's Instance Number in its series: made from the film's SOP Instance UID, so the same after a redo and,
+def instance_number(seed: str) -> int:
+    """A result's Instance Number in its series: made from the instance's :func:`seed`, so the same after a redo and,
     between the films of one study, distinct but for a 1 in 10**9 chance."""
-    return 1 + int(hashlib.sha256(str(source.SOPInstanceUID).encode()).hexdigest()[:15], 16) % 10**9
+    return 1 + int(hashlib.sha256(seed.encode()).hexdigest()[:15], 16) % 10**9
 
 
-def structured_report(source: Dataset, prediction: Prediction, identity: ModelIdentity) -> Dataset:
+def seed(source: Dataset, variant: str) -> str:
+    """What a result's UIDs are made from: the film's SOP Instance UID, and ``variant`` for a film that came with the UID
+    of another but other pixels (:func:`edgecxr.dicomnet.instances.instance_key`), so its results are instances of their own."""
+    return str(source.SOPInstanceUID) + (f"#{variant}" if variant else "")
+
+
+def structured_report(source: Dataset, prediction: Prediction, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The Comprehensive 3D SR of ``prediction`` on the film whose header is ``source``."""
     comments = [*(f"warning: {w}" for w in prediction.warnings), *_operating_points(prediction), NOTICE.lower()]
     measurements = [_score(f"P_{label}"[:16], f"Probability of {label}", p) for label, p in prediction.probabilities.items()]
     if prediction.abnormal_score is not None:
         measurements.append(_score("ABNORMAL", "Abnormality score, 1 - p(Normal)", prediction.abnormal_score))
-    return _report(source, identity, Code(prediction.label[:16], SCHEME, prediction.label), measurements, _evaluations(prediction), comments)
+    return _report(source, identity, Code(prediction.label[:16], SCHEME, prediction.label), measurements, _evaluations(prediction), comments, variant)
 
 
-def not_analysable_report(source: Dataset, reason: str, identity: ModelIdentity) -> Dataset:
+def not_analysable_report(source: Dataset, reason: str, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The SR saying the film whose header is ``source`` was received but not analysed, and why (``reason``: edgecxr's words)."""
-    return _report(source, identity, NOT_ANALYSABLE, [], [], [f"not analysable: {reason}", NOTICE.lower()])
+    return _report(source, identity, NOT_ANALYSABLE, [], [], [f"not analysable: {reason}", NOTICE.lower()], variant)
 
 
 def _report(source: Dataset, identity: ModelIdentity, finding: Code, measurements: list[hd.sr.Measurement],
-            evaluations: Sequence[hd.sr.QualitativeEvaluation], comments: list[str]) -> Dataset:
-    uid = str(source.SOPInstanceUID)
+            evaluations: Sequence[hd.sr.QualitativeEvaluation], comments: list[str], variant: str) -> Dataset:
+    uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(uid, identity, "tracking"), identifier="edgecxr classification"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(made_from, identity, "tracking"), identifier="edgecxr classification"),
         algorithm_id=hd.sr.AlgorithmIdentification(name=identity.name, version=identity.version, parameters=[f"sha256:{identity.sha256}"]),
         finding_type=finding,
         qualitative_evaluations=evaluations or None,
@@ -204,8 +210,8 @@ def _report(source: Dataset, identity: ModelIdentity, finding: Code, measurement
         content=report[0],
         series_instance_uid=series_uid(source, identity, "sr-series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=result_uid(uid, identity, "sr"),
-        instance_number=instance_number(source),
+        sop_instance_uid=result_uid(made_from, identity, "sr"),
+        instance_number=instance_number(made_from),
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"edgecxr {identity.name} result (research use)",
@@ -215,9 +221,9 @@ def _report(source: Dataset, identity: ModelIdentity, finding: Code, measurement
     return same_patient_and_study(sr, source)
 
 
-def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity) -> Dataset:
+def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The Secondary Capture of the picture ``rgb`` (see :func:`picture`) in the study of ``source``."""
-    uid = str(source.SOPInstanceUID)
+    uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=evidence(source),
         pixel_array=np.ascontiguousarray(rgb),
@@ -226,8 +232,8 @@ def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity)
         coordinate_system="PATIENT",
         series_instance_uid=series_uid(source, identity, "sc-series"),
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=result_uid(uid, identity, "sc"),
-        instance_number=instance_number(source),
+        sop_instance_uid=result_uid(made_from, identity, "sc"),
+        instance_number=instance_number(made_from),
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "F"),  # replaced below by the film's own (or left empty)
         series_description=f"edgecxr {identity.name} heatmap (research use)",

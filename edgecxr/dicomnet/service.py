@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edgecxr.cardparts import IntendedFilms
 from edgecxr.dicomnet.forward import Forwarder, Target
 from edgecxr.dicomnet.health import Status, write_status
 from edgecxr.dicomnet.journal import Journal
@@ -31,6 +32,7 @@ class Service:
     def __init__(
         self, store: str | os.PathLike, model: Model, target: Target | None, ae_title: str, retry: float,
         file_of: Callable[[str], str | None] = lambda key: None, echo: Callable[[dict[str, Any]], None] | None = None,
+        rules: IntendedFilms | None = None,
     ) -> None:
         self.store = Store(store)
         self.audit = Journal(self.store.root / "audit.jsonl", echo=echo)
@@ -40,7 +42,7 @@ class Service:
         self.forwarder = Forwarder(self.store, self.audit, target, ae_title, retry) if target else None
         self.worker = Worker(
             self.store, self.audit, self.results, model, forward=target is not None, file_of=file_of,
-            on_queued=self.forwarder.wake if self.forwarder else lambda: None, on_error=self.note_error,
+            on_queued=self.forwarder.wake if self.forwarder else lambda: None, on_error=self.note_error, rules=rules,
         )
 
     def start(self) -> Service:
@@ -54,10 +56,11 @@ class Service:
         return self
 
     def stop(self) -> None:
-        """Finish the queued classifications, try the send queue once more, stop."""
+        """Finish the queued classifications, try the send queue once more, stop and let the store go."""
         self.worker.drain()
         if self.forwarder:
             self.forwarder.stop()
+        self.store.close()
 
     def note_error(self, reason: str) -> None:
         """Keep ``reason`` as the last error the status reports."""

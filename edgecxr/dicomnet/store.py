@@ -58,6 +58,10 @@ class Store:
         for leftover in (self.root / "tmp").iterdir():  # partial writes of a process that died
             leftover.unlink()
 
+    def close(self) -> None:
+        """Let the store go (its lock), so another process may serve it; reading it still works."""
+        self._lock.close()
+
     def key(self, sop_instance_uid: str) -> str:
         """The pseudonymous key of a DICOM instance."""
         return hashlib.sha256(self.salt + sop_instance_uid.encode()).hexdigest()

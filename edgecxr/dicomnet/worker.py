@@ -8,7 +8,8 @@ file that is not DICOM), the send-queue entry (with a forward target), then the 
 A crash before the record leaves the key pending and a restart redoes it, making the same
 results (their UIDs come from the source's); a crash after it leaves the log lines to
 :func:`edgecxr.dicomnet.service.reconcile`. A film that cannot be classified gets
-``failed/<key>.json`` and a ``failed`` line, and is not tried again; a DICOM film also gets a
+``failed/<key>.json`` and a ``failed`` line, and is not tried again (as does a film the routing rules,
+:mod:`edgecxr.dicomnet.routing`, say is outside the model's intended use: ``stage: route``); a DICOM film also gets a
 "not analysable" Structured Report saying why (sent like any result), so every film the PACS was
 told was received gets an answer. A store that cannot be written holds the worker on that film
 (:class:`Worker`) until it can.
@@ -26,8 +27,11 @@ from typing import Any
 import cv2
 import pydicom
 
+from edgecxr.cardparts import IntendedFilms
+from edgecxr.checks import Check
 from edgecxr.dicomnet.journal import Journal
 from edgecxr.dicomnet.results import ModelIdentity, not_analysable_report, picture, secondary_capture, structured_report
+from edgecxr.dicomnet.routing import route
 from edgecxr.dicomnet.store import Store
 from edgecxr.imageio import ImageError, LoadedImage, load_image
 from edgecxr.model import Model, Prediction
@@ -52,10 +56,11 @@ class Worker:
     def __init__(
         self, store: Store, audit: Journal, results: Journal, model: Model, forward: bool,
         file_of: Callable[[str], str | None] = lambda key: None, on_queued: Callable[[], None] = lambda: None,
-        on_error: Callable[[str], None] = lambda reason: None, retry: float = 5.0,
+        on_error: Callable[[str], None] = lambda reason: None, retry: float = 5.0, rules: IntendedFilms | None = None,
     ) -> None:
         self.store, self.audit, self.results, self.model, self.forward = store, audit, results, model, forward
         self.file_of, self.on_queued, self.on_error, self.retry = file_of, on_queued, on_error, retry
+        self.rules = rules or model.card.films
         self.identity = ModelIdentity(model.name, model.card.version, model.card.sha256 or "")
         self.blocked = False  # the last write to the store failed; the film is tried again
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -127,8 +132,14 @@ class Worker:
         if source is None or self.store.classified(key) is not None or self.store.path("failed", key, ".json").exists():
             return
         try:
+            silent: list[str] = []
+            if source.suffix == ".dcm":
+                outside, silent = route(pydicom.dcmread(source, stop_before_pixels=True), self.rules)
+                if outside is not None:
+                    return self._fail(key, outside, stage="route")
             loaded = load_image(source)
             prediction = self.model.predict(loaded, heatmap=self.model.has_heatmap)
+            prediction.checks.extend(Check("header_silent", text) for text in silent)
             made = self._make_results(key, source, loaded, prediction)
         except ImageError as exc:
             return self._fail(key, exc.reason)
@@ -155,7 +166,13 @@ class Worker:
             assert ok, "OpenCV encodes any uint8 picture as PNG"
             return [(".png", png.tobytes())]
         header = pydicom.dcmread(source, stop_before_pixels=True)
-        return [(".sr.dcm", encoded(structured_report(header, prediction, self.identity))), (".sc.dcm", encoded(secondary_capture(header, rgb, self.identity)))]
+        variant = self._variant(key, header)
+        return [(".sr.dcm", encoded(structured_report(header, prediction, self.identity, variant))),
+                (".sc.dcm", encoded(secondary_capture(header, rgb, self.identity, variant)))]
+
+    def _variant(self, key: str, header: pydicom.Dataset) -> str:
+        """"" for a film keyed by its UID alone, else its key (it came with the UID of another film: see instance_key)."""
+        return "" if key == self.store.key(str(header.get("SOPInstanceUID", ""))) else key
 
     def _queue_send(self, key: str, files: list[str]) -> None:
         dicom = [f for f in files if f.endswith(".dcm")]
@@ -166,23 +183,24 @@ class Worker:
         if self.forward and any(f.endswith(".dcm") for f in files):
             self.on_queued()
 
-    def _fail(self, key: str, reason: str) -> None:
+    def _fail(self, key: str, reason: str, stage: str = "classify") -> None:
         """Fail the film for good; a DICOM film still gets a result, a "not analysable" report, so the PACS hears of it."""
         source = self.store.received(key)
         files = []
         if source is not None and source.suffix == ".dcm":
             try:
                 header = pydicom.dcmread(source, stop_before_pixels=True)
-                report = encoded(not_analysable_report(header, reason, self.identity))
+                report = encoded(not_analysable_report(header, reason, self.identity, self._variant(key, header)))
             except Exception:  # a header too broken for even that: the failure line says why
                 report = None
             if report is not None:
                 files.append(self.store.write_bytes(self.store.path("results", key, ".sr.dcm"), report).name)
         self._queue_send(key, files)
-        failure = {"stage": "classify", "reason": reason, "model_sha256": self.identity.sha256, **({"results": files} if files else {})}
+        failure = {"stage": stage, "reason": reason, "model_sha256": self.identity.sha256, **({"results": files} if files else {})}
         self.store.write_json(self.store.path("failed", key, ".json"), failure)
         self.audit.once("failed", key, **failure)
-        self.on_error(f"a film could not be analysed: {reason}")
+        if stage != "route":  # a film outside the intended use is no error of the service
+            self.on_error(f"a film could not be analysed: {reason}")
         self._sent_on(files)
 
 
