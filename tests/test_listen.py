@@ -261,3 +261,16 @@ def test_a_stopped_listener_starts_again_on_its_store_and_refuses_a_second_one(t
     assert first.terminate() == 0
     bad = subprocess.run([sys.executable, "-m", "edgecxr", "listen", "--store", str(store), "--forward", "PACS@host"], capture_output=True, text=True, env=child_env(), timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --forward: 'PACS@host' is not AET@host:port")
+
+
+def test_a_taken_port_is_one_error_line_and_never_said_to_be_listened_on(tmp_path, tiny_models):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "edgecxr", "listen", "--host", "127.0.0.1", "--port", str(port), "--store", str(tmp_path / "store"),
+                               "--model", str(tiny_models["int8"])], capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 2 and "listening as" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: --port {port}: cannot listen (")
