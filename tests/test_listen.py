@@ -127,6 +127,7 @@ def test_kill_9_mid_batch_then_restart_classifies_and_sends_every_acknowledged_f
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 180  # as send(): a loaded machine answers slowly
     ae.add_requested_context(DX)
     assoc = ae.associate("127.0.0.1", listener.port, ae_title="EDGECXR")
     for ds in films:

@@ -104,10 +104,14 @@ def picture(pixels: np.ndarray, prediction: Prediction, identity: ModelIdentity)
     for i, line in enumerate(wrapped):
         colour = (0, 200, 255) if line == NOTICE else (255, 255, 255)
         cv2.putText(band, line, (step // 2, step * (i + 1)), font, size, colour, thick, cv2.LINE_AA)
-    whole = np.vstack([film, band])
-    if max(whole.shape[:2]) > MAX_SIDE:  # the band made it taller than MAX_SIDE: the whole picture shrinks to fit
-        fit = MAX_SIDE / max(whole.shape[:2])
-        whole = cv2.resize(whole, (max(1, round(whole.shape[1] * fit)), max(1, round(whole.shape[0] * fit))), interpolation=cv2.INTER_AREA)
+    room = MAX_SIDE - band.shape[0]
+    if film.shape[0] > room > 0:  # the band made it taller than MAX_SIDE: the film shrinks to fit above it, centred, text as it was
+        fit = room / film.shape[0]
+        small = cv2.resize(film, (max(1, round(width * fit)), room), interpolation=cv2.INTER_AREA)
+        film = np.zeros((room, width, 3), np.uint8)
+        left = (width - small.shape[1]) // 2
+        film[:, left : left + small.shape[1]] = small
+    whole = np.vstack([film, band])[:MAX_SIDE]  # (a band alone taller than MAX_SIDE, of very many warnings, is cut)
     return cv2.cvtColor(whole, cv2.COLOR_BGR2RGB)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import queue
 import threading
 from collections.abc import Callable
@@ -128,8 +129,14 @@ class Worker:
 
         Raises OSError when the store cannot be written: nothing is marked done then, so it is redone.
         """
-        source = self.store.received(key)
-        if source is None or self.store.classified(key) is not None or self.store.path("failed", key, ".json").exists():
+        source, done = self.store.received(key), self.store.classified(key)
+        failed = self.store.path("failed", key, ".json")
+        if done is not None:  # its log lines too, if a full disk kept them out (each is written once)
+            return log_result(self.audit, self.results, key, done, self.file_of(key))
+        if failed.exists():
+            self.audit.once("failed", key, **json.loads(failed.read_text()))
+            return
+        if source is None:
             return
         try:
             silent: list[str] = []
