@@ -5,8 +5,11 @@ It answers C-ECHO and accepts C-STORE of the classes and transfer syntaxes of
 association (the standard "abstract/transfer syntax not supported" result) and logged
 ``rejected``. A C-STORE is answered success only once the instance is in the store (fsynced and
 renamed); an instance that fails the header checks gets their failure status and a ``rejected``
-line; the same instance sent again is acknowledged without being classified twice. The called
-AE title must be ours. pynetdicom's own event logging is off: it would print the headers.
+line; the same instance sent again is acknowledged without being classified twice (the same:
+:func:`edgecxr.dicomnet.instances.instance_key`). A store that cannot take the film (full, or
+below :attr:`Limits.min_free`) answers 0xA700 and keeps nothing. The called AE title must be ours;
+:class:`Limits` caps the associations and drops silent ones, each refusal or drop one audit line.
+pynetdicom's own event logging is off: it would print the headers.
 """
 from __future__ import annotations
 
