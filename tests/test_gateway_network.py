@@ -4,7 +4,8 @@ One listener with a low association limit and idle timeout takes films from a de
 (which proposes every storage class it knows: one audit line for all the refused ones), a film
 whose pixel data is corrupt (acknowledged, then answered with a "not analysable" report), a film
 sent again under the same UID with other pixels (a new instance with a warning), and a JPEG
-Lossless SV1 film (refused at association, said in one line), a hand film and a lateral view
+Lossless SV1 film (decoded with imagecodecs; one cut short is reported corrupt), a JPEG Lossless
+film of another predictor (refused at association, said in one line), a hand film and a lateral view
 (acknowledged, not classified: a "not analysable" report saying they are outside the intended use). Idle connections are dropped with
 a reason. The results land in Orthanc in one SR and one SC series per study, and every result
 type passes dciodvfy without an error. A second listener forwards under a wrong called AE title:
@@ -22,7 +23,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless, generate_uid
 
-from clinic import DX, Listener, Orthanc, events, free_port, send, wait_for, wrap
+from clinic import CR, DX, Listener, Orthanc, events, free_port, send, wait_for, wrap
 from conftest import toy_u8
 
 pytestmark = [pytest.mark.clinic, pytest.mark.slow]
@@ -89,14 +90,27 @@ def test_from_outside_with_dcmtk_and_orthanc(tmp_path, orthanc, tiny_models):
         huge.Rows = huge.Columns = 60000
         assert send(listener.port, [huge]) == [0xA900]  # never acceptable: not 0xA700, which senders retry
 
-        sv1 = AE(ae_title="TESTSCU")
-        sv1.add_requested_context(DX, "1.2.840.10008.1.2.4.70")  # JPEG Lossless SV1 only, as some CR/DX archives send
+        lossless = tmp_path / "sv1.dcm"  # JPEG Lossless SV1, as many CR/DX archives hold films: DCMTK compresses the 12-bit film
+        sixteen = wrap((toy_u8(2, seed=9, size=(96, 96)).astype("uint16") * 16), "Outside^Olwen", "OO-1001", study_uid=study)
+        sixteen.BitsStored, sixteen.HighBit = 12, 11
+        sixteen.save_as(tmp_path / "twelve.dcm", enforce_file_format=True)
+        assert subprocess.run(["dcmcjpeg", "--encode-lossless-sv1", str(tmp_path / "twelve.dcm"), str(lossless)], capture_output=True, timeout=120).returncode == 0
+        sv1 = pydicom.dcmread(lossless)
+        assert str(sv1.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.70"
+        cut = pydicom.dcmread(lossless)
+        cut.SOPInstanceUID = cut.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        frame = sv1.PixelData[: len(sv1.PixelData) // 2]
+        cut.PixelData = encapsulate([frame[frame.index(b"\xff\xd8") :]])  # the frame cut short: no end-of-image marker
+        offered = AE(ae_title="TESTSCU")
+        offered.add_requested_context(DX, "1.2.840.10008.1.2.4.70")  # SV1 only: taken (imagecodecs' decoder)
+        offered.add_requested_context(CR, "1.2.840.10008.1.2.4.57")  # JPEG Lossless, other predictors: no decoder, refused
         for _ in range(20):  # the associations just released may still count against the limit for a moment
-            offered = sv1.associate("127.0.0.1", listener.port, ae_title="EDGECXR")
-            if not offered.is_rejected:
+            assoc = offered.associate("127.0.0.1", listener.port, ae_title="EDGECXR")
+            if not assoc.is_rejected:
                 break
             time.sleep(0.5)
-        assert not offered.is_established and not offered.is_rejected  # accepted, but no context: no decoder with a fitting licence
+        assert [assoc.send_c_store(ds).Status for ds in (sv1, cut)] == [0x0000, 0x0000]
+        assoc.release()
 
         idle = [socket.create_connection(("127.0.0.1", listener.port)) for _ in range(3)]  # three connections that say nothing
         time.sleep(0.5)
@@ -112,22 +126,26 @@ def test_from_outside_with_dcmtk_and_orthanc(tmp_path, orthanc, tiny_models):
         assert silent.is_established
         wait_for(lambda: not silent.is_established, 30, "the silent association aborted by the listener")
 
-        keys = {name: listener.key(ds.SOPInstanceUID) for name, ds in (("good", good), ("corrupt", corrupt), ("hand", hand), ("lateral", lateral))}
-        wait_for(lambda: len(events(listener.audit(), "sent")) == 5, 120, "the results of five films sent to Orthanc")
+        named = (("good", good), ("corrupt", corrupt), ("hand", hand), ("lateral", lateral), ("sv1", sv1), ("cut", cut))
+        keys = {name: listener.key(ds.SOPInstanceUID) for name, ds in named}
+        wait_for(lambda: len(events(listener.audit(), "sent")) == 7, 120, "the results of seven films sent to Orthanc")
         audit = listener.audit()
         reasons = [r["reason"] for r in audit if r["event"] in ("rejected", "dropped")]
-        assert any("Digital X-Ray Image Storage - For Presentation" in r and "(in the transfer syntaxes proposed)" in r for r in reasons), "\n".join(reasons)  # the SV1 film
+        assert "not accepted: Computed Radiography Image Storage (in the transfer syntaxes proposed)" in reasons, "\n".join(reasons)  # JPEG Lossless, not SV1
         assert "association rejected: 3 associations already open (--max-associations); the sender may retry" in reasons
         assert reasons.count("connection closed: no association request in 3 s (--idle-timeout)") == 3
         assert "association aborted: the peer said nothing for 3 s (--idle-timeout)" in reasons
         (warning,) = [r for r in audit if r["event"] == "warning"]
         assert warning["key"] not in keys.values() and warning["key"] in events(audit, "classified")
         failed = {r["key"]: r for r in audit if r["event"] == "failed"}
-        assert sorted(failed) == sorted([keys["corrupt"], keys["hand"], keys["lateral"]])
+        assert sorted(failed) == sorted([keys["corrupt"], keys["hand"], keys["lateral"], keys["cut"]])
+        assert failed[keys["cut"]]["reason"].startswith("cannot decode DICOM pixel data (JPEG Lossless, Non-Hierarchical, First-Order Prediction")
+        assert failed[keys["cut"]]["reason"].endswith("); the compressed pixel data is corrupt or incomplete")
         assert failed[keys["corrupt"]]["reason"].startswith("cannot decode DICOM pixel data (RLE Lossless); the compressed pixel data is corrupt")
         assert (failed[keys["hand"]]["stage"], failed[keys["hand"]]["reason"]) == ("route", "outside the model's intended use: the body part is not CHEST")
         assert failed[keys["lateral"]]["reason"] == "outside the model's intended use: the view is not PA or AP"
         classified = {r["key"]: r for r in audit if r["event"] == "classified"}
+        assert keys["sv1"] in classified
         assert classified[keys["good"]]["warnings"] == [] and "the header names no view; analysed as PA/AP" in classified[warning["key"]]["warnings"]
         assert [r.get("duplicate") for r in audit if r["event"] == "received" and r["key"] == keys["good"]] == [None, True]
 
@@ -137,13 +155,13 @@ def test_from_outside_with_dcmtk_and_orthanc(tmp_path, orthanc, tiny_models):
         by_series: dict[int, list] = {}
         for ds in results:
             by_series.setdefault(int(ds.SeriesNumber), []).append(ds)
-        assert {n: sorted(str(d.Modality) for d in v) for n, v in by_series.items()} == {9901: ["SR"] * 5, 9902: ["OT", "OT"]}
-        assert len({d.InstanceNumber for d in by_series[9901]}) == 5
+        assert {n: sorted(str(d.Modality) for d in v) for n, v in by_series.items()} == {9901: ["SR"] * 7, 9902: ["OT"] * 3}
+        assert len({d.InstanceNumber for d in by_series[9901]}) == 7
         not_analysable = [d for d in by_series[9901] if "Not analysable" in content_texts(d)]
         said = sorted(t for d in not_analysable for t in content_texts(d) if t.startswith("not analysable: "))
-        assert len(said) == 3 and said[0].startswith("not analysable: cannot decode DICOM pixel data")
+        assert len(said) == 4 and all(t.startswith("not analysable: cannot decode DICOM pixel data") for t in said[:2])
         outside = "not analysable: outside the model's intended use:"
-        assert said[1:] == [f"{outside} the body part is not CHEST", f"{outside} the view is not PA or AP"]
+        assert said[2:] == [f"{outside} the body part is not CHEST", f"{outside} the view is not PA or AP"]
         sc = next(d for d in by_series[9902] if d.SourceImageSequence[0].ReferencedSOPInstanceUID == good.SOPInstanceUID)
         assert max(sc.Rows, sc.Columns) <= 1024
         assert (sc.IssuerOfPatientID, sc.StudyDescription, sc.BodyPartExamined) == ("MADE-UP HOSPITAL", "Chest PA", "CHEST")

@@ -13,6 +13,7 @@ import hashlib
 import io
 from typing import TYPE_CHECKING, Literal
 
+from edgecxr.dicomnet import ljpeg
 from edgecxr.imageio import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -36,10 +37,12 @@ CANNOT_UNDERSTAND = 0xC000
 
 
 def transfer_syntaxes() -> list[str]:
-    """The transfer syntaxes whose pixel data pydicom can decode here, uncompressed ones first."""
+    """The transfer syntaxes whose pixel data pydicom can decode here (with :mod:`edgecxr.dicomnet.ljpeg` for JPEG
+    Lossless SV1), uncompressed ones first."""
     import pydicom.uid as uids
     from pydicom.pixels import get_decoder
 
+    ljpeg.register()
     found = []
     for name in dir(uids):
         uid = getattr(uids, name)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgecxr.cardparts import IntendedFilms
+from edgecxr.dicomnet import ljpeg
 from edgecxr.dicomnet.forward import Forwarder, Target
 from edgecxr.dicomnet.health import Status, write_status
 from edgecxr.dicomnet.journal import Journal
@@ -34,6 +35,7 @@ class Service:
         file_of: Callable[[str], str | None] = lambda key: None, echo: Callable[[dict[str, Any]], None] | None = None,
         rules: IntendedFilms | None = None,
     ) -> None:
+        ljpeg.register()  # the worker decodes JPEG Lossless SV1 films too, whichever way they came in
         self.store = Store(store)
         self.audit = Journal(self.store.root / "audit.jsonl", echo=echo)
         self.results = Journal(self.store.root / "results.jsonl")
