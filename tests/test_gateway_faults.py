@@ -100,13 +100,13 @@ def test_serve_stops_with_worker_stopped_when_the_worker_thread_is_gone(tmp_path
     """What makes `listen` exit 3: the worker thread ends (here: drained from outside) while the server runs."""
     import threading
 
-    from edgecxr.dicomnet.listen import Limits, WorkerStopped, serve
-    from edgecxr.dicomnet.service import Service
-    from edgecxr.model import Model
+    from edgecxr.clinic.dicomnet.listen import Limits, WorkerStopped, serve
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.model import Model
 
     service = Service(tmp_path / "store", Model(tiny_models["int8"]), None, "EDGECXR", 5.0)
     lines: list[str] = []
     threading.Timer(1.5, service.worker.drain).start()
     with pytest.raises(WorkerStopped, match="^worker stopped; "):
         serve(service, "EDGECXR", free_port(), "127.0.0.1", threading.Event(), Limits(), on_status=lines.append)
-    assert lines[0].startswith("ok; 0 films queued")
+    assert lines[-1].startswith("worker stopped; ")  # the status line said so before serve gave up

@@ -1,4 +1,4 @@
-"""Routing by header (edgecxr.dicomnet.routing): the card's intended films, a rules file over them, reasons and warnings."""
+"""Routing by header (edgecxr.clinic.routing): the card's intended films, a rules file over them, reasons and warnings."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import pytest
 from pydicom import Dataset
 
 from conftest import child_env
-from edgecxr.cardparts import TRAINING_FILMS, IntendedFilms
-from edgecxr.dicomnet.routing import RulesError, age_years, read_rules, route
+from edgecxr.clinic.routing import RulesError, age_years, read_rules, route
+from edgecxr.core.cardparts import TRAINING_FILMS, IntendedFilms
 
 
 def header(**tags) -> Dataset:
@@ -68,8 +68,8 @@ def test_rules_take_the_card_defaults_and_are_validated_whole(tmp_path):
 
 
 def test_a_card_carries_its_intended_films_and_one_without_means_the_training_films():
-    from edgecxr.card import ModelCard
-    from edgecxr.registry import MODELS_DIR
+    from edgecxr.core.card import ModelCard
+    from edgecxr.core.registry import MODELS_DIR
 
     data = json.loads((MODELS_DIR / "mlp12-int8.json").read_text())
     card = ModelCard.from_dict(data, "mlp12-int8.json")
