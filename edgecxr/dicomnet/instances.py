@@ -5,15 +5,24 @@ Capture) in any transfer syntax pydicom can decode on this machine (uncompressed
 JPEG, JPEG-LS and JPEG 2000 when their decoder plugins are installed, as the ``clinic`` extra does).
 :func:`refusal` gives the C-STORE failure status and a reason of its own wording for an instance
 that cannot be classified; a reason never quotes a header value other than the image size.
+
+One instance rule (:func:`instance_key`): the same SOP Instance UID with the same pixel data is the
+same instance (received once, its result given again); the same UID with other pixel data is a new
+instance, keyed by UID and pixels, with :data:`REUSED_UID` as a warning, never the earlier result.
 """
 from __future__ import annotations
 
+import hashlib
+import io
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecxr.imageio import MAX_PIXELS
 
 if TYPE_CHECKING:
     from pydicom import Dataset
+
+    from edgecxr.dicomnet.store import Store
 
 SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
@@ -25,6 +34,7 @@ SOP_CLASSES = {
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+REUSED_UID = "this film's SOP Instance UID was used before by a different image: read as a new study (check the sender's UIDs)"
 
 
 def transfer_syntaxes() -> list[str]:
@@ -80,3 +90,24 @@ def refusal(ds: Dataset, sop_class_uid: str | None = None) -> tuple[int, str] | 
     if syntax is not None and not syntax.is_compressed and pixel_bytes < rows * cols * samples * bits // 8:
         return DOES_NOT_MATCH_SOP_CLASS, f"the pixel data holds {pixel_bytes} bytes, fewer than a {cols}x{rows} image needs"
     return None
+
+
+def pixel_digest(data: bytes | Path) -> str | None:
+    """SHA-256 (hex) of a DICOM file's pixel data (``data``: its bytes or path), or None when it has none or cannot be read."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(data if isinstance(data, Path) else io.BytesIO(data))
+        return hashlib.sha256(bytes(ds.PixelData)).hexdigest() if "PixelData" in ds else None
+    except Exception:  # not readable: no digest
+        return None
+
+
+def instance_key(store: Store, uid: str, digest: str | None) -> tuple[str, bool]:
+    """The store key of an instance with SOP Instance UID ``uid`` and pixel digest ``digest`` (from :func:`pixel_digest`),
+    and whether the UID was re-used by other pixels (then the key is of the UID and the pixels: a new study)."""
+    key = store.key(uid)
+    earlier = store.received(key)
+    if earlier is None or earlier.suffix != ".dcm" or pixel_digest(earlier) == digest:
+        return key, False
+    return store.key(f"{uid}#pixels-sha256:{digest}"), True
