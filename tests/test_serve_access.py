@@ -13,6 +13,7 @@ import stat
 import cv2
 import numpy as np
 import pytest
+from pydicom.uid import UID
 
 from clinic import USERS, WebPage, basic, wrap
 from conftest import toy_u8
@@ -30,7 +31,7 @@ def png(cls: int, seed: int = 0) -> bytes:
 def dicom(pixels: np.ndarray, uid: str | None = None) -> bytes:
     ds = wrap(pixels, "Testperson^Una", "ID-777")
     if uid is not None:
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -278,7 +279,9 @@ def test_the_film_viewer_full_resolution_and_window(page):
     def get(query: str) -> np.ndarray:
         r = page.client.get(f"/study/{key}/film.png{query}")
         assert r.status_code == 200, r.text
-        return cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        picture = cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert picture is not None
+        return picture
 
     assert get("").shape == (819, 1024) and get("?full=1").shape == (1200, 1500)
     plain, narrow = get("?full=1")[0], get("?full=1&center=50&width=20")[0]
