@@ -190,7 +190,8 @@ def report(results: dict[str, Any]) -> str:
         f"Model `{results['model']['name']}` {results['model']['version']}. Command: `{prov['command']}`.",
         "",
         f"A store with {m['studies']:,} made-up result lines in results.jsonl; requests over HTTP on localhost, one at a time, "
-        "from the benchmark process (waitress, 4 threads).",
+        "from the benchmark process (waitress, 4 threads); the pages as a logged-in admin (a session cookie, looked up in accounts.sqlite "
+        "on every request), the API with HTTP Basic (a scrypt check on every request).",
         "",
         "| measure | value |",
         "|---|---|",
