@@ -210,15 +210,15 @@ def test_an_old_store_is_made_private_at_start(tmp_path, model_path):
 
 
 def test_a_reused_sop_instance_uid_with_other_pixels_is_a_new_study_with_a_warning(page):
-    from edgecxr.dicomnet.instances import REUSED_UID
+    from edgecxr.dicomnet.instances import CHANGED
 
     first, second = toy_u8(0, seed=7, size=(96, 96)), toy_u8(2, seed=8, size=(96, 96))
     uid = "1.2.826.0.1.3680043.8.498.424242"
     a = page.client.post("/api/predict", data={"file": (io.BytesIO(dicom(first, uid)), "a.dcm")}, headers=basic()).json
     again = page.client.post("/api/predict", data={"file": (io.BytesIO(dicom(first, uid)), "a-again.dcm")}, headers=basic()).json
     b = page.client.post("/api/predict", data={"file": (io.BytesIO(dicom(second, uid)), "b.dcm")}, headers=basic()).json
-    assert again["key"] == a["key"] and REUSED_UID not in a["warnings"]  # same UID, same pixels: the same instance
-    assert b["key"] != a["key"] and REUSED_UID in b["warnings"]  # same UID, other pixels: a new study, never a's result
+    assert again["key"] == a["key"] and CHANGED not in a["warnings"]  # same UID, same pixels: the same instance
+    assert b["key"] != a["key"] and CHANGED in b["warnings"]  # same UID, other pixels: a new study, never a's result
     assert b["probabilities"] != a["probabilities"]
     b_again = page.client.post("/api/predict", data={"file": (io.BytesIO(dicom(second, uid)), "b2.dcm")}, headers=basic()).json
     assert b_again["key"] == b["key"]
@@ -226,24 +226,28 @@ def test_a_reused_sop_instance_uid_with_other_pixels_is_a_new_study_with_a_warni
     assert page.login("rita") == 302
     from markupsafe import escape
 
-    shown = str(escape(REUSED_UID))
+    shown = str(escape(CHANGED))
     assert shown in page.client.get(f"/study/{b['key']}").text and shown in page.client.get("/").text
 
 
 def test_the_instance_rule_in_the_shared_code(tmp_path):
-    from edgecxr.dicomnet.instances import instance_key, pixel_digest
+    import pydicom
+
+    from edgecxr.dicomnet.instances import instance_key
     from edgecxr.dicomnet.store import Store
 
     store = Store(tmp_path / "s")
     uid = "1.2.3.4"
     film = dicom(toy_u8(0, seed=1, size=(32, 32)), uid)
     other = dicom(toy_u8(1, seed=2, size=(32, 32)), uid)
-    assert instance_key(store, uid, pixel_digest(film)) == (store.key(uid), False)  # nothing stored yet
+    pixels = {name: pydicom.dcmread(io.BytesIO(data)).PixelData for name, data in (("film", film), ("other", other))}
+    assert instance_key(store, uid, pixels["film"]) == (store.key(uid), "new")  # nothing stored yet
     store.write_bytes(store.path("received", store.key(uid), ".dcm"), film)
-    assert instance_key(store, uid, pixel_digest(film)) == (store.key(uid), False)
-    key, reused = instance_key(store, uid, pixel_digest(other))
-    assert reused and key not in (store.key(uid),) and key == instance_key(store, uid, pixel_digest(other))[0]
-    assert pixel_digest(b"not dicom") is None
+    assert instance_key(store, uid, pixels["film"]) == (store.key(uid), "same")
+    key, verdict = instance_key(store, uid, pixels["other"])
+    assert verdict == "changed" and key != store.key(uid)
+    store.write_bytes(store.path("received", key, ".dcm"), other)
+    assert instance_key(store, uid, pixels["other"]) == (key, "same")
 
 
 def test_the_study_page_a_nurse_reads(page, model_path):

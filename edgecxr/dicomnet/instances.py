@@ -5,17 +5,13 @@ Capture) in any transfer syntax pydicom can decode on this machine (uncompressed
 JPEG, JPEG-LS and JPEG 2000 when their decoder plugins are installed, as the ``clinic`` extra does).
 :func:`refusal` gives the C-STORE failure status and a reason of its own wording for an instance
 that cannot be classified; a reason never quotes a header value other than the image size.
-
-One instance rule (:func:`instance_key`): the same SOP Instance UID with the same pixel data is the
-same instance (received once, its result given again); the same UID with other pixel data is a new
-instance, keyed by UID and pixels, with :data:`REUSED_UID` as a warning, never the earlier result.
+:func:`instance_key` says whether an instance is new, a resend, or a changed film under an old UID.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from edgecxr.imageio import MAX_PIXELS
 
@@ -23,6 +19,9 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
     from edgecxr.dicomnet.store import Store
+
+Verdict = Literal["new", "same", "changed"]
+CHANGED = "the SOP Instance UID of a film received before, with other pixel data: kept and classified as a new instance"  # the audit warning
 
 SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
@@ -34,7 +33,6 @@ SOP_CLASSES = {
 OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-REUSED_UID = "this film's SOP Instance UID was used before by a different image: read as a new study (check the sender's UIDs)"
 
 
 def transfer_syntaxes() -> list[str]:
@@ -92,22 +90,57 @@ def refusal(ds: Dataset, sop_class_uid: str | None = None) -> tuple[int, str] | 
     return None
 
 
-def pixel_digest(data: bytes | Path) -> str | None:
-    """SHA-256 (hex) of a DICOM file's pixel data (``data``: its bytes or path), or None when it has none or cannot be read."""
+def instance_key(store: Store, uid: str, pixel_data: bytes) -> tuple[str, Verdict]:
+    """The store key of a DICOM instance with SOP Instance UID ``uid`` and (encoded) ``pixel_data``, and what it is:
+
+    - ``"new"``: no instance of that UID is in the store; the key is ``store.key(uid)``;
+    - ``"same"``: an instance of that UID *and* the same pixel data is (a resend): its key, nothing to do;
+    - ``"changed"``: one of that UID with other pixel data is (a corrected film sent under the old UID): a key of its
+      own, made from the UID and the pixel data's sha256, so it is kept and classified as a new instance, never
+      answered with the other's result (the caller logs a warning).
+
+    ``listen``, ``watch`` and the web page's uploads all key DICOM this way.
+    """
+    first = store.key(uid)
+    stored = store.received(first)
+    if stored is None:
+        return first, "new"
+    digest = hashlib.sha256(pixel_data).hexdigest()
+    if pixel_digest(stored) == digest:
+        return first, "same"
+    variant = store.key(f"{uid}#pixels:{digest}")
+    return variant, "same" if store.received(variant) is not None else "changed"
+
+
+def dicom_file_key(store: Store, data: bytes) -> tuple[str | None, str, Verdict]:
+    """(why the DICOM file ``data`` is refused or None, its key, its verdict) for a file dropped or uploaded.
+
+    A refused file (or one that does not parse) is keyed by its content, so the same bytes are refused once and a
+    completed or corrected file is read again; an accepted one by :func:`instance_key`.
+    """
+    import pydicom
+
+    by_content = store.content_key(data)
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        refused = refusal(ds)
+        pixels = ds.PixelData if refused is None else b""
+    except Exception:
+        return "not a readable DICOM file", by_content, "new"
+    if refused is not None:
+        return refused[1], by_content, "new"
+    key, verdict = instance_key(store, uid, pixels)
+    return None, key, verdict
+
+
+def pixel_digest(path: object) -> str | None:
+    """sha256 of the (encoded) pixel data of the DICOM file at ``path``; None when it has none or is not DICOM."""
     import pydicom
 
     try:
-        ds = pydicom.dcmread(data if isinstance(data, Path) else io.BytesIO(data))
-        return hashlib.sha256(bytes(ds.PixelData)).hexdigest() if "PixelData" in ds else None
-    except Exception:  # not readable: no digest
+        ds = pydicom.dcmread(path, specific_tags=["PixelData"])  # type: ignore[arg-type]
+        data = ds.get("PixelData")
+    except Exception:
         return None
-
-
-def instance_key(store: Store, uid: str, digest: str | None) -> tuple[str, bool]:
-    """The store key of an instance with SOP Instance UID ``uid`` and pixel digest ``digest`` (from :func:`pixel_digest`),
-    and whether the UID was re-used by other pixels (then the key is of the UID and the pixels: a new study)."""
-    key = store.key(uid)
-    earlier = store.received(key)
-    if earlier is None or earlier.suffix != ".dcm" or pixel_digest(earlier) == digest:
-        return key, False
-    return store.key(f"{uid}#pixels-sha256:{digest}"), True
+    return hashlib.sha256(data).hexdigest() if data is not None else None

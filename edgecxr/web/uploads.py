@@ -7,17 +7,16 @@ what a file is (PNG, JPEG, BMP, TIFF, DICOM); it is stored as ``received/<key>.<
 like ``watch`` keys a dropped file. The name it was uploaded under is kept only as text, in
 ``STORE/web/uploads.jsonl`` and the results line, never used as a path. A DICOM upload that
 re-uses an earlier one's SOP Instance UID with other pixels is a new study
-(:func:`edgecxr.dicomnet.instances.instance_key`); its ``uploaded`` line carries the warning.
+(:func:`edgecxr.dicomnet.instances.instance_key`, the rule ``listen`` and ``watch`` key DICOM by); its ``uploaded`` line carries the warning.
 """
 from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
 
-from edgecxr.dicomnet.instances import REUSED_UID, instance_key, pixel_digest
+from edgecxr.dicomnet.instances import CHANGED, dicom_file_key
 from edgecxr.dicomnet.journal import Journal, read_lines
 from edgecxr.dicomnet.service import Service
-from edgecxr.dicomnet.watch import dicom_check
 from edgecxr.imageio import is_dicom
 
 MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"), (b"BM", ".bmp"))
@@ -68,17 +67,15 @@ class Uploads:
         if suffix is None:
             raise UploadError(f"not an image file: only {ACCEPTED} films are accepted")
         store = self.service.store
-        key, reused = store.content_key(data), False
+        key, verdict = store.content_key(data), "new"
         if suffix == ".dcm":
-            refused, uid = dicom_check(data)
+            refused, key, verdict = dicom_file_key(store, data)
             if refused is not None:
                 raise UploadError(f"DICOM file refused: {refused}")
-            if uid:
-                key, reused = instance_key(store, uid, pixel_digest(data))
         if store.known(key):
             return key
         text = shown_name(name)
-        warnings = [REUSED_UID] if reused else []
+        warnings = [CHANGED] if verdict == "changed" else []
         self.log.once("uploaded", key, file=text, **({"warnings": warnings} if warnings else {}))
         self.names[key] = text
         if warnings:
