@@ -6,6 +6,7 @@ in a ``.[test]`` install without it (the board tier), where ``-m "not clinic"`` 
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import signal
@@ -141,10 +142,10 @@ def test_an_outcome_is_recorded_its_note_is_inert_and_monitoring_counts_it(page)
     assert "0 studies" in page.client.get("/?unreviewed=1").text
     assert [line["event"] for line in read_lines(page.root / "web" / "audit.jsonl") if line["key"] == key] == ["received", "classified", "outcome"]
     assert "alert" not in (page.root / "web" / "audit.jsonl").read_text()  # the note stays out of the audit log
-    row = page.client.get("/monitoring.csv").text.splitlines()[1].split(",")
+    row = next(csv.DictReader(io.StringIO(page.client.get("/monitoring.csv").text)))
     # tiny model, no Normal label: not flagged; a confirmed positive that was not flagged is a false negative
-    assert dict(zip(monitoring.COLUMNS, row)) | {"week": ""} == {
-        "week": "", "read": "1", "flagged": "0", "share_flagged": "0.0000", "with_outcome": "1", "positive": "1", "negative": "0",
+    assert {k: row[k] for k in monitoring.COLUMNS} | {"week": ""} == {
+        "week": "", "profile": "tiny-int8 1.0.0, no site profile", "read": "1", "flagged": "0", "share_flagged": "0.0000", "with_outcome": "1", "positive": "1", "negative": "0",
         "true_positive": "0", "false_negative": "1", "true_negative": "0", "false_positive": "0", "sensitivity": "0.0000", "specificity": "", "yield": "",
     }
     assert "<td>1</td>" in page.client.get("/monitoring").text
@@ -331,16 +332,21 @@ def test_monitoring_per_week():
             [(True, "positive"), (True, "negative"), (False, "negative"), (False, "positive"), (False, None), (True, "not_done")]]
     rows.append({"time": "2026-11-29T10:00:00+00:00", "flagged": True, "outcome": "positive"})
     newer, older = monitoring.weekly(rows)
-    assert {k: newer[k] for k in monitoring.COLUMNS} == {"week": "2026-W49", "read": 6, "flagged": 3, "share_flagged": 0.5, "with_outcome": 4, "positive": 2, "negative": 2,
+    assert {k: newer[k] for k in monitoring.COLUMNS} == {"week": "2026-W49", "profile": "", "read": 6, "flagged": 3, "share_flagged": 0.5, "with_outcome": 4, "positive": 2, "negative": 2,
                      "true_positive": 1, "false_negative": 1, "true_negative": 1, "false_positive": 1,
                      "sensitivity": 0.5, "specificity": 0.5, "yield": 0.5}
     assert older["week"] == "2026-W48" and older["sensitivity"] == 1.0 and older["specificity"] is None
+    recalibrated = monitoring.weekly([{"time": "2026-11-30T10:00:00+00:00", "flagged": True, "outcome": None, "profile": p} for p in "abb"])
+    assert [(w["week"], w["profile"], w["read"]) for w in recalibrated] == [("2026-W49", "b", 2), ("2026-W49", "a", 1)]
+    record = {"model": "resnet18-int8", "model_version": "1.2.0", "head": "site", "operating_point": [{"for": "abnormal", "threshold": 0.35}]}
+    assert monitoring.profile_of(record) == "resnet18-int8 1.2.0, refer at abnormal ≥ 0.3500, site head"
+    assert monitoring.profile_of({"model": "m", "model_version": "1"}) == "m 1, no site profile"
     assert newer["counts"]["sensitivity"] == (1, 2) and newer["counts"]["share_flagged"] == (3, 6)
     assert newer["sensitivity_low"] == pytest.approx(0.0945, abs=1e-4) and newer["sensitivity_high"] == pytest.approx(0.9055, abs=1e-4)
     assert older["sensitivity_low"] == pytest.approx(0.2065, abs=1e-4) and older["sensitivity_high"] == 1.0  # 1 of 1: 21-100%
     assert older["specificity_low"] is None
     assert monitoring.as_csv([newer]).splitlines()[1] == (
-        "2026-W49,6,3,0.5000,4,2,2,1,1,1,1,0.5000,0.5000,0.5000,0.1876,0.8124,0.0945,0.9055,0.0945,0.9055,0.0945,0.9055")
+        "2026-W49,,6,3,0.5000,4,2,2,1,1,1,1,0.5000,0.5000,0.5000,0.1876,0.8124,0.0945,0.9055,0.0945,0.9055,0.0945,0.9055")
 
 
 def test_passwords_are_hashed_with_scrypt(tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 
 from edgecxr.dicomnet.journal import read_lines, utc_ms
 from edgecxr.site import NORMAL
-from edgecxr.web import patients
+from edgecxr.web import monitoring, patients
 
 OUTCOMES = {"positive": "lab-confirmed positive", "negative": "lab-confirmed negative", "not_done": "test not done"}
 SCHEMA = """
@@ -152,12 +152,13 @@ class Index:
             return [dict(r) for r in self._db.execute("SELECT user, time FROM reads WHERE key = ? ORDER BY rowid", (key,))]
 
     def read(self) -> list[dict[str, Any]]:
-        """(time, flagged, outcome) of every classified study, for monitoring."""
+        """(time, flagged, outcome, profile) of every classified study, for monitoring (:mod:`edgecxr.web.monitoring`)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT s.time, s.flagged, o.outcome FROM studies s LEFT JOIN outcomes o USING (key) WHERE s.status = 'classified'"
+                "SELECT s.time, s.flagged, o.outcome, s.record FROM studies s LEFT JOIN outcomes o USING (key) WHERE s.status = 'classified'"
             ).fetchall()
-        return [dict(r) for r in rows]
+        return [{"time": r["time"], "flagged": r["flagged"], "outcome": r["outcome"], "profile": monitoring.profile_of(json.loads(r["record"]))}
+                for r in rows]
 
 
 def _study(origin: str, line: dict[str, Any], file_of: Callable[[str, str], str | None]) -> tuple[Any, ...] | None:
