@@ -332,7 +332,8 @@ def test_monitoring_per_week():
             [(True, "positive"), (True, "negative"), (False, "negative"), (False, "positive"), (False, None), (True, "not_done")]]
     rows.append({"time": "2026-11-29T10:00:00+00:00", "flagged": True, "outcome": "positive"})
     newer, older = monitoring.weekly(rows)
-    assert {k: newer[k] for k in monitoring.COLUMNS} == {"week": "2026-W49", "profile": "", "read": 6, "flagged": 3, "share_flagged": 0.5, "with_outcome": 4, "positive": 2, "negative": 2,
+    assert {k: newer[k] for k in monitoring.COLUMNS} == {"week": "2026-W49", "profile": "", "read": 6, "flagged": 3, "share_flagged": 0.5, "with_outcome": 4,
+                     "positive": 2, "negative": 2,
                      "true_positive": 1, "false_negative": 1, "true_negative": 1, "false_positive": 1,
                      "sensitivity": 0.5, "specificity": 0.5, "yield": 0.5}
     assert older["week"] == "2026-W48" and older["sensitivity"] == 1.0 and older["specificity"] is None
