@@ -293,3 +293,20 @@ def test_the_film_viewer_full_resolution_and_window(page):
     assert 0 < narrow[750] < 255
     text = page.client.get(f"/study/{key}?center=40&width=30").text
     assert f'src="/study/{key}/film.png?center=40&amp;width=30"' in text
+
+
+def test_http_basic_pays_one_password_check_a_minute_not_one_a_request(page, monkeypatch):
+    from edgecxr.web import accounts, auth
+
+    checks = []
+    real = auth.check_password
+    monkeypatch.setattr(auth, "check_password", lambda p, line: checks.append(1) or real(p, line))
+    now = [1_000_000.0]
+    page.site.accounts.clock = lambda: now[0]
+    for _ in range(5):
+        assert page.client.get("/api/studies", headers=basic("rita")).status_code == 200
+    assert len(checks) == 1
+    now[0] += accounts.VERIFIED_FOR + 1
+    assert page.client.get("/api/studies", headers=basic("rita")).status_code == 200 and len(checks) == 2
+    page.site.accounts.set_user("rita", "reader", "a new password 2")  # a changed password is not remembered
+    assert page.client.get("/api/studies", headers=basic("rita")).status_code == 401

@@ -16,6 +16,7 @@ name and per client address; while either has :data:`MAX_FAILURES` failures in t
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import sqlite3
 import threading
@@ -29,10 +30,12 @@ from edgecxr.web import auth
 
 ROLES = ("reader", "reviewer", "admin")  # each may do what the ones before it may
 IDLE = 30 * 60  # s a session may go unused
+SEEN_STEP = 30  # s: a session's last use is written when it is at least this old (so idle time is exact to 30 s)
 LIFETIME = 12 * 3600  # s a logged-in session lasts at most
 ANONYMOUS_LIFETIME = 3600  # s a session before login lasts (it only carries the login form's CSRF token)
 MAX_FAILURES, WINDOW = 5, 15 * 60  # per user name; an address gets ADDRESS_FACTOR times as many
 ADDRESS_FACTOR = 4
+VERIFIED_FOR = 60  # s a right user name and password are remembered (HTTP Basic sends them with every request)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -60,6 +63,8 @@ class Accounts:
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
+        self._pepper = secrets.token_bytes(32)  # keys the remembered right passwords of this process
+        self._verified: dict[bytes, tuple[str, float]] = {}  # keyed hash of (name, password) -> (role, until)
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock, self._db:
@@ -79,6 +84,7 @@ class Accounts:
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?)", (name, role, line))
             self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            self._verified.clear()
 
     def role(self, name: str) -> str | None:
         """The role of user ``name``, or None when there is no such user."""
@@ -90,12 +96,22 @@ class Accounts:
             return [(n, r) for n, r in self._db.execute("SELECT name, role FROM users ORDER BY name")]
 
     def check(self, name: str, password: str) -> str | None:
-        """The role of ``name`` when ``password`` is its password, else None (no scrypt work for an unknown name)."""
+        """The role of ``name`` when ``password`` is its password, else None (no scrypt work for an unknown name).
+
+        A right pair is remembered for :data:`VERIFIED_FOR` seconds (in memory, by a keyed hash), so a script calling
+        the API with HTTP Basic pays one scrypt check a minute, not one a request."""
+        remembered = hmac.new(self._pepper, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+        now = self.clock()
         with self._lock:
+            known = self._verified.get(remembered)
+            if known is not None and known[1] > now:
+                return known[0]
             row = self._db.execute("SELECT role, hash FROM users WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        if row is None or not auth.check_password(password, row[1]):
             return None
-        return str(row[0]) if auth.check_password(password, row[1]) else None
+        with self._lock:
+            self._verified[remembered] = (str(row[0]), now + VERIFIED_FOR)
+        return str(row[0])
 
     # sessions
     def start(self, user: str | None = None) -> Session:
@@ -123,7 +139,8 @@ class Accounts:
             if now - seen > IDLE or now - started > lifetime:
                 self._db.execute("DELETE FROM sessions WHERE id = ?", (_digest(sid),))
                 return None
-            self._db.execute("UPDATE sessions SET seen = ? WHERE id = ?", (now, _digest(sid)))
+            if now - seen >= SEEN_STEP:  # not a disk write on every request
+                self._db.execute("UPDATE sessions SET seen = ? WHERE id = ?", (now, _digest(sid)))
         role = self._role(user)
         if user is not None and role is None:  # the user was removed
             self.end(sid)

@@ -101,7 +101,10 @@ class Index:
         """Read who each study not yet identified is (from its film's header, or its file name)."""
         with self._lock:
             todo = self._db.execute("SELECT key, origin, file FROM studies WHERE key NOT IN (SELECT key FROM patients)").fetchall()
-        rows = [(r["key"], *patients.identify(self.sources[r["origin"]], r["key"], r["file"])) for r in todo if r["origin"] in self.sources]
+        if not todo:
+            return
+        files = {origin: patients.received_files(root) for origin, root in self.sources.items()}
+        rows = [(r["key"], *patients.identify(files[r["origin"]].get(r["key"]), r["file"])) for r in todo if r["origin"] in files]
         with self._write() as db:
             db.executemany("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?, ?)", rows)
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgecxr.dicomnet.store import received_file
-
 TAGS = ("PatientID", "AccessionNumber", "StudyDate", "StudyDescription")
 MAX_CHARS = 128  # of one shown value
 
 
-def identify(root: Path, key: str, file: str | None) -> tuple[str | None, str | None, str | None, str | None]:
-    """(patient ID, accession, study date as YYYY-MM-DD, description) of study ``key`` in the store at ``root``."""
-    path = received_file(root, key)
+def received_files(root: Path) -> dict[str, Path]:
+    """{key: received file} of the store at ``root`` (one listing, for many studies at once)."""
+    folder = root / "received"
+    return {p.name.split(".", 1)[0]: p for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+
+
+def identify(path: Path | None, file: str | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """(patient ID, accession, study date as YYYY-MM-DD, description) of a study: ``path`` its received file (or
+    None), ``file`` the name it came under."""
     if path is None or path.suffix != ".dcm":
         return None, None, None, file
     import pydicom
