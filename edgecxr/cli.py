@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -543,7 +544,11 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
     except server.PasswordFileError as exc:
         click.echo(f"error: --password-file {exc}", err=True)
         sys.exit(2)
-    users = server.accounts(root)
+    try:
+        users = server.accounts(root)
+    except (OSError, sqlite3.Error) as exc:
+        click.echo(f"error: --store {store}: cannot keep the accounts there ({getattr(exc, 'strerror', None) or exc})", err=True)
+        sys.exit(2)
     if add_user is not None:
         if password is None:
             if not sys.stdin.isatty():

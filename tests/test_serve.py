@@ -388,6 +388,9 @@ def test_serve_command_errors(runner, tmp_path, model_path):
     from edgecxr.web import server
 
     assert server.accounts(tmp_path / "s").users() == [("nurse", "reviewer")]
+    (tmp_path / "file").write_text("not a folder")
+    r = runner.invoke(main, ["serve", "--store", str(tmp_path / "file" / "s"), "--add-user", "x", "--password-file", str(short)])
+    assert r.exit_code == 2 and "cannot keep the accounts there" in r.stderr and isinstance(r.exception, SystemExit)
     r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--add-user", "a:b", "--password-file", str(short)])
     assert r.exit_code == 2 and "without ':'" in r.stderr
     r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--add-user", "x", "--role", "boss", "--password-file", str(short)])
