@@ -111,10 +111,13 @@ class Index:
     def page(self, filters: Filters, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
         """One page of studies, newest first, and how many match the filters in all."""
         where, args = _where(filters)
+        joins = (" LEFT JOIN outcomes o USING (key)" if filters.unreviewed else "") + (" LEFT JOIN patients p USING (key)" if filters.search else "")
+        matching = f"FROM studies s{joins} {where}"  # only the tables the filters need: the count reads every match
         with self._lock:
-            total = self._db.execute(f"SELECT COUNT(*) {JOINS} {where}", args).fetchone()[0]
+            total = self._db.execute(f"SELECT COUNT(*) {matching}", args).fetchone()[0]
             rows = self._db.execute(
-                f"SELECT {COLUMNS} {JOINS} {where} ORDER BY s.time DESC, s.key LIMIT ? OFFSET ?",
+                f"SELECT {COLUMNS} FROM (SELECT s.* {matching} ORDER BY s.time DESC, s.key LIMIT ? OFFSET ?) s "
+                "LEFT JOIN outcomes o USING (key) LEFT JOIN patients p USING (key) ORDER BY s.time DESC, s.key",
                 [*args, per_page, (page - 1) * per_page],
             ).fetchall()
         return [_plain(r) for r in rows], int(total)
