@@ -512,6 +512,7 @@ def watch(folder: str, interval: float, **options: Any) -> None:
 @click.option("--user", default="admin", show_default=True, help="an admin account: --password-file (or a prompt on first start) sets its password")
 @click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="the password (first line) of --user or --add-user; a file only its owner can read")
 @click.option("--add-user", metavar="NAME", help="add (or change) user NAME with --role and its password (--password-file or a prompt), then exit")
+@click.option("--remove-user", metavar="NAME", help="remove user NAME (its sessions end at once), then exit")
 @click.option("--role", type=click.Choice(["reader", "reviewer", "admin"]), default="reader", show_default=True,
               help="for --add-user: reader sees, reviewer also uploads and records outcomes, admin also manages users")
 @click.option("--allowed-host", "allowed_host", multiple=True, metavar="NAME",
@@ -520,8 +521,8 @@ def watch(folder: str, interval: float, **options: Any) -> None:
 @click.option("--model", "-m", help=MODEL_HELP)
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to uploaded films' results")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
-def serve(store: str, host: str, port: int, user: str, password_file: str | None, add_user: str | None, role: str, allowed_host: tuple[str, ...],
-          public_read: bool, model: str | None, site: str | None, threads: int | None) -> None:
+def serve(store: str, host: str, port: int, user: str, password_file: str | None, add_user: str | None, remove_user: str | None, role: str,
+          allowed_host: tuple[str, ...], public_read: bool, model: str | None, site: str | None, threads: int | None) -> None:
     """A web page over the store: worklist, film with heatmap, outcomes, monitoring; upload and a JSON API.
 
     Shows the studies `listen` and `watch` put in STORE and the films uploaded through the page
@@ -549,6 +550,12 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
     except (OSError, sqlite3.Error) as exc:
         click.echo(f"error: --store {store}: cannot keep the accounts there ({getattr(exc, 'strerror', None) or exc})", err=True)
         sys.exit(2)
+    if remove_user is not None:
+        if not users.remove_user(remove_user):
+            click.echo(f"error: --remove-user {remove_user!r}: no such user (users: {', '.join(n for n, _ in users.users()) or 'none'})", err=True)
+            sys.exit(2)
+        click.echo(f"edgecxr: user {remove_user} removed", err=True)
+        return
     if add_user is not None:
         if password is None:
             if not sys.stdin.isatty():

@@ -388,6 +388,10 @@ def test_serve_command_errors(runner, tmp_path, model_path):
     from edgecxr.web import server
 
     assert server.accounts(tmp_path / "s").users() == [("nurse", "reviewer")]
+    r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--remove-user", "nobody"])
+    assert r.exit_code == 2 and "no such user (users: nurse)" in r.stderr
+    r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--remove-user", "nurse"])
+    assert r.exit_code == 0 and "user nurse removed" in r.stderr and server.accounts(tmp_path / "s").users() == []
     (tmp_path / "file").write_text("not a folder")
     r = runner.invoke(main, ["serve", "--store", str(tmp_path / "file" / "s"), "--add-user", "x", "--password-file", str(short)])
     assert r.exit_code == 2 and "cannot keep the accounts there" in r.stderr and isinstance(r.exception, SystemExit)

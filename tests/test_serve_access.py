@@ -112,6 +112,10 @@ def test_roles_reader_reviewer_admin(page):
     assert page.login("admin") == 302
     users = page.client.get("/users").text
     assert all(f"<td>{name}</td><td>{role}</td>" in users for name, (role, _) in USERS.items())
+    # a removed user's session ends at once
+    assert page.login("rita") == 302 and page.client.get("/").status_code == 200
+    assert page.site.accounts.remove_user("rita")
+    assert page.client.get("/").headers.get("Location") == "/login"
 
 
 def test_outcome_history_note_kept_unless_changed_form_prefilled_and_reads_recorded(page):

@@ -86,6 +86,14 @@ class Accounts:
             self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
             self._verified.clear()
 
+    def remove_user(self, name: str) -> bool:
+        """Remove user ``name`` and end its sessions; False when there was no such user."""
+        with self._lock, self._db:
+            gone = self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
+            self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            self._verified.clear()
+        return bool(gone)
+
     def role(self, name: str) -> str | None:
         """The role of user ``name``, or None when there is no such user."""
         return self._role(name)
