@@ -136,9 +136,9 @@ def test_log_in_upload_toggle_heatmap_record_outcome_and_monitor(served, browser
 
     browser.get(served + "/monitoring")
     cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#weeks tbody tr td")]
-    assert cells[1] == "1" and cells[3] == "1" and cells[4] == "1"  # films read, with outcome, positive
+    assert cells[2] == "1" and cells[4] == "1" and cells[5] == "1"  # films read, with outcome, positive (after week and profile)
     # sensitivity with its counts and 95% interval (flagged without a site profile: any call but Normal)
-    assert ("0/1; 95% CI 0–79 %" if label == "Normal" else "1/1; 95% CI 21–100 %") in cells[7]
+    assert ("0/1; 95% CI 0–79 %" if label == "Normal" else "1/1; 95% CI 21–100 %") in cells[8]
     browser.save_screenshot(str(shots / "monitoring.png"))
 
     # a phone: 390 px wide, every page fits
