@@ -20,9 +20,9 @@ import pytest
 
 from clinic import PASSWORD, WebPage, basic, free_port, wait_for, wrap
 from conftest import child_env, toy_u8
-from edgecxr.dicomnet.journal import Journal, read_lines
-from edgecxr.model import Model
-from edgecxr.web import auth, monitoring
+from edgecxr.clinic.journal import Journal, read_lines
+from edgecxr.clinic.web import auth, monitoring
+from edgecxr.core.model import Model
 
 pytestmark = pytest.mark.clinic
 BASIC = basic("admin")
@@ -43,7 +43,7 @@ def page(tmp_path, model_path):
 
 
 def test_reading_needs_a_login_and_every_response_has_the_security_headers(page):
-    from edgecxr.web.app import HEADERS
+    from edgecxr.clinic.web.app import HEADERS
 
     anonymous = {"/": 302, "/upload": 302, "/monitoring": 302, "/monitoring.csv": 302, "/study/" + "0" * 64: 302, "/login": 200,
                  "/api/studies": 401, "/no-such-page": 302}
@@ -245,7 +245,7 @@ def test_refused_and_failed_uploads_are_readable(page):
 
 
 def test_an_upload_over_the_limit_is_refused(page):
-    from edgecxr.web.app import MAX_UPLOAD
+    from edgecxr.clinic.web.app import MAX_UPLOAD
 
     big = b"\x89PNG\r\n\x1a\n" + b"\x00" * (50 * 2**20)
     assert len(big) > MAX_UPLOAD
@@ -294,7 +294,7 @@ def test_bad_addresses_and_parameters_get_readable_errors(page):
 
 def test_studies_from_listen_and_watch_appear_with_filters_and_pages(page, model_path):
     """The store `listen` / `watch` write: one film classified, one failed, and 60 result lines for the filters and pages."""
-    from edgecxr.dicomnet.service import Service
+    from edgecxr.clinic.service import Service
 
     main = Service(page.root, Model(model_path), None, "EDGECXR", 5.0)
     good, bad = main.store.content_key(png(0)), main.store.content_key(b"bad")
@@ -351,7 +351,7 @@ def test_monitoring_per_week():
 
 
 def test_passwords_are_hashed_with_scrypt(tmp_path):
-    from edgecxr.web import server
+    from edgecxr.clinic.web import server
 
     line = auth.hash_password("s3cret-words")
     assert line.startswith("scrypt$") and "s3cret" not in line
@@ -367,7 +367,7 @@ def test_passwords_are_hashed_with_scrypt(tmp_path):
 
 def test_serve_command_errors(runner, tmp_path, model_path):
     from edgecxr.cli import main
-    from edgecxr.web.app import HEADERS
+    from edgecxr.clinic.web.app import HEADERS
 
     r = runner.invoke(main, ["serve", "--help"])
     assert r.exit_code == 0 and "--password-file" in r.output and "HTTP Basic" in r.output
@@ -385,7 +385,7 @@ def test_serve_command_errors(runner, tmp_path, model_path):
     short.chmod(0o600)
     r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--add-user", "nurse", "--role", "reviewer", "--password-file", str(short)])
     assert r.exit_code == 0 and "user nurse saved with role reviewer" in r.stderr
-    from edgecxr.web import server
+    from edgecxr.clinic.web import server
 
     assert server.accounts(tmp_path / "s").users() == [("nurse", "reviewer")]
     r = runner.invoke(main, ["serve", "--store", str(tmp_path / "s"), "--remove-user", "nobody"])

@@ -17,7 +17,7 @@ from pydicom.uid import UID
 
 from clinic import USERS, WebPage, basic, wrap
 from conftest import toy_u8
-from edgecxr.model import Model
+from edgecxr.core.model import Model
 
 pytestmark = pytest.mark.clinic
 
@@ -70,7 +70,7 @@ def test_logout_ends_the_session_and_a_replayed_cookie_is_refused(page):
 
 
 def test_sessions_expire_when_idle_and_after_their_lifetime(page):
-    from edgecxr.web import accounts
+    from edgecxr.clinic.web import accounts
 
     now = [1_000_000.0]
     page.site.accounts.clock = lambda: now[0]
@@ -143,12 +143,12 @@ def test_outcome_history_note_kept_unless_changed_form_prefilled_and_reads_recor
 
 
 def test_failed_logins_are_throttled_per_user_and_address_and_logged(page, caplog, monkeypatch):
-    from edgecxr.web import accounts, auth
+    from edgecxr.clinic.web import accounts, auth
 
     checks = []
     real = auth.check_password
     monkeypatch.setattr(auth, "check_password", lambda p, line: checks.append(1) or real(p, line))
-    caplog.set_level(logging.WARNING, logger="edgecxr.web")
+    caplog.set_level(logging.WARNING, logger="edgecxr.clinic.web")
     for _ in range(accounts.MAX_FAILURES):
         assert page.login("rev", "guess") == 403
     assert len(checks) == accounts.MAX_FAILURES
@@ -172,7 +172,7 @@ def test_failed_logins_are_throttled_per_user_and_address_and_logged(page, caplo
 
 
 def test_the_host_header_is_checked_on_every_request(page, tmp_path, model_path):
-    from edgecxr.web.app import allowed_hosts, create_app
+    from edgecxr.clinic.web.app import allowed_hosts, create_app
 
     for host in ("evil.example", "evil.example:8080", "127.0.0.1.evil.example"):
         for path in ("/", "/login", "/api/studies", "/static/style.css"):
@@ -202,7 +202,7 @@ def test_store_files_and_folders_are_private(page, tmp_path):
 
 
 def test_an_old_store_is_made_private_at_start(tmp_path, model_path):
-    from edgecxr.web import server
+    from edgecxr.clinic.web import server
 
     web = tmp_path / "store" / "web"
     (web / "results").mkdir(parents=True)
@@ -214,7 +214,7 @@ def test_an_old_store_is_made_private_at_start(tmp_path, model_path):
 
 
 def test_a_reused_sop_instance_uid_with_other_pixels_is_a_new_study_with_a_warning(page):
-    from edgecxr.dicomnet.instances import CHANGED
+    from edgecxr.clinic.instances import CHANGED
 
     first, second = toy_u8(0, seed=7, size=(96, 96)), toy_u8(2, seed=8, size=(96, 96))
     uid = "1.2.826.0.1.3680043.8.498.424242"
@@ -237,8 +237,8 @@ def test_a_reused_sop_instance_uid_with_other_pixels_is_a_new_study_with_a_warni
 def test_the_instance_rule_in_the_shared_code(tmp_path):
     import pydicom
 
-    from edgecxr.dicomnet.instances import instance_key
-    from edgecxr.dicomnet.store import Store
+    from edgecxr.clinic.instances import instance_key
+    from edgecxr.clinic.store import Store
 
     store = Store(tmp_path / "s")
     uid = "1.2.3.4"
@@ -255,7 +255,7 @@ def test_the_instance_rule_in_the_shared_code(tmp_path):
 
 
 def test_the_study_page_a_nurse_reads(page, model_path):
-    from edgecxr.dicomnet.journal import Journal
+    from edgecxr.clinic.journal import Journal
 
     results = Journal(page.root / "results.jsonl")
     op = [{"for": "abnormal", "threshold": 0.35, "target_sensitivity": 0.9}]
@@ -300,7 +300,7 @@ def test_the_film_viewer_full_resolution_and_window(page):
 
 
 def test_http_basic_pays_one_password_check_a_minute_not_one_a_request(page, monkeypatch):
-    from edgecxr.web import accounts, auth
+    from edgecxr.clinic.web import accounts, auth
 
     checks = []
     real = auth.check_password

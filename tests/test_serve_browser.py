@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 
 from clinic import free_port, wait_for
 from conftest import child_env
-from edgecxr.model import load_model
+from edgecxr.core.model import load_model
 
 pytestmark = [pytest.mark.clinic, pytest.mark.slow]  # about 17 s: a server, a browser, two widths
 PASSWORD = "browser test password"
