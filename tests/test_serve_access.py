@@ -314,3 +314,15 @@ def test_http_basic_pays_one_password_check_a_minute_not_one_a_request(page, mon
     assert page.client.get("/api/studies", headers=basic("rita")).status_code == 200 and len(checks) == 2
     page.site.accounts.set_user("rita", "reader", "a new password 2")  # a changed password is not remembered
     assert page.client.get("/api/studies", headers=basic("rita")).status_code == 401
+
+
+def test_the_throttle_forgets_failures_after_its_window():
+    from edgecxr.clinic.web.accounts import MAX_FAILURES, WINDOW, Throttle
+
+    now = [0.0]
+    throttle = Throttle(clock=lambda: now[0])
+    for _ in range(MAX_FAILURES):
+        throttle.failed("ann", "10.0.0.9")
+    assert throttle.blocked("ann", "10.0.0.9") and throttle.blocked("ann", "10.0.0.1") and not throttle.blocked("bob", "10.0.0.9")
+    now[0] += WINDOW + 1
+    assert not throttle.blocked("ann", "10.0.0.9") and throttle._failures == {}

@@ -193,6 +193,8 @@ class Throttle:
             return 0
         while times and times[0] < self.clock() - WINDOW:
             times.popleft()
+        if not times:
+            del self._failures[name]  # names guessed long ago take no memory
         return len(times)
 
 
