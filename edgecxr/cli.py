@@ -215,8 +215,10 @@ def calibrate(
 ) -> None:
     """Choose a site's operating point on its own labelled films: SITE_DIR holds one folder per class (as for evaluate).
 
-    Refits the calibration temperature on the films, then for each target picks the highest
-    threshold whose sensitivity on them is at least --target-sensitivity, and reports
+    Refits the calibration temperature on the films and shrinks the fit toward the card's by
+    their number (100 films move it half way; fewer than 100 get a warning), then for each target
+    picks, of the thresholds whose sensitivity on them is at least --target-sensitivity, the one
+    with the best specificity and then the highest sensitivity, and reports
     sensitivity, specificity, PPV, NPV and the share flagged there, each with a bootstrap 95%
     interval. Warns when the films are too few to support the target. Writes the profile (for
     `predict --site` / `evaluate --site`), a ROC plot and a threshold table (CSV: threshold,
@@ -705,7 +707,9 @@ def _calibration_text(profile: dict[str, Any], files: list[Path], installed: Pat
     t = profile["temperature"]
     lines = [
         f"model {profile['model']['name']} {profile['model']['version']} on {sum(profile['sample']['counts'].values())} films ({counts}); "
-        f"temperature {t['card']:.4f} (card) -> {t['value']:.4f} (refitted here)",
+        f"temperature {t['card']:.4f} (card) -> {t['value']:.4f} " + (
+            f"(fitted {t['fitted']:.4f} on these {t['films']} films, shrunk toward the card's: {t['weight']:.0%} of the way)" if "fitted" in t else "(refitted here)"
+        ),
         "95% bootstrap intervals in brackets",
     ]
     lines += [line for p in profile["operating_points"] for line in _operating_lines(p)]
