@@ -303,4 +303,7 @@ def installed_summary(card: ModelCard) -> dict[str, Any] | None:
         profile.check(card)
     except SiteError as exc:
         return {"path": str(path), "error": str(exc)}
-    return {"path": str(path), "created": profile.data.get("created"), "operating_points": [p.to_dict() for p in profile.points]}
+    return {
+        "path": str(path), "created": profile.data.get("created"), "temperature": profile.temperature, "head": profile.head_name,
+        "operating_points": [p.to_dict() for p in profile.points],
+    }

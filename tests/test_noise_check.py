@@ -7,8 +7,6 @@ stay unflagged.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -18,7 +16,6 @@ from edgecxr.imageio import from_array, load_image
 from edgecxr.inputs import find_images
 
 SIZES = (128, 256, 512, 1024, 2048, 4096)
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def codes(image: np.ndarray) -> list[str]:
@@ -80,9 +77,8 @@ def test_faint_noise_on_a_film_is_not_flagged_but_strong_noise_is():
     assert "noise" in codes(np.clip(film + rng.normal(0, 30, film.shape), 0, 255).astype(np.uint8))
 
 
-@pytest.mark.skipif(not (DATA / "cxr3").is_dir(), reason="needs ../shared/data")
-def test_real_held_out_films_are_not_flagged_as_noise():
-    files = sorted(find_images(DATA / "cxr3" / "test"))[::6] + sorted(find_images(DATA / "cxr3-fullres"))
+def test_real_held_out_films_are_not_flagged_as_noise(shared_data):
+    files = sorted(find_images(shared_data / "cxr3" / "test"))[::6] + sorted(find_images(shared_data / "cxr3-fullres"))
     assert len(files) > 150
     flagged = [str(f) for f in files if any(c.code == "noise" for c in input_checks(load_image(f)))]
     assert flagged == []
