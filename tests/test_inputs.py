@@ -135,7 +135,7 @@ def test_skipped_line_names_a_few_files_per_reason_then_counts(tmp_path):
     (tmp_path / "gone.png").symlink_to(tmp_path / "absent.png")
     found = scan_images(tmp_path)
     assert found.summary() == (
-        f"skipped: 7 (6 {NOT_AN_IMAGE}: {tmp_path / 'bad'}\\nname.txt, {tmp_path / 'note0.txt'}, {tmp_path / 'note1.txt'} and 3 more; "
-        f"1 dangling symbolic link: {tmp_path / 'gone.png'})"
+        f"skipped: 8 (6 {NOT_AN_IMAGE}: {tmp_path / 'bad'}\\nname.txt, {tmp_path / 'note0.txt'}, {tmp_path / 'note1.txt'} and 3 more; "
+        f"1 dangling symbolic link: {tmp_path / 'gone.png'}; 1 {EMPTY_FOLDER}: {tmp_path})"
     )
     assert "\n" not in found.summary()  # one line, whatever the names hold
