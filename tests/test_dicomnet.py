@@ -228,3 +228,13 @@ def test_with_a_site_profile_the_worker_puts_refer_in_the_report_the_picture_and
         texts = [str(getattr(i, "TextValue", "")) for i in _walk(sr.ContentSequence)]
         assert "refer when the striped score is at or above 0.5000 (chosen for sensitivity 0.9)" in texts
     assert service.counts() == {"received": 2, "pending": 0, "classified": 2, "failed": 0, "to_send": 0}
+
+
+def test_secondary_capture_says_which_class_a_normal_calls_map_shows():
+    from edgecxr.dicomnet.results import ModelIdentity, text_lines
+    from edgecxr.model import Prediction
+
+    normal = Prediction("Normal", {"COVID": 0.1, "Normal": 0.65, "Pneumonia": 0.25}, 1.0, "m", heatmap=np.ones((4, 4), np.float32), heatmap_label="Pneumonia")
+    assert "heatmap: evidence for Pneumonia, the most likely abnormal class" in text_lines(normal, ModelIdentity("m", "1", "x"))
+    covid = Prediction("COVID", {"COVID": 0.7, "Normal": 0.2, "Pneumonia": 0.1}, 1.0, "m", heatmap=np.ones((4, 4), np.float32), heatmap_label="COVID")
+    assert not any(line.startswith("heatmap:") for line in text_lines(covid, ModelIdentity("m", "1", "x")))
