@@ -102,7 +102,10 @@ def predict(
     others are still processed; the exit status is then 1. Probabilities are
     temperature-calibrated when the model card holds a temperature. Every prediction has an
     abnormal_score, 1 - p(Normal); with a site profile also refer (true when a target's score
-    is at or above the threshold the site chose) and operating_point.
+    is at or above the threshold the site chose) and operating_point. Top probabilities equal at
+    3 decimals are printed as a tie (`tied` in the JSON). What a folder scan passes over is one
+    `skipped:` line naming a few entries per reason. A pipe whose reader stops (`| head -1`) ends
+    the command without an error line.
     """
     net = load_or_exit(model, threads, site or True)
     if heatmap_dir is not None and not net.has_heatmap:
@@ -169,7 +172,7 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
             size = r["preprocessing"]["size"]
             temperature = f"temperature {r['temperature']:.4f}" if r["temperature"] is not None else "no temperature"
             click.echo(
-                f"{star} {r['name']:<18} {r['version']:<7} {r['variant'] or '':<8} {size[0]}x{size[1]}  {n['size']:>7}  "
+                f"{star} {r['name']:<18} {r['version']:<7} {r['variant'] or '':<8} {f'{size[0]}x{size[1]}':<7}  {n['size']:>7}  "
                 f"{metric}  {temperature}  {'heatmap' if r['heatmap'] else 'no heatmap'}  labels: {', '.join(r['labels'])}"
             )
             if r["site_profile"]:
