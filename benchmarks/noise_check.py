@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecxr.benchmark import platform_info
 from edgecxr.checks import CHECK_SIZE, NOISE_LAPLACIAN, NOISE_SIGMA, check_view, pixel_noise
 from edgecxr.imageio import LoadedImage, from_array, load_image
 from edgecxr.inputs import find_images
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             generated[f"{kind} {size} px"] = summary([measures(from_array(image))])
     report = {
         "record": record(invocation("python -m benchmarks.noise_check", argv)),
+        "platform": platform_info(),
         "thresholds": {"noise_laplacian": NOISE_LAPLACIAN, "check_size": CHECK_SIZE, "noise_sigma": NOISE_SIGMA},
         "films": films, "generated": generated,
     }
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "# The noise check before and after the pixel-scale measure",
         "",
         f"Before: texture of the {CHECK_SIZE} px view > {NOISE_LAPLACIAN}. After: that, or pixel noise (film centre, read resolution) > {NOISE_SIGMA}.",
-        f"`{report['record']['command']}`, {report['record']['utc_time']}",
+        f"`{report['record']['command']}`, {report['record']['utc_time']}, on {report['platform']['machine']} {report['platform']['cpu']} ({report['platform']['cpus']} cpus).",
         "",
         "| images | n | flagged before | flagged after | texture max | pixel noise p99 | pixel noise max |",
         "|---|---|---|---|---|---|---|",
