@@ -3,7 +3,7 @@
     python -m benchmarks.noise_check [--data ../shared/data] [--out benchmarks/results/noise_check]
 
 *Before* is the check as it was (the 64 x 64 view's texture above ``NOISE_LAPLACIAN``), *after*
-the check as it is (that, or the pixel noise above ``NOISE_SIGMA``; :mod:`edgecxr.checks`). Real
+the check as it is (that, or the pixel noise above ``NOISE_SIGMA``; :mod:`edgecxr.core.checks`). Real
 films: the cxr3 and cxr3-plus test splits, cxr3-fullres (all held out when the thresholds were
 chosen on train + val) and, reported only, cxr3-plus external. Generated: uniform and Gaussian
 noise drawn per pixel at 128 to 4096 px. Writes ``results.json`` and ``report.md``; neither holds
@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecxr.benchmark import platform_info
-from edgecxr.checks import CHECK_SIZE, NOISE_LAPLACIAN, NOISE_SIGMA, check_view, pixel_noise
-from edgecxr.imageio import LoadedImage, from_array, load_image
-from edgecxr.inputs import find_images
-from edgecxr.provenance import invocation, record
+from edgecxr.core.checks import CHECK_SIZE, NOISE_LAPLACIAN, NOISE_SIGMA, check_view, pixel_noise
+from edgecxr.core.imageio import LoadedImage, from_array, load_image
+from edgecxr.core.inputs import find_images
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.provenance import invocation, record
 
 REPO = Path(__file__).resolve().parents[1]
 FILM_SETS = {"cxr3 test": "cxr3/test", "cxr3-plus test": "cxr3-plus/test", "cxr3-fullres": "cxr3-fullres", "cxr3-plus external (report only)": "cxr3-plus/external"}

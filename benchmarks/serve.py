@@ -12,7 +12,7 @@ worklist requests each for page 1, a deep page, and the refer-only filter (p50, 
 ``--uploads`` films POSTed one at a time to ``/api/predict`` (the time from sending to the JSON
 answer: store, decode, model, heatmap, result picture, index); the server's RSS after start
 (idle, before any upload), at the end, and its peak (``VmHWM``), and what importing Flask,
-waitress and :mod:`edgecxr.web` adds to a fresh Python. Writes ``results.json`` (with
+waitress and :mod:`edgecxr.clinic.web` adds to a fresh Python. Writes ``results.json`` (with
 provenance and the machine) and ``report.md``; ``--from-results`` rewrites only the report.
 """
 from __future__ import annotations
@@ -35,10 +35,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks.header import model_run_header
-from edgecxr import registry
-from edgecxr.dicomnet.journal import Journal
-from edgecxr.inputs import find_images
-from edgecxr.provenance import repo_relative
+from edgecxr.clinic.journal import Journal
+from edgecxr.clinic.record import ResultRecord
+from edgecxr.clinic.results import ModelIdentity
+from edgecxr.core import registry
+from edgecxr.core.card import read_card
+from edgecxr.core.inputs import find_images
+from edgecxr.core.model import Prediction
+from edgecxr.core.site import NORMAL
+from edgecxr.evaluation.provenance import repo_relative
 
 PASSWORD = "benchmark password"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
@@ -53,13 +58,16 @@ def free_port() -> int:
 def fill(store: Path, n: int, seed: int = 0) -> None:
     """``n`` made-up result lines in ``store/results.jsonl``, a third of them refer."""
     rng = np.random.default_rng(seed)
+    card = read_card(registry.resolve(registry.DEFAULT_MODEL))
+    labels = [NORMAL, *(l for l in card.labels if l != NORMAL)]
     results = Journal(store / "results.jsonl")
     for i in range(n):
-        p = rng.dirichlet([2.0, 1.0, 1.0])
-        probs = {"Normal": round(float(p[0]), 6), "Pneumonia": round(float(p[1]), 6), "COVID": round(float(p[2]), 6)}
-        results.once("result", f"{i:064x}", file=None, model="resnet18-int8", label=max(probs, key=lambda k: probs[k]), probabilities=probs,
-                     latency_ms=100.0, warnings=[], checks=[], abnormal_score=round(1 - probs["Normal"], 6), refer=bool(p[0] < 0.5),
-                     operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}], results=[])
+        p = rng.dirichlet([2.0] + [1.0] * (len(labels) - 1))  # the Normal label first
+        probs = {label: round(float(v), 6) for label, v in zip(labels, p)}
+        prediction = Prediction(max(probs, key=lambda k: probs[k]), probs, 100.0, card.name, refer=bool(p[0] < 0.5),
+                                operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}])
+        record = ResultRecord.of(f"{i:064x}", prediction, ModelIdentity(card.name, card.version, card.sha256 or ""), [])
+        results.once("result", record.key, **record.line(None))
 
 
 def get_ms(url: str) -> float:
@@ -98,7 +106,7 @@ def framework_rss_mb() -> dict[str, float]:
     """What importing Flask and waitress, then the page's own modules (numpy, OpenCV, pydicom, highdicom...), adds to a fresh Python (MB)."""
     code = ("import re\n"
             "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-            "before = rss()\nimport flask, waitress\nmiddle = rss()\nimport edgecxr.web.app\nprint((middle - before) / 1024, (rss() - middle) / 1024)")
+            "before = rss()\nimport flask, waitress\nmiddle = rss()\nimport edgecxr.clinic.web.app\nprint((middle - before) / 1024, (rss() - middle) / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     return {"flask_and_waitress": round(float(out[0]), 1), "then_edgecxr_web": round(float(out[1]), 1)}
 
@@ -180,7 +188,7 @@ def report(results: dict[str, Any]) -> str:
         f"| upload to result (`POST /api/predict`, {up['n']} films from `{results['data']}`), p50 / p95 / max | "
         f"{up['p50']:.0f} / {up['p95']:.0f} / {up['max']:.0f} ms |",
         f"| server RSS: idle after start / at the end / peak (VmHWM) | {rss['idle_after_start']:.0f} / {rss['at_end']:.0f} / {rss['peak']:.0f} MB |",
-        f"| RSS that importing Flask and waitress adds to a fresh Python / then edgecxr.web (numpy, OpenCV, pydicom, highdicom) | "
+        f"| RSS that importing Flask and waitress adds to a fresh Python / then edgecxr.clinic.web (numpy, OpenCV, pydicom, highdicom) | "
         f"{m['framework_import_rss_mb']['flask_and_waitress']:.0f} / {m['framework_import_rss_mb']['then_edgecxr_web']:.0f} MB |",
         f"| exit status on SIGTERM | {m['exit_code_on_sigterm']} |",
         "",

@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgecxr import __version__
-from edgecxr.card import ModelError
-from edgecxr.failures import as_image_error, detail, per_input, shown
-from edgecxr.imageio import ImageError, LoadedImage, load_image
-from edgecxr.inputs import EMPTY_FOLDER, Scan, Skipped, scan_images
-from edgecxr.picture import FORMATS, MAX_SIDE, PictureWriter, result_picture
+from edgecxr.core.card import ModelError
+from edgecxr.core.failures import as_image_error, detail, per_input, shown
+from edgecxr.core.imageio import ImageError, LoadedImage, load_image
+from edgecxr.core.inputs import EMPTY_FOLDER, Scan, Skipped, scan_images
+from edgecxr.core.picture import FORMATS, MAX_SIDE, PictureWriter, result_picture
+from edgecxr.core.site import ABNORMAL
 from edgecxr.progress import Progress, echo
-from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from edgecxr.calibrate import Calibration
-    from edgecxr.dicomnet.service import Service
-    from edgecxr.model import Model, Prediction
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.model import Model, Prediction
+    from edgecxr.evaluation.calibrate import Calibration
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 SITE_HELP = "site profile JSON made by `edgecxr calibrate` for this model; default: the profile installed for the model (--install), if any"
@@ -38,7 +38,7 @@ SITE_HELP = "site profile JSON made by `edgecxr calibrate` for this model; defau
 
 def load_or_exit(model: str | None, threads: int | None, site: str | bool | None = None) -> Model:
     """Load a model (with a site profile: a path, True for the installed one if any) for a command, or print one error line and exit 2."""
-    from edgecxr.model import load_model
+    from edgecxr.core.model import load_model
 
     try:
         return load_model(model, threads=threads, site=site)
@@ -49,7 +49,7 @@ def load_or_exit(model: str | None, threads: int | None, site: str | bool | None
 
 def version_text() -> str:
     """What ``edgecxr --version`` says: the package's version and the bundled models' release (their cards' versions)."""
-    from edgecxr import registry
+    from edgecxr.core import registry
 
     versions = registry.release()
     classifiers = {k: v for k, v in versions.items() if k != registry.LUNG_MODEL}
@@ -152,7 +152,7 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     file is checked against its card's sha256 first; one that fails is an `error:` line (exit
     status 2) instead of a row.
     """
-    from edgecxr import registry
+    from edgecxr.core import registry
 
     rows, failed = [], False
     names: list[str | Path] = [*registry.bundled_models(), *extra]
@@ -204,9 +204,9 @@ def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_jso
     metrics at its operating points. Unreadable images are listed on stderr and left out of the metrics;
     what the scan of the class folders passed over is one `skipped: N (reasons)` line (skipped in the JSON).
     """
-    from edgecxr.evaluate import evaluate as run_evaluation
-    from edgecxr.evaluate import scan_labelled
-    from edgecxr.manifest import read_manifest
+    from edgecxr.evaluation.evaluate import evaluate as run_evaluation
+    from edgecxr.evaluation.evaluate import scan_labelled
+    from edgecxr.evaluation.manifest import read_manifest
 
     net = load_or_exit(model, threads, site or True)
     try:
@@ -258,9 +258,9 @@ def calibrate(
     `predict --site` / `evaluate --site`), a ROC plot and a threshold table (CSV: threshold,
     sensitivity, specificity, PPV, NPV, % flagged) per target.
     """
-    from edgecxr.calibrate import calibrate as run_calibration
-    from edgecxr.evaluate import scan_labelled
-    from edgecxr.manifest import read_manifest
+    from edgecxr.evaluation.calibrate import calibrate as run_calibration
+    from edgecxr.evaluation.evaluate import scan_labelled
+    from edgecxr.evaluation.manifest import read_manifest
 
     net = load_or_exit(model, threads)
     try:
@@ -309,9 +309,9 @@ def adapt(
     be better (lower end of the paired bootstrap interval of the AUC gain above 0); otherwise the
     profile keeps the bundled head with thresholds, as calibrate would, and says so.
     """
-    from edgecxr.adapt import adapt as run_adaptation
-    from edgecxr.evaluate import scan_labelled
-    from edgecxr.manifest import read_manifest
+    from edgecxr.evaluation.adapt import adapt as run_adaptation
+    from edgecxr.evaluation.evaluate import scan_labelled
+    from edgecxr.evaluation.manifest import read_manifest
 
     net = load_or_exit(model, threads)
     try:
@@ -343,8 +343,8 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
     """
     from concurrent.futures.process import BrokenProcessPool
 
-    from edgecxr import registry
-    from edgecxr.benchmark import measure_in_child, platform_info
+    from edgecxr.core import registry
+    from edgecxr.evaluation.benchmark import measure_in_child, platform_info
 
     paths = []
     for name in names or [p.stem for p in registry.bundled_models()]:
@@ -405,7 +405,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     an `error: <file>: <reason>` line on stderr (and {"file", "error"} with --json); the exit
     status is then 1.
     """
-    from edgecxr.lungs import NO_LUNGS_WARNING, LungMaskWriter, load_lung_model
+    from edgecxr.core.lungs import NO_LUNGS_WARNING, LungMaskWriter, load_lung_model
 
     try:
         net = load_lung_model(model, threads=threads)
@@ -454,11 +454,11 @@ def clinic_options(command: Any) -> Any:
 
 def clinic_service(store: str, forward: str | None, ae_title: str, retry: float, model: str | None, site: str | None, threads: int | None,
                    file_of: Callable[[str], str | None] | None = None) -> Service:
-    """The service behind `listen` and `watch` (:mod:`edgecxr.dicomnet.service`), or one error line and exit 2."""
+    """The service behind `listen` and `watch` (:mod:`edgecxr.clinic.service`), or one error line and exit 2."""
     try:
-        from edgecxr.dicomnet.forward import Target
-        from edgecxr.dicomnet.service import Service
-        from edgecxr.dicomnet.store import StoreError
+        from edgecxr.clinic.forward import Target
+        from edgecxr.clinic.service import Service
+        from edgecxr.clinic.store import StoreError
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
         sys.exit(2)
@@ -502,8 +502,8 @@ def listen(port: int, host: str, **options: Any) -> None:
     (see the README).
     """
     service = clinic_service(**options)
-    from edgecxr.dicomnet.listen import serve
-    from edgecxr.dicomnet.service import stop_on_signal
+    from edgecxr.clinic.dicomnet.listen import serve
+    from edgecxr.clinic.service import stop_on_signal
 
     stop = stop_on_signal()
     click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}", err=True)
@@ -531,8 +531,8 @@ def watch(folder: str, interval: float, **options: Any) -> None:
     """
     files: dict[str, str] = {}
     service = clinic_service(file_of=files.get, **options)  # first: without the clinic extra, its one error line
-    from edgecxr.dicomnet.service import stop_on_signal
-    from edgecxr.dicomnet.watch import run
+    from edgecxr.clinic.dicomnet.watch import run
+    from edgecxr.clinic.service import stop_on_signal
 
     stop = stop_on_signal()
     click.echo(f"edgecxr: watching {folder} every {interval:g} s", err=True)
@@ -559,8 +559,8 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
     Ctrl-C finishes the queued uploads and exits 0.
     """
     try:
-        from edgecxr.dicomnet.store import StoreError
-        from edgecxr.web import server
+        from edgecxr.clinic.store import StoreError
+        from edgecxr.clinic.web import server
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
         sys.exit(2)
@@ -595,8 +595,8 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
 
 def finish_profile(result: Calibration, out: str, install: bool, as_json: bool, text: Callable[[dict[str, Any], list[Path], Path | None], str]) -> None:
     """The end of `calibrate` and `adapt`: the error and warning lines, the profile and its report written (and installed), the summary; exits."""
-    from edgecxr.calibrate import write_report
-    from edgecxr.site import install_profile, read_profile
+    from edgecxr.core.site import install_profile, read_profile
+    from edgecxr.evaluation.calibrate import write_report
 
     for line in result.errors:
         click.echo(f"error: {line}", err=True)
@@ -631,7 +631,7 @@ def folder_or_exit(option: str, folder: str) -> Path:
 
 
 def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
-    """The image files of ``paths`` (see :func:`edgecxr.inputs.scan_images`); one error line and exit 1 when there are none.
+    """The image files of ``paths`` (see :func:`edgecxr.core.inputs.scan_images`); one error line and exit 1 when there are none.
 
     What the scan skipped is one ``skipped: N (reasons)`` line on stderr, and with ``--json`` one
     ``{"file", "skipped"}`` record per entry on stdout.

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ComputedRadiographyImageStorage, CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 from conftest import child_env
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
-DX = "1.2.840.10008.5.1.4.1.1.1.1"
-CR = "1.2.840.10008.5.1.4.1.1.1"
-CT = "1.2.840.10008.5.1.4.1.1.2"
+DX = DigitalXRayImageStorageForPresentation
+CR = ComputedRadiographyImageStorage
+CT = CTImageStorage
 
 
 def free_port() -> int:
@@ -190,7 +190,7 @@ class Listener:
         return self.proc.wait(timeout)
 
     def audit(self) -> list[dict[str, Any]]:
-        from edgecxr.dicomnet.journal import read_lines
+        from edgecxr.clinic.journal import read_lines
 
         return read_lines(self.store / "audit.jsonl")
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import CLINIC_HELP, main
-from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
+from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 # A sitecustomize that makes the clinic extra's packages unimportable in a child Python, as on an install without the extra.
 NO_CLINIC = '''import sys
@@ -327,19 +327,27 @@ def test_models_extra_without_card(runner, tiny_models, tmp_path):
 # --- help --------------------------------------------------------------------------------------
 
 
-def test_predict_help(runner):
+def test_predict_help_names_its_options_and_they_run(runner, model_path, tmp_path):
     result = runner.invoke(main, ["predict", "--help"])
     assert result.exit_code == 0
     for option in ("--model", "-m", "--json", "--threads", "PATH..."):
         assert option in result.stdout
     assert "DICOM" in result.stdout
+    film = write_png(tmp_path / "bright.png", 1)
+    result = runner.invoke(main, ["predict", "-m", model_path, "--threads", "1", "--json", str(film)])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    assert line["file"] == str(film) and line["label"] in TINY_LABELS and abs(sum(line["probabilities"].values()) - 1) < 1e-4
 
 
-def test_models_help(runner):
+def test_models_help_names_its_options_and_they_run(runner, model_path):
     result = runner.invoke(main, ["models", "--help"])
     assert result.exit_code == 0
     for option in ("--model", "-m", "--json", "repeatable"):
         assert option in result.stdout
+    result = runner.invoke(main, ["models", "-m", model_path, "--json"])
+    assert result.exit_code == 0, result.output
+    assert str(model_path) in result.stdout and all(label in result.stdout for label in TINY_LABELS)
 
 
 def test_main_help_lists_commands(runner):

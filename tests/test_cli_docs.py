@@ -7,10 +7,10 @@ import shlex
 
 from conftest import REPO
 from edgecxr import __version__
-from edgecxr.card import read_card
 from edgecxr.cli import _human, main
-from edgecxr.model import Prediction
-from edgecxr.registry import MODELS_DIR, bundled_models, decimals, release, shown_numbers
+from edgecxr.core.card import read_card
+from edgecxr.core.model import Prediction
+from edgecxr.core.registry import MODELS_DIR, bundled_models, decimals, release, shown_numbers
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 

@@ -22,9 +22,9 @@ from pydicom.tag import Tag
 from conftest import TINY_LABELS, child_env, make_dataset, write_png
 from edgecxr import load_model
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate
-from edgecxr.failures import ImageError, as_image_error, per_input, shown
-from edgecxr.imageio import load_image
+from edgecxr.core.failures import ImageError, as_image_error, per_input, shown
+from edgecxr.core.imageio import load_image
+from edgecxr.evaluation.evaluate import evaluate
 from test_imageio import write_dicom
 
 BAD_NAME = os.fsdecode(b"bad\xffname.png")  # not UTF-8: Python keeps the byte as a surrogate escape
@@ -84,7 +84,7 @@ def test_malformed_dicom_is_an_image_error_naming_the_attribute_not_its_value(tm
 
 def test_load_image_turns_a_decoder_crash_into_an_image_error(tmp_path, monkeypatch):
     path = write_png(tmp_path / "a.png", 0)
-    monkeypatch.setattr("edgecxr.imageio._from_pixels", lambda arr, fmt: 1 / 0)
+    monkeypatch.setattr("edgecxr.core.imageio._from_pixels", lambda arr, fmt: 1 / 0)
     with pytest.raises(ImageError, match=r"a.png: unexpected error \(ZeroDivisionError: division by zero\)$"):
         load_image(path)
 
@@ -100,7 +100,7 @@ def test_predict_reports_a_non_image_error_as_that_files_line(tiny_models, model
             raise RuntimeError("interpreter\nfailed")
         return real_predict(self, image, heatmap)
 
-    monkeypatch.setattr("edgecxr.model.Model.predict", predict)
+    monkeypatch.setattr("edgecxr.core.model.Model.predict", predict)
     result = CliRunner().invoke(main, ["predict", "--json", "-m", model_path, str(folder)])
     assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
     records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -159,7 +159,7 @@ def test_ctrl_c_exits_130_with_the_lines_so_far_whole(tiny_models, model_path, t
             raise KeyboardInterrupt
         return real_predict(self, image, heatmap)
 
-    monkeypatch.setattr("edgecxr.model.Model.predict", predict)
+    monkeypatch.setattr("edgecxr.core.model.Model.predict", predict)
     result = CliRunner().invoke(main, ["predict", "--json", "-m", model_path, *map(str, files)])
     assert result.exit_code == 130
     (line,) = result.stdout.splitlines()

@@ -1,4 +1,4 @@
-"""``edgecxr.inputs``: the one image filter (find_images, scan_images and what it skips) and class folders, as every caller sees them."""
+"""``edgecxr.core.inputs``: the one image filter (find_images, scan_images and what it skips) and class folders, as every caller sees them."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from conftest import TINY_LABELS, toy_u8, write_png
 from edgecxr.cli import main
-from edgecxr.evaluate import labelled_files
-from edgecxr.imageio import IMAGE_SUFFIXES, load_image
-from edgecxr.inputs import DICOMDIR, EMPTY_FOLDER, NOT_AN_IMAGE, Skipped, class_folders, find_images, scan_images
+from edgecxr.core.imageio import IMAGE_SUFFIXES, load_image
+from edgecxr.core.inputs import DICOMDIR, EMPTY_FOLDER, NOT_AN_IMAGE, Skipped, class_folders, find_images, scan_images
+from edgecxr.evaluation.evaluate import labelled_files
 from test_imageio import write_dicom
 from training.data import list_images
 

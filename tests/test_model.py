@@ -15,10 +15,10 @@ import pytest
 
 from conftest import TINY_LABELS, child_env, copy_model, toy_images
 from edgecxr import ImageError, Model, ModelError, Prediction, load_image, load_model
-from edgecxr.card import ModelCard, read_card, sha256_of, write_card
-from edgecxr.checks import Check, input_checks
-from edgecxr.imageio import from_array
-from edgecxr.preprocess import PreprocessSpec
+from edgecxr.core.card import ModelCard, read_card, sha256_of, write_card
+from edgecxr.core.checks import Check, input_checks
+from edgecxr.core.imageio import from_array
+from edgecxr.core.preprocess import PreprocessSpec
 
 VARIANTS = ("float32", "int8")
 PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "tied", "head"}

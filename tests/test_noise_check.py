@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecxr.checks import NOISE_SIGMA, input_checks, pixel_noise
-from edgecxr.imageio import from_array, load_image
-from edgecxr.inputs import find_images
+from edgecxr.core.checks import NOISE_SIGMA, input_checks, pixel_noise
+from edgecxr.core.imageio import from_array, load_image
+from edgecxr.core.inputs import find_images
 
 SIZES = (128, 256, 512, 1024, 2048, 4096)
 
@@ -23,8 +23,12 @@ def codes(image: np.ndarray) -> list[str]:
 
 
 def drawn(kind: str, size: int) -> np.ndarray:
-    """A picture defined in fractions of the frame (the same at every size), as uint8."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    """A picture defined in fractions of the frame (the same at every size), as uint8 (size, size)."""
+    return np.ascontiguousarray(np.broadcast_to(_drawn(kind, size), (size, size)))
+
+
+def _drawn(kind: str, size: int) -> np.ndarray:
+    yy, xx = (np.arange(size, dtype=np.float32)[:, None] + 0.5) / size, (np.arange(size, dtype=np.float32)[None, :] + 0.5) / size
     if kind == "nearly blank":
         return np.clip(np.round(128 + 1.2 * np.sin(2 * np.pi * 3 * xx)), 0, 255).astype(np.uint8)
     if kind == "stripes":

@@ -1,10 +1,10 @@
-"""The ROC and threshold-selection code (edgecxr.operating) on constructed scores, against hand counts."""
+"""The ROC and threshold-selection code (edgecxr.evaluation.operating) on constructed scores, against hand counts."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgecxr.operating import MIN_PER_CLASS, TABLE_COLUMNS, at_threshold, auc, counts_at, operating_report, roc, sample_warnings, threshold_for, threshold_table
+from edgecxr.evaluation.operating import MIN_PER_CLASS, TABLE_COLUMNS, at_threshold, auc, counts_at, operating_report, roc, sample_warnings, threshold_for, threshold_table
 
 # 5 positives and 5 negatives; the positive at 0.4 ties a negative
 SCORES = np.array([0.9, 0.8, 0.7, 0.4, 0.2, 0.6, 0.4, 0.3, 0.1, 0.05])

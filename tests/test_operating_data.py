@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgecxr import load_model
-from edgecxr.calibrate import calibrate, write_report
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate, labelled_files
-from edgecxr.site import NORMAL, SiteError
+from edgecxr.core.site import NORMAL, SiteError
+from edgecxr.evaluation.calibrate import calibrate, write_report
+from edgecxr.evaluation.evaluate import evaluate, labelled_files
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def runtime_answers(profile_path, folder):
     return np.array([p.abnormal_score for p in predictions]), positive, np.array([p.refer for p in predictions])
 
 
+@pytest.mark.slow
 def test_val_profile_meets_its_target_through_the_runtime(val_profile, shared_data):
     result, files = val_profile
     point = result.profile["operating_points"][0]
@@ -48,6 +49,7 @@ def test_val_profile_meets_its_target_through_the_runtime(val_profile, shared_da
     assert point["specificity"]["value"] == round(max(1 - negatives_flagged(t) / np.sum(~positive) for t in meeting), 4)  # the best there is
 
 
+@pytest.mark.slow
 def test_threshold_table_equals_a_direct_computation(val_profile, shared_data):
     result, files = val_profile
     scores, positive, _ = runtime_answers(files["profile"], shared_data / "cxr3" / "val")
@@ -67,6 +69,7 @@ def test_threshold_table_equals_a_direct_computation(val_profile, shared_data):
         assert r["npv"] == "" if tn + fn == 0 else float(r["npv"]) == pytest.approx(tn / (tn + fn), abs=5e-5)
 
 
+@pytest.mark.slow
 def test_val_profile_applied_to_the_test_split(val_profile, shared_data):
     result, files = val_profile
     calibrated = result.profile["operating_points"][0]

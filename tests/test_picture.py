@@ -1,4 +1,4 @@
-"""The result picture (edgecxr.picture) and `predict --heatmap`: the map inside the lung fields, of the right class, legend and text, size, format."""
+"""The result picture (edgecxr.core.picture) and `predict --heatmap`: the map inside the lung fields, of the right class, legend and text, size, format."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +10,8 @@ import pytest
 
 from edgecxr import load_image, load_model
 from edgecxr.cli import main
-from edgecxr.model import Prediction
-from edgecxr.picture import MAX_SIDE, MIN_WIDTH, NOTICE, encode, result_picture, text_lines
+from edgecxr.core.model import Prediction
+from edgecxr.core.picture import MAX_SIDE, MIN_WIDTH, NOTICE, encode, result_picture, text_lines
 
 LABELS = ("COVID", "Normal", "Pneumonia")
 

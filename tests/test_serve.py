@@ -20,9 +20,9 @@ import pytest
 
 from clinic import free_port, wait_for, wrap
 from conftest import child_env, toy_u8
-from edgecxr.dicomnet.journal import Journal, read_lines
-from edgecxr.model import Model
-from edgecxr.web import auth, monitoring
+from edgecxr.clinic.journal import Journal, read_lines
+from edgecxr.clinic.web import auth, monitoring
+from edgecxr.core.model import Model
 
 pytestmark = pytest.mark.clinic
 PASSWORD = "correct horse battery"
@@ -40,8 +40,8 @@ class Page:
     """A test client over a fresh store, with helpers to log in and to send forms with the page's CSRF token."""
 
     def __init__(self, root: Path, model: Model) -> None:
-        from edgecxr.web import server
-        from edgecxr.web.app import create_app
+        from edgecxr.clinic.web import server
+        from edgecxr.clinic.web.app import create_app
 
         self.root = root
         server.set_password(root, PASSWORD)
@@ -72,7 +72,7 @@ def page(tmp_path, model_path):
 
 
 def test_reading_needs_no_login_and_every_response_has_the_security_headers(page):
-    from edgecxr.web.app import HEADERS
+    from edgecxr.clinic.web.app import HEADERS
 
     for path in ("/", "/upload", "/monitoring", "/monitoring.csv", "/login", "/api/studies", "/no-such-page"):
         r = page.client.get(path)
@@ -219,7 +219,7 @@ def test_refused_and_failed_uploads_are_readable(page):
 
 
 def test_an_upload_over_the_limit_is_refused(page):
-    from edgecxr.web.app import MAX_UPLOAD
+    from edgecxr.clinic.web.app import MAX_UPLOAD
 
     big = b"\x89PNG\r\n\x1a\n" + b"\x00" * (50 * 2**20)
     assert len(big) > MAX_UPLOAD
@@ -248,7 +248,7 @@ def test_bad_addresses_and_parameters_get_readable_errors(page):
 
 def test_studies_from_listen_and_watch_appear_with_filters_and_pages(page, model_path):
     """The store `listen` / `watch` write: one film classified, one failed, and 60 result lines for the filters and pages."""
-    from edgecxr.dicomnet.service import Service
+    from edgecxr.clinic.service import Service
 
     main = Service(page.root, Model(model_path), None, "EDGECXR", 5.0)
     good, bad = main.store.content_key(png(0)), main.store.content_key(b"bad")
@@ -291,7 +291,7 @@ def test_monitoring_per_week():
 
 
 def test_passwords_are_hashed_with_scrypt(tmp_path):
-    from edgecxr.web import server
+    from edgecxr.clinic.web import server
 
     line = auth.hash_password("s3cret-words")
     assert line.startswith("scrypt$") and "s3cret" not in line
@@ -305,7 +305,7 @@ def test_passwords_are_hashed_with_scrypt(tmp_path):
 
 def test_serve_command_errors(runner, tmp_path, model_path):
     from edgecxr.cli import main
-    from edgecxr.web.app import HEADERS
+    from edgecxr.clinic.web.app import HEADERS
 
     r = runner.invoke(main, ["serve", "--help"])
     assert r.exit_code == 0 and "--password-file" in r.output and "HTTP Basic" in r.output

@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 
 from clinic import free_port, wait_for
 from conftest import child_env
-from edgecxr.model import load_model
+from edgecxr.core.model import load_model
 
 pytestmark = pytest.mark.clinic
 PASSWORD = "browser test password"

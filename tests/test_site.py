@@ -10,13 +10,13 @@ import pytest
 
 from conftest import TINY_LABELS, write_png
 from edgecxr import load_model
-from edgecxr.calibrate import calibrate, write_report
-from edgecxr.calibration import fit_temperature, shrunk_temperature
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate, labelled_files
-from edgecxr.model import Model, Prediction
-from edgecxr.operating import TABLE_COLUMNS, threshold_for
-from edgecxr.site import SiteError, installed_path, read_profile, target_positives, target_scores
+from edgecxr.core.calibration import fit_temperature, shrunk_temperature
+from edgecxr.core.model import Model, Prediction
+from edgecxr.core.site import SiteError, installed_path, read_profile, target_positives, target_scores
+from edgecxr.evaluation.calibrate import calibrate, write_report
+from edgecxr.evaluation.evaluate import evaluate, labelled_files
+from edgecxr.evaluation.operating import TABLE_COLUMNS, threshold_for
 
 
 @pytest.fixture(scope="module")
@@ -316,17 +316,21 @@ def test_calibrate_with_an_unreadable_film_still_writes_the_profile(runner, mode
     assert json.loads((tmp_path / "p.json").read_text())["sample"] == {"counts": {"dark": 8, "bright": 8, "striped": 8}, "unreadable": 1}
 
 
-def test_calibrate_help_explains(runner):
+def test_calibrate_help_explains_and_its_options_run(runner, model_path, site_dir, tmp_path):
     res = runner.invoke(main, ["calibrate", "--help"])
     assert res.exit_code == 0
     for part in ("--target-sensitivity", "--for", "abnormal", "--manifest", "--out", "--install", "threshold table", "bootstrap 95%"):
         assert part in res.stdout
+    res = runner.invoke(main, ["calibrate", "-m", model_path, "--for", "bright", "--target-sensitivity", "0.9", "--out", str(tmp_path / "p.json"), str(site_dir)])
+    assert res.exit_code == 0, res.output
+    point = read_profile(tmp_path / "p.json").points[0]
+    assert point.target == "bright" and 0.0 <= point.threshold <= 1.0
 
 
 def test_evaluate_without_profile_has_aucs_only(runner, model_path, site_dir):
     report = evaluate(Model(model_path), site_dir)
     assert "site" not in report and report["abnormal_auc"] is None
     scores, positive = direct_scores(Model(model_path), site_dir, "striped")
-    from edgecxr.operating import auc
+    from edgecxr.evaluation.operating import auc
 
     assert report["auc"]["striped"] == round(auc(scores, positive), 4)

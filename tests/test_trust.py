@@ -15,16 +15,16 @@ from benchmarks.trust import check_reference, gradcam_agreement, lung_share_targ
 from benchmarks.trust import main as trust_main
 from conftest import toy_images, toy_u8
 from edgecxr import ModelError, load_model
-from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
-from edgecxr.cam import class_activation_map, normalise, overlay
-from edgecxr.card import read_card, write_card
-from edgecxr.cardparts import Temperature
-from edgecxr.checks import input_checks
 from edgecxr.cli import main
-from edgecxr.imageio import from_array, load_image
-from edgecxr.lungs import load_lung_model
-from edgecxr.preprocess import preprocess, to_original
-from edgecxr.targets import targets
+from edgecxr.core.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
+from edgecxr.core.cam import class_activation_map, normalise, overlay
+from edgecxr.core.card import read_card, write_card
+from edgecxr.core.cardparts import Temperature
+from edgecxr.core.checks import input_checks
+from edgecxr.core.imageio import from_array, load_image
+from edgecxr.core.lungs import load_lung_model
+from edgecxr.core.preprocess import preprocess, to_original
+from edgecxr.evaluation.targets import targets
 
 
 def messages(image):
@@ -134,7 +134,7 @@ def test_overlay_stretches_a_dim_12_bit_film():
 
 
 def test_heatmap_of_a_huge_image_is_capped_with_the_same_aspect(tiny_models):
-    from edgecxr.cam import HEATMAP_MAX_SIDE, heatmap_shape
+    from edgecxr.core.cam import HEATMAP_MAX_SIDE, heatmap_shape
 
     assert heatmap_shape((3000, 6000)) == (HEATMAP_MAX_SIDE // 2, HEATMAP_MAX_SIDE)
     assert heatmap_shape((90, 150)) == (90, 150)

@@ -2,7 +2,7 @@
 
 ``ROOT/manifest.csv`` lists ``image``, ``mask``, ``source``, ``patient_group`` and ``split``
 (``train`` / ``val``, by patient). Films are preprocessed once with the runtime's
-:func:`edgecxr.preprocess.preprocess` and the card's spec; masks are area-resized to the same
+:func:`edgecxr.core.preprocess.preprocess` and the card's spec; masks are area-resized to the same
 frame (soft values at the border, in [0, 1]). The originals stay available: Dice is measured on
 them at the film's own size, as ``edgecxr lungs`` writes its masks.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgecxr.imageio import load_image
-from edgecxr.preprocess import SpecLike, as_spec, preprocess
+from edgecxr.core.imageio import load_image
+from edgecxr.core.preprocess import SpecLike, as_spec, preprocess
 
 
 @dataclass

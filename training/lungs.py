@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from edgecxr.lungs import LUNG_SPEC, mask_at_size, segmentation_report  # noqa: E402
-from edgecxr.preprocess import PreprocessSpec  # noqa: E402
+from edgecxr.core.lungs import LUNG_SPEC, mask_at_size, segmentation_report  # noqa: E402
+from edgecxr.core.preprocess import PreprocessSpec  # noqa: E402
 from training import lung_data  # noqa: E402
 from training.lung_negatives import negative_frames  # noqa: E402
 from training.unet import UNET_WIDTHS, build_unet  # noqa: E402

@@ -27,7 +27,7 @@ def _double_conv(x, filters: int, name: str, momentum: float):
 def build_unet(input_size: int = 128, n_classes: int = 2, widths: Sequence[int] = UNET_WIDTHS, bn_momentum: float = 0.9) -> keras.Model:
     """A U-Net mapping a (input_size, input_size, 1) image to a same-size sigmoid lung mask.
 
-    ``n_classes`` is 2 (background, lung: one sigmoid channel), as :meth:`edgecxr.families.Family.build`
+    ``n_classes`` is 2 (background, lung: one sigmoid channel), as :meth:`edgecxr.core.families.Family.build`
     passes it. ``input_size`` must be divisible by ``2 ** (len(widths) - 1)``.
     """
     if n_classes != 2:

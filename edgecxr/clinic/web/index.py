@@ -1,0 +1,154 @@
+"""The index of ``edgecxr serve``: one SQLite database (``STORE/web/index.sqlite``) of studies and outcomes.
+
+Studies come from the logs the stores already keep, read with :func:`edgecxr.clinic.journal.read_lines`:
+each ``results.jsonl`` line is a classified study, each ``failed`` line of ``audit.jsonl`` a film
+that could not be classified (with its reason). Two stores are read: the one ``listen`` and
+``watch`` write (origin ``store``) and the upload store beside the index (origin ``upload``). A log
+is read again only when its size changed; a key already indexed is left as it is. Outcomes
+(lab-confirmed positive, negative or not done, and a reviewer note) live only here.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecxr.clinic.journal import read_lines, utc_ms
+from edgecxr.core.site import NORMAL
+
+OUTCOMES = {"positive": "lab-confirmed positive", "negative": "lab-confirmed negative", "not_done": "test not done"}
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    key TEXT PRIMARY KEY, origin TEXT NOT NULL, time TEXT NOT NULL, status TEXT NOT NULL,
+    label TEXT, abnormal_score REAL, refer INTEGER, flagged INTEGER, warnings TEXT NOT NULL,
+    reason TEXT, file TEXT, record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_time ON studies (time);
+CREATE TABLE IF NOT EXISTS outcomes (key TEXT PRIMARY KEY, outcome TEXT NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS logs_read (path TEXT PRIMARY KEY, size INTEGER NOT NULL);
+"""
+COLUMNS = "s.key, s.origin, s.time, s.status, s.label, s.abnormal_score, s.refer, s.flagged, s.warnings, s.reason, s.file, s.record, o.outcome, o.note"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The worklist's filters: refer only, not yet reviewed, a date range (``YYYY-MM-DD``, both ends included)."""
+
+    refer: bool = False
+    unreviewed: bool = False
+    since: str | None = None
+    until: str | None = None
+
+
+class Index:
+    """The database, caught up from the stores' logs by :meth:`sync`; safe to use from any thread."""
+
+    def __init__(self, path: Path, sources: dict[str, Path]) -> None:
+        self.sources = sources  # origin -> store folder
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._write() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._db:
+            yield self._db
+
+    def sync(self) -> int:
+        """Index what the logs added since the last call; returns how many studies were new."""
+        added = 0
+        for origin, root in self.sources.items():
+            for name in ("results.jsonl", "audit.jsonl"):
+                path = root / name
+                size = path.stat().st_size if path.exists() else 0
+                with self._lock:
+                    row = self._db.execute("SELECT size FROM logs_read WHERE path = ?", (str(path),)).fetchone()
+                if row is not None and row["size"] == size:
+                    continue
+                lines = read_lines(path)
+                with self._write() as db:
+                    for line in lines:
+                        study = _study(origin, line)
+                        if study is not None:
+                            added += db.execute(f"INSERT OR IGNORE INTO studies VALUES ({','.join('?' * len(study))})", study).rowcount
+                    db.execute("INSERT OR REPLACE INTO logs_read VALUES (?, ?)", (str(path), size))
+        return added
+
+    def page(self, filters: Filters, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of studies, newest first, and how many match the filters in all."""
+        where, args = _where(filters)
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM studies s LEFT JOIN outcomes o USING (key) {where}", args).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT {COLUMNS} FROM studies s LEFT JOIN outcomes o USING (key) {where} ORDER BY s.time DESC, s.key LIMIT ? OFFSET ?",
+                [*args, per_page, (page - 1) * per_page],
+            ).fetchall()
+        return [_plain(r) for r in rows], int(total)
+
+    def study(self, key: str) -> dict[str, Any] | None:
+        """One study with its outcome, or None."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {COLUMNS} FROM studies s LEFT JOIN outcomes o USING (key) WHERE s.key = ?", (key,)).fetchone()
+        return _plain(row) if row is not None else None
+
+    def record_outcome(self, key: str, outcome: str, note: str) -> None:
+        """Record (or replace) the confirmed outcome of ``key`` (one of :data:`OUTCOMES`)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?)", (key, outcome, note, utc_ms()))
+
+    def read(self) -> list[dict[str, Any]]:
+        """(time, flagged, outcome) of every classified study, for monitoring."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.time, s.flagged, o.outcome FROM studies s LEFT JOIN outcomes o USING (key) WHERE s.status = 'classified'"
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+
+def _study(origin: str, line: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The studies row of one log line, or None for a line that is not a result or a failure."""
+    key, time = line.get("key"), line.get("time")
+    if not isinstance(key, str) or not isinstance(time, str):
+        return None
+    if line.get("event") == "result":
+        refer = line.get("refer")
+        score = line.get("abnormal_score")
+        flagged = refer if refer is not None else (line.get("label") != NORMAL if score is not None else None)
+        return (key, origin, time, "classified", line.get("label"), score, refer, flagged, json.dumps(line.get("warnings", [])),
+                None, line.get("file"), json.dumps(line))
+    if line.get("event") == "failed":
+        return (key, origin, time, "failed", None, None, None, None, "[]", str(line.get("reason", "")), None, json.dumps(line))
+    return None
+
+
+def _where(filters: Filters) -> tuple[str, list[Any]]:
+    parts, args = [], []
+    if filters.refer:
+        parts.append("s.refer = 1")
+    if filters.unreviewed:
+        parts.append("o.outcome IS NULL")
+    if filters.since:
+        parts.append("s.time >= ?")
+        args.append(filters.since)
+    if filters.until:
+        parts.append("s.time < ?")
+        args.append(filters.until + "T99")  # every time on that day sorts before it
+    return ("WHERE " + " AND ".join(parts)) if parts else "", args
+
+
+def _plain(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["warnings"] = json.loads(out["warnings"])
+    out["record"] = json.loads(out["record"])
+    out["refer"] = None if out["refer"] is None else bool(out["refer"])
+    out["flagged"] = None if out["flagged"] is None else bool(out["flagged"])
+    return out
