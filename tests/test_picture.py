@@ -136,6 +136,6 @@ def test_predict_heatmap_writes_bounded_pictures_and_leaves_the_films(runner, sh
             assert max(cv2.imread(str(written)).shape[:2]) <= MAX_SIDE
             abnormal = {k: v for k, v in line["probabilities"].items() if k != "Normal"}
             assert line["heatmap_label"] == (line["label"] if line["label"] != "Normal" else max(abnormal, key=lambda k: abnormal[k]))
-        assert sum(f.stat().st_size for f in out.iterdir()) < 3 * 600_000
+        assert all(f.stat().st_size < 1_500_000 for f in out.iterdir())  # full-size PNGs were up to 5.2 MB
     assert [hashlib.sha256(f.read_bytes()).hexdigest() for f in films] == before
     assert not any(p.name.endswith((".heatmap.png", ".heatmap.jpg")) for p in (shared_data / "cxr3-fullres").rglob("*"))
