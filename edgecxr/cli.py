@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -541,52 +542,93 @@ def watch(folder: str, interval: float, **options: Any) -> None:
 
 
 @main.command(epilog=CLINIC_HELP)
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="the store folder `listen` / `watch` write; uploads and the index go in STORE/web/")
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="the store folder `listen` / `watch` write; uploads, accounts and the index go in STORE/web/")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to serve on; any other than 127.0.0.1 lets anyone on the network reach the page")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="TCP port")
-@click.option("--user", default="admin", show_default=True, help="the one account that may upload and record outcomes")
-@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="set the account's password from this file's first line (otherwise asked on first start)")
+@click.option("--user", default="admin", show_default=True, help="an admin account: --password-file (or a prompt on first start) sets its password")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="the password (first line) of --user or --add-user; a file only its owner can read")
+@click.option("--add-user", metavar="NAME", help="add (or change) user NAME with --role and its password (--password-file or a prompt), then exit")
+@click.option("--remove-user", metavar="NAME", help="remove user NAME (its sessions end at once), then exit")
+@click.option("--role", type=click.Choice(["reader", "reviewer", "admin"]), default="reader", show_default=True,
+              help="for --add-user: reader sees, reviewer also uploads and records outcomes, admin also manages users")
+@click.option("--allowed-host", "allowed_host", multiple=True, metavar="NAME",
+              help="a host name the page is reached by (repeat for more); default: the --host address and localhost. Other Host headers get 400")
+@click.option("--public-read", is_flag=True, help="a kiosk: anyone who reaches the port sees the worklist and results (never patients, names or notes) without a login")
 @click.option("--model", "-m", help=MODEL_HELP)
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to uploaded films' results")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
-def serve(store: str, host: str, port: int, user: str, password_file: str | None, model: str | None, site: str | None, threads: int | None) -> None:
+def serve(store: str, host: str, port: int, user: str, password_file: str | None, add_user: str | None, remove_user: str | None, role: str,
+          allowed_host: tuple[str, ...], public_read: bool, model: str | None, site: str | None, threads: int | None) -> None:
     """A web page over the store: worklist, film with heatmap, outcomes, monitoring; upload and a JSON API.
 
     Shows the studies `listen` and `watch` put in STORE and the films uploaded through the page
-    or POST /api/predict (multipart field `file`; answers what `predict --json` prints). Reading
-    needs no login; uploading and recording outcomes need --user and its password (the API takes
-    them as HTTP Basic). The password is stored scrypt-hashed in STORE/web/password. SIGTERM or
-    Ctrl-C finishes the queued uploads and exits 0.
+    or POST /api/predict (multipart field `file`; answers what `predict --json` prints). Every
+    page needs a login (unless --public-read); users have roles (--add-user NAME --role R). The
+    API takes the same user names and passwords as HTTP Basic. Passwords are stored
+    scrypt-hashed in STORE/web/accounts.sqlite. SIGTERM or Ctrl-C finishes the queued uploads
+    and exits 0.
     """
     try:
         from edgecxr.clinic.store import StoreError
         from edgecxr.clinic.web import server
+        from edgecxr.clinic.web.app import allowed_hosts
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
         sys.exit(2)
     root = Path(store)
-    if password_file:
-        lines = Path(password_file).read_text(encoding="utf-8", errors="replace").splitlines()
-        if not lines or len(lines[0]) < 8:
-            click.echo(f"error: --password-file {password_file}: the first line must be a password of at least 8 characters", err=True)
+    try:
+        password = server.read_password_file(Path(password_file)) if password_file else None
+    except server.PasswordFileError as exc:
+        click.echo(f"error: --password-file {exc}", err=True)
+        sys.exit(2)
+    try:
+        users = server.accounts(root)
+    except (OSError, sqlite3.Error) as exc:
+        click.echo(f"error: --store {store}: cannot keep the accounts there ({getattr(exc, 'strerror', None) or exc})", err=True)
+        sys.exit(2)
+    if remove_user is not None:
+        if not users.remove_user(remove_user):
+            click.echo(f"error: --remove-user {remove_user!r}: no such user (users: {', '.join(n for n, _ in users.users()) or 'none'})", err=True)
             sys.exit(2)
-        server.set_password(root, lines[0])
-    elif not server.password_path(root).exists():
+        click.echo(f"edgecxr: user {remove_user} removed", err=True)
+        return
+    if add_user is not None:
+        if password is None:
+            if not sys.stdin.isatty():
+                click.echo("error: --add-user: give --password-file (or run in a terminal)", err=True)
+                sys.exit(2)
+            password = click.prompt(f"password for {add_user}", hide_input=True, confirmation_prompt=True)
+        try:
+            users.set_user(add_user, role, password)
+        except ValueError as exc:
+            click.echo(f"error: --add-user {add_user!r}: {exc}", err=True)
+            sys.exit(2)
+        click.echo(f"edgecxr: user {add_user} saved with role {role}", err=True)
+        return
+    server.take_over_old_account(root, users, user)
+    if password is not None:
+        users.set_user(user, users.role(user) or "admin", password)
+    elif not users.users():
         if not sys.stdin.isatty():
             click.echo("error: no password set for this store: give --password-file (or start once in a terminal)", err=True)
             sys.exit(2)
-        server.set_password(root, click.prompt(f"password for {user}", hide_input=True, confirmation_prompt=True))
+        users.set_user(user, "admin", click.prompt(f"password for {user}", hide_input=True, confirmation_prompt=True))
     net = load_or_exit(model, threads, site or True)
+    hosts = allowed_hosts(host, allowed_host)
     try:
-        state, service = server.open_site(root, net, user)
+        state, service = server.open_site(root, net, hosts, public_read)
     except StoreError as exc:
         click.echo(f"error: --store: {exc}", err=True)
         sys.exit(2)
     if host != "127.0.0.1":
-        click.echo(f"warning: serving on {host}: anyone who can reach this machine on port {port} can open the page (and try the password)", err=True)
+        click.echo(f"warning: serving on {host}: anyone who can reach this machine on port {port} can open the page (and try passwords)", err=True)
+    if host in ("0.0.0.0", "::") and not allowed_host:
+        click.echo("warning: --host is every address: give --allowed-host NAME for the name or address the clinic uses (now only localhost answers)", err=True)
+    if public_read:
+        click.echo("warning: --public-read: anyone who reaches the page sees the worklist and results without a login", err=True)
     click.echo(f"edgecxr: serving {store} on http://{host}:{port}/ with model {net.name} {net.card.version}", err=True)
     try:
-        server.run(state, service, root, host, port)
+        server.run(state, service, host, port)
     except OSError as exc:
         click.echo(f"error: --port {port}: cannot serve ({exc.strerror or exc})", err=True)
         sys.exit(2)
