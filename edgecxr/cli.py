@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgecxr import __version__
-from edgecxr.core.cam import HeatmapWriter
 from edgecxr.core.card import ModelError
 from edgecxr.core.failures import as_image_error, detail, per_input, shown
 from edgecxr.core.imageio import ImageError, LoadedImage, load_image
 from edgecxr.core.inputs import EMPTY_FOLDER, Scan, Skipped, scan_images
+from edgecxr.core.picture import FORMATS, MAX_SIDE, PictureWriter, result_picture
 from edgecxr.core.site import ABNORMAL
 from edgecxr.progress import Progress, echo
 
@@ -48,8 +48,30 @@ def load_or_exit(model: str | None, threads: int | None, site: str | bool | None
         sys.exit(2)
 
 
+def version_text() -> str:
+    """What ``edgecxr --version`` says: the package's version and the bundled models' release (their cards' versions)."""
+    from edgecxr.core import registry
+
+    versions = registry.release()
+    classifiers = {k: v for k, v in versions.items() if k != registry.LUNG_MODEL}
+    if len(set(classifiers.values())) == 1:
+        models = f"bundled models release {next(iter(classifiers.values()))} ({', '.join(classifiers)})"
+    else:
+        models = "bundled models " + ", ".join(f"{k} {v}" for k, v in classifiers.items())
+    if registry.LUNG_MODEL in versions:
+        models += f", lung model {registry.LUNG_MODEL} {versions[registry.LUNG_MODEL]}"
+    return f"edgecxr {__version__} (the package); {models or 'no bundled models'}"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version=__version__, prog_name="edgecxr")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="show the package's version and the bundled models' release, then exit")
 def main() -> None:
     """edgecxr: a fast second reader for chest X-rays (Normal / Pneumonia / COVID-19) on small CPUs.
 
@@ -66,10 +88,14 @@ def main() -> None:
     "--heatmap",
     "heatmap_dir",
     type=click.Path(file_okay=False),
-    help="write an overlay PNG per image into this folder showing where the evidence for the predicted class sits (ResNet models only)",
+    help=f"write a picture per image into this folder: where the evidence for the predicted class sits (for a Normal call, the most likely "
+    f"abnormal class), inside the lung fields, with a colour bar, the call and the research-use line; at most {MAX_SIDE} px long (ResNet models only)",
 )
+@click.option("--heatmap-format", type=click.Choice(list(FORMATS)), default="png", show_default=True, help="file format of the --heatmap pictures")
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer and operating_point")
-def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None, heatmap_dir: str | None, site: str | None) -> None:
+def predict(
+    paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None, heatmap_dir: str | None, heatmap_format: str, site: str | None
+) -> None:
     """Classify chest X-ray images: files or folders (recursive).
 
     Reads PNG, JPEG, BMP, TIFF (8/16-bit) and DICOM. Each unreadable input gets an
@@ -77,13 +103,16 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     others are still processed; the exit status is then 1. Probabilities are
     temperature-calibrated when the model card holds a temperature. Every prediction has an
     abnormal_score, 1 - p(Normal); with a site profile also refer (true when a target's score
-    is at or above the threshold the site chose) and operating_point.
+    is at or above the threshold the site chose) and operating_point. Top probabilities equal at
+    3 decimals are printed as a tie (`tied` in the JSON). What a folder scan passes over is one
+    `skipped:` line naming a few entries per reason. A pipe whose reader stops (`| head -1`) ends
+    the command without an error line.
     """
     net = load_or_exit(model, threads, site or True)
     if heatmap_dir is not None and not net.has_heatmap:
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
         sys.exit(2)
-    heatmaps = HeatmapWriter(folder_or_exit("--heatmap", heatmap_dir)) if heatmap_dir is not None else None
+    heatmaps = PictureWriter.heatmaps(folder_or_exit("--heatmap", heatmap_dir), heatmap_format) if heatmap_dir is not None else None
     files = images_or_exit(paths, as_json)
     failed = 0
 
@@ -102,7 +131,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
             if heatmaps is not None:
                 assert result.heatmap is not None  # predict(heatmap=True) sets it
                 try:
-                    out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
+                    out["heatmap"] = heatmaps.write(path, result_picture(loaded.pixels, result, result.lungs))
                 except Exception as exc:  # the prediction is still printed, with "heatmap": null
                     failed += 1
                     out["heatmap"] = None
@@ -117,8 +146,12 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
 def models(extra: tuple[str, ...], as_json: bool) -> None:
     """List the bundled models (and any given with --model) from their cards.
 
-    Each model file is checked against its card's sha256 first; one that fails is an `error:` line
-    (exit status 2) instead of a row.
+    One row per model: name, version, variant, input size, size, test accuracy and macro-F1 (as the
+    README's table rounds them), calibration temperature, heatmap, labels; under it the site profile
+    installed for it, if any, with the temperature it uses instead. --json gives each model's summary
+    and `card`, the whole card (changelog, metrics, verification, intended use, ...). Each model
+    file is checked against its card's sha256 first; one that fails is an `error:` line (exit
+    status 2) instead of a row.
     """
     from edgecxr.core import registry
 
@@ -135,12 +168,13 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     else:
         for r in rows:
             star = "*" if r["default"] else " "
-            metric = f"test macro-F1 {r['test_macro_f1']:.3f}" if r["test_macro_f1"] is not None else "no test metrics"
+            n = r["shown"]
+            metric = f"test accuracy {n['accuracy']}, macro-F1 {n['macro_f1']}" if r["test_macro_f1"] is not None else "no test metrics"
             size = r["preprocessing"]["size"]
+            temperature = f"temperature {r['temperature']:.4f}" if r["temperature"] is not None else "no temperature"
             click.echo(
-                f"{star} {r['name']:<22} {r['variant'] or '':<8} {size[0]}x{size[1]}  "
-                f"{(r['size_bytes'] or 0) / 1e6:6.2f} MB  {metric}  {'heatmap' if r['heatmap'] else 'no heatmap'}  "
-                f"labels: {', '.join(r['labels'])}"
+                f"{star} {r['name']:<18} {r['version']:<7} {r['variant'] or '':<8} {f'{size[0]}x{size[1]}':<7}  {n['size']:>7}  "
+                f"{metric}  {temperature}  {'heatmap' if r['heatmap'] else 'no heatmap'}  labels: {', '.join(r['labels'])}"
             )
             if r["site_profile"]:
                 click.echo(f"    site profile: {_site_line(r['site_profile'])}")
@@ -216,8 +250,10 @@ def calibrate(
 ) -> None:
     """Choose a site's operating point on its own labelled films: SITE_DIR holds one folder per class (as for evaluate).
 
-    Refits the calibration temperature on the films, then for each target picks the highest
-    threshold whose sensitivity on them is at least --target-sensitivity, and reports
+    Refits the calibration temperature on the films and shrinks the fit toward the card's by
+    their number (100 films move it half way; fewer than 100 get a warning), then for each target
+    picks, of the thresholds whose sensitivity on them is at least --target-sensitivity, the one
+    with the best specificity and then the highest sensitivity, and reports
     sensitivity, specificity, PPV, NPV and the share flagged there, each with a bootstrap 95%
     interval. Warns when the films are too few to support the target. Writes the profile (for
     `predict --site` / `evaluate --site`), a ROC plot and a threshold table (CSV: threshold,
@@ -715,13 +751,18 @@ def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
 
 
 def emit(line: str) -> None:
-    """Write one result line to stdout, flushed (clear of the progress bar); exit 1 with an error line when stdout is closed or gone (``| head -0``)."""
+    """Write one result line to stdout, flushed (clear of the progress bar).
+
+    A pipe whose reader has gone (``| head -1`` has its line) ends the command quietly, exit status
+    1, as click ends its own commands; stdout closed or failing otherwise is an error line, exit 1.
+    """
     try:
         if sys.stdout is None:
             raise OSError("standard output is closed")
         echo(line)
     except OSError as exc:
-        echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
+        if not isinstance(exc, BrokenPipeError):
+            echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
         if sys.stdout is not None:  # nothing more may reach it, not even Python's own flush at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -793,7 +834,9 @@ def _calibration_text(profile: dict[str, Any], files: list[Path], installed: Pat
     t = profile["temperature"]
     lines = [
         f"model {profile['model']['name']} {profile['model']['version']} on {sum(profile['sample']['counts'].values())} films ({counts}); "
-        f"temperature {t['card']:.4f} (card) -> {t['value']:.4f} (refitted here)",
+        f"temperature {t['card']:.4f} (card) -> {t['value']:.4f} " + (
+            f"(fitted {t['fitted']:.4f} on these {t['films']} films, shrunk toward the card's: {t['weight']:.0%} of the way)" if "fitted" in t else "(refitted here)"
+        ),
         "95% bootstrap intervals in brackets",
     ]
     lines += [line for p in profile["operating_points"] for line in _operating_lines(p)]
@@ -834,7 +877,9 @@ def _adaptation_text(profile: dict[str, Any], files: list[Path], installed: Path
 def _site_line(summary: dict[str, Any]) -> str:
     if "error" in summary:
         return f"{summary['path']} does not fit: {summary['error']}"
-    return f"{summary['path']} (" + ", ".join(f"{p['for']} >= {p['threshold']:.4f}" for p in summary["operating_points"]) + f"; made {summary['created']})"
+    temperature = f"; temperature {summary['temperature']:.4f}" if summary.get("temperature") is not None else ""
+    points = ", ".join(f"{p['for']} >= {p['threshold']:.4f}" for p in summary["operating_points"])
+    return f"{summary['path']} ({points}{temperature}; {summary.get('head', 'bundled')} head; made {summary['created']})"
 
 
 def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
@@ -863,9 +908,11 @@ def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
 def _human(result: dict) -> str:
     probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]))
     head = "  (site head)" if result.get("head") == "site" else ""
-    line = f"{shown(result['file'])}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms{head}"
+    call = "tie: " + " = ".join(result["tied"]) if result.get("tied") else result["label"]
+    line = f"{shown(result['file'])}: {call}  ({probs})  {result['latency_ms']:.1f} ms{head}"
     if result.get("heatmap"):
-        line += f"\n  heatmap: {shown(result['heatmap'])}"
+        of = result.get("heatmap_label") or result["label"]
+        line += f"\n  heatmap: {shown(result['heatmap'])} (evidence for {of}" + (", the most likely abnormal class)" if of != result["label"] else ")")
     if "refer" in result:
         def score(target: str) -> float:
             return result["abnormal_score"] if target == ABNORMAL else result["probabilities"][target]

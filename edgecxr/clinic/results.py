@@ -74,6 +74,8 @@ def text_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
     lines = [f"edgecxr {identity.name} {identity.version}: {prediction.label}", "  ".join(f"{label} {p:.3f}" for label, p in probs)]
     if prediction.abnormal_score is not None:
         lines.append(f"abnormal score {prediction.abnormal_score:.3f}")
+    if prediction.heatmap_label is not None and prediction.heatmap_label != prediction.label:  # a Normal call: edgecxr.core.model.Model.heatmap_class
+        lines.append(f"heatmap: evidence for {prediction.heatmap_label}, the most likely abnormal class")
     if prediction.refer is not None and prediction.operating_point is not None:
         at = ", ".join(f"{p['for']} >= {p['threshold']:.3f}" for p in prediction.operating_point)
         lines.append(f"refer: {'YES' if prediction.refer else 'no'} (site threshold {at})")
