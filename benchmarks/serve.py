@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,8 @@ from edgecxr.core.site import NORMAL
 from edgecxr.evaluation.provenance import repo_relative
 
 PASSWORD = "benchmark password"
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
+# localhost, never through a proxy; the session cookie of :func:`log_in` kept for the page requests
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
 
 def free_port() -> int:
@@ -70,9 +74,24 @@ def fill(store: Path, n: int, seed: int = 0) -> None:
         results.once("result", record.key, **record.line(None))
 
 
+def log_in(url: str, user: str = "admin", password: str = PASSWORD) -> None:
+    """Log in through the page (its CSRF token, then the form), so that the page requests carry the session cookie."""
+    with DIRECT.open(url + "/login", timeout=120) as r:
+        token = re.search(r'name="csrf" value="([^"]+)"', r.read().decode())
+    assert token, "no CSRF token on the login page"
+    form = urllib.parse.urlencode({"csrf": token.group(1), "user": user, "password": password}).encode()
+    with DIRECT.open(urllib.request.Request(url + "/login", data=form, method="POST"), timeout=120) as r:
+        assert "Log out" in r.read().decode(), "the login was refused"
+
+
+def basic_header(user: str = "admin", password: str = PASSWORD) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 def get_ms(url: str) -> float:
     start = time.perf_counter()
-    with DIRECT.open(url, timeout=120) as r:
+    request = urllib.request.Request(url, headers=basic_header() if "/api/" in url else {})
+    with DIRECT.open(request, timeout=120) as r:
         r.read()
         assert r.status == 200, f"{url}: HTTP {r.status}"
     return (time.perf_counter() - start) * 1000
@@ -83,9 +102,7 @@ def upload_ms(url: str, film: Path) -> tuple[float, dict[str, Any]]:
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{film.name}\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode() + film.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(url + "/api/predict", data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}",
-        "Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode(),
-    })
+        "Content-Type": f"multipart/form-data; boundary={boundary}", **basic_header()})
     start = time.perf_counter()
     try:
         with DIRECT.open(request, timeout=300) as r:
@@ -121,6 +138,7 @@ def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[
         store.mkdir()
         fill(store, studies)
         (Path(tmp) / "pw").write_text(PASSWORD + "\n")
+        (Path(tmp) / "pw").chmod(0o600)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         launched = time.perf_counter()
@@ -135,6 +153,7 @@ def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[
                     raise SystemExit(f"error: edgecxr serve did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
                 time.sleep(0.1)
             idle = rss_mb(proc.pid, "VmRSS")
+            log_in(url)
             get_ms(url + "/")
             started = (time.perf_counter() - launched) * 1000
             deep = (studies + 49) // 50 // 2 or 1
@@ -179,7 +198,8 @@ def report(results: dict[str, Any]) -> str:
         f"Model `{results['model']['name']}` {results['model']['version']}. Command: `{prov['command']}`.",
         "",
         f"A store with {m['studies']:,} made-up result lines in results.jsonl; requests over HTTP on localhost, one at a time, "
-        "from the benchmark process (waitress, 4 threads).",
+        "from the benchmark process (waitress, 4 threads); the pages as a logged-in admin (a session cookie, looked up in accounts.sqlite "
+        "on every request), the API with HTTP Basic (a scrypt check on every request).",
         "",
         "| measure | value |",
         "|---|---|",

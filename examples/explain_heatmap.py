@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from edgecxr import ImageError, ModelError, load_image, load_model
-from edgecxr.core.cam import HeatmapWriter
+from edgecxr.core.picture import PictureWriter, result_picture
 from edgecxr.core.regions import region_masks
 
 
@@ -29,7 +29,7 @@ def lung_share(heatmap) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="X-ray image files")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the overlay PNGs")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the pictures (heatmap inside the lung fields, colour bar, call)")
     parser.add_argument("--model", help="a model with heatmaps (default: the bundled default model)")
     parser.add_argument("--min-lung-share", type=float, default=0.25, help="flag a heatmap with less of its mass in the lungs")
     args = parser.parse_args(argv)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {model.name} has no heatmap; use a resnet18 model", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    writer, failed = HeatmapWriter(args.out), 0
+    writer, failed = PictureWriter.heatmaps(args.out), 0
     for file in args.files:
         try:
             image = load_image(file)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         assert p.heatmap is not None  # predict(heatmap=True) sets it
-        target = writer.write(Path(file), image.pixels, p.heatmap)  # <stem>.heatmap.png, any file name
+        target = writer.write(Path(file), result_picture(image.pixels, p, p.lungs))  # <stem>.heatmap.png, any file name
         share = lung_share(p.heatmap)
         flag = "  LOOKED OUTSIDE THE LUNGS: review" if share < args.min_lung_share else ""
         print(f"{file}: {p.label} {p.probabilities[p.label]:.2f}, lung share {share:.2f} -> {target}{flag}")

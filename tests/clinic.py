@@ -87,6 +87,7 @@ def orthanc_config(folder: Path, http_port: int, dicom_port: int, edgecxr_port: 
         "HttpPort": http_port,
         "DicomPort": dicom_port,
         "DicomAet": "ORTHANC",
+        "DicomCheckCalledAet": True,  # a PACS that refuses an association called by another name (a permanent rejection)
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
         "HttpServerEnabled": True,
@@ -233,3 +234,54 @@ def send(port: int, datasets: list[Dataset], ae_title: str = "EDGECXR", contexts
             assoc.release()
     return statuses
 
+
+
+PASSWORD = "correct horse battery"
+USERS = {"admin": ("admin", PASSWORD), "rita": ("reader", "reader password 1"), "rev": ("reviewer", "reviewer password 1")}
+
+
+def basic(user: str = "admin") -> dict[str, str]:
+    """An ``Authorization: Basic`` header of one of :data:`USERS`."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{USERS[user][1]}".encode()).decode()}
+
+
+class WebPage:
+    """``edgecxr serve``'s application over a fresh store in Flask's test client, with the users of :data:`USERS`,
+    and helpers to log in and to send forms with the page's CSRF token."""
+
+    def __init__(self, root: Path, model: Any, public_read: bool = False) -> None:
+        from edgecxr.clinic.web import server
+        from edgecxr.clinic.web.app import allowed_hosts, create_app
+
+        self.root = root
+        users = server.accounts(root)
+        for name, (role, password) in USERS.items():
+            users.set_user(name, role, password)
+        self.site, self.service = server.open_site(root, model, allowed_hosts("127.0.0.1", ()), public_read)
+        self.app = create_app(self.site)
+        self.client = self.app.test_client()
+
+    def token(self, path: str = "/upload") -> str:
+        import re
+
+        found = re.search(r'name="csrf" value="([^"]+)"', self.client.get(path).text)
+        assert found, f"no CSRF token on {path}"
+        return found.group(1)
+
+    def login(self, user: str = "admin", password: str | None = None) -> int:
+        password = USERS[user][1] if password is None else password
+        return self.client.post("/login", data={"csrf": self.token("/login"), "user": user, "password": password}).status_code
+
+    def logout(self) -> int:
+        return self.client.post("/logout", data={"csrf": self.token("/")}).status_code
+
+    def upload(self, data: bytes, name: str) -> tuple[int, str]:
+        import io
+
+        r = self.client.post("/upload", data={"csrf": self.token(), "file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+        return r.status_code, r.headers.get("Location", "") or r.text
+
+    def received(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "web" / "received").iterdir())

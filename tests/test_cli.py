@@ -26,7 +26,7 @@ class NoClinic:
 
 sys.meta_path.insert(0, NoClinic())
 '''
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "head"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "tied", "head"}
 
 
 
@@ -136,7 +136,7 @@ def test_predict_json_folder_with_failures(runner, model_path, tmp_path):
     assert [r["file"] for r in records] == sorted(r["file"] for r in records)
 
     err_lines = result.stderr.splitlines()
-    assert err_lines[0] == f"skipped: 2 (2 {reason})"
+    assert err_lines[0] == f"skipped: 2 (2 {reason}: {folder / 'notes.txt'}, {folder / 'sub' / 'readme.txt'})"
     err_lines = err_lines[1:]
     assert len(err_lines) == 2
     assert f"error: {corrupt}: " in result.stderr
@@ -187,7 +187,7 @@ def test_predict_folder_without_images(runner, model_path, tmp_path):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "skipped: 2 (1 not an image file (no image suffix, no DICOM marker), 1 folder holds no image files)",
+        f"skipped: 2 (1 not an image file (no image suffix, no DICOM marker): {tmp_path / 'notes.txt'}; 1 folder holds no image files: {tmp_path})",
         f"error: no image files in {tmp_path}",
     ]
 

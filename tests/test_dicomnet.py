@@ -78,7 +78,7 @@ def test_header_checks_give_the_standard_statuses():
     huge = _film()
     huge.Rows = huge.Columns = 60000
     status, reason = instances.refusal(huge)
-    assert status == 0xA700 and "60000x60000" in reason and f"{MAX_PIXELS:,}" in reason
+    assert status == 0xA900 and "60000x60000" in reason and f"{MAX_PIXELS:,}" in reason
     truncated = _film()
     truncated.PixelData = truncated.PixelData[:100]
     assert instances.refusal(truncated) == (0xA900, "the pixel data holds 100 bytes, fewer than a 64x64 image needs")
@@ -254,3 +254,13 @@ def test_a_result_record_reads_back_as_written_and_its_audit_line_holds_no_file_
     line = record.line("ward/film.png")
     assert line["file"] == "ward/film.png" and line["probabilities"] == record.prediction["probabilities"] and "key" not in line
     assert line["results"] == ["k.png"] and line["model_version"] == "1.0.0"
+
+
+def test_secondary_capture_says_which_class_a_normal_calls_map_shows():
+    from edgecxr.clinic.results import ModelIdentity, text_lines
+    from edgecxr.core.model import Prediction
+
+    normal = Prediction("Normal", {"COVID": 0.1, "Normal": 0.65, "Pneumonia": 0.25}, 1.0, "m", heatmap=np.ones((4, 4), np.float32), heatmap_label="Pneumonia")
+    assert "heatmap: evidence for Pneumonia, the most likely abnormal class" in text_lines(normal, ModelIdentity("m", "1", "x"))
+    covid = Prediction("COVID", {"COVID": 0.7, "Normal": 0.2, "Pneumonia": 0.1}, 1.0, "m", heatmap=np.ones((4, 4), np.float32), heatmap_label="COVID")
+    assert not any(line.startswith("heatmap:") for line in text_lines(covid, ModelIdentity("m", "1", "x")))

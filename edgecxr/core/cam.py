@@ -5,11 +5,10 @@ is the spatial mean of ``CAM_c = sum_k w_kc * F_k`` (plus a bias), where ``F`` i
 convolutional feature map and ``w`` the dense weights (Zhou et al. 2016). The converter exports
 ``F`` as a second TFLite output and stores ``w`` in the card; the runtime dequantizes ``F`` with
 its own scale and zero point and needs no gradients. MLP-12 has no spatial feature map (its first
-dense layer mixes every pixel), so it has no heatmap.
+dense layer mixes every pixel), so it has no heatmap. The picture a person reads (the map inside
+the lung fields, a colour bar, the call) is :mod:`edgecxr.core.picture`'s.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -51,31 +50,3 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.nd
     gray = np.clip((image - low) * (255.0 / max(float(high - low), 1e-6)), 0, 255).astype(np.uint8)
     colour = cv2.applyColorMap(np.round(heatmap * 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(colour, alpha, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), 1.0 - alpha, 0.0)
-
-
-class HeatmapWriter:
-    """Writes ``<stem>.heatmap.png`` overlays into one folder, never overwriting an earlier one of the same run."""
-
-    suffix = ".heatmap.png"
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.used: set[str] = set()
-
-    def write(self, source: Path, pixels: np.ndarray, heatmap: np.ndarray) -> str:
-        """Write the overlay of ``heatmap`` on ``pixels`` for the image ``source``; return the file written."""
-        return self._save(source, overlay(pixels, heatmap))
-
-    def _save(self, source: Path, picture: np.ndarray) -> str:
-        """Write ``picture`` as ``<stem><suffix>`` (``<stem>-2<suffix>``... on a repeated stem); return the file written."""
-        name, n = f"{source.stem}{self.suffix}", 1
-        while name in self.used:
-            n += 1
-            name = f"{source.stem}-{n}{self.suffix}"
-        self.used.add(name)
-        target = self.folder / name
-        ok, encoded = cv2.imencode(".png", picture)  # encoded here and written by Python: OpenCV cannot open every file name (bytes that are not UTF-8)
-        if not ok:
-            raise ValueError(f"could not encode a {picture.shape} picture as PNG")
-        target.write_bytes(encoded.tobytes())
-        return str(target)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgecxr.core.failures import shown
 from edgecxr.core.imageio import IMAGE_SUFFIXES, is_dicom
 
 _KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
@@ -45,15 +46,19 @@ class Scan:
     files: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
-    def summary(self) -> str:
-        """``"skipped: N (n1 reason1, n2 reason2)"``, the most frequent reason first; empty when nothing was skipped."""
+    def summary(self, named: int = 3) -> str:
+        """``"skipped: N (n1 reason1: file, file, file and k more; n2 reason2: file)"``, the most frequent reason first, up to
+        ``named`` entries named per reason; empty when nothing was skipped."""
         if not self.skipped:
             return ""
-        counts: dict[str, int] = {}
+        by_reason: dict[str, list[Path]] = {}
         for s in self.skipped:
-            counts[s.reason] = counts.get(s.reason, 0) + 1
-        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-        return f"skipped: {len(self.skipped)} ({reasons})"
+            by_reason.setdefault(s.reason, []).append(s.path)
+        parts = []
+        for reason, paths in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+            names = ", ".join(shown(p) for p in paths[:named]) + (f" and {len(paths) - named} more" if len(paths) > named else "")
+            parts.append(f"{len(paths)} {reason}: {names}")
+        return f"skipped: {len(self.skipped)} ({'; '.join(parts)})"
 
 
 def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:

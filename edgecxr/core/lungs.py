@@ -28,13 +28,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgecxr.core.cam import HeatmapWriter
 from edgecxr.core.card import ModelError
 from edgecxr.core.checks import Check, refuse_blank
 from edgecxr.core.families import FAMILIES
 from edgecxr.core.families import family as family_of
 from edgecxr.core.imageio import ImageSource, as_loaded
 from edgecxr.core.interpreter import dequantize, dims, open_verified, quantize
+from edgecxr.core.picture import PictureWriter
 from edgecxr.core.preprocess import Box, PreprocessSpec, SpecLike, as_spec, crop_box, preprocess, to_original
 from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR
 
@@ -116,14 +116,11 @@ class LungModel:
         return LungResult(mask, lung_fraction(mask), lung_fields_found(prob, frame), latency, file)
 
 
-class LungMaskWriter(HeatmapWriter):
+class LungMaskWriter(PictureWriter):
     """Writes ``<stem>.lungs.png`` masks (0 or 255, the input's own size) into one folder, same naming rule."""
 
-    suffix = ".lungs.png"
-
-    def write(self, source: Path, mask: np.ndarray) -> str:  # type: ignore[override]
-        """Write ``mask`` for the image ``source``; return the file written."""
-        return self._save(source, mask)
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, ".lungs.png")
 
 
 @lru_cache(maxsize=4)
@@ -154,6 +151,10 @@ class LungFields:
         dy, dx = LUNG_CROP_MARGIN * (bottom - top), LUNG_CROP_MARGIN * (right - left)
         y0, x0 = int(max(0.0, top - dy) * h), int(max(0.0, left - dx) * w)
         return y0, x0, max(int(np.ceil(min(1.0, bottom + dy) * h)), y0 + 1), max(int(np.ceil(min(1.0, right + dx) * w)), x0 + 1)
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """The lung fields as a bool (height, width) mask over the image at ``shape`` (the image's, or any of the same aspect)."""
+        return to_original(self.prob, shape, LUNG_SPEC) > THRESHOLD
 
     def checks(self) -> list[Check]:
         """The ``no_lungs`` check: fires when no lung fields were found; its value is the lung share of the model frame."""

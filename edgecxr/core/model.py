@@ -20,6 +20,8 @@ from edgecxr.core.lungs import load_lung_model, lung_fields, lung_model_for, spe
 from edgecxr.core.preprocess import Box, preprocess, scale_box, to_original
 from edgecxr.core.site import NORMAL, SiteSource, resolve_site
 
+TIE_DECIMALS = 3  # probabilities are shown to 3 decimals; labels equal at that precision are a tie
+
 
 @dataclass
 class Prediction:
@@ -33,6 +35,10 @@ class Prediction:
     checks: list[Check] = field(default_factory=list)
     # (H, W) float32 in [0, 1] over the input image when asked for; at most HEATMAP_MAX_SIDE px long
     heatmap: np.ndarray | None = None
+    # the class the heatmap shows: the predicted one, or for a Normal call the most likely abnormal class (heatmap_class)
+    heatmap_label: str | None = None
+    # with a heatmap: the lung fields the lung model found, bool at the heatmap's shape (None when it found none)
+    lungs: np.ndarray | None = None
     # with a site profile: whether any target's score reached its threshold, and those operating points
     refer: bool | None = None
     operating_point: list[dict[str, Any]] | None = None
@@ -42,6 +48,16 @@ class Prediction:
     def warnings(self) -> list[str]:
         """The messages of the checks that fired, for people."""
         return [c.message for c in self.checks]
+
+    @property
+    def tied(self) -> list[str]:
+        """The labels sharing the top probability as it is shown (to :data:`TIE_DECIMALS`) when there are several, else [].
+
+        ``label`` is then the first of them in the card's order: the model does not tell them apart.
+        """
+        top = round(max(self.probabilities.values()), TIE_DECIMALS)
+        tied = [k for k, v in self.probabilities.items() if round(v, TIE_DECIMALS) == top]
+        return tied if len(tied) > 1 else []
 
     @property
     def abnormal_score(self) -> float | None:
@@ -58,7 +74,9 @@ class Prediction:
             "warnings": self.warnings,
             "checks": [c.to_dict() for c in self.checks],
             "abnormal_score": None if self.abnormal_score is None else round(self.abnormal_score, 6),
+            "tied": self.tied,
             "head": self.head,
+            **({"heatmap_label": self.heatmap_label} if self.heatmap_label is not None else {}),
             **({"refer": self.refer, "operating_point": self.operating_point} if self.refer is not None else {}),
         }
 
@@ -130,8 +148,10 @@ class Model:
         """Predict one image: a file path (any supported format, DICOM included) or a numpy array.
 
         Probabilities are temperature-calibrated when the card holds a temperature. With
-        ``heatmap=True`` the prediction carries the predicted class's activation map over the
-        input image (ModelError for a model without one, such as MLP-12).
+        ``heatmap=True`` the prediction carries an activation map over the input image (ModelError
+        for a model without one, such as MLP-12): of the predicted class, or for a Normal call of
+        the most likely abnormal class (``heatmap_label`` says which), and the lung fields it is
+        shown in (``lungs``; :func:`edgecxr.core.picture.result_picture` draws both).
         """
         if heatmap and not self.has_heatmap:
             raise ModelError(f"{self.name}: no heatmap available ({self.card.family or 'this'} model has no spatial feature map)")
@@ -139,7 +159,8 @@ class Model:
         refuse_blank(loaded, file)
         spec = self.card.preprocessing
         lung_check = "no_lungs" in PROFILES[self.check_profile]
-        lungs = lung_fields(loaded.pixels) if lung_check and spec.crop != "lungs" else None  # a check: not timed
+        # a check, and the heatmap's bounds: not timed
+        lungs = lung_fields(loaded.pixels) if (lung_check or heatmap) and spec.crop != "lungs" else None
         start = time.perf_counter()
         if spec.crop == "lungs":  # the crop's lung pass is part of the classification, and serves the check too
             lungs = lung_fields(loaded.pixels, spec.lung_model)
@@ -153,11 +174,13 @@ class Model:
         checks = input_checks(loaded, x if self._whole_film_area else None, self.check_profile)
         if lungs is not None and lung_check:
             checks += lungs.checks()
-        heat = None
+        heat, shown, fields = None, None, None
         if heatmap:
-            heat = self._heatmap(features, best, loaded.pixels.shape, box)
+            shown = self.heatmap_class(probs)
+            heat = self._heatmap(features, shown, loaded.pixels.shape, box)
             if not heat.any():
-                checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image"))
+                checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[shown]} anywhere in the image"))
+            fields = lungs.mask(heat.shape) if lungs is not None and lungs.found else None
         return Prediction(
             label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
@@ -166,10 +189,24 @@ class Model:
             file=file,
             checks=checks,
             heatmap=heat,
+            heatmap_label=None if shown is None else self.labels[shown],
+            lungs=fields,
             refer=self.site.decide(probs, self.labels) if self.site else None,
             operating_point=[p.to_dict() for p in self.site.points] if self.site else None,
             head=self.site.head_name if self.site else "bundled",
         )
+
+    def heatmap_class(self, probs: np.ndarray) -> int:
+        """The class a heatmap shows for probabilities ``probs``: the predicted one, or for a Normal call the most likely other class.
+
+        A map of the evidence for Normal says little to a reader; the one of the abnormal class the
+        model rates highest shows what it weighed against it.
+        """
+        best = int(np.argmax(probs))
+        others = [i for i, label in enumerate(self.labels) if label != NORMAL]
+        if self.labels[best] != NORMAL or not others:
+            return best
+        return max(others, key=lambda i: float(probs[i]))
 
     def bundled_outputs(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
         """The card head's raw softmax (label order) and the pooled feature map (K,) of one image: what a site head is fitted on.

@@ -2,7 +2,7 @@
 
 A profile is a JSON file made for one model, named by its card's name and sha256; a model whose
 sha256 differs (another model, or a new release of the same one) refuses it. It holds the
-temperature refitted on the site's films, which then replaces the card's, and one operating point
+temperature refitted on the site's films (shrunk toward the card's by their number), which then replaces the card's, and one operating point
 per target: ``"abnormal"`` (score ``1 - p(Normal)``, every non-Normal film a positive) or one of
 the model's labels (score ``p(label)``). A film is referred when any target's score is at or
 above its threshold. The rest of the file (ROC points, the metrics at each threshold with their
@@ -172,7 +172,7 @@ def read_profile(path: str | os.PathLike) -> SiteProfile:
         if f.integer(d["schema_version"], "schema_version") not in READABLE_SCHEMAS:
             raise f.FieldError(f"schema_version {d['schema_version']} is not one this edgecxr reads ({', '.join(map(str, READABLE_SCHEMAS))})")
         model = f.obj(d["model"], "model", ("name", "version", "sha256"), ("name", "sha256"))
-        temperature = f.obj(d["temperature"], "temperature", ("value", "card", "nll_before", "nll_after"), ("value",))
+        temperature = f.obj(d["temperature"], "temperature", ("value", "card", "fitted", "films", "weight", "nll_before", "nll_after"), ("value",))
         sample = f.obj(d.get("sample", {}), "sample", ("counts", "unreadable"))
         points = tuple(_point(p, f"operating_points[{i}]") for i, p in enumerate(f.array(d["operating_points"], "operating_points", 1)))
         temperature_value = f.number(temperature["value"], "temperature.value", above=0)
@@ -303,4 +303,7 @@ def installed_summary(card: ModelCard) -> dict[str, Any] | None:
         profile.check(card)
     except SiteError as exc:
         return {"path": str(path), "error": str(exc)}
-    return {"path": str(path), "created": profile.data.get("created"), "operating_points": [p.to_dict() for p in profile.points]}
+    return {
+        "path": str(path), "created": profile.data.get("created"), "temperature": profile.temperature, "head": profile.head_name,
+        "operating_points": [p.to_dict() for p in profile.points],
+    }

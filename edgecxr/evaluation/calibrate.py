@@ -1,9 +1,10 @@
 """Choosing a site's operating points on its own labelled films (``edgecxr calibrate``), and writing them with their report.
 
 :func:`calibrate` reads a folder of class folders (as ``evaluate`` does), refits the model's
-temperature on those films (:mod:`edgecxr.core.calibration`), and for each target (``abnormal`` or a
-label) builds the ROC, picks the highest threshold that meets the target sensitivity and measures
-it (:mod:`edgecxr.evaluation.operating`). :func:`write_report` writes the profile JSON (:mod:`edgecxr.core.site`)
+temperature on those films and shrinks the fit toward the card's by the sample's size
+(:func:`edgecxr.core.calibration.shrunk_temperature`), and for each target (``abnormal`` or a label)
+builds the ROC, picks the threshold that meets the target sensitivity with the best specificity
+(then the highest sensitivity) and measures it (:mod:`edgecxr.evaluation.operating`). :func:`write_report` writes the profile JSON (:mod:`edgecxr.core.site`)
 and beside it ``<stem>.roc.png`` and one ``<stem>.<target>.csv`` threshold table per target.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgecxr.core.calibration import fit_temperature, negative_log_likelihood
+from edgecxr.core.calibration import TEMPERATURE_PRIOR_FILMS, fit_temperature, negative_log_likelihood, shrunk_temperature
 from edgecxr.core.model import Model
 from edgecxr.core.site import ABNORMAL, KIND, SCHEMA_VERSION, check_target, target_positives, target_scores, write_profile
 from edgecxr.evaluation.evaluate import labelled_files, predict_labelled
@@ -85,16 +86,22 @@ def require_both_kinds(y: np.ndarray, labels: Sequence[str], targets: Sequence[s
 def bundled_calibration(
     model: Model, raw: np.ndarray, y: np.ndarray, target_sensitivity: float, targets: Sequence[str], sources: Sequence[str] | None, errors: list[str]
 ) -> Calibration:
-    """The profile of the card's head on films with raw softmax ``raw`` and classes ``y``: temperature refitted, thresholds on these films."""
-    temperature = fit_temperature(raw, y, model.recalibrated)
+    """The profile of the card's head on films with raw softmax ``raw`` and classes ``y``: temperature refitted and shrunk toward the card's, thresholds on these films."""
+    card_t = model.card.temperature.value if model.card.temperature else 1.0
+    fitted = fit_temperature(raw, y, model.recalibrated)
+    temperature, weight = shrunk_temperature(fitted, card_t, len(y))
     probs = model.recalibrated(raw, temperature)
     points, rocs, tables, warnings = operating_points(probs, y, model.labels, target_sensitivity, targets, sources)
-    card_t = model.card.temperature.value if model.card.temperature else 1.0
     fit = {
-        "value": temperature, "card": card_t,
+        "value": temperature, "card": card_t, "fitted": round(fitted, 4), "films": int(len(y)), "weight": round(weight, 4),
         "nll_before": round(negative_log_likelihood(model.recalibrated(raw, card_t), y), 4),
         "nll_after": round(negative_log_likelihood(probs, y), 4),
     }
+    if weight < 0.5:
+        warnings.append(
+            f"temperature: {len(y)} films are too few to replace the card's {card_t:.4f} with their own fit {fitted:.4f}; "
+            f"using {temperature:.4f} (moved {weight:.0%} of the way on the log scale; {TEMPERATURE_PRIOR_FILMS} films move it half way)"
+        )
     return Calibration(profile_object(model, y, len(errors), fit, points, warnings), rocs, tables, errors)
 
 

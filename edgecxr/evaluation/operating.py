@@ -72,14 +72,25 @@ def auc(scores: np.ndarray | Sequence[float], positive: np.ndarray | Sequence[bo
 
 
 def threshold_for(scores: np.ndarray | Sequence[float], positive: np.ndarray | Sequence[bool], target: float) -> float:
-    """The highest threshold whose sensitivity is at least ``target`` (0 < target < 1): the k-th highest positive score."""
+    """The operating threshold for ``target`` sensitivity (0 < target < 1): of the thresholds whose sensitivity is at least
+    ``target``, the one with the best specificity and, among those, the highest sensitivity.
+
+    The thresholds are the films' scores (the ROC's points). The best specificity is that of the
+    highest threshold meeting the target (the k-th highest positive score); lowering the threshold
+    further flags more positives at no cost until it reaches the next negative score below, so the
+    threshold chosen is the lowest positive score above that negative: the same specificity,
+    every positive that comes free flagged.
+    """
     if not 0.0 < target < 1.0:
         raise ValueError(f"target sensitivity must be between 0 and 1, got {target}")
-    pos, _ = _split(scores, positive)
+    pos, neg = _split(scores, positive)
     if not len(pos):
         raise ValueError("no positive films to set a threshold on")
     k = max(1, math.ceil(target * len(pos) - 1e-9))  # positives that must be flagged
-    return float(np.sort(pos)[::-1][k - 1])
+    highest = float(np.sort(pos)[::-1][k - 1])
+    below = neg[neg < highest]
+    free = pos[pos > below.max()] if len(below) else pos  # positives flagged before the next negative is
+    return float(free.min())  # never above `highest`, itself one of them
 
 
 def counts_at(scores: np.ndarray | Sequence[float], positive: np.ndarray | Sequence[bool], threshold: float) -> dict[str, int]:

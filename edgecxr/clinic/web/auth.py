@@ -1,16 +1,14 @@
-"""The one account of ``edgecxr serve``: its password hashed with scrypt, HTTP Basic, CSRF tokens.
+"""Passwords of ``edgecxr serve``'s users hashed with scrypt, HTTP Basic, CSRF tokens.
 
-The password file holds one line, ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>``, readable by its
-owner only. Checks compare in constant time.
+A hash is one line, ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>`` (kept in
+:mod:`edgecxr.clinic.web.accounts`). Checks compare in constant time.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import os
 import secrets
-from pathlib import Path
 
 N, R, P = 2**14, 8, 1  # scrypt cost: about 16 MB and 50 ms a check on a small board
 
@@ -32,13 +30,6 @@ def check_password(password: str, line: str) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(got, bytes.fromhex(digest))
-
-
-def write_password(path: Path, password: str) -> None:
-    """Store the hash of ``password`` at ``path`` (mode 0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(hash_password(password) + "\n")
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:

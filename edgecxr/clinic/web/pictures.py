@@ -1,4 +1,5 @@
-"""The pictures a study page shows, as PNG: the film as received, and the result picture (heatmap over the film).
+"""The pictures a study page shows, as PNG: the film as received (or at full size, or windowed), and the result
+picture (heatmap over the film).
 
 Browsers show neither DICOM nor TIFF, so the film is decoded with :func:`edgecxr.core.imageio.load_image`
 and written as a PNG at most :data:`edgecxr.clinic.results.MAX_SIDE` px long; the result
@@ -19,14 +20,19 @@ from edgecxr.clinic.writers import png, writer_of
 from edgecxr.core.imageio import load_image
 
 
-def film_png(source_root: Path, key: str) -> bytes | None:
-    """The received film of ``key`` as PNG bytes, or None when the store has no film for it."""
+def film_png(source_root: Path, key: str, full: bool = False, center: int = 50, width: int = 100) -> bytes | None:
+    """The received film of ``key`` as PNG bytes (at most MAX_SIDE px long unless ``full``), or None when the store has
+    no film for it. ``center`` and ``width`` (percent of the film's range as read, 8 or 16 bits alike) window it:
+    (50, 100) shows it as read, a narrower width shows more contrast over a part of the range."""
     path = received_file(source_root, key)
     if path is None:
         return None
     pixels = load_image(path).pixels
+    if (center, width) != (50, 100):
+        low = center / 100 - width / 200
+        pixels = np.clip((pixels - low) / (width / 100), 0, 1)
     scale = MAX_SIDE / max(pixels.shape)
-    if scale < 1:
+    if scale < 1 and not full:
         pixels = cv2.resize(pixels, (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))), interpolation=cv2.INTER_AREA)
     return png(np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8))
 

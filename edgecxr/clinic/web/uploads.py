@@ -5,14 +5,16 @@ lock), classified by the same worker as ``listen`` and ``watch`` (:mod:`edgecxr.
 so an upload gets the same result record, result picture and log lines. Only the content says
 what a file is (PNG, JPEG, BMP, TIFF, DICOM); it is stored as ``received/<key>.<suffix>``, keyed
 like ``watch`` keys a dropped file. The name it was uploaded under is kept only as text, in
-``STORE/web/uploads.jsonl`` and the results line, never used as a path.
+``STORE/web/uploads.jsonl`` and the results line, never used as a path. A DICOM upload that
+re-uses an earlier one's SOP Instance UID with other pixels is a new study
+(:func:`edgecxr.clinic.instances.instance_key`, the rule ``listen`` and ``watch`` key DICOM by); its ``uploaded`` line carries the warning.
 """
 from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
 
-from edgecxr.clinic.instances import dicom_check
+from edgecxr.clinic.instances import CHANGED, dicom_file_key
 from edgecxr.clinic.journal import Journal, read_lines
 from edgecxr.clinic.service import Service
 from edgecxr.core.headers import raster_format
@@ -47,11 +49,17 @@ def upload_names(root: Path) -> dict[str, str]:
     return {r["key"]: r["file"] for r in read_lines(root / LOG) if r.get("event") == "uploaded"}
 
 
+def upload_warnings(root: Path) -> dict[str, list[str]]:
+    """{key: warnings of the upload itself} (a re-used SOP Instance UID) of the upload store at ``root``."""
+    return {r["key"]: r["warnings"] for r in read_lines(root / LOG) if r.get("event") == "uploaded" and r.get("warnings")}
+
+
 class Uploads:
     """The upload store's service and the names its films were uploaded under (``names``, from :func:`upload_names`)."""
 
     def __init__(self, service: Service, names: dict[str, str]) -> None:
         self.service, self.names = service, names
+        self.warnings = upload_warnings(service.store.root)
         self.log = Journal(service.store.root / LOG)
 
     def take(self, data: bytes, name: str | None) -> str:
@@ -60,17 +68,19 @@ class Uploads:
         if suffix is None:
             raise UploadError(f"not an image file: only {ACCEPTED} films are accepted")
         store = self.service.store
-        key = store.content_key(data)
+        key, verdict = store.content_key(data), "new"
         if suffix == ".dcm":
-            refused, uid = dicom_check(data)
+            refused, key, verdict = dicom_file_key(store, data)
             if refused is not None:
                 raise UploadError(f"DICOM file refused: {refused}")
-            key = store.key(uid) if uid else key
         if store.known(key):
             return key
         text = shown_name(name)
-        self.log.once("uploaded", key, file=text)
+        warnings = [CHANGED] if verdict == "changed" else []
+        self.log.once("uploaded", key, file=text, **({"warnings": warnings} if warnings else {}))
         self.names[key] = text
+        if warnings:
+            self.warnings[key] = warnings
         store.write_bytes(store.path("received", key, suffix), data)
         self.service.audit.once("received", key, via="web", format=suffix.lstrip("."))
         self.service.worker.submit(key)
