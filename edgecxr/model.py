@@ -31,7 +31,7 @@ class Prediction:
 
     label: str
     probabilities: dict[str, float]
-    latency_ms: float
+    latency_ms: float  # all model work on the decoded film: lung pass, preprocessing, classifier, checks, heatmap (not the decode)
     model: str
     file: str | None = None
     checks: list[Check] = field(default_factory=list)
@@ -41,6 +41,8 @@ class Prediction:
     refer: bool | None = None
     operating_point: list[dict[str, Any]] | None = None
     head: str = "bundled"  # which classifier head gave the probabilities: "site" (a site profile's) or "bundled" (the card's)
+    # latency_ms by stage, in the order run: "lungs" (the lung model's pass), "classifier" (preprocessing and invoke), "checks", "heatmap"
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
@@ -59,6 +61,7 @@ class Prediction:
             "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "latency_ms": round(self.latency_ms, 3),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "warnings": self.warnings,
             "checks": [c.to_dict() for c in self.checks],
             "abnormal_score": None if self.abnormal_score is None else round(self.abnormal_score, 6),
@@ -145,29 +148,33 @@ class Model:
         refuse_blank(loaded, file)
         spec = self.card.preprocessing
         lung_check = "no_lungs" in PROFILES[self.check_profile]
-        lungs = _lung_fields(loaded.pixels) if lung_check and spec.crop != "lungs" else None  # a check: not timed
-        start = time.perf_counter()
-        if spec.crop == "lungs":  # the crop's lung pass is part of the classification, and serves the check too
+        clock = _Stopwatch()
+        lungs = None
+        if spec.crop == "lungs":  # the crop's lung pass comes first, and serves the check too
             lungs = _lung_fields(loaded.pixels, spec.lung_model)
-            box = lungs.box()
-        else:
-            box = crop_box(loaded.pixels, spec)
+            clock.lap("lungs")
+        box = lungs.box() if lungs is not None else crop_box(loaded.pixels, spec)
         x = preprocess(loaded.pixels, spec, box)
         probs, features = self._run(x, features=heatmap)
-        latency = (time.perf_counter() - start) * 1000.0
+        clock.lap("classifier")
+        if lungs is None and lung_check:  # the check's lung frame is resized from the classifier's whole-film input when it is one
+            lungs = _lung_fields(loaded.pixels, None, x if self._whole_film_area else None)
+            clock.lap("lungs")
         best = int(np.argmax(probs))
         checks = input_checks(loaded, x if self._whole_film_area else None, self.check_profile)
         if lungs is not None and lung_check:
             checks += lungs.checks()
+        clock.lap("checks")
         heat = None
         if heatmap:
             heat = self._heatmap(features, best, loaded.pixels.shape, box)
             if not heat.any():
                 checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[best]} anywhere in the image"))
+            clock.lap("heatmap")
         return Prediction(
             label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
-            latency_ms=latency,
+            latency_ms=clock.total(),
             model=self.name,
             file=file,
             checks=checks,
@@ -175,6 +182,7 @@ class Model:
             refer=self.site.decide(probs, self.labels) if self.site else None,
             operating_point=[p.to_dict() for p in self.site.points] if self.site else None,
             head=self.site.head_name if self.site else "bundled",
+            timings_ms=clock.laps,
         )
 
     def bundled_outputs(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
@@ -320,10 +328,26 @@ def pooled(feature_map: np.ndarray) -> np.ndarray:
     return feature_map.reshape(-1, feature_map.shape[-1]).mean(axis=0)
 
 
-def _lung_fields(pixels: np.ndarray, lung_model: str | None = None) -> LungFields:
+class _Stopwatch:
+    """Milliseconds per named stage since the previous lap (or since it was made)."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = self.laps.get(stage, 0.0) + (now - self.last) * 1000.0
+        self.last = now
+
+    def total(self) -> float:
+        return (self.last - self.started) * 1000.0
+
+
+def _lung_fields(pixels: np.ndarray, lung_model: str | None = None, view: np.ndarray | None = None) -> LungFields:
     from edgecxr.lungs import lung_fields  # edgecxr.lungs imports this module
 
-    return lung_fields(pixels, lung_model)
+    return lung_fields(pixels, lung_model, view)
 
 
 def _split_outputs(details: list[dict[str, Any]], path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -26,7 +26,7 @@ class NoClinic:
 
 sys.meta_path.insert(0, NoClinic())
 '''
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "head"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "head"}
 
 
 

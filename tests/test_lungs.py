@@ -22,7 +22,7 @@ from edgecxr.cli import main
 from edgecxr.embedded import embedded_facts
 from edgecxr.families import FAMILIES
 from edgecxr.imageio import load_image
-from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, segmentation_report
+from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, lung_outline, segmentation_report
 from edgecxr.preprocess import PreprocessSpec, crop_box, preprocess, scale_box, to_original
 from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
@@ -62,6 +62,11 @@ def test_unet_builds_with_the_right_output_shape():
         build_unet(100)
     via_registry = FAMILIES["lungs"].build(64, 2, widths=(8, 16, 32, 64, 128), width=32)  # settings it does not take are ignored
     assert via_registry.output_shape == (None, 64, 64, 1) and via_registry.name == "lungs"
+    # convolving before upsampling: the same layers and parameters, the decoder's first conv on a quarter of the pixels
+    coarse = build_unet(64, widths=(8, 16, 32, 64), up_first=False)
+    fine = build_unet(64, widths=(8, 16, 32, 64))
+    assert coarse.output_shape == fine.output_shape and coarse.count_params() == fine.count_params()
+    assert coarse.get_layer("dec1_up_conv").output_shape == (None, 32, 32, 8) and fine.get_layer("dec1_up_conv").output_shape == (None, 64, 64, 8)
 
 
 @pytest.mark.train
@@ -116,6 +121,19 @@ def test_bundled_lung_model_reproduces_its_card_on_val(shared_data):
     assert report["dice_mean"] == pytest.approx(card["dice_mean"], abs=1e-4)
     for source, metrics in card["per_source"].items():
         assert report["per_source"][source]["dice_mean"] == pytest.approx(metrics["dice_mean"], abs=1e-4)
+
+
+def test_thorax_masks_are_told_apart_from_lung_field_masks(shared_data):
+    """The masks NOT_LUNG_OUTLINES names cover most of the film and the mediastinum; every other mask leaves the midline open."""
+    with (shared_data / "lungmask" / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    thorax = [r for r in rows if not lung_outline(r)]
+    assert len(thorax) == 39 and {r["source"] for r in thorax} == {"ieee"} and sum(r["split"] == "val" for r in thorax) == 7
+    for r in thorax[:10] + [r for r in rows if lung_outline(r)][:10]:
+        mask = truth(shared_data, r)
+        h, w = mask.shape
+        midline = mask[int(0.3 * h) : int(0.7 * h), int(0.45 * w) : int(0.55 * w)].mean()
+        assert (mask.mean() > 0.6 and midline == 1.0) == (not lung_outline(r)), r["image"]
 
 
 def test_lung_model_is_not_a_classifier_and_back():
