@@ -9,7 +9,8 @@ on the files themselves, masks at each film's own size):
 - Dice / IoU on ``lungmask`` val, overall and per source, float32 and int8, on every film and on
   the films whose masks outline the lung fields (:data:`edgecxr.lungs.NOT_LUNG_OUTLINES`), and int8 vs float32;
 - per-film time of :meth:`LungModel.segment` (preprocess, invoke, mask back at the film's size);
-- the "no lung fields found" rule (:func:`edgecxr.lungs.lung_fields_found`, int8 model): the
+- the "no lung fields found" rule (:func:`edgecxr.lungs.lung_fields_found`, int8 model, on the frame
+  ``Model.predict`` of the default classifier gives it, :func:`check_frame`): the
   quantiles of what it reads on the train + val films (where its bounds were chosen), its false
   alarms on every shared chest film (``cxr3`` all splits, ``cxr3-plus`` all splits including
   ``external``, ``cxr3-fullres``, ``lungmask``), and its catch rate on generated non-X-ray images
@@ -27,6 +28,7 @@ import os
 import platform
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,9 @@ import numpy as np
 from benchmarks.nonxray import non_xray_images
 from edgecxr.imageio import ImageError, from_array, load_image
 from edgecxr.interpreter import interpreter_module, interpreter_version
-from edgecxr.lungs import NO_LUNGS, NOT_LUNG_OUTLINES, LungModel, dice, lung_fields_found, lung_outline, mask_features, segmentation_report
-from edgecxr.preprocess import preprocess
+from edgecxr.lungs import NO_LUNGS, NOT_LUNG_OUTLINES, LungModel, dice, lung_fields_found, lung_outline, lung_source, mask_features, segmentation_report
+from edgecxr.model import load_model
+from edgecxr.preprocess import PreprocessSpec, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 FIT_GROUPS = ("cxr3/train", "cxr3/val", "cxr3-plus/train", "cxr3-plus/val", "lungmask/train", "lungmask/val")
@@ -92,8 +95,19 @@ def dice_section(models: dict[str, LungModel], data: Path) -> dict:
     return out
 
 
+def check_frame(model: LungModel, pixels: np.ndarray) -> np.ndarray:
+    """The lung frame ``Model.predict`` of the default classifier gives the check: resized from the classifier's whole-film input where it can."""
+    return preprocess(lung_source(pixels, preprocess(pixels, classifier_spec()), model.spec.size), model.spec)
+
+
+@lru_cache(maxsize=1)
+def classifier_spec() -> PreprocessSpec:
+    """The bundled default classifier's preprocessing."""
+    return load_model().card.preprocessing
+
+
 def film_features(model: LungModel, data: Path, films: list[tuple[str, str]]) -> list[dict]:
-    """What the rule reads on each film, and whether it finds lung fields there."""
+    """What the rule reads on each film (on the frame predict's check reads), and whether it finds lung fields there."""
     records: list[dict[str, Any]] = []
     for group, rel in films:
         try:
@@ -101,7 +115,7 @@ def film_features(model: LungModel, data: Path, films: list[tuple[str, str]]) ->
         except ImageError as exc:
             records.append({"group": group, "file": rel, "error": exc.reason})
             continue
-        frame = preprocess(pixels, model.spec)
+        frame = check_frame(model, pixels)
         prob = model.probability(frame)
         features = {k: round(v, 5) for k, v in mask_features(prob, frame).items()}
         records.append({"group": group, "file": rel, **features, "found": lung_fields_found(prob, frame)})
@@ -122,7 +136,7 @@ def rule_section(model: LungModel, data: Path) -> dict:
     for name, seed in (("design (seed 0)", 0), ("reported (seed 1)", 1)):
         kinds: dict[str, list[bool]] = {}
         for kind, image in non_xray_images(seed):
-            frame = preprocess(from_array(image).pixels, model.spec)
+            frame = check_frame(model, from_array(image).pixels)
             kinds.setdefault(kind, []).append(not lung_fields_found(model.probability(frame), frame))
         synthetic[name] = {
             "per_kind": {k: {"images": len(v), "flagged": int(sum(v))} for k, v in kinds.items()},
