@@ -2,9 +2,10 @@
 
     python -m benchmarks.adapt --data ../shared/data --out benchmarks/results/adapt [--splits 10] [--model NAME]
 
-The simulated sites (:data:`SITES`) use only films the bundled model was not trained on (never
-``external``). Each site's films are read once (:func:`edgecxr.adapt.read_site`); for each of
-``--splits`` random patient halves, ``edgecxr adapt``'s code (:func:`edgecxr.adapt.adapt_films`)
+The simulated sites (:data:`SITES`) use only films the bundled models were not trained on
+(:data:`UNSEEN_SPLITS`: cxr3's val and test, all of cxr3-plus but ``external``, which is never used).
+Each site's films are read once (:func:`edgecxr.evaluation.adapt.read_site`); for each of
+``--splits`` random patient halves, ``edgecxr adapt``'s code (:func:`edgecxr.evaluation.adapt.adapt_films`)
 runs on half A and three ways of working are measured on half B at the 0.90 target:
 
 - **bundled**: the card's head, a film flagged when its label is not Normal (no site profile);
@@ -32,17 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from edgecxr.adapt import MIN_FILMS_PER_CLASS, SiteFilms, adapt_films, read_site
-from edgecxr.benchmark import platform_info
-from edgecxr.calibrate import bundled_calibration
-from edgecxr.head import Head, bundled_head, fit_head
-from edgecxr.model import Model, load_model
-from edgecxr.operating import at_threshold, auc, rounded
-from edgecxr.provenance import invocation, record
-from edgecxr.site import ABNORMAL, NORMAL, read_head, target_positives, target_scores
+from edgecxr.core.head import Head, bundled_head, fit_head
+from edgecxr.core.model import Model, load_model
+from edgecxr.core.site import ABNORMAL, NORMAL, read_head, target_positives, target_scores
+from edgecxr.evaluation.adapt import MIN_FILMS_PER_CLASS, SiteFilms, adapt_films, read_site
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.calibrate import bundled_calibration
+from edgecxr.evaluation.operating import at_threshold, auc, rounded
+from edgecxr.evaluation.provenance import invocation, record
 
 TARGET = 0.90
-SEEN_SPLITS = ("val", "test")  # cxr3 train trained the bundled model; external is never adapted on
+UNSEEN_SPLITS = {"cxr3": ("val", "test"), "cxr3-plus": ("train", "val", "test")}  # cxr3 train trained the bundled models; external is never adapted on
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,13 @@ class Site:
         for dataset in ("cxr3", "cxr3-plus"):
             with (data_root / dataset / "manifest.csv").open(newline="") as fh:
                 for row in csv.DictReader(fh):
-                    if row["split"] in SEEN_SPLITS and self.keep(dataset, row):
+                    if row["split"] in UNSEEN_SPLITS[dataset] and self.keep(dataset, row):
                         out.append(SiteRow(data_root / dataset / row["file"], row["label"], f"{row['source']}:{row['patient_group']}", row["source"]))
         return out
 
 
 SITES = {
-    "nih": Site("one adult hospital, both classes: cxr3 nih Pneumonia + cxr3-plus nih Normal (val and test)", lambda d, r: r["source"] == "nih"),
+    "nih": Site("one adult hospital, both classes: cxr3 nih Pneumonia (val and test) + cxr3-plus nih Normal (train, val and test)", lambda d, r: r["source"] == "nih"),
     "kermany": Site("one paediatric hospital, both classes: cxr3 kermany Normal and Pneumonia (val and test)", lambda d, r: r["source"] == "kermany"),
     "mixed": Site("a mix of hospitals, three classes: every source of cxr3 val and test", lambda d, r: d == "cxr3"),
 }

@@ -3,11 +3,11 @@
     python -m benchmarks.filters --baseline resnet18-int8 --model DIR/resnet18-filter-pruned-int8.tflite [--model ...] \\
         --data ../shared/data/cxr3 --data ../shared/data/cxr3-plus --out benchmarks/results/pruning
 
-Every model (the baseline first) is timed through :func:`edgecxr.benchmark.measure_in_child`
+Every model (the baseline first) is timed through :func:`edgecxr.evaluation.benchmark.measure_in_child`
 (a fresh process each, synthetic input) at 1 and 2 threads with XNNPACK on, and at 1 thread
 with it off for comparison; the models take turns over ``--rounds`` rounds and each setting's
 p50 is the median of the rounds' p50s, so load from other jobs falls on all of them alike.
-MACs are the card's (else counted, :func:`edgecxr.macs.macs`), test macro-F1 the card's, and the
+MACs are the card's (else counted, :func:`edgecxr.evaluation.macs.macs`), test macro-F1 the card's, and the
 external measure is the generalization report's: the share of the ``external`` films called
 Normal (:func:`benchmarks.generalization.measure_films`). A candidate passes the issue's rule
 when it is at least :data:`MIN_SPEEDUP` times faster than the baseline at both thread counts
@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.generalization import EXTERNAL, films_of, measure_films
-from edgecxr.benchmark import measure_in_child, platform_info
-from edgecxr.card import ModelError
-from edgecxr.macs import macs
-from edgecxr.model import Model, load_model
-from edgecxr.provenance import invocation, record, repo_relative
+from edgecxr.core.card import ModelError
+from edgecxr.core.model import Model, load_model
+from edgecxr.core.registry import DEFAULT_MODEL
+from edgecxr.evaluation.benchmark import measure_in_child, platform_info
+from edgecxr.evaluation.macs import macs
+from edgecxr.evaluation.provenance import invocation, record, repo_relative
 
 MIN_SPEEDUP = 1.5
 MAX_F1_DROP = 0.01
@@ -118,7 +119,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.filters", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", default="resnet18-int8", help="the plain int8 model: bundled name or .tflite path (default resnet18-int8)")
+    parser.add_argument("--baseline", default=DEFAULT_MODEL, help=f"the plain int8 model: bundled name or .tflite path (default {DEFAULT_MODEL})")
     parser.add_argument("--model", action="append", required=True, help="filter-pruned candidate .tflite with its card (repeatable)")
     parser.add_argument("--data", type=Path, action="append", required=True, help="dataset root with an external/ split and manifest.csv (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="folder for filters.json and filters.md (a filters_notes.md there is included under Why)")

@@ -10,7 +10,7 @@ COVID sensitivity on them together, the share of the ``external`` split (a hospi
 comes from; reported, never used to train, calibrate or select) called Normal, content-free inputs
 (generated: nearly uniform, noise, gradients, colour scenes) called COVID, and for models with a
 heatmap the share of heatmap mass inside the lung fields (found by the bundled lung model) and how
-often the heatmap peaks in the top row. The ``generalization`` targets of ``edgecxr/targets.json``
+often the heatmap peaks in the top row. The ``generalization`` targets of ``edgecxr/evaluation/targets.json``
 are checked for each model. Writes ``generalization.json``, ``report.md`` and ``cells.png``; a
 ``notes.md`` in the output folder (hand-written analysis) is included under "Why", and an
 ``ablation.md`` there (the training ablation, written by ``python -m training.ablation``) is linked, and so is
@@ -29,17 +29,18 @@ import cv2
 import numpy as np
 
 from benchmarks.heatmaps import film_lung_mask, in_frame, lung_model, lung_share, peak_fields
-from edgecxr.cam import normalise
-from edgecxr.card import ModelError
-from edgecxr.evaluate import labelled_files
-from edgecxr.imageio import ImageError, load_image
-from edgecxr.manifest import ManifestError, read_manifest
-from edgecxr.metrics import classification_report
-from edgecxr.model import Model, load_model
-from edgecxr.preprocess import crop_box, preprocess
-from edgecxr.provenance import invocation, record
-from edgecxr.registry import MODELS_DIR
-from edgecxr.targets import targets
+from edgecxr.core.cam import normalise
+from edgecxr.core.card import ModelError
+from edgecxr.core.imageio import ImageError, load_image
+from edgecxr.core.lungs import spec_box
+from edgecxr.core.model import Model, load_model
+from edgecxr.core.preprocess import preprocess
+from edgecxr.core.registry import MODELS_DIR
+from edgecxr.evaluation.evaluate import labelled_files
+from edgecxr.evaluation.manifest import ManifestError, read_manifest
+from edgecxr.evaluation.metrics import classification_report
+from edgecxr.evaluation.provenance import invocation, record
+from edgecxr.evaluation.targets import targets
 
 MIN_CELL = 30  # films a source x class cell needs on test to count for the worst-cell target
 EXTERNAL = "external"
@@ -96,7 +97,7 @@ def measure_films(model: Model, films: list[Film], lung_masks: dict[Path, np.nda
             pixels = load_image(film.path).pixels
         except ImageError:
             continue
-        box = crop_box(pixels, spec)
+        box = spec_box(pixels, spec)
         x = preprocess(pixels, spec, box)
         probs = model.predict_preprocessed(x)
         pred = int(np.argmax(probs))
@@ -204,6 +205,7 @@ def model_label(model: Model) -> str:
 def markdown(results: dict[str, Any], notes: str | None) -> str:
     sections = results["models"]
     names = [s.get("label", f"{s['model']} {s['version']}") for s in sections]
+    heat_labels = dict.fromkeys(label for s in sections for label in s.get("heatmap", {}))  # the cards' labels, in their order
     lines = [
         "# External validity", "",
         f"Measured {results['provenance']['utc_time']} with `{results['provenance']['command']}`. Test splits of "
@@ -223,7 +225,7 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         (f"{EXTERNAL} called Normal", lambda s: f"{s['external']['called'].get('Normal', float('nan')):.3f} (n={s['external']['n']})"),
         (f"{EXTERNAL} called COVID", lambda s: f"{s['external']['called'].get('COVID', float('nan')):.3f}"),
         *[(f"content-free '{kind}' called COVID / flagged no lung fields", lambda s, k=kind: _free_cell(s["content_free"][k])) for kind in sections[0]["content_free"]],
-        *[(f"correct {label}: heatmap peak in top row / lung share", lambda s, c=label: _heat_cell(s, c)) for label in ("COVID", "Normal", "Pneumonia")],
+        *[(f"correct {label}: heatmap peak in top row / lung share", lambda s, c=label: _heat_cell(s, c)) for label in heat_labels],
     ]
     for title, cell in rows:
         lines.append(f"| {title} | " + " | ".join(cell(s) for s in sections) + " |")

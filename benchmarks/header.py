@@ -5,10 +5,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from edgecxr import registry
-from edgecxr.benchmark import platform_info
-from edgecxr.card import read_card
-from edgecxr.provenance import invocation, record
+from edgecxr.core import registry
+from edgecxr.core.card import read_card
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.provenance import invocation, record
 
 
 def model_run_header(command: str, argv: Sequence[str] | None, model: str | os.PathLike | None) -> tuple[dict[str, Any], str]:

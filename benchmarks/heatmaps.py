@@ -11,10 +11,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgecxr.card import ModelError
-from edgecxr.imageio import LoadedImage
-from edgecxr.lungs import LungModel, load_lung_model
-from edgecxr.preprocess import Box, SpecLike, crop_box
+from edgecxr.core.card import ModelError
+from edgecxr.core.imageio import LoadedImage
+from edgecxr.core.lungs import LungModel, load_lung_model, spec_box
+from edgecxr.core.preprocess import Box, SpecLike
 
 
 def mass_fractions(heat: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, float]:
@@ -65,7 +65,7 @@ def lung_mask_in_frame(lungs: LungModel, image: LoadedImage, spec: SpecLike, fra
 
     The mask (:func:`film_lung_mask`) goes through the same crop as the classifier's input.
     """
-    return in_frame(film_lung_mask(lungs, image), crop_box(image.pixels, spec), frame)
+    return in_frame(film_lung_mask(lungs, image), spec_box(image.pixels, spec), frame)
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -34,15 +34,13 @@ import cv2
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 from benchmarks.header import model_run_header
-from edgecxr import registry
-from edgecxr.dicomnet.forward import SC_STORAGE, SR_STORAGE
-from edgecxr.dicomnet.journal import read_lines
-from edgecxr.provenance import repo_relative
-
-DX = "1.2.840.10008.5.1.4.1.1.1.1"
+from edgecxr.clinic.journal import read_lines
+from edgecxr.clinic.writers import sop_classes
+from edgecxr.core import registry
+from edgecxr.evaluation.provenance import repo_relative
 
 
 def free_port() -> int:
@@ -68,7 +66,7 @@ def as_dicom(path: Path, i: int) -> pydicom.Dataset:
     ds = pydicom.Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.UID(DX)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"Bench^Patient{i:04d}", f"B{i:06d}", "", ""
@@ -87,7 +85,7 @@ def pacs(port: int) -> Any:
 
     _config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title="BENCHPACS")
-    for cls in (SR_STORAGE, SC_STORAGE):
+    for cls in sop_classes():
         ae.add_supported_context(cls)
     return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
 
@@ -97,7 +95,7 @@ def send(port: int, datasets: list[pydicom.Dataset], started: dict[str, float], 
     from pynetdicom import AE
 
     ae = AE(ae_title="BENCHSCU")
-    ae.add_requested_context(DX, ExplicitVRLittleEndian)
+    ae.add_requested_context(DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title="EDGECXR")
     assert assoc.is_established, "association with edgecxr listen refused"
     for ds in datasets:

@@ -8,7 +8,7 @@ For each recipe (a row of :mod:`training.ablation`, trained by its :func:`traini
 with the same flags) and each held-out source S, a SHORT schedule is trained with
 ``--hold-out S`` into ``RUNS/<S>/<recipe>`` (a finished run is skipped, an interrupted one resumed).
 Every finished run under ``RUNS`` is then measured (Keras, the run's ``best.keras``, through
-:func:`edgecxr.metrics.classification_report`): sensitivity per class on ALL films of S across
+:func:`edgecxr.evaluation.metrics.classification_report`): sensitivity per class on ALL films of S across
 train, val and test of every ``--data`` root (none of them was trained or selected on), which
 class the missed ones were called, the run's in-distribution test macro-F1 on the cxr3 test films
 of the remaining sources, and the share of the report-only ``external`` films (all Normal) called
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecxr.benchmark import platform_info
-from edgecxr.provenance import invocation, record
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.provenance import invocation, record
 from training.ablation import ALL_ROWS, files_under, train_row
 from training.data import DatasetError
 
@@ -55,7 +55,7 @@ def measure(run: Path, source: str, roots: Sequence[str], cache: dict) -> dict[s
     """One (recipe, held-out source) run's measurements; see the module docstring."""
     import tf_keras as keras
 
-    from edgecxr.metrics import classification_report
+    from edgecxr.evaluation.metrics import classification_report
 
     info = json.loads((run / "run.json").read_text())
     history = json.loads((run / "history.json").read_text())

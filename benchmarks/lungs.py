@@ -3,13 +3,13 @@
     python -m benchmarks.lungs --models DIR [--data ../shared/data] --out benchmarks/results/lungs
 
 ``DIR`` holds ``lungs-float32.tflite`` and ``lungs-int8.tflite`` with their cards (the output of
-``python -m converters.lungs``). Everything runs through the runtime (:class:`edgecxr.lungs.LungModel`
+``python -m converters.lungs``). Everything runs through the runtime (:class:`edgecxr.core.lungs.LungModel`
 on the files themselves, masks at each film's own size):
 
 - Dice / IoU on ``lungmask`` val, overall and per source, float32 and int8, on every film and on
-  the films whose masks outline the lung fields (:data:`edgecxr.lungs.NOT_LUNG_OUTLINES`), and int8 vs float32;
+  the films whose masks outline the lung fields (:data:`edgecxr.core.lungs.NOT_LUNG_OUTLINES`), and int8 vs float32;
 - per-film time of :meth:`LungModel.segment` (preprocess, invoke, mask back at the film's size);
-- the "no lung fields found" rule (:func:`edgecxr.lungs.lung_fields_found`, int8 model, on the frame
+- the "no lung fields found" rule (:func:`edgecxr.core.lungs.lung_fields_found`, int8 model, on the frame
   ``Model.predict`` of the default classifier gives it, :func:`check_frame`): the
   quantiles of what it reads on the train + val films (where its bounds were chosen), its false
   alarms on every shared chest film (``cxr3`` all splits, ``cxr3-plus`` all splits including
@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.nonxray import non_xray_images
-from edgecxr.imageio import ImageError, from_array, load_image
-from edgecxr.interpreter import interpreter_module, interpreter_version
-from edgecxr.lungs import NO_LUNGS, NOT_LUNG_OUTLINES, LungModel, dice, lung_fields_found, lung_outline, lung_source, mask_features, segmentation_report
-from edgecxr.model import load_model
-from edgecxr.preprocess import PreprocessSpec, preprocess
+from edgecxr.core.imageio import ImageError, from_array, load_image
+from edgecxr.core.interpreter import interpreter_module, interpreter_version
+from edgecxr.core.lungs import NO_LUNGS, NOT_LUNG_OUTLINES, LungModel, dice, lung_fields_found, lung_outline, lung_source, mask_features, segmentation_report
+from edgecxr.core.model import load_model
+from edgecxr.core.preprocess import PreprocessSpec, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 FIT_GROUPS = ("cxr3/train", "cxr3/val", "cxr3-plus/train", "cxr3-plus/val", "lungmask/train", "lungmask/val")
@@ -160,7 +160,7 @@ def markdown(report: dict) -> str:
         "# Lung-field model (`lungs`)",
         "",
         f"Measured {report['when']} on {report['platform']['machine']} ({report['platform']['cpus']} CPUs), {report['platform']['interpreter']} "
-        f"{report['platform']['interpreter_version']}, through the runtime (`edgecxr.lungs.LungModel`), masks at each film's own size. "
+        f"{report['platform']['interpreter_version']}, through the runtime (`edgecxr.core.lungs.LungModel`), masks at each film's own size. "
         "Regenerate: `python -m benchmarks.lungs --models DIR --out benchmarks/results/lungs`.",
         "",
         "## Dice on `lungmask` val (100 films)",
@@ -192,7 +192,7 @@ def markdown(report: dict) -> str:
         "",
         "## \"No lung fields found\"",
         "",
-        "Rule (int8 model, `edgecxr.lungs.lung_fields_found`): flag an image when its predicted mask covers less than "
+        "Rule (int8 model, `edgecxr.core.lungs.lung_fields_found`): flag an image when its predicted mask covers less than "
         f"{NO_LUNGS['fraction']:.0%} of the frame, or its second-largest lung region less than {NO_LUNGS['second_component']:.1%} "
         f"(a chest film has two lungs), or the preprocessed frame's mean absolute Laplacian (texture) is below {NO_LUNGS['texture']} "
         "(very smooth images, where the model can still draw lung-shaped blobs). "

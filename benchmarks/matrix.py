@@ -4,7 +4,7 @@
         --data ../shared/data/cxr3/test --out benchmarks/results/NAME
     python -m benchmarks.matrix --from-results benchmarks/results/NAME/results.json [--measure-cold-start --data DIR]
 
-For each ``.tflite`` in the given folders: latency (``edgecxr.benchmark.measure``, each in its
+For each ``.tflite`` in the given folders: latency (``edgecxr.evaluation.benchmark.measure``, each in its
 own process) for threads {1, 2, 4} x XNNPACK {on, off}, and accuracy / macro-F1 / per-class
 sensitivity overall and per source on the test split. The Keras full model of each run folder is
 timed too, and so is a cold ``edgecxr predict IMAGE`` (a fresh process, spawn to exit) for every
@@ -29,18 +29,18 @@ from typing import Any
 import numpy as np
 
 import edgecxr
-from edgecxr.benchmark import measure_in_child, percentile, platform_info
-from edgecxr.card import gzip_size, read_card
-from edgecxr.cardparts import Verification
-from edgecxr.evaluate import evaluate
-from edgecxr.families import VARIANTS
-from edgecxr.inputs import find_images
-from edgecxr.macs import macs
-from edgecxr.manifest import Manifest, ManifestError, read_manifest
-from edgecxr.model import load_model
-from edgecxr.provenance import invocation, record, repo_relative, utc_now
-from edgecxr.registry import DEFAULT_MODEL, bundled_models
-from edgecxr.targets import targets as edgecxr_targets
+from edgecxr.core.card import gzip_size, read_card
+from edgecxr.core.cardparts import Verification
+from edgecxr.core.families import VARIANTS
+from edgecxr.core.inputs import find_images
+from edgecxr.core.model import load_model
+from edgecxr.core.registry import DEFAULT_MODEL, bundled_models
+from edgecxr.evaluation.benchmark import measure_in_child, percentile, platform_info
+from edgecxr.evaluation.evaluate import evaluate
+from edgecxr.evaluation.macs import macs
+from edgecxr.evaluation.manifest import Manifest, ManifestError, read_manifest
+from edgecxr.evaluation.provenance import invocation, record, repo_relative, utc_now
+from edgecxr.evaluation.targets import targets as edgecxr_targets
 
 THREADS = (1, 2, 4)
 ROW_ORDER = (*VARIANTS, "keras")  # within a family: the registry's variants, then the Keras full model
@@ -94,7 +94,7 @@ def split_manifest(data: Path) -> Manifest | None:
 
 def accuracy_by_source(path: Path, data: Path, manifest: Manifest | None = None, external: Path | None = None) -> dict:
     """Metrics of one model on ``data`` (a split folder), overall and per manifest source, with its file's size, gzip
-    size and MACs (:mod:`edgecxr.macs`, counted from the file: older cards do not record them); with ``external`` (a split
+    size and MACs (:mod:`edgecxr.evaluation.macs`, counted from the file: older cards do not record them); with ``external`` (a split
     folder from a hospital nothing was trained on, reported only) the share of its films called each label."""
     model = load_model(path)
     report = evaluate(model, data, manifest=manifest)
@@ -200,7 +200,7 @@ def run_matrix(model_dirs: list[Path], keras_runs: list[Path], data: Path, runs:
 
 
 def targets(results: dict) -> list[dict[str, Any]]:
-    """The ``matrix`` targets of ``edgecxr/targets.json`` checked against ``results``: int8 vs float32 per
+    """The ``matrix`` targets of ``edgecxr/evaluation/targets.json`` checked against ``results``: int8 vs float32 per
     family (p50 per threads x XNNPACK, size, accuracy), and per bundled model a cold ``edgecxr predict``."""
     goal = {t.key: t for t in edgecxr_targets("matrix")}
     rows = {(r["family"], r["variant"], r["threads"], r["xnnpack"]): r for r in results["latency"]}

@@ -26,9 +26,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecxr.benchmark import platform_info
-from edgecxr.imageio import LARGE_DECODE, WORK_SIDE
-from edgecxr.provenance import invocation
+from edgecxr.core.imageio import LARGE_DECODE, WORK_SIDE
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.provenance import invocation
 
 TARGET_MB = 250
 
@@ -98,7 +98,7 @@ def make_inputs(folder: Path, side: int) -> dict[str, Path]:
 # ru_maxrss, which a child inherits from this large parent) as its last stderr line when it exits.
 CHILD = """
 import atexit, sys
-from edgecxr.benchmark import _peak_rss_mb
+from edgecxr.evaluation.benchmark import _peak_rss_mb
 atexit.register(lambda: print(f"peak_rss_mb {_peak_rss_mb():.1f}", file=sys.stderr))
 from edgecxr.cli import main
 main(["predict", sys.argv[1], "--json"], prog_name="edgecxr")

@@ -5,7 +5,7 @@ blank and nearly blank frames, uniform / Gaussian / salt-and-pepper noise, 1/f "
 linear and radial gradients, checkerboards and stripes, synthetic colour scenes (sky, ground,
 sun, houses, trees), random colour shapes, smooth colour fields, text pages and text slides.
 Sizes vary (150 to 640 px a side). Gray images are uint8 (H, W); colour ones uint8 (H, W, 3) in
-RGB order, as :func:`edgecxr.imageio.from_array` takes them. A seed gives the same set every time:
+RGB order, as :func:`edgecxr.core.imageio.from_array` takes them. A seed gives the same set every time:
 the rule is designed on one seed and reported on another.
 """
 from __future__ import annotations

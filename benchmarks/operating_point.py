@@ -3,12 +3,12 @@
     python -m benchmarks.operating_point [--model NAME] --data ../shared/data/cxr3 \\
         --external ../shared/data/cxr3-plus --target-sensitivity 0.90 --out benchmarks/results/operating_point
 
-Runs ``edgecxr calibrate``'s code (:func:`edgecxr.calibrate.calibrate`) on ``DATA/val`` for the
+Runs ``edgecxr calibrate``'s code (:func:`edgecxr.evaluation.calibrate.calibrate`) on ``DATA/val`` for the
 abnormality score (every non-Normal film a positive) and writes the profile with its ROC plot and
 threshold table into the output folder (``site.json``, ``site.roc.png``, ``site.abnormal.csv``).
 Then it loads the model with that profile, as a site would, and measures the operating point on
 ``DATA/test`` and on ``EXTERNAL/external`` (a hospital no film of the other splits comes from:
-reported only, never calibrated or selected on) with :func:`edgecxr.evaluate.evaluate`, per
+reported only, never calibrated or selected on) with :func:`edgecxr.evaluation.evaluate.evaluate`, per
 source from each root's ``manifest.csv``. Writes ``operating_point.json`` and ``report.md``
 (machine, git commit, command; a ``notes.md`` in the folder is included under "Why").
 """
@@ -20,14 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgecxr.benchmark import platform_info
-from edgecxr.calibrate import calibrate, write_report
-from edgecxr.card import ModelError
-from edgecxr.evaluate import evaluate
-from edgecxr.manifest import ManifestError, read_manifest
-from edgecxr.model import load_model
-from edgecxr.provenance import invocation, record, repo_relative
-from edgecxr.site import ABNORMAL
+from edgecxr.core.card import ModelError
+from edgecxr.core.model import load_model
+from edgecxr.core.site import ABNORMAL
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.calibrate import calibrate, write_report
+from edgecxr.evaluation.evaluate import evaluate
+from edgecxr.evaluation.manifest import ManifestError, read_manifest
+from edgecxr.evaluation.provenance import invocation, record, repo_relative
 
 EXTERNAL = "external"
 

@@ -12,15 +12,17 @@ worklist requests each for page 1, a deep page, and the refer-only filter (p50, 
 ``--uploads`` films POSTed one at a time to ``/api/predict`` (the time from sending to the JSON
 answer: store, decode, model, heatmap, result picture, index); the server's RSS after start
 (idle, before any upload), at the end, and its peak (``VmHWM``), and what importing Flask,
-waitress and :mod:`edgecxr.web` adds to a fresh Python. Writes ``results.json`` (with
+waitress and :mod:`edgecxr.clinic.web` adds to a fresh Python. Writes ``results.json`` (with
 provenance and the machine) and ``report.md``; ``--from-results`` rewrites only the report.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -35,13 +38,19 @@ from typing import Any
 import numpy as np
 
 from benchmarks.header import model_run_header
-from edgecxr import registry
-from edgecxr.dicomnet.journal import Journal
-from edgecxr.inputs import find_images
-from edgecxr.provenance import repo_relative
+from edgecxr.clinic.journal import Journal
+from edgecxr.clinic.record import ResultRecord
+from edgecxr.clinic.results import ModelIdentity
+from edgecxr.core import registry
+from edgecxr.core.card import read_card
+from edgecxr.core.inputs import find_images
+from edgecxr.core.model import Prediction
+from edgecxr.core.site import NORMAL
+from edgecxr.evaluation.provenance import repo_relative
 
 PASSWORD = "benchmark password"
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
+# localhost, never through a proxy; the session cookie of :func:`log_in` kept for the page requests
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
 
 def free_port() -> int:
@@ -53,18 +62,36 @@ def free_port() -> int:
 def fill(store: Path, n: int, seed: int = 0) -> None:
     """``n`` made-up result lines in ``store/results.jsonl``, a third of them refer."""
     rng = np.random.default_rng(seed)
+    card = read_card(registry.resolve(registry.DEFAULT_MODEL))
+    labels = [NORMAL, *(l for l in card.labels if l != NORMAL)]
     results = Journal(store / "results.jsonl")
     for i in range(n):
-        p = rng.dirichlet([2.0, 1.0, 1.0])
-        probs = {"Normal": round(float(p[0]), 6), "Pneumonia": round(float(p[1]), 6), "COVID": round(float(p[2]), 6)}
-        results.once("result", f"{i:064x}", file=None, model="resnet18-int8", label=max(probs, key=lambda k: probs[k]), probabilities=probs,
-                     latency_ms=100.0, warnings=[], checks=[], abnormal_score=round(1 - probs["Normal"], 6), refer=bool(p[0] < 0.5),
-                     operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}], results=[])
+        p = rng.dirichlet([2.0] + [1.0] * (len(labels) - 1))  # the Normal label first
+        probs = {label: round(float(v), 6) for label, v in zip(labels, p)}
+        prediction = Prediction(max(probs, key=lambda k: probs[k]), probs, 100.0, card.name, refer=bool(p[0] < 0.5),
+                                operating_point=[{"for": "abnormal", "threshold": 0.5, "target_sensitivity": 0.9}])
+        record = ResultRecord.of(f"{i:064x}", prediction, ModelIdentity(card.name, card.version, card.sha256 or ""), [])
+        results.once("result", record.key, **record.line(None))
+
+
+def log_in(url: str, user: str = "admin", password: str = PASSWORD) -> None:
+    """Log in through the page (its CSRF token, then the form), so that the page requests carry the session cookie."""
+    with DIRECT.open(url + "/login", timeout=120) as r:
+        token = re.search(r'name="csrf" value="([^"]+)"', r.read().decode())
+    assert token, "no CSRF token on the login page"
+    form = urllib.parse.urlencode({"csrf": token.group(1), "user": user, "password": password}).encode()
+    with DIRECT.open(urllib.request.Request(url + "/login", data=form, method="POST"), timeout=120) as r:
+        assert "Log out" in r.read().decode(), "the login was refused"
+
+
+def basic_header(user: str = "admin", password: str = PASSWORD) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def get_ms(url: str) -> float:
     start = time.perf_counter()
-    with DIRECT.open(url, timeout=120) as r:
+    request = urllib.request.Request(url, headers=basic_header() if "/api/" in url else {})
+    with DIRECT.open(request, timeout=120) as r:
         r.read()
         assert r.status == 200, f"{url}: HTTP {r.status}"
     return (time.perf_counter() - start) * 1000
@@ -75,9 +102,7 @@ def upload_ms(url: str, film: Path) -> tuple[float, dict[str, Any]]:
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{film.name}\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode() + film.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(url + "/api/predict", data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}",
-        "Authorization": "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode(),
-    })
+        "Content-Type": f"multipart/form-data; boundary={boundary}", **basic_header()})
     start = time.perf_counter()
     try:
         with DIRECT.open(request, timeout=300) as r:
@@ -98,7 +123,7 @@ def framework_rss_mb() -> dict[str, float]:
     """What importing Flask and waitress, then the page's own modules (numpy, OpenCV, pydicom, highdicom...), adds to a fresh Python (MB)."""
     code = ("import re\n"
             "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-            "before = rss()\nimport flask, waitress\nmiddle = rss()\nimport edgecxr.web.app\nprint((middle - before) / 1024, (rss() - middle) / 1024)")
+            "before = rss()\nimport flask, waitress\nmiddle = rss()\nimport edgecxr.clinic.web.app\nprint((middle - before) / 1024, (rss() - middle) / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     return {"flask_and_waitress": round(float(out[0]), 1), "then_edgecxr_web": round(float(out[1]), 1)}
 
@@ -113,6 +138,7 @@ def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[
         store.mkdir()
         fill(store, studies)
         (Path(tmp) / "pw").write_text(PASSWORD + "\n")
+        (Path(tmp) / "pw").chmod(0o600)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         launched = time.perf_counter()
@@ -127,6 +153,7 @@ def measure(studies: int, requests: int, films: list[Path], model: str) -> dict[
                     raise SystemExit(f"error: edgecxr serve did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
                 time.sleep(0.1)
             idle = rss_mb(proc.pid, "VmRSS")
+            log_in(url)
             get_ms(url + "/")
             started = (time.perf_counter() - launched) * 1000
             deep = (studies + 49) // 50 // 2 or 1
@@ -171,7 +198,8 @@ def report(results: dict[str, Any]) -> str:
         f"Model `{results['model']['name']}` {results['model']['version']}. Command: `{prov['command']}`.",
         "",
         f"A store with {m['studies']:,} made-up result lines in results.jsonl; requests over HTTP on localhost, one at a time, "
-        "from the benchmark process (waitress, 4 threads).",
+        "from the benchmark process (waitress, 4 threads); the pages as a logged-in admin (a session cookie, looked up in accounts.sqlite "
+        "on every request), the API with HTTP Basic (a scrypt check on every request).",
         "",
         "| measure | value |",
         "|---|---|",
@@ -180,7 +208,7 @@ def report(results: dict[str, Any]) -> str:
         f"| upload to result (`POST /api/predict`, {up['n']} films from `{results['data']}`), p50 / p95 / max | "
         f"{up['p50']:.0f} / {up['p95']:.0f} / {up['max']:.0f} ms |",
         f"| server RSS: idle after start / at the end / peak (VmHWM) | {rss['idle_after_start']:.0f} / {rss['at_end']:.0f} / {rss['peak']:.0f} MB |",
-        f"| RSS that importing Flask and waitress adds to a fresh Python / then edgecxr.web (numpy, OpenCV, pydicom, highdicom) | "
+        f"| RSS that importing Flask and waitress adds to a fresh Python / then edgecxr.clinic.web (numpy, OpenCV, pydicom, highdicom) | "
         f"{m['framework_import_rss_mb']['flask_and_waitress']:.0f} / {m['framework_import_rss_mb']['then_edgecxr_web']:.0f} MB |",
         f"| exit status on SIGTERM | {m['exit_code_on_sigterm']} |",
         "",

@@ -31,16 +31,17 @@ import cv2
 import numpy as np
 
 from benchmarks.heatmaps import lung_mask_in_frame, lung_model, lung_share, map_agreement, mass_fractions, peak_cell, peak_fields
-from edgecxr.calibration import expected_calibration_error, negative_log_likelihood, reliability_bins
-from edgecxr.cam import normalise, overlay
-from edgecxr.card import ModelError
-from edgecxr.checks import input_checks
-from edgecxr.imageio import ImageError, load_image
-from edgecxr.inputs import find_images
-from edgecxr.model import Model, load_model
-from edgecxr.provenance import invocation, record
-from edgecxr.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
-from edgecxr.targets import targets
+from edgecxr.core.calibration import expected_calibration_error, negative_log_likelihood, reliability_bins
+from edgecxr.core.cam import normalise, overlay
+from edgecxr.core.card import ModelError
+from edgecxr.core.checks import input_checks
+from edgecxr.core.imageio import ImageError, load_image
+from edgecxr.core.inputs import find_images
+from edgecxr.core.model import Model, load_model
+from edgecxr.core.regions import BORDER, CORNER, LUNG_PRIOR, region_masks
+from edgecxr.core.registry import DEFAULT_MODEL
+from edgecxr.evaluation.provenance import invocation, record
+from edgecxr.evaluation.targets import targets
 
 WRONG_INPUTS_PER_KIND = 40
 
@@ -315,7 +316,7 @@ def markdown(report: dict) -> str:
         f"**Hottest cell**: *top row* = the peak is in the top row of the {rows}x{cols} map (chance {chance['peak_top_row']:.2f}); "
         f"*central* = in the {(rows - 2) * (cols - 2)} central cells, the ones the lung prior covers, which also hold the heart "
         f"and mediastinum (chance {chance['peak_central']:.2f}). **Mass**: share of the map inside the **lungs** (a fixed "
-        f"two-ellipse prior fitted by eye to the mean training image, `edgecxr/regions.py`; a population prior, not a "
+        f"two-ellipse prior fitted by eye to the mean training image, `edgecxr/core/regions.py`; a population prior, not a "
         f"segmentation), the outer {int(BORDER * 100)}% **border** band and the four {int(CORNER * 100)}% **corner** squares where "
         f"text markers usually sit; a flat map would give {area['lungs']:.2f}, {area['border']:.2f} and {area['corners']:.2f}. "
         "Classes are the predicted ones, correct predictions only; sources count every image.",
@@ -351,7 +352,7 @@ def markdown(report: dict) -> str:
         "",
         "## Odd-input checks",
         "",
-        "The noise and negative-film thresholds were chosen on the train and val films (see `edgecxr/checks.py`); the "
+        "The noise and negative-film thresholds were chosen on the train and val films (see `edgecxr/core/checks.py`); the "
         "others were set by hand. False alarms on held-out real chest X-rays (every warning here is a false alarm):",
         "",
     ]
@@ -389,7 +390,7 @@ def lung_share_paragraph(h: dict) -> list[str]:
     ]
     for t in lf["targets"]:
         result = f"met, {t['margin']:g} to spare" if t["met"] else f"**missed by {-t['margin']:g}**"
-        lines.append(f"Target ({t['name']}, `edgecxr/targets.json`): {t['op']} {t['target']:g}; reached {t['reached']:g} on this test split, {result}.")
+        lines.append(f"Target ({t['name']}, `edgecxr/evaluation/targets.json`): {t['op']} {t['target']:g}; reached {t['reached']:g} on this test split, {result}.")
     lines.append(
         "Caveat: the lung model was trained on `lungmask`, whose `openist` films are the films of `cxr3-plus/external` and "
         "whose `ieee` COVID films are `cxr3` films, many of them in this test split: it has seen some of the films it outlines "
@@ -400,7 +401,7 @@ def lung_share_paragraph(h: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.trust", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet18-int8", help="bundled model name or .tflite path (needs a heatmap)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or .tflite path (needs a heatmap)")
     parser.add_argument("--reference", help="bundled model name or .tflite path of a reference converted from the same Keras model "
                         "(e.g. resnet18-float32), for the heatmap comparison without Keras")
     parser.add_argument("--keras", type=Path, help="training run folder of the float model, for the Grad-CAM comparison")

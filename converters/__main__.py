@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants, failed_variants, held_out_sources
-from edgecxr.cardparts import Thresholds
-from edgecxr.checks import DEFAULT_PROFILE, PROFILES
+from edgecxr.core.cardparts import Thresholds
+from edgecxr.core.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
 
 

@@ -24,14 +24,14 @@ from converters.cards import Measured, Source, model_card
 from converters.embed import embed_facts
 from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
-from edgecxr.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
-from edgecxr.card import ModelCard, read_card, release, write_card
-from edgecxr.cardparts import BeforeAfter, Pruning, Temperature, Thresholds, Verification
-from edgecxr.checks import DEFAULT_PROFILE
-from edgecxr.families import VARIANTS
-from edgecxr.model import Model
-from edgecxr.provenance import REPO_ROOT
-from edgecxr.registry import MODELS_DIR
+from edgecxr.core.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
+from edgecxr.core.card import ModelCard, read_card, release, write_card
+from edgecxr.core.cardparts import BeforeAfter, Pruning, Temperature, Thresholds, Verification
+from edgecxr.core.checks import DEFAULT_PROFILE
+from edgecxr.core.families import VARIANTS
+from edgecxr.core.model import Model
+from edgecxr.core.registry import MODELS_DIR
+from edgecxr.evaluation.provenance import REPO_ROOT
 from training import augment
 from training.data import Dataset, Split
 from training.distill import soft_targets

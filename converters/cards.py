@@ -15,16 +15,16 @@ import numpy as np
 import tf_keras as keras
 
 from converters.quantize import has_feature_map
-from edgecxr.card import ModelCard, gzip_size
-from edgecxr.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification
-from edgecxr.checks import DEFAULT_PROFILE
-from edgecxr.families import family as family_of
-from edgecxr.families import variant as variant_of
-from edgecxr.macs import macs
-from edgecxr.model import Model
-from edgecxr.preprocess import PreprocessSpec
-from edgecxr.provenance import REPO_ROOT, command_line
-from edgecxr.targets import model_targets
+from edgecxr.core.card import ModelCard, gzip_size
+from edgecxr.core.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification
+from edgecxr.core.checks import DEFAULT_PROFILE
+from edgecxr.core.families import family as family_of
+from edgecxr.core.families import variant as variant_of
+from edgecxr.core.model import Model
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.evaluation.macs import macs
+from edgecxr.evaluation.provenance import REPO_ROOT, command_line
+from edgecxr.evaluation.targets import model_targets
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Writing the card facts into a ``.tflite`` (see :mod:`edgecxr.embedded`, which reads them).
+"""Writing the card facts into a ``.tflite`` (see :mod:`edgecxr.core.embedded`, which reads them).
 
     python -m converters.embed MODEL.tflite --out DIR [--bundle]
 
@@ -17,9 +17,9 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from edgecxr.card import ModelError, gzip_size, read_card, verify_file, write_card
-from edgecxr.embedded import METADATA_NAME, embedded_facts, facts_json
-from edgecxr.interpreter import make_interpreter
+from edgecxr.core.card import ModelError, gzip_size, read_card, verify_file, write_card
+from edgecxr.core.embedded import METADATA_NAME, embedded_facts, facts_json
+from edgecxr.core.interpreter import make_interpreter
 
 
 def embed_facts(flat: bytes, card: Mapping[str, Any]) -> bytes:

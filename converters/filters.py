@@ -29,11 +29,11 @@ from converters.build import FILTER_PRUNED, failed_variants, measure, run_data
 from converters.cards import Source, model_card
 from converters.embed import embed_facts
 from converters.quantize import convert, exported, representative_images
-from edgecxr.card import ModelCard, write_card
-from edgecxr.cardparts import Thresholds
-from edgecxr.families import family
-from edgecxr.model import Model
-from edgecxr.preprocess import PreprocessSpec
+from edgecxr.core.card import ModelCard, write_card
+from edgecxr.core.cardparts import Thresholds
+from edgecxr.core.families import family
+from edgecxr.core.model import Model
+from edgecxr.core.preprocess import PreprocessSpec
 from training import augment
 from training.data import DatasetError
 from training.distill import soft_targets

@@ -31,11 +31,11 @@ from tensorflow.lite.tools import flatbuffer_utils
 from converters.build import KERAS_PARITY_TOLERANCE, bundle, measure
 from converters.embed import embed_facts
 from converters.verify import tflite_probabilities
-from edgecxr.card import ModelCard, ModelError, gzip_size, read_card, write_card
-from edgecxr.cardparts import TensorSpec, Thresholds, Verification
-from edgecxr.macs import macs
-from edgecxr.model import Model
-from edgecxr.targets import model_targets
+from edgecxr.core.card import ModelCard, ModelError, gzip_size, read_card, write_card
+from edgecxr.core.cardparts import TensorSpec, Thresholds, Verification
+from edgecxr.core.model import Model
+from edgecxr.evaluation.macs import macs
+from edgecxr.evaluation.targets import model_targets
 from training.data import DatasetError
 from training.multiroot import load_roots, require_manifest
 

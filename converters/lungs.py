@@ -3,7 +3,7 @@
 RUN is a ``python -m training.lungs`` run folder (``model.keras`` + ``run.json``). Writes
 ``lungs-float32.tflite`` and ``lungs-int8.tflite`` (full integer, ``TFLITE_BUILTINS_INT8``, int8
 input and output, calibrated on training films), each with a card. Each is loaded back through
-the runtime (:class:`edgecxr.lungs.LungModel`) and segments every val film of ``lungmask`` at its
+the runtime (:class:`edgecxr.core.lungs.LungModel`) and segments every val film of ``lungmask`` at its
 own size: Dice / IoU against the ground truth, overall and per source, and the int8 masks' Dice
 against the float32 masks. float32 must match the Keras model; int8 must match float32. A model
 that fails is moved to ``DIR/rejected/`` and the command exits 1. ``--bundle`` copies a verified
@@ -26,14 +26,14 @@ import tf_keras as keras
 import converters  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from converters.embed import embed_facts
 from converters.quantize import convert, representative_images
-from edgecxr.card import ModelCard, gzip_size, read_card, release, write_card
-from edgecxr.cardparts import Calibration, ChangelogEntry, SegmentationGates, SegmentationVerification, TensorSpec, Training
-from edgecxr.families import family as family_of
-from edgecxr.lungs import LungModel, dice, mask_at_size, segmentation_report
-from edgecxr.preprocess import PreprocessSpec
-from edgecxr.provenance import REPO_ROOT, command_line
-from edgecxr.registry import LUNG_MODEL, MODELS_DIR
-from edgecxr.targets import model_targets
+from edgecxr.core.card import ModelCard, gzip_size, read_card, release, write_card
+from edgecxr.core.cardparts import Calibration, ChangelogEntry, SegmentationGates, SegmentationVerification, TensorSpec, Training
+from edgecxr.core.families import family as family_of
+from edgecxr.core.lungs import LungModel, dice, mask_at_size, segmentation_report
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR
+from edgecxr.evaluation.provenance import REPO_ROOT, command_line
+from edgecxr.evaluation.targets import model_targets
 from training import lung_data
 
 VARIANTS = ("float32", "int8")

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from edgecxr.interpreter import interpreter_module
+from edgecxr.core.interpreter import interpreter_module
 
 WEIGHT_OPS = ("CONV_2D", "FULLY_CONNECTED")  # the flatbuffer ops whose weights pruning zeroes
 

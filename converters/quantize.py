@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgecxr.families import variant as variant_of
+from edgecxr.core.families import variant as variant_of
 
 
 def exported(model: keras.Model) -> keras.Model:
@@ -42,7 +42,7 @@ def representative_images(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def convert(model: keras.Model, variant: str, calibration: np.ndarray | None = None) -> bytes:
-    """The ``.tflite`` bytes of ``model`` quantized as the registered ``variant`` says (:data:`edgecxr.families.VARIANTS`).
+    """The ``.tflite`` bytes of ``model`` quantized as the registered ``variant`` says (:data:`edgecxr.core.families.VARIANTS`).
 
     Pruning is not done here: a pruned variant is converted from the already pruned model.
     ``int8`` quantization is full-integer post-training quantization with int8 input and output

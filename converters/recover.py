@@ -34,10 +34,10 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from converters.logits import builtin_code
 from converters.verify import tflite_probabilities
-from edgecxr.card import ModelError
-from edgecxr.families import family as family_of
-from edgecxr.model import Model
-from edgecxr.provenance import repo_relative
+from edgecxr.core.card import ModelError
+from edgecxr.core.families import family as family_of
+from edgecxr.core.model import Model
+from edgecxr.evaluation.provenance import repo_relative
 from training.__main__ import make_parser
 from training.data import DatasetError
 from training.multiroot import load_roots, manifest_digests, require_manifest

@@ -22,11 +22,11 @@ from typing import Any
 from converters import prune as pruning
 from converters.__main__ import add_fine_tuning, fine_tuning
 from converters.build import ConvertConfig, bundle, bundled_variants, convert_variant, held_out_sources, meets_bundling_rule, prepare
-from edgecxr.benchmark import platform_info
-from edgecxr.card import ModelCard
-from edgecxr.cardparts import Verification
-from edgecxr.families import VARIANTS
-from edgecxr.provenance import invocation, record
+from edgecxr.core.card import ModelCard
+from edgecxr.core.cardparts import Verification
+from edgecxr.core.families import VARIANTS
+from edgecxr.evaluation.benchmark import platform_info
+from edgecxr.evaluation.provenance import invocation, record
 from training.data import DatasetError
 
 COLUMNS = ("row", "target", "keras sparsity", "int8 sparsity", "MB", "gzip MB", "gzip / int8", "macro-F1", "agreement", "gates", "bundle rule", "s")

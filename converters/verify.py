@@ -5,9 +5,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgecxr.cardparts import Deltas, Thresholds, Verification
-from edgecxr.metrics import classification_report
-from edgecxr.model import Model
+from edgecxr.core.cardparts import Deltas, Thresholds, Verification
+from edgecxr.core.model import Model
+from edgecxr.evaluation.metrics import classification_report
 
 
 def tflite_probabilities(model: Model, x: np.ndarray) -> np.ndarray:

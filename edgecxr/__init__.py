@@ -7,10 +7,10 @@
 
 Importing edgecxr never imports TensorFlow.
 """
-from edgecxr.card import ModelError
-from edgecxr.imageio import ImageError, load_image
-from edgecxr.inputs import find_images
-from edgecxr.model import Model, Prediction, load_model
+from edgecxr.core.card import ModelError
+from edgecxr.core.imageio import ImageError, load_image
+from edgecxr.core.inputs import find_images
+from edgecxr.core.model import Model, Prediction, load_model
 
 __all__ = ["ImageError", "Model", "ModelError", "Prediction", "find_images", "load_image", "load_model"]
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,20 +18,20 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgecxr import __version__
-from edgecxr.cam import HeatmapWriter
-from edgecxr.card import ModelError
-from edgecxr.failures import as_image_error, detail, per_input, shown
-from edgecxr.imageio import ImageError, LoadedImage, load_image
-from edgecxr.inputs import EMPTY_FOLDER, Scan, Skipped, scan_images
+from edgecxr.core.card import ModelError
+from edgecxr.core.failures import as_image_error, detail, per_input, shown
+from edgecxr.core.imageio import ImageError, LoadedImage, load_image
+from edgecxr.core.inputs import EMPTY_FOLDER, Scan, Skipped, scan_images
+from edgecxr.core.picture import FORMATS, MAX_SIDE, PictureWriter, result_picture
+from edgecxr.core.site import ABNORMAL
 from edgecxr.progress import Progress, echo
-from edgecxr.site import ABNORMAL
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from edgecxr.calibrate import Calibration
-    from edgecxr.dicomnet.service import Service
-    from edgecxr.model import Model, Prediction
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.model import Model, Prediction
+    from edgecxr.evaluation.calibrate import Calibration
 
 MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite with its card; default: the bundled default"
 SITE_HELP = "site profile JSON made by `edgecxr calibrate` for this model; default: the profile installed for the model (--install), if any"
@@ -38,7 +39,7 @@ SITE_HELP = "site profile JSON made by `edgecxr calibrate` for this model; defau
 
 def load_or_exit(model: str | None, threads: int | None, site: str | bool | None = None) -> Model:
     """Load a model (with a site profile: a path, True for the installed one if any) for a command, or print one error line and exit 2."""
-    from edgecxr.model import load_model
+    from edgecxr.core.model import load_model
 
     try:
         return load_model(model, threads=threads, site=site)
@@ -47,8 +48,30 @@ def load_or_exit(model: str | None, threads: int | None, site: str | bool | None
         sys.exit(2)
 
 
+def version_text() -> str:
+    """What ``edgecxr --version`` says: the package's version and the bundled models' release (their cards' versions)."""
+    from edgecxr.core import registry
+
+    versions = registry.release()
+    classifiers = {k: v for k, v in versions.items() if k != registry.LUNG_MODEL}
+    if len(set(classifiers.values())) == 1:
+        models = f"bundled models release {next(iter(classifiers.values()))} ({', '.join(classifiers)})"
+    else:
+        models = "bundled models " + ", ".join(f"{k} {v}" for k, v in classifiers.items())
+    if registry.LUNG_MODEL in versions:
+        models += f", lung model {registry.LUNG_MODEL} {versions[registry.LUNG_MODEL]}"
+    return f"edgecxr {__version__} (the package); {models or 'no bundled models'}"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version=__version__, prog_name="edgecxr")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="show the package's version and the bundled models' release, then exit")
 def main() -> None:
     """edgecxr: a fast second reader for chest X-rays (Normal / Pneumonia / COVID-19) on small CPUs.
 
@@ -65,10 +88,14 @@ def main() -> None:
     "--heatmap",
     "heatmap_dir",
     type=click.Path(file_okay=False),
-    help="write an overlay PNG per image into this folder showing where the evidence for the predicted class sits (ResNet models only)",
+    help=f"write a picture per image into this folder: where the evidence for the predicted class sits (for a Normal call, the most likely "
+    f"abnormal class), inside the lung fields, with a colour bar, the call and the research-use line; at most {MAX_SIDE} px long (ResNet models only)",
 )
+@click.option("--heatmap-format", type=click.Choice(list(FORMATS)), default="png", show_default=True, help="file format of the --heatmap pictures")
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer and operating_point")
-def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None, heatmap_dir: str | None, site: str | None) -> None:
+def predict(
+    paths: tuple[str, ...], model: str | None, as_json: bool, threads: int | None, heatmap_dir: str | None, heatmap_format: str, site: str | None
+) -> None:
     """Classify chest X-ray images: files or folders (recursive).
 
     Reads PNG, JPEG, BMP, TIFF (8/16-bit) and DICOM. Each unreadable input gets an
@@ -76,13 +103,16 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
     others are still processed; the exit status is then 1. Probabilities are
     temperature-calibrated when the model card holds a temperature. Every prediction has an
     abnormal_score, 1 - p(Normal); with a site profile also refer (true when a target's score
-    is at or above the threshold the site chose) and operating_point.
+    is at or above the threshold the site chose) and operating_point. Top probabilities equal at
+    3 decimals are printed as a tie (`tied` in the JSON). What a folder scan passes over is one
+    `skipped:` line naming a few entries per reason. A pipe whose reader stops (`| head -1`) ends
+    the command without an error line.
     """
     net = load_or_exit(model, threads, site or True)
     if heatmap_dir is not None and not net.has_heatmap:
         click.echo(f"error: --heatmap: model {net.name} has no heatmap (only models with a convolutional feature map, such as resnet18-*, do)", err=True)
         sys.exit(2)
-    heatmaps = HeatmapWriter(folder_or_exit("--heatmap", heatmap_dir)) if heatmap_dir is not None else None
+    heatmaps = PictureWriter.heatmaps(folder_or_exit("--heatmap", heatmap_dir), heatmap_format) if heatmap_dir is not None else None
     files = images_or_exit(paths, as_json)
     failed = 0
 
@@ -101,7 +131,7 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
             if heatmaps is not None:
                 assert result.heatmap is not None  # predict(heatmap=True) sets it
                 try:
-                    out["heatmap"] = heatmaps.write(path, loaded.pixels, result.heatmap)
+                    out["heatmap"] = heatmaps.write(path, result_picture(loaded.pixels, result, result.lungs))
                 except Exception as exc:  # the prediction is still printed, with "heatmap": null
                     failed += 1
                     out["heatmap"] = None
@@ -116,10 +146,14 @@ def predict(paths: tuple[str, ...], model: str | None, as_json: bool, threads: i
 def models(extra: tuple[str, ...], as_json: bool) -> None:
     """List the bundled models (and any given with --model) from their cards.
 
-    Each model file is checked against its card's sha256 first; one that fails is an `error:` line
-    (exit status 2) instead of a row.
+    One row per model: name, version, variant, input size, size, test accuracy and macro-F1 (as the
+    README's table rounds them), calibration temperature, heatmap, labels; under it the site profile
+    installed for it, if any, with the temperature it uses instead. --json gives each model's summary
+    and `card`, the whole card (changelog, metrics, verification, intended use, ...). Each model
+    file is checked against its card's sha256 first; one that fails is an `error:` line (exit
+    status 2) instead of a row.
     """
-    from edgecxr import registry
+    from edgecxr.core import registry
 
     rows, failed = [], False
     names: list[str | Path] = [*registry.bundled_models(), *extra]
@@ -134,12 +168,13 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     else:
         for r in rows:
             star = "*" if r["default"] else " "
-            metric = f"test macro-F1 {r['test_macro_f1']:.3f}" if r["test_macro_f1"] is not None else "no test metrics"
+            n = r["shown"]
+            metric = f"test accuracy {n['accuracy']}, macro-F1 {n['macro_f1']}" if r["test_macro_f1"] is not None else "no test metrics"
             size = r["preprocessing"]["size"]
+            temperature = f"temperature {r['temperature']:.4f}" if r["temperature"] is not None else "no temperature"
             click.echo(
-                f"{star} {r['name']:<22} {r['variant'] or '':<8} {size[0]}x{size[1]}  "
-                f"{(r['size_bytes'] or 0) / 1e6:6.2f} MB  {metric}  {'heatmap' if r['heatmap'] else 'no heatmap'}  "
-                f"labels: {', '.join(r['labels'])}"
+                f"{star} {r['name']:<18} {r['version']:<7} {r['variant'] or '':<8} {f'{size[0]}x{size[1]}':<7}  {n['size']:>7}  "
+                f"{metric}  {temperature}  {'heatmap' if r['heatmap'] else 'no heatmap'}  labels: {', '.join(r['labels'])}"
             )
             if r["site_profile"]:
                 click.echo(f"    site profile: {_site_line(r['site_profile'])}")
@@ -170,9 +205,9 @@ def evaluate(data_dir: str, model: str | None, manifest_path: str | None, as_jso
     metrics at its operating points. Unreadable images are listed on stderr and left out of the metrics;
     what the scan of the class folders passed over is one `skipped: N (reasons)` line (skipped in the JSON).
     """
-    from edgecxr.evaluate import evaluate as run_evaluation
-    from edgecxr.evaluate import scan_labelled
-    from edgecxr.manifest import read_manifest
+    from edgecxr.evaluation.evaluate import evaluate as run_evaluation
+    from edgecxr.evaluation.evaluate import scan_labelled
+    from edgecxr.evaluation.manifest import read_manifest
 
     net = load_or_exit(model, threads, site or True)
     try:
@@ -215,16 +250,18 @@ def calibrate(
 ) -> None:
     """Choose a site's operating point on its own labelled films: SITE_DIR holds one folder per class (as for evaluate).
 
-    Refits the calibration temperature on the films, then for each target picks the highest
-    threshold whose sensitivity on them is at least --target-sensitivity, and reports
+    Refits the calibration temperature on the films and shrinks the fit toward the card's by
+    their number (100 films move it half way; fewer than 100 get a warning), then for each target
+    picks, of the thresholds whose sensitivity on them is at least --target-sensitivity, the one
+    with the best specificity and then the highest sensitivity, and reports
     sensitivity, specificity, PPV, NPV and the share flagged there, each with a bootstrap 95%
     interval. Warns when the films are too few to support the target. Writes the profile (for
     `predict --site` / `evaluate --site`), a ROC plot and a threshold table (CSV: threshold,
     sensitivity, specificity, PPV, NPV, % flagged) per target.
     """
-    from edgecxr.calibrate import calibrate as run_calibration
-    from edgecxr.evaluate import scan_labelled
-    from edgecxr.manifest import read_manifest
+    from edgecxr.evaluation.calibrate import calibrate as run_calibration
+    from edgecxr.evaluation.evaluate import scan_labelled
+    from edgecxr.evaluation.manifest import read_manifest
 
     net = load_or_exit(model, threads)
     try:
@@ -273,9 +310,9 @@ def adapt(
     be better (lower end of the paired bootstrap interval of the AUC gain above 0); otherwise the
     profile keeps the bundled head with thresholds, as calibrate would, and says so.
     """
-    from edgecxr.adapt import adapt as run_adaptation
-    from edgecxr.evaluate import scan_labelled
-    from edgecxr.manifest import read_manifest
+    from edgecxr.evaluation.adapt import adapt as run_adaptation
+    from edgecxr.evaluation.evaluate import scan_labelled
+    from edgecxr.evaluation.manifest import read_manifest
 
     net = load_or_exit(model, threads)
     try:
@@ -307,8 +344,8 @@ def benchmark(names: tuple[str, ...], data: str | None, runs: int, warmup: int, 
     """
     from concurrent.futures.process import BrokenProcessPool
 
-    from edgecxr import registry
-    from edgecxr.benchmark import measure_in_child, platform_info
+    from edgecxr.core import registry
+    from edgecxr.evaluation.benchmark import measure_in_child, platform_info
 
     paths = []
     for name in names or [p.stem for p in registry.bundled_models()]:
@@ -369,7 +406,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     an `error: <file>: <reason>` line on stderr (and {"file", "error"} with --json); the exit
     status is then 1.
     """
-    from edgecxr.lungs import NO_LUNGS_WARNING, LungMaskWriter, load_lung_model
+    from edgecxr.core.lungs import NO_LUNGS_WARNING, LungMaskWriter, load_lung_model
 
     try:
         net = load_lung_model(model, threads=threads)
@@ -418,11 +455,11 @@ def clinic_options(command: Any) -> Any:
 
 def clinic_service(store: str, forward: str | None, ae_title: str, retry: float, model: str | None, site: str | None, threads: int | None,
                    file_of: Callable[[str], str | None] | None = None) -> Service:
-    """The service behind `listen` and `watch` (:mod:`edgecxr.dicomnet.service`), or one error line and exit 2."""
+    """The service behind `listen` and `watch` (:mod:`edgecxr.clinic.service`), or one error line and exit 2."""
     try:
-        from edgecxr.dicomnet.forward import Target
-        from edgecxr.dicomnet.service import Service
-        from edgecxr.dicomnet.store import StoreError
+        from edgecxr.clinic.forward import Target
+        from edgecxr.clinic.service import Service
+        from edgecxr.clinic.store import StoreError
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
         sys.exit(2)
@@ -466,8 +503,8 @@ def listen(port: int, host: str, **options: Any) -> None:
     (see the README).
     """
     service = clinic_service(**options)
-    from edgecxr.dicomnet.listen import serve
-    from edgecxr.dicomnet.service import stop_on_signal
+    from edgecxr.clinic.dicomnet.listen import serve
+    from edgecxr.clinic.service import stop_on_signal
 
     stop = stop_on_signal()
     click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}", err=True)
@@ -495,8 +532,8 @@ def watch(folder: str, interval: float, **options: Any) -> None:
     """
     files: dict[str, str] = {}
     service = clinic_service(file_of=files.get, **options)  # first: without the clinic extra, its one error line
-    from edgecxr.dicomnet.service import stop_on_signal
-    from edgecxr.dicomnet.watch import run
+    from edgecxr.clinic.dicomnet.watch import run
+    from edgecxr.clinic.service import stop_on_signal
 
     stop = stop_on_signal()
     click.echo(f"edgecxr: watching {folder} every {interval:g} s", err=True)
@@ -505,52 +542,93 @@ def watch(folder: str, interval: float, **options: Any) -> None:
 
 
 @main.command(epilog=CLINIC_HELP)
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="the store folder `listen` / `watch` write; uploads and the index go in STORE/web/")
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="the store folder `listen` / `watch` write; uploads, accounts and the index go in STORE/web/")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to serve on; any other than 127.0.0.1 lets anyone on the network reach the page")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="TCP port")
-@click.option("--user", default="admin", show_default=True, help="the one account that may upload and record outcomes")
-@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="set the account's password from this file's first line (otherwise asked on first start)")
+@click.option("--user", default="admin", show_default=True, help="an admin account: --password-file (or a prompt on first start) sets its password")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="the password (first line) of --user or --add-user; a file only its owner can read")
+@click.option("--add-user", metavar="NAME", help="add (or change) user NAME with --role and its password (--password-file or a prompt), then exit")
+@click.option("--remove-user", metavar="NAME", help="remove user NAME (its sessions end at once), then exit")
+@click.option("--role", type=click.Choice(["reader", "reviewer", "admin"]), default="reader", show_default=True,
+              help="for --add-user: reader sees, reviewer also uploads and records outcomes, admin also manages users")
+@click.option("--allowed-host", "allowed_host", multiple=True, metavar="NAME",
+              help="a host name the page is reached by (repeat for more); default: the --host address and localhost. Other Host headers get 400")
+@click.option("--public-read", is_flag=True, help="a kiosk: anyone who reaches the port sees the worklist and results (never patients, names or notes) without a login")
 @click.option("--model", "-m", help=MODEL_HELP)
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to uploaded films' results")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
-def serve(store: str, host: str, port: int, user: str, password_file: str | None, model: str | None, site: str | None, threads: int | None) -> None:
+def serve(store: str, host: str, port: int, user: str, password_file: str | None, add_user: str | None, remove_user: str | None, role: str,
+          allowed_host: tuple[str, ...], public_read: bool, model: str | None, site: str | None, threads: int | None) -> None:
     """A web page over the store: worklist, film with heatmap, outcomes, monitoring; upload and a JSON API.
 
     Shows the studies `listen` and `watch` put in STORE and the films uploaded through the page
-    or POST /api/predict (multipart field `file`; answers what `predict --json` prints). Reading
-    needs no login; uploading and recording outcomes need --user and its password (the API takes
-    them as HTTP Basic). The password is stored scrypt-hashed in STORE/web/password. SIGTERM or
-    Ctrl-C finishes the queued uploads and exits 0.
+    or POST /api/predict (multipart field `file`; answers what `predict --json` prints). Every
+    page needs a login (unless --public-read); users have roles (--add-user NAME --role R). The
+    API takes the same user names and passwords as HTTP Basic. Passwords are stored
+    scrypt-hashed in STORE/web/accounts.sqlite. SIGTERM or Ctrl-C finishes the queued uploads
+    and exits 0.
     """
     try:
-        from edgecxr.dicomnet.store import StoreError
-        from edgecxr.web import server
+        from edgecxr.clinic.store import StoreError
+        from edgecxr.clinic.web import server
+        from edgecxr.clinic.web.app import allowed_hosts
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
         sys.exit(2)
     root = Path(store)
-    if password_file:
-        lines = Path(password_file).read_text(encoding="utf-8", errors="replace").splitlines()
-        if not lines or len(lines[0]) < 8:
-            click.echo(f"error: --password-file {password_file}: the first line must be a password of at least 8 characters", err=True)
+    try:
+        password = server.read_password_file(Path(password_file)) if password_file else None
+    except server.PasswordFileError as exc:
+        click.echo(f"error: --password-file {exc}", err=True)
+        sys.exit(2)
+    try:
+        users = server.accounts(root)
+    except (OSError, sqlite3.Error) as exc:
+        click.echo(f"error: --store {store}: cannot keep the accounts there ({getattr(exc, 'strerror', None) or exc})", err=True)
+        sys.exit(2)
+    if remove_user is not None:
+        if not users.remove_user(remove_user):
+            click.echo(f"error: --remove-user {remove_user!r}: no such user (users: {', '.join(n for n, _ in users.users()) or 'none'})", err=True)
             sys.exit(2)
-        server.set_password(root, lines[0])
-    elif not server.password_path(root).exists():
+        click.echo(f"edgecxr: user {remove_user} removed", err=True)
+        return
+    if add_user is not None:
+        if password is None:
+            if not sys.stdin.isatty():
+                click.echo("error: --add-user: give --password-file (or run in a terminal)", err=True)
+                sys.exit(2)
+            password = click.prompt(f"password for {add_user}", hide_input=True, confirmation_prompt=True)
+        try:
+            users.set_user(add_user, role, password)
+        except ValueError as exc:
+            click.echo(f"error: --add-user {add_user!r}: {exc}", err=True)
+            sys.exit(2)
+        click.echo(f"edgecxr: user {add_user} saved with role {role}", err=True)
+        return
+    server.take_over_old_account(root, users, user)
+    if password is not None:
+        users.set_user(user, users.role(user) or "admin", password)
+    elif not users.users():
         if not sys.stdin.isatty():
             click.echo("error: no password set for this store: give --password-file (or start once in a terminal)", err=True)
             sys.exit(2)
-        server.set_password(root, click.prompt(f"password for {user}", hide_input=True, confirmation_prompt=True))
+        users.set_user(user, "admin", click.prompt(f"password for {user}", hide_input=True, confirmation_prompt=True))
     net = load_or_exit(model, threads, site or True)
+    hosts = allowed_hosts(host, allowed_host)
     try:
-        state, service = server.open_site(root, net, user)
+        state, service = server.open_site(root, net, hosts, public_read)
     except StoreError as exc:
         click.echo(f"error: --store: {exc}", err=True)
         sys.exit(2)
     if host != "127.0.0.1":
-        click.echo(f"warning: serving on {host}: anyone who can reach this machine on port {port} can open the page (and try the password)", err=True)
+        click.echo(f"warning: serving on {host}: anyone who can reach this machine on port {port} can open the page (and try passwords)", err=True)
+    if host in ("0.0.0.0", "::") and not allowed_host:
+        click.echo("warning: --host is every address: give --allowed-host NAME for the name or address the clinic uses (now only localhost answers)", err=True)
+    if public_read:
+        click.echo("warning: --public-read: anyone who reaches the page sees the worklist and results without a login", err=True)
     click.echo(f"edgecxr: serving {store} on http://{host}:{port}/ with model {net.name} {net.card.version}", err=True)
     try:
-        server.run(state, service, root, host, port)
+        server.run(state, service, host, port)
     except OSError as exc:
         click.echo(f"error: --port {port}: cannot serve ({exc.strerror or exc})", err=True)
         sys.exit(2)
@@ -559,8 +637,8 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
 
 def finish_profile(result: Calibration, out: str, install: bool, as_json: bool, text: Callable[[dict[str, Any], list[Path], Path | None], str]) -> None:
     """The end of `calibrate` and `adapt`: the error and warning lines, the profile and its report written (and installed), the summary; exits."""
-    from edgecxr.calibrate import write_report
-    from edgecxr.site import install_profile, read_profile
+    from edgecxr.core.site import install_profile, read_profile
+    from edgecxr.evaluation.calibrate import write_report
 
     for line in result.errors:
         click.echo(f"error: {line}", err=True)
@@ -595,7 +673,7 @@ def folder_or_exit(option: str, folder: str) -> Path:
 
 
 def images_or_exit(paths: tuple[str, ...], as_json: bool) -> list[Path]:
-    """The image files of ``paths`` (see :func:`edgecxr.inputs.scan_images`); one error line and exit 1 when there are none.
+    """The image files of ``paths`` (see :func:`edgecxr.core.inputs.scan_images`); one error line and exit 1 when there are none.
 
     What the scan skipped is one ``skipped: N (reasons)`` line on stderr, and with ``--json`` one
     ``{"file", "skipped"}`` record per entry on stdout.
@@ -627,13 +705,18 @@ def report_failure(path: Path, exc: Exception, as_json: bool) -> None:
 
 
 def emit(line: str) -> None:
-    """Write one result line to stdout, flushed (clear of the progress bar); exit 1 with an error line when stdout is closed or gone (``| head -0``)."""
+    """Write one result line to stdout, flushed (clear of the progress bar).
+
+    A pipe whose reader has gone (``| head -1`` has its line) ends the command quietly, exit status
+    1, as click ends its own commands; stdout closed or failing otherwise is an error line, exit 1.
+    """
     try:
         if sys.stdout is None:
             raise OSError("standard output is closed")
         echo(line)
     except OSError as exc:
-        echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
+        if not isinstance(exc, BrokenPipeError):
+            echo(f"error: cannot write results ({exc.strerror or exc})", err=True)
         if sys.stdout is not None:  # nothing more may reach it, not even Python's own flush at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -705,7 +788,9 @@ def _calibration_text(profile: dict[str, Any], files: list[Path], installed: Pat
     t = profile["temperature"]
     lines = [
         f"model {profile['model']['name']} {profile['model']['version']} on {sum(profile['sample']['counts'].values())} films ({counts}); "
-        f"temperature {t['card']:.4f} (card) -> {t['value']:.4f} (refitted here)",
+        f"temperature {t['card']:.4f} (card) -> {t['value']:.4f} " + (
+            f"(fitted {t['fitted']:.4f} on these {t['films']} films, shrunk toward the card's: {t['weight']:.0%} of the way)" if "fitted" in t else "(refitted here)"
+        ),
         "95% bootstrap intervals in brackets",
     ]
     lines += [line for p in profile["operating_points"] for line in _operating_lines(p)]
@@ -746,7 +831,9 @@ def _adaptation_text(profile: dict[str, Any], files: list[Path], installed: Path
 def _site_line(summary: dict[str, Any]) -> str:
     if "error" in summary:
         return f"{summary['path']} does not fit: {summary['error']}"
-    return f"{summary['path']} (" + ", ".join(f"{p['for']} >= {p['threshold']:.4f}" for p in summary["operating_points"]) + f"; made {summary['created']})"
+    temperature = f"; temperature {summary['temperature']:.4f}" if summary.get("temperature") is not None else ""
+    points = ", ".join(f"{p['for']} >= {p['threshold']:.4f}" for p in summary["operating_points"])
+    return f"{summary['path']} ({points}{temperature}; {summary.get('head', 'bundled')} head; made {summary['created']})"
 
 
 def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
@@ -775,9 +862,11 @@ def _source_table(report: dict, data_dir: str, shown: int = 5) -> list[str]:
 def _human(result: dict) -> str:
     probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["probabilities"].items(), key=lambda kv: -kv[1]))
     head = "  (site head)" if result.get("head") == "site" else ""
-    line = f"{shown(result['file'])}: {result['label']}  ({probs})  {result['latency_ms']:.1f} ms{head}"
+    call = "tie: " + " = ".join(result["tied"]) if result.get("tied") else result["label"]
+    line = f"{shown(result['file'])}: {call}  ({probs})  {result['latency_ms']:.1f} ms{head}"
     if result.get("heatmap"):
-        line += f"\n  heatmap: {shown(result['heatmap'])}"
+        of = result.get("heatmap_label") or result["label"]
+        line += f"\n  heatmap: {shown(result['heatmap'])} (evidence for {of}" + (", the most likely abnormal class)" if of != result["label"] else ")")
     if "refer" in result:
         def score(target: str) -> float:
             return result["abnormal_score"] if target == ABNORMAL else result["probabilities"][target]

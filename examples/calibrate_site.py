@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from edgecxr import ImageError, ModelError, find_images, load_model
-from edgecxr.calibrate import calibrate, write_report
+from edgecxr.evaluation.calibrate import calibrate, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

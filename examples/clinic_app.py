@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 from edgecxr import ImageError, ModelError, load_model
+from edgecxr.core.site import NORMAL
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Case:
 
 
 class Triage:
-    def __init__(self, model: str | None = None, review_below: float = 0.7, normal_label: str = "Normal") -> None:
+    def __init__(self, model: str | None = None, review_below: float = 0.7, normal_label: str = NORMAL) -> None:
         self.model = load_model(model)  # slow: do it once at start-up, not per file
         self.review_below = review_below
         self.normal_label = normal_label if normal_label in self.model.labels else None
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", help="incoming image files (PNG, JPEG, TIFF, DICOM, ...)")
     parser.add_argument("--model", help="bundled model name or path to a .tflite (default: the bundled default)")
     parser.add_argument("--review-below", type=float, default=0.7, help="flag predictions whose top probability is below this")
-    parser.add_argument("--normal-label", default="Normal", help="the model's label for a normal study (default: Normal)")
+    parser.add_argument("--normal-label", default=NORMAL, help=f"the model's label for a normal study (default: {NORMAL})")
     args = parser.parse_args(argv)
     try:
         app = Triage(args.model, args.review_below, args.normal_label)

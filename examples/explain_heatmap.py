@@ -2,7 +2,7 @@
 
 The bundled ResNet models compute a class activation map on the device from their own int8
 feature map. This script saves the overlay for each file and measures the share of the heatmap
-that falls inside a fixed lung-field prior (``edgecxr.regions``): a low share means the answer
+that falls inside a fixed lung-field prior (``edgecxr.core.regions``): a low share means the answer
 rests on something other than the lungs (borders, labels, the neck), so a human should look.
 Research use only.
 
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from edgecxr import ImageError, ModelError, load_image, load_model
-from edgecxr.cam import HeatmapWriter
-from edgecxr.regions import region_masks
+from edgecxr.core.picture import PictureWriter, result_picture
+from edgecxr.core.regions import region_masks
 
 
 def lung_share(heatmap) -> float:
@@ -29,8 +29,8 @@ def lung_share(heatmap) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="X-ray image files")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the overlay PNGs")
-    parser.add_argument("--model", help="a model with heatmaps (default: the bundled default, resnet18-int8)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the pictures (heatmap inside the lung fields, colour bar, call)")
+    parser.add_argument("--model", help="a model with heatmaps (default: the bundled default model)")
     parser.add_argument("--min-lung-share", type=float, default=0.25, help="flag a heatmap with less of its mass in the lungs")
     args = parser.parse_args(argv)
     try:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {model.name} has no heatmap; use a resnet18 model", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    writer, failed = HeatmapWriter(args.out), 0
+    writer, failed = PictureWriter.heatmaps(args.out), 0
     for file in args.files:
         try:
             image = load_image(file)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         assert p.heatmap is not None  # predict(heatmap=True) sets it
-        target = writer.write(Path(file), image.pixels, p.heatmap)  # <stem>.heatmap.png, any file name
+        target = writer.write(Path(file), result_picture(image.pixels, p, p.lungs))  # <stem>.heatmap.png, any file name
         share = lung_share(p.heatmap)
         flag = "  LOOKED OUTSIDE THE LUNGS: review" if share < args.min_lung_share else ""
         print(f"{file}: {p.label} {p.probabilities[p.label]:.2f}, lung share {share:.2f} -> {target}{flag}")

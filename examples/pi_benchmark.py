@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgecxr.card import read_card
+from edgecxr.core.card import read_card
 
 DEFAULT_COMPARE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "x86_64-2cpu" / "results.json"
 

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ComputedRadiographyImageStorage, CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 from conftest import child_env
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
-DX = "1.2.840.10008.5.1.4.1.1.1.1"
-CR = "1.2.840.10008.5.1.4.1.1.1"
-CT = "1.2.840.10008.5.1.4.1.1.2"
+DX = DigitalXRayImageStorageForPresentation
+CR = ComputedRadiographyImageStorage
+CT = CTImageStorage
 
 
 def free_port() -> int:
@@ -190,7 +190,7 @@ class Listener:
         return self.proc.wait(timeout)
 
     def audit(self) -> list[dict[str, Any]]:
-        from edgecxr.dicomnet.journal import read_lines
+        from edgecxr.clinic.journal import read_lines
 
         return read_lines(self.store / "audit.jsonl")
 
@@ -233,3 +233,54 @@ def send(port: int, datasets: list[Dataset], ae_title: str = "EDGECXR", contexts
             assoc.release()
     return statuses
 
+
+
+PASSWORD = "correct horse battery"
+USERS = {"admin": ("admin", PASSWORD), "rita": ("reader", "reader password 1"), "rev": ("reviewer", "reviewer password 1")}
+
+
+def basic(user: str = "admin") -> dict[str, str]:
+    """An ``Authorization: Basic`` header of one of :data:`USERS`."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{USERS[user][1]}".encode()).decode()}
+
+
+class WebPage:
+    """``edgecxr serve``'s application over a fresh store in Flask's test client, with the users of :data:`USERS`,
+    and helpers to log in and to send forms with the page's CSRF token."""
+
+    def __init__(self, root: Path, model: Any, public_read: bool = False) -> None:
+        from edgecxr.clinic.web import server
+        from edgecxr.clinic.web.app import allowed_hosts, create_app
+
+        self.root = root
+        users = server.accounts(root)
+        for name, (role, password) in USERS.items():
+            users.set_user(name, role, password)
+        self.site, self.service = server.open_site(root, model, allowed_hosts("127.0.0.1", ()), public_read)
+        self.app = create_app(self.site)
+        self.client = self.app.test_client()
+
+    def token(self, path: str = "/upload") -> str:
+        import re
+
+        found = re.search(r'name="csrf" value="([^"]+)"', self.client.get(path).text)
+        assert found, f"no CSRF token on {path}"
+        return found.group(1)
+
+    def login(self, user: str = "admin", password: str | None = None) -> int:
+        password = USERS[user][1] if password is None else password
+        return self.client.post("/login", data={"csrf": self.token("/login"), "user": user, "password": password}).status_code
+
+    def logout(self) -> int:
+        return self.client.post("/logout", data={"csrf": self.token("/")}).status_code
+
+    def upload(self, data: bytes, name: str) -> tuple[int, str]:
+        import io
+
+        r = self.client.post("/upload", data={"csrf": self.token(), "file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+        return r.status_code, r.headers.get("Location", "") or r.text
+
+    def received(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "web" / "received").iterdir())

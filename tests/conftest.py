@@ -38,8 +38,8 @@ TINY_SPEC = {"color": "grayscale", "crop": "none", "size": [32, 32], "interpolat
 
 def tiny_card(variant: str | None, **parts):
     """The card of a tiny test model (family ``tiny``), before write_card fills in the file's identity."""
-    from edgecxr.card import ModelCard
-    from edgecxr.preprocess import PreprocessSpec
+    from edgecxr.core.card import ModelCard
+    from edgecxr.core.preprocess import PreprocessSpec
 
     return ModelCard(name=f"tiny-{variant}", labels=tuple(TINY_LABELS), preprocessing=PreprocessSpec.from_dict(TINY_SPEC), family="tiny", variant=variant, **parts)
 
@@ -54,7 +54,7 @@ def shared_data() -> Path:
 def config_dir(tmp_path_factory) -> Path:
     """An empty edgecxr config folder for the whole session: no test sees or changes the user's installed site profiles."""
     path = tmp_path_factory.mktemp("config")
-    os.environ["EDGECXR_CONFIG_DIR"] = str(path)  # edgecxr.site.CONFIG_ENV; subprocesses inherit it
+    os.environ["EDGECXR_CONFIG_DIR"] = str(path)  # edgecxr.core.site.CONFIG_ENV; subprocesses inherit it
     return path
 
 

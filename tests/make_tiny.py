@@ -33,7 +33,7 @@ def make_tiny(folder: Path) -> dict[str, Path]:
     from converters.cards import cam_part
     from converters.embed import embed_facts
     from converters.quantize import convert, exported
-    from edgecxr.card import write_card
+    from edgecxr.core.card import write_card
 
     keras.utils.set_random_seed(0)
     x, y = toy_images(300)

@@ -18,7 +18,7 @@ FILMS = ("cxr3/test/Normal/rsna-Normal-7069.png", "cxr3/test/Pneumonia/kermany-p
 
 def film(data: Path, i: int) -> np.ndarray:
     """Film ``i`` of :data:`FILMS`, 8-bit gray."""
-    return cv2.imread(str(data / FILMS[i]), cv2.IMREAD_GRAYSCALE)
+    return np.asarray(cv2.imread(str(data / FILMS[i]), cv2.IMREAD_GRAYSCALE))
 
 
 def odd_inputs(data: Path) -> list[tuple[str, np.ndarray]]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks.arm.parity import FLOAT_TOLERANCE, INT8_STEPS, LOGIT_STEPS, bundled_cards, compare, output_step, pick_images, tolerance
-from edgecxr.calibration import softmax
-from edgecxr.cardparts import Quantization, TensorSpec
+from edgecxr.core.calibration import softmax
+from edgecxr.core.cardparts import Quantization, TensorSpec
 
 
 def answers(*rows: tuple[str, str, dict[str, float]]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""``edgecxr benchmark`` and :func:`edgecxr.benchmark.measure` on the tiny toy models (few runs: fast)."""
+"""``edgecxr benchmark`` and :func:`edgecxr.evaluation.benchmark.measure` on the tiny toy models (few runs: fast)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_LABELS, write_png
-from edgecxr import benchmark
-from edgecxr.card import read_card, write_card
 from edgecxr.cli import main
+from edgecxr.core.card import read_card, write_card
+from edgecxr.evaluation import benchmark
 from test_evaluate import make_dataset
 
 RESULT_KEYS = {
@@ -194,14 +194,16 @@ def test_benchmark_data_unknown_class_folder(runner, tiny_models, tmp_path):
     assert err[0].startswith("error: ") and "cats" in err[0]
 
 
-def test_benchmark_help(runner):
+def test_benchmark_help_names_its_options_and_what_it_names_runs(runner, tiny_models):
     result = runner.invoke(main, ["benchmark", "--help"])
     assert result.exit_code == 0
     for option in ("--model", "-m", "--data", "--runs", "--warmup", "--threads", "--no-xnnpack", "--json"):
         assert option in result.stdout
+    r = run_json(runner, "-m", str(tiny_models["int8"]), "--runs", "3", "--warmup", "1", "--threads", "1", "--no-xnnpack")
+    check_result(r["results"][0], tiny_models["int8"], "int8", runs=3)
 
 
-# --- edgecxr.benchmark in-process --------------------------------------------------------------
+# --- edgecxr.evaluation.benchmark in-process --------------------------------------------------------------
 
 
 def test_measure_in_process_same_fields_as_cli(tiny_models, two_models):
@@ -252,8 +254,8 @@ def test_platform_info_in_process(two_models):
 def test_image_error_pickles_and_data_with_unreadable_first_image(tmp_path, tiny_models):
     import pickle
 
-    from edgecxr.benchmark import measure_in_child
-    from edgecxr.imageio import ImageError
+    from edgecxr.core.imageio import ImageError
+    from edgecxr.evaluation.benchmark import measure_in_child
 
     err = pickle.loads(pickle.dumps(ImageError("/x.png", "file is empty")))
     assert (err.path, err.reason, str(err)) == ("/x.png", "file is empty", "/x.png: file is empty")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgecxr import load_model
-from edgecxr.imageio import RASTER_DEPTHS, from_array, load_image, stored_bits
+from edgecxr.core.imageio import RASTER_DEPTHS, from_array, load_image, stored_bits
 from test_imageio import write_dicom, write_image
 
 FILMS_PER_CLASS = 4

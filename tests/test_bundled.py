@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from edgecxr import load_model
-from edgecxr.card import read_card, sha256_of
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate
-from edgecxr.manifest import read_manifest
-from edgecxr.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
+from edgecxr.core.card import read_card, sha256_of
+from edgecxr.core.registry import DEFAULT_MODEL, MODELS_DIR, bundled_models
+from edgecxr.evaluation.evaluate import evaluate
+from edgecxr.evaluation.manifest import read_manifest
 
 EXPECTED = {"resnet18-int8", "resnet18-float32", "mlp12-int8", "mlp12-float32"}
 
@@ -106,8 +106,8 @@ def test_bundled_models_are_calibrated_and_resnets_have_heatmaps(name):
 
 
 def test_default_heatmap_on_a_real_full_size_film(shared_data):
-    from edgecxr.cam import heatmap_shape
-    from edgecxr.imageio import load_image
+    from edgecxr.core.cam import heatmap_shape
+    from edgecxr.core.imageio import load_image
 
     path = sorted((shared_data / "cxr3-fullres").rglob("*.jp*g"))[0]
     image = load_image(path)
@@ -120,10 +120,10 @@ def test_default_heatmap_on_a_real_full_size_film(shared_data):
 
 def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared_data):
     """ECE before and after the card's temperature, recomputed through the runtime, match the card."""
-    from edgecxr.calibration import expected_calibration_error
-    from edgecxr.evaluate import labelled_files
-    from edgecxr.imageio import load_image
-    from edgecxr.preprocess import preprocess
+    from edgecxr.core.calibration import expected_calibration_error
+    from edgecxr.core.imageio import load_image
+    from edgecxr.core.preprocess import preprocess
+    from edgecxr.evaluation.evaluate import labelled_files
 
     model = load_model()
     items = labelled_files(shared_data / "cxr3" / "test", model.labels)
@@ -136,20 +136,22 @@ def test_default_calibration_reproduces_the_card_on_the_shared_test_split(shared
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bundled_cards_carry_their_version_history(name):
-    """1.0.0 first release; 1.1.0 when the ResNets gained the heatmap output and every model a temperature; 1.2.0 logits."""
+    """A card's version is its changelog's last entry; versions rise; the releases that added a temperature (and, for the
+    ResNets, the heatmap output) and logits are in the history of a model that has them."""
     card = read_card(MODELS_DIR / f"{name}.tflite")
-    assert card.version == "1.2.0"
-    assert [(e.version, e.date) for e in card.changelog] == [("1.0.0", "2026-11-23"), ("1.1.0", "2026-11-23"), ("1.2.0", "2026-12-02")]
-    heatmaps, logits = card.changelog[1].change, card.changelog[2].change
-    assert "temperature" in heatmaps
-    assert ("feature map" in heatmaps) == name.startswith("resnet18")
-    assert "logits" in logits and card.output_kind == "logits"
+    versions = [tuple(int(v) for v in e.version.split(".")) for e in card.changelog]
+    assert card.changelog[0].version == "1.0.0" and card.version == card.changelog[-1].version
+    assert versions == sorted(set(versions)) and [e.date for e in card.changelog] == sorted(e.date for e in card.changelog)
+    changes = " ".join(e.change for e in card.changelog[1:])
+    assert ("temperature" in changes) == (card.temperature is not None)
+    assert ("feature map" in changes) == name.startswith("resnet18")
+    assert ("logits" in changes) == (card.output_kind == "logits")
 
 
 def test_default_probabilities_have_real_resolution(shared_data):
     """1.2.0 outputs logits: no more int8 probability steps (1.1.0 gave 148 distinct top probabilities on the 905 test
     films, many exactly 0.994, and ties such as Normal 0.474 / Pneumonia 0.474)."""
-    from edgecxr.evaluate import labelled_files
+    from edgecxr.evaluation.evaluate import labelled_files
 
     model = load_model()
     assert model.card.output_kind == "logits"
@@ -157,6 +159,6 @@ def test_default_probabilities_have_real_resolution(shared_data):
     probs = np.stack([model.probabilities(f) for f in files])
     top = np.sort(probs, axis=1)
     _, counts = np.unique(np.round(top[:, -1], 6), return_counts=True)
-    assert counts.max() <= 3 and len(counts) >= 870  # 875 distinct values on 905 films (1.1.0: 148)
-    # two logits on the same int8 step (0.078) still tie: 4 of the 905 test films, as in 1.1.0
-    assert np.sum(top[:, -1] - top[:, -2] <= 1e-6) == 4
+    assert counts.max() <= 3 and len(counts) >= 0.95 * len(files)  # 875 distinct values on 905 films when written (1.1.0: 148)
+    # two logits on the same int8 step (0.078) still tie, but rarely (4 of the 905 test films when written)
+    assert np.sum(top[:, -1] - top[:, -2] <= 1e-6) <= 0.01 * len(files)

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from edgecxr.card import INTENDED_USE, SCHEMA_VERSION, ModelCard, ModelError, card_path_for, read_card, release, sha256_of, verify_file, write_card
-from edgecxr.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Pruning, Quantization, Temperature, TensorSpec, Thresholds, Training, Verification
-from edgecxr.preprocess import PreprocessSpec
-from edgecxr.registry import MODELS_DIR
+from edgecxr.core.card import INTENDED_USE, SCHEMA_VERSION, ModelCard, ModelError, card_path_for, read_card, release, sha256_of, verify_file, write_card
+from edgecxr.core.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Pruning, Quantization, Temperature, TensorSpec, Thresholds, Training, Verification
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.core.registry import MODELS_DIR
 
 BASE_CARD = ModelCard(name="toy", labels=("a", "b", "c"), preprocessing=PreprocessSpec(size=(32, 32)))
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY_LABELS, child_env, write_png
 from edgecxr.cli import CLINIC_HELP, main
-from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
+from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 # A sitecustomize that makes the clinic extra's packages unimportable in a child Python, as on an install without the extra.
 NO_CLINIC = '''import sys
@@ -26,7 +26,7 @@ class NoClinic:
 
 sys.meta_path.insert(0, NoClinic())
 '''
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "head"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "tied", "head"}
 
 
 
@@ -136,7 +136,7 @@ def test_predict_json_folder_with_failures(runner, model_path, tmp_path):
     assert [r["file"] for r in records] == sorted(r["file"] for r in records)
 
     err_lines = result.stderr.splitlines()
-    assert err_lines[0] == f"skipped: 2 (2 {reason})"
+    assert err_lines[0] == f"skipped: 2 (2 {reason}: {folder / 'notes.txt'}, {folder / 'sub' / 'readme.txt'})"
     err_lines = err_lines[1:]
     assert len(err_lines) == 2
     assert f"error: {corrupt}: " in result.stderr
@@ -187,7 +187,7 @@ def test_predict_folder_without_images(runner, model_path, tmp_path):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "skipped: 2 (1 not an image file (no image suffix, no DICOM marker), 1 folder holds no image files)",
+        f"skipped: 2 (1 not an image file (no image suffix, no DICOM marker): {tmp_path / 'notes.txt'}; 1 folder holds no image files: {tmp_path})",
         f"error: no image files in {tmp_path}",
     ]
 
@@ -231,7 +231,7 @@ def test_predict_with_a_segmentation_model_names_its_shape_in_plain_numbers(runn
     lungs = MODELS_DIR / f"{LUNG_MODEL}.tflite"  # issue 12: the message printed [[np.int32(1), np.int32(128), ...]]
     result = runner.invoke(main, ["predict", "-m", str(lungs), str(write_png(tmp_path / "x.png", 0))])
     assert result.exit_code == 2
-    assert result.stderr == f"error: {lungs}: expected one (1, classes) output and at most one feature map, got shapes [[1, 128, 128, 1]]\n"
+    assert result.stderr == f"error: {lungs}: expected one (1, classes) output and at most one feature map, got shapes [[1, 64, 64, 1]]\n"
 
 
 def test_predict_bad_option(runner, model_path, tmp_path):
@@ -327,19 +327,27 @@ def test_models_extra_without_card(runner, tiny_models, tmp_path):
 # --- help --------------------------------------------------------------------------------------
 
 
-def test_predict_help(runner):
+def test_predict_help_names_its_options_and_they_run(runner, model_path, tmp_path):
     result = runner.invoke(main, ["predict", "--help"])
     assert result.exit_code == 0
     for option in ("--model", "-m", "--json", "--threads", "PATH..."):
         assert option in result.stdout
     assert "DICOM" in result.stdout
+    film = write_png(tmp_path / "bright.png", 1)
+    result = runner.invoke(main, ["predict", "-m", model_path, "--threads", "1", "--json", str(film)])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    assert line["file"] == str(film) and line["label"] in TINY_LABELS and abs(sum(line["probabilities"].values()) - 1) < 1e-4
 
 
-def test_models_help(runner):
+def test_models_help_names_its_options_and_they_run(runner, model_path):
     result = runner.invoke(main, ["models", "--help"])
     assert result.exit_code == 0
     for option in ("--model", "-m", "--json", "repeatable"):
         assert option in result.stdout
+    result = runner.invoke(main, ["models", "-m", model_path, "--json"])
+    assert result.exit_code == 0, result.output
+    assert str(model_path) in result.stdout and all(label in result.stdout for label in TINY_LABELS)
 
 
 def test_main_help_lists_commands(runner):

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conftest import TINY_LABELS, toy_images
-from edgecxr.card import read_card, write_card
-from edgecxr.cardparts import Temperature, Thresholds
-from edgecxr.families import FAMILIES, Family
-from edgecxr.model import Model
+from edgecxr.core.card import read_card, write_card
+from edgecxr.core.cardparts import Temperature, Thresholds
+from edgecxr.core.families import FAMILIES, Family
+from edgecxr.core.model import Model
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 pytestmark = pytest.mark.train  # the converter imports TensorFlow: imported inside the tests
@@ -50,7 +50,7 @@ def source(tmp_path) -> Source:
 def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, variant):
     from converters.cards import Measured, model_card
     from converters.verify import compare, tflite_probabilities
-    from edgecxr.macs import macs
+    from edgecxr.evaluation.macs import macs
 
     x, y = toy_images(30)
     path = tmp_path / f"tiny-{variant}.tflite"

@@ -15,10 +15,10 @@ from pydicom.uid import UID
 from clinic import CT, DX, wrap
 from conftest import child_env, toy_u8, write_png
 from edgecxr import load_model
-from edgecxr.dicomnet import instances
-from edgecxr.dicomnet.journal import Journal, read_lines
-from edgecxr.dicomnet.store import Store, StoreError
-from edgecxr.imageio import MAX_PIXELS, load_image
+from edgecxr.clinic import instances
+from edgecxr.clinic.journal import Journal, read_lines
+from edgecxr.clinic.store import Store, StoreError
+from edgecxr.core.imageio import MAX_PIXELS, load_image
 
 pytestmark = pytest.mark.clinic
 
@@ -28,23 +28,23 @@ def test_keys_are_salted_per_store_and_the_salt_stays(tmp_path):
     salt = (tmp_path / "a" / "salt").read_bytes().strip()
     assert len(salt) == 64
     assert a.key("1.2.3") == hashlib.sha256(salt + b"1.2.3").hexdigest()
-    b = Store(tmp_path / "b")
-    assert b.key("1.2.3") != a.key("1.2.3")
+    with Store(tmp_path / "b") as b:
+        assert b.key("1.2.3") != a.key("1.2.3")
     with pytest.raises(StoreError, match="in use by another edgecxr process"):
         Store(tmp_path / "a")
-    del a  # its lock goes with its file
-    import gc
-
-    gc.collect()
-    assert Store(tmp_path / "a").salt == salt
+    a.close()  # releases its lock
+    a.close()
+    with Store(tmp_path / "a") as again:
+        assert again.salt == salt
+    Store(tmp_path / "b").close()  # closed at the end of its block
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
-    store = Store(tmp_path / "s")
-    target = store.write_bytes(store.path("received", "k", ".dcm"), b"abc")
-    assert target.read_bytes() == b"abc"
-    assert list((tmp_path / "s" / "tmp").iterdir()) == []
-    assert store.received("k") == target and store.known("k") and store.pending() == ["k"]
+    with Store(tmp_path / "s") as store:
+        target = store.write_bytes(store.path("received", "k", ".dcm"), b"abc")
+        assert target.read_bytes() == b"abc"
+        assert list((tmp_path / "s" / "tmp").iterdir()) == []
+        assert store.received("k") == target and store.known("k") and store.pending() == ["k"]
 
 
 def test_journal_writes_once_per_event_and_key_and_survives_a_torn_line(tmp_path):
@@ -102,7 +102,7 @@ def test_transfer_syntaxes_are_the_decodable_ones_uncompressed_first():
 @pytest.fixture(scope="module")
 def tiny_results(tiny_models, tmp_path_factory):
     """The SR and SC of the tiny model on one small striped toy film of a made-up patient whose name has no caret."""
-    from edgecxr.dicomnet.results import ModelIdentity, picture, secondary_capture, structured_report
+    from edgecxr.clinic.results import ModelIdentity, picture, secondary_capture, structured_report
 
     model = load_model(tiny_models["int8"])
     source = wrap(toy_u8(2, size=(48, 96)), "ZEBEDIAH QUUXWORTH", "ZQ-554433")  # under 64 px high: a warning
@@ -162,7 +162,7 @@ def test_secondary_capture_is_the_burned_in_picture_referencing_the_film(tiny_re
 
 
 def test_result_uids_follow_the_source_and_the_model(tiny_results):
-    from edgecxr.dicomnet.results import ModelIdentity, structured_report
+    from edgecxr.clinic.results import ModelIdentity, structured_report
 
     source, prediction, identity, sr, sc = tiny_results
     header = wrap(toy_u8(2, size=(48, 96)), "A^B", "1")
@@ -180,7 +180,7 @@ def test_predict_imports_neither_pynetdicom_nor_highdicom(tiny_models, tmp_path)
         "import sys\nfrom edgecxr.cli import main\n"
         f"sys.argv = ['edgecxr', 'predict', '--json', '--model', {str(tiny_models['int8'])!r}, {str(image)!r}]\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pynetdicom', 'highdicom') or m.startswith('edgecxr.dicomnet')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pynetdicom', 'highdicom') or m.startswith('edgecxr.clinic.dicomnet')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
     assert done.returncode == 0, done.stderr
@@ -196,9 +196,9 @@ def _walk(items):
 
 
 def test_with_a_site_profile_the_worker_puts_refer_in_the_report_the_picture_and_the_audit(tiny_models, tmp_path):
-    from edgecxr.card import read_card
-    from edgecxr.dicomnet.results import ModelIdentity, text_lines
-    from edgecxr.dicomnet.service import Service
+    from edgecxr.clinic.results import ModelIdentity, text_lines
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.card import read_card
 
     card = read_card(tiny_models["int8"])
     profile = tmp_path / "site.json"
@@ -228,3 +228,39 @@ def test_with_a_site_profile_the_worker_puts_refer_in_the_report_the_picture_and
         texts = [str(getattr(i, "TextValue", "")) for i in _walk(sr.ContentSequence)]
         assert "refer when the striped score is at or above 0.5000 (chosen for sensitivity 0.9)" in texts
     assert service.counts() == {"received": 2, "pending": 0, "classified": 2, "failed": 0, "to_send": 0}
+
+
+def test_the_writer_registry_names_each_result_file_once_and_what_goes_to_the_pacs():
+    from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
+
+    from edgecxr.clinic.writers import WRITERS, sent, sop_classes, writer_of
+
+    assert len({w.suffix for w in WRITERS}) == len(WRITERS)
+    for dicom in (True, False):  # one picture for the page whatever the film
+        assert sum(w.picture_png is not None for w in WRITERS if w.dicom == dicom) == 1
+    assert sent(["k.sr.dcm", "k.sc.dcm", "k.png", "k.txt"]) == ["k.sr.dcm", "k.sc.dcm"]
+    assert sop_classes() == [Comprehensive3DSRStorage, SecondaryCaptureImageStorage]
+    assert writer_of("k.txt") is None and writer_of("k.sc.dcm") is WRITERS[1]
+
+
+def test_a_result_record_reads_back_as_written_and_its_audit_line_holds_no_file_or_probabilities(tiny_models):
+    from edgecxr.clinic.record import ResultRecord
+    from edgecxr.clinic.results import ModelIdentity
+
+    prediction = load_model(tiny_models["int8"]).predict(toy_u8(1))
+    record = ResultRecord.of("k" * 64, prediction, ModelIdentity("tiny", "1.0.0", "a" * 64), ["k.png"])
+    assert ResultRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    assert record.audit() == {"model_sha256": "a" * 64, "label": prediction.label, "abnormal_score": None, "warnings": prediction.warnings}
+    line = record.line("ward/film.png")
+    assert line["file"] == "ward/film.png" and line["probabilities"] == record.prediction["probabilities"] and "key" not in line
+    assert line["results"] == ["k.png"] and line["model_version"] == "1.0.0"
+
+
+def test_secondary_capture_says_which_class_a_normal_calls_map_shows():
+    from edgecxr.clinic.results import ModelIdentity, text_lines
+    from edgecxr.core.model import Prediction
+
+    normal = Prediction("Normal", {"COVID": 0.1, "Normal": 0.65, "Pneumonia": 0.25}, 1.0, "m", heatmap=np.ones((4, 4), np.float32), heatmap_label="Pneumonia")
+    assert "heatmap: evidence for Pneumonia, the most likely abnormal class" in text_lines(normal, ModelIdentity("m", "1", "x"))
+    covid = Prediction("COVID", {"COVID": 0.7, "Normal": 0.2, "Pneumonia": 0.1}, 1.0, "m", heatmap=np.ones((4, 4), np.float32), heatmap_label="COVID")
+    assert not any(line.startswith("heatmap:") for line in text_lines(covid, ModelIdentity("m", "1", "x")))

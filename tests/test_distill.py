@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from edgecxr.model import load_model  # noqa: E402
-from edgecxr.preprocess import preprocess  # noqa: E402
+from edgecxr.core.model import load_model  # noqa: E402
+from edgecxr.core.preprocess import preprocess  # noqa: E402
 from test_recipe import SPEC, two_roots  # noqa: E402
 from training.data import DatasetError  # noqa: E402
 from training.distill import soft_targets, teacher_probabilities  # noqa: E402

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY_LABELS, copy_model
-from edgecxr.card import ModelError, read_card, write_card
-from edgecxr.cardparts import Temperature
-from edgecxr.embedded import METADATA_NAME, embedded_facts, read_metadata
-from edgecxr.model import load_model
-from edgecxr.registry import MODELS_DIR
+from edgecxr.core.card import ModelError, read_card, write_card
+from edgecxr.core.cardparts import Temperature
+from edgecxr.core.embedded import METADATA_NAME, embedded_facts, read_metadata
+from edgecxr.core.model import load_model
+from edgecxr.core.registry import MODELS_DIR
 
 
 def test_fixture_holds_the_cards_facts(tiny_models):

@@ -8,11 +8,11 @@ import pytest
 
 from conftest import TINY_LABELS, write_png
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate, labelled_files
-from edgecxr.inputs import DICOMDIR, NOT_AN_IMAGE
-from edgecxr.manifest import read_manifest
-from edgecxr.metrics import classification_report, confusion_matrix
-from edgecxr.model import Model
+from edgecxr.core.inputs import DICOMDIR, NOT_AN_IMAGE
+from edgecxr.core.model import Model
+from edgecxr.evaluation.evaluate import evaluate, labelled_files
+from edgecxr.evaluation.manifest import read_manifest
+from edgecxr.evaluation.metrics import classification_report, confusion_matrix
 
 REPORT_KEYS = {"accuracy", "macro_f1", "labels", "per_class", "confusion_matrix", "n"}
 SCORE_KEYS = {"auc", "abnormal_auc"}  # evaluate adds them to the classification report
@@ -243,7 +243,7 @@ def test_evaluate_reports_what_the_class_folder_scan_skipped(runner, model_path,
     (root / "dark" / "notes.txt").write_text("not an image")
     (root / "striped" / "gone.png").symlink_to(tmp_path / "absent.png")
     skipped = [(root / "bright" / "DICOMDIR", DICOMDIR), (root / "dark" / "notes.txt", NOT_AN_IMAGE), (root / "striped" / "gone.png", "dangling symbolic link")]
-    summary = f"skipped: 3 (1 {DICOMDIR}, 1 {NOT_AN_IMAGE}, 1 dangling symbolic link)"
+    summary = "skipped: 3 (" + "; ".join(f"1 {reason}: {path}" for path, reason in skipped) + ")"
     result = runner.invoke(main, ["evaluate", str(root), "-m", model_path, "--json"])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [summary]
@@ -333,11 +333,17 @@ def test_evaluate_unknown_model(runner, dataset):
     assert err[0].startswith("error: no-such-model: not a bundled model")
 
 
-def test_evaluate_help(runner):
+def test_evaluate_help_names_its_options_and_they_run(runner, model_path, tmp_path):
     result = runner.invoke(main, ["evaluate", "--help"])
     assert result.exit_code == 0
     for option in ("--model", "-m", "--json", "--threads", "DATA_DIR"):
         assert option in result.stdout
+    for cls, label in enumerate(TINY_LABELS):
+        write_png(tmp_path / label / "a.png", cls)
+    result = runner.invoke(main, ["evaluate", "-m", model_path, "--threads", "1", "--json", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 3 and report["labels"] == TINY_LABELS and 0.0 <= report["accuracy"] <= 1.0
 
 
 # --- edgecxr evaluate --manifest -----------------------------------------------------------------
@@ -450,6 +456,10 @@ def test_evaluate_bad_manifest_is_one_error_line_and_exit_2(runner, model_path, 
         assert result.stderr == f"error: {path}: {message}\n"
 
 
-def test_evaluate_help_names_the_manifest(runner):
+def test_evaluate_help_names_the_manifest_and_it_runs(runner, model_path, sited):
     result = runner.invoke(main, ["evaluate", "--help"])
     assert "--manifest CSV" in result.stdout and "per_source" in result.stdout
+    data, manifest = sited
+    result = runner.invoke(main, ["evaluate", "-m", model_path, "--manifest", str(manifest), "--json", str(data)])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["per_source"]) == set(SITES.values())

@@ -176,7 +176,8 @@ def test_explain_heatmap_writes_overlays_and_lung_share(model_path, scans, tmp_p
     assert len(lines) == 1 and lines[0].startswith(f"{scans['bright']}: bright ")
     share = float(re.search(r"lung share (\d\.\d\d)", lines[0]).group(1))
     assert 0.0 < share < 1.0 and "LOOKED OUTSIDE THE LUNGS" in lines[0]  # every share is below 1.01
-    assert cv2.imread(str(out / "bright.heatmap.png")).shape == (64, 64, 3)
+    picture = cv2.imread(str(out / "bright.heatmap.png"))  # the 64 px film enlarged to 512 px, its text below
+    assert picture.shape[1] == 512 and picture.shape[0] > 512
     assert "corrupt.png" in result.stderr
 
 

@@ -1,4 +1,4 @@
-"""The family and variant registry (edgecxr.families): what training, the converter, the benchmarks and the cards share."""
+"""The family and variant registry (edgecxr.core.families): what training, the converter, the benchmarks and the cards share."""
 from __future__ import annotations
 
 import subprocess
@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import REPO
-from edgecxr.card import read_card
-from edgecxr.families import FAMILIES, TASKS, VARIANTS, Family, family, variant
-from edgecxr.registry import bundled_models
+from edgecxr.core.card import read_card
+from edgecxr.core.families import FAMILIES, TASKS, VARIANTS, Family, family, variant
+from edgecxr.core.registry import bundled_models
 
 
 @pytest.mark.parametrize("path", bundled_models(), ids=lambda p: p.stem)
@@ -62,7 +62,7 @@ def test_converter_and_benchmarks_use_the_registry(capsys):
 
 
 def test_benchmark_dtype_is_the_variants(tiny_models):
-    from edgecxr import benchmark
+    from edgecxr.evaluation import benchmark
 
     r = benchmark.measure(str(tiny_models["int8"]), runs=1, warmup=0)
     assert r["dtype"] == VARIANTS["int8"].dtype
@@ -75,7 +75,7 @@ def test_quantize_converts_as_the_registry_says(tiny_models, tmp_path):
 
     from conftest import toy_images
     from converters.quantize import convert
-    from edgecxr.interpreter import make_interpreter
+    from edgecxr.core.interpreter import make_interpreter
 
     model = keras.models.load_model(tiny_models["int8"].parent / "tiny.keras")
     x, _ = toy_images(20)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_LABELS, write_png
-from edgecxr.card import sha256_of
-from edgecxr.provenance import repo_relative
+from edgecxr.core.card import sha256_of
+from edgecxr.evaluation.provenance import repo_relative
 
 REPO = Path(__file__).resolve().parents[1]
 # Printed by each child after its work: the TensorFlow modules it imported.
@@ -22,7 +22,7 @@ def run_python(script: str) -> subprocess.CompletedProcess:
 
 
 def test_unknown_family_is_refused_with_the_list(capsys):
-    from edgecxr.families import names
+    from edgecxr.core.families import names
     from training.__main__ import main
 
     with pytest.raises(SystemExit) as exc:

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.filters import verdict
 from conftest import tiny_card
-from edgecxr.card import ModelError, read_card, write_card
+from edgecxr.core.card import ModelError, read_card, write_card
 
 
 def _wide(seed: int = 0):
@@ -98,7 +98,7 @@ def test_macs_of_a_small_model_match_a_hand_count(tmp_path):
     import tf_keras as keras
     from tf_keras import layers
 
-    from edgecxr.macs import macs
+    from edgecxr.evaluation.macs import macs
 
     inputs = keras.Input((16, 16, 2))
     x = layers.Conv2D(8, 3, padding="same")(inputs)  # 16*16*8 outputs x 3*3*2
@@ -112,8 +112,8 @@ def test_macs_of_a_small_model_match_a_hand_count(tmp_path):
 
 
 def test_macs_of_the_bundled_resnet_are_its_layer_shapes():
-    from edgecxr.macs import macs
-    from edgecxr.registry import MODELS_DIR
+    from edgecxr.core.registry import MODELS_DIR
+    from edgecxr.evaluation.macs import macs
 
     # the stem 7x7 on 64x64, the stages on 32x32 down to 4x4 (the pooled stem is 32x32: stage s has side 32 / 2^s)
     stages = sum(

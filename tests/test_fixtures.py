@@ -9,8 +9,8 @@ import pytest
 
 from conftest import FIXTURES, TINY_LABELS, TINY_SPEC, toy_images
 from edgecxr import load_model
-from edgecxr.card import read_card
-from edgecxr.preprocess import PreprocessSpec
+from edgecxr.core.card import read_card
+from edgecxr.core.preprocess import PreprocessSpec
 
 INT8_TOLERANCE = 0.05  # measured 0.03 between the int8 model and Keras on the toy images
 REBUILD_TOLERANCE = 0.05  # TensorFlow promises no bit-identical training across machines and versions

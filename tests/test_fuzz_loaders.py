@@ -42,8 +42,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from benchmarks.memory import TARGET_MB, film
-from edgecxr import imageio, load_model
-from edgecxr.imageio import ImageError, LoadedImage, load_image
+from edgecxr import load_model
+from edgecxr.core import imageio
+from edgecxr.core.imageio import ImageError, LoadedImage, load_image
 from test_imageio import write_dicom
 
 EXAMPLES = int(os.environ.get("EDGECXR_FUZZ_EXAMPLES", "0"))

@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.generalization import cells, content_free_images, films_of, main
 from edgecxr import load_model
-from edgecxr.targets import targets
+from edgecxr.evaluation.targets import targets
 
 
 def small_copy(source_root: Path, target_root: Path, per_cell: int) -> list[dict[str, str]]:

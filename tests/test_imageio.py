@@ -1,4 +1,4 @@
-"""Tests for edgecxr.imageio: every supported format, DICOM handling, and readable errors.
+"""Tests for edgecxr.core.imageio: every supported format, DICOM handling, and readable errors.
 
 All images are built in code inside ``tmp_path``; nothing is read from the repository.
 """
@@ -22,9 +22,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
 
 from conftest import child_env
-from edgecxr.headers import raster_header
-from edgecxr.imageio import MAX_FILE_BYTES, MAX_PIXELS, WORK_SIDE, ImageError, LoadedImage, from_array, is_dicom, load_image
-from edgecxr.preprocess import PreprocessSpec, preprocess
+from edgecxr.core.headers import raster_header
+from edgecxr.core.imageio import MAX_FILE_BYTES, MAX_PIXELS, WORK_SIDE, ImageError, LoadedImage, from_array, is_dicom, load_image
+from edgecxr.core.preprocess import PreprocessSpec, preprocess
 
 # --------------------------------------------------------------------------- helpers
 
@@ -294,7 +294,7 @@ def test_pixel_limit_survives_package_import_order(tmp_path):
     """10000x10000 is over MAX_PIXELS (64M) but under OpenCV's own 2**30 default.
 
     OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS when the library loads, so the limit only holds if
-    no edgecxr module imports cv2 before edgecxr.imageio has set it. Run in a fresh interpreter
+    no edgecxr module imports cv2 before edgecxr.core.imageio has set it. Run in a fresh interpreter
     so this test is independent of what pytest has imported already.
     """
     path = tmp_path / "big.png"
@@ -302,8 +302,8 @@ def test_pixel_limit_survives_package_import_order(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from edgecxr.preprocess import preprocess  # loads cv2 first, as card.py does
-        from edgecxr.imageio import ImageError, load_image
+        from edgecxr.core.preprocess import preprocess  # loads cv2 first, as card.py does
+        from edgecxr.core.imageio import ImageError, load_image
         try:
             load_image({str(path)!r})
         except ImageError as exc:
@@ -312,7 +312,7 @@ def test_pixel_limit_survives_package_import_order(tmp_path):
             print("LOADED")
         """
     )
-    # edgecxr.imageio has set OPENCV_* in this process's environment; the child must not inherit it
+    # edgecxr.core.imageio has set OPENCV_* in this process's environment; the child must not inherit it
     env = child_env({k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")})
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
@@ -330,7 +330,7 @@ def test_pixel_limit_holds_when_cv2_was_imported_first(tmp_path):
         import cv2, numpy as np
         ok, buf = cv2.imencode(".png", np.zeros((8001, 8000), np.uint8))  # 64,008,000 pixels
         open({str(path)!r}, "wb").write(buf.tobytes())
-        from edgecxr.imageio import ImageError, load_image
+        from edgecxr.core.imageio import ImageError, load_image
         try:
             load_image({str(path)!r})
         except ImageError as exc:
@@ -722,7 +722,7 @@ def test_a_bomb_header_is_refused_from_the_header_even_when_cv2_was_loaded_first
     """The API case of the issue: cv2 imported before edgecxr (OpenCV's own limit then 2**30); 25000 x 25000 declared."""
     path = tmp_path / "bomb.png"
     path.write_bytes(png_with_header(25000, 25000))
-    code = f"import cv2\nfrom edgecxr.imageio import ImageError, load_image\ntry:\n    load_image({str(path)!r})\nexcept ImageError as exc:\n    print(exc)\n"
+    code = f"import cv2\nfrom edgecxr.core.imageio import ImageError, load_image\ntry:\n    load_image({str(path)!r})\nexcept ImageError as exc:\n    print(exc)\n"
     env = child_env({k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")})
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == f"{path}: image header claims 25000x25000 pixels, more than {MAX_PIXELS:,} pixels; refusing to decode"

@@ -1,4 +1,4 @@
-"""``edgecxr.inputs``: the one image filter (find_images, scan_images and what it skips) and class folders, as every caller sees them."""
+"""``edgecxr.core.inputs``: the one image filter (find_images, scan_images and what it skips) and class folders, as every caller sees them."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from conftest import TINY_LABELS, toy_u8, write_png
 from edgecxr.cli import main
-from edgecxr.evaluate import labelled_files
-from edgecxr.imageio import IMAGE_SUFFIXES, load_image
-from edgecxr.inputs import DICOMDIR, EMPTY_FOLDER, NOT_AN_IMAGE, Skipped, class_folders, find_images, scan_images
+from edgecxr.core.imageio import IMAGE_SUFFIXES, load_image
+from edgecxr.core.inputs import DICOMDIR, EMPTY_FOLDER, NOT_AN_IMAGE, Skipped, class_folders, find_images, scan_images
+from edgecxr.evaluation.evaluate import labelled_files
 from test_imageio import write_dicom
 from training.data import list_images
 
@@ -78,7 +78,8 @@ def test_dicom_found_by_content_and_the_dicomdir_skipped_with_its_reason(tmp_pat
     found = scan_images(tmp_path / "cd")
     assert found.files == images
     assert [(s.path.name, s.reason) for s in found.skipped] == [("README", NOT_AN_IMAGE), ("DICOMDIR", DICOMDIR)]  # in walk order
-    assert found.summary() == f"skipped: 2 (1 {NOT_AN_IMAGE}, 1 {DICOMDIR})"
+    cd = tmp_path / "cd"
+    assert found.summary() == f"skipped: 2 (1 {NOT_AN_IMAGE}: {cd / 'DICOM' / 'ST000' / 'SE000' / 'README'}; 1 {DICOMDIR}: {cd / 'DICOMDIR'})"
     assert [load_image(p).format for p in found.files] == ["dicom", "dicom"]
 
 
@@ -120,8 +121,21 @@ def test_predict_reports_skipped_entries_and_names_an_empty_folder(tiny_models, 
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records[0] == {"file": str(tmp_path / "cd" / "DICOMDIR"), "skipped": DICOMDIR}
     assert [(r["file"], r["label"]) for r in records[1:]] == [(str(images[0]), TINY_LABELS[0]), (str(images[1]), TINY_LABELS[1])]
-    assert result.stderr.splitlines() == [f"skipped: 1 (1 {DICOMDIR})"]
+    assert result.stderr.splitlines() == [f"skipped: 1 (1 {DICOMDIR}: {tmp_path / 'cd' / 'DICOMDIR'})"]
     (tmp_path / "empty.png").mkdir()
     result = runner.invoke(main, ["predict", "-m", model, str(tmp_path / "empty.png")])
     assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.splitlines() == [f"skipped: 1 (1 {EMPTY_FOLDER})", f"error: no image files in {tmp_path / 'empty.png'}"]
+    assert result.stderr.splitlines() == [f"skipped: 1 (1 {EMPTY_FOLDER}: {tmp_path / 'empty.png'})", f"error: no image files in {tmp_path / 'empty.png'}"]
+
+
+def test_skipped_line_names_a_few_files_per_reason_then_counts(tmp_path):
+    for i in range(5):
+        touch(tmp_path / f"note{i}.txt")
+    touch(tmp_path / "bad\nname.txt")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "absent.png")
+    found = scan_images(tmp_path)
+    assert found.summary() == (
+        f"skipped: 8 (6 {NOT_AN_IMAGE}: {tmp_path / 'bad'}\\nname.txt, {tmp_path / 'note0.txt'}, {tmp_path / 'note1.txt'} and 3 more; "
+        f"1 dangling symbolic link: {tmp_path / 'gone.png'}; 1 {EMPTY_FOLDER}: {tmp_path})"
+    )
+    assert "\n" not in found.summary()  # one line, whatever the names hold

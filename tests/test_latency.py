@@ -6,9 +6,9 @@ import time
 import pytest
 
 from edgecxr import load_model
-from edgecxr.imageio import load_image
-from edgecxr.lungs import lung_fields
-from edgecxr.preprocess import preprocess
+from edgecxr.core.imageio import load_image
+from edgecxr.core.lungs import lung_fields
+from edgecxr.core.preprocess import preprocess
 
 FILM = "cxr3-fullres/Normal/kermany-IM-0125-0001.jpeg"
 
@@ -46,8 +46,8 @@ def test_the_lung_pass_does_not_change_what_the_classifier_sees(shared_data):
 
 
 def test_the_lung_frame_from_the_classifier_input_reads_full_size_films_as_the_full_film_does(shared_data):
-    """On every cxr3-fullres original the lung pass from the classifier's 224 px input finds the fields the full-film pass finds, nearly the same mask."""
-    from edgecxr.lungs import THRESHOLD
+    """On every cxr3-fullres original the lung pass from the classifier's 128 px input finds the fields the full-film pass finds, nearly the same mask."""
+    from edgecxr.core.lungs import THRESHOLD
 
     model = load_model()
     films = sorted((shared_data / "cxr3-fullres").glob("*/*.*"))

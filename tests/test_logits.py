@@ -18,7 +18,7 @@ def _softmax_model():
 
 
 def _run(flat: bytes, x: np.ndarray, tmp_path) -> tuple[np.ndarray, dict]:
-    from edgecxr.interpreter import make_interpreter
+    from edgecxr.core.interpreter import make_interpreter
 
     path = tmp_path / f"model{len(list(tmp_path.iterdir()))}.tflite"
     path.write_bytes(flat)
@@ -39,7 +39,7 @@ def _run(flat: bytes, x: np.ndarray, tmp_path) -> tuple[np.ndarray, dict]:
 def test_the_stripped_model_outputs_the_logits(variant, tmp_path):
     from converters.logits import strip_softmax
     from converters.quantize import convert
-    from edgecxr.calibration import softmax
+    from edgecxr.core.calibration import softmax
 
     model = _softmax_model()
     x = np.random.default_rng(1).uniform(0, 1, (64, 8)).astype(np.float32)
@@ -72,9 +72,9 @@ def test_models_that_already_output_logits_are_not_re_released(tiny_models, tmp_
 def test_facts_are_embedded_into_a_model_that_had_none(tmp_path, capsys):
     """``python -m converters.embed``: the facts land in the file, the outputs stay bit-identical, the card follows the sha256."""
     from converters.embed import identical_outputs, main
-    from edgecxr.card import read_card
-    from edgecxr.embedded import embedded_facts
-    from edgecxr.registry import MODELS_DIR
+    from edgecxr.core.card import read_card
+    from edgecxr.core.embedded import embedded_facts
+    from edgecxr.core.registry import MODELS_DIR
     from test_embedded import without_facts
 
     old = without_facts(MODELS_DIR / "mlp12-int8.tflite", tmp_path)
@@ -103,8 +103,8 @@ def _two_output_flat() -> tuple[bytes, object]:
 
 def test_with_a_feature_map_output_the_outputs_keep_their_order_and_signature(tmp_path):
     from converters.logits import strip_softmax
-    from edgecxr.calibration import softmax
-    from edgecxr.interpreter import make_interpreter
+    from edgecxr.core.calibration import softmax
+    from edgecxr.core.interpreter import make_interpreter
 
     flat, model = _two_output_flat()
     (tmp_path / "old.tflite").write_bytes(flat)
@@ -136,8 +136,8 @@ def test_a_softmax_whose_output_feeds_other_ops_is_refused():
 
 def test_embedding_refuses_a_card_that_is_not_the_files_and_its_own_folder(tmp_path, capsys):
     from converters.embed import main
-    from edgecxr.card import read_card
-    from edgecxr.registry import MODELS_DIR
+    from edgecxr.core.card import read_card
+    from edgecxr.core.registry import MODELS_DIR
     from test_embedded import without_facts
 
     model = without_facts(MODELS_DIR / "mlp12-int8.tflite", tmp_path)

@@ -16,15 +16,15 @@ from click.testing import CliRunner
 from benchmarks.nonxray import non_xray_images
 from conftest import child_env
 from edgecxr import ModelError, load_model
-from edgecxr.card import ModelCard, read_card, write_card
-from edgecxr.cardparts import SegmentationVerification
 from edgecxr.cli import main
-from edgecxr.embedded import embedded_facts
-from edgecxr.families import FAMILIES
-from edgecxr.imageio import load_image
-from edgecxr.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, lung_outline, segmentation_report
-from edgecxr.preprocess import PreprocessSpec, crop_box, preprocess, scale_box, to_original
-from edgecxr.registry import LUNG_MODEL, MODELS_DIR, bundled_models
+from edgecxr.core.card import ModelCard, read_card, write_card
+from edgecxr.core.cardparts import SegmentationVerification
+from edgecxr.core.embedded import embedded_facts
+from edgecxr.core.families import FAMILIES
+from edgecxr.core.imageio import load_image
+from edgecxr.core.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, lung_outline, segmentation_report, spec_box
+from edgecxr.core.preprocess import PreprocessSpec, preprocess, scale_box, to_original
+from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
 LUNG_JSON_KEYS = {"file", "lung_fraction", "mask", "warnings"}
 
@@ -77,8 +77,8 @@ def test_keras_tflite_runtime_masks_agree_on_val_films(shared_data, tmp_path):
     import tf_keras as keras
 
     from converters.quantize import convert
-    from edgecxr.lungs import mask_at_size
-    from edgecxr.preprocess import PreprocessSpec
+    from edgecxr.core.lungs import mask_at_size
+    from edgecxr.core.preprocess import PreprocessSpec
     from training import lung_data
     from training.lungs import dice_bce_loss
     from training.unet import build_unet
@@ -212,7 +212,7 @@ def test_lungs_command_refuses_a_model_that_is_not_a_lung_model(tmp_path):
 
 
 def test_runtime_never_imports_tensorflow_for_lungs():
-    code = "import sys, edgecxr.lungs, edgecxr.cli; print('tensorflow' in sys.modules)"
+    code = "import sys, edgecxr.core.lungs, edgecxr.cli; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=child_env(), timeout=120)
     assert out.stdout.strip() == "False"
 
@@ -265,14 +265,14 @@ LUNG_CROP = {"size": [64, 64], "crop": "lungs"}
 
 def test_lung_crop_box_holds_the_lung_fields_and_falls_back_to_the_whole_image(shared_data):
     film = load_image(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"])).pixels
-    top, left, bottom, right = crop_box(film, LUNG_CROP)
+    top, left, bottom, right = spec_box(film, LUNG_CROP)
     h, w = film.shape
     assert 0 <= top < bottom <= h and 0 <= left < right <= w
     rows, cols = np.nonzero(load_lung_model().lungs(film))
     assert top <= rows.min() and rows.max() < bottom and left <= cols.min() and cols.max() < right
     assert (bottom - top) * (right - left) < h * w  # it crops something
     gradient = np.tile(np.linspace(0, 1, 200, dtype=np.float32), (150, 1))
-    assert crop_box(gradient, LUNG_CROP) == (0, 0, 150, 200)  # no lung fields: the whole image
+    assert spec_box(gradient, LUNG_CROP) == (0, 0, 150, 200)  # no lung fields: the whole image
 
 
 def test_lung_crop_is_the_same_in_training_and_at_runtime(shared_data, tmp_path):
@@ -282,7 +282,7 @@ def test_lung_crop_is_the_same_in_training_and_at_runtime(shared_data, tmp_path)
     split = load_report_split(shared_data / "cxr3-plus", "external", ["COVID", "Normal", "Pneumonia"], LUNG_CROP, workers=3)
     for file, x in list(zip(split.files, split.x))[:4]:
         pixels = load_image(file).pixels
-        box = crop_box(pixels, LUNG_CROP)
+        box = spec_box(pixels, LUNG_CROP)
         np.testing.assert_array_equal(x, preprocess(pixels, LUNG_CROP, box))
         top, left, bottom, right = box
         np.testing.assert_array_equal(x, preprocess(pixels[top:bottom, left:right], {"size": [64, 64]}))
@@ -309,7 +309,7 @@ def test_a_lungs_crop_model_predicts_and_maps_its_heatmap_into_the_box(shared_da
     write_card(path, card)
     model = load_model(path)
     film = load_image(str(shared_data / "lungmask" / val_rows(shared_data, 1)[0]["image"])).pixels
-    box = crop_box(film, model.card.preprocessing)
+    box = spec_box(film, model.card.preprocessing)
     top, left, bottom, right = box
     prediction = model.predict(film, heatmap=True)
     np.testing.assert_allclose(list(prediction.probabilities.values()), model.predict_preprocessed(preprocess(film, model.card.preprocessing, box)), atol=1e-6)

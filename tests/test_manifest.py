@@ -1,4 +1,4 @@
-"""``edgecxr.manifest``: the one manifest reader, its errors, the shared manifests, and training's use of it."""
+"""``edgecxr.evaluation.manifest``: the one manifest reader, its errors, the shared manifests, and training's use of it."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from conftest import write_png
-from edgecxr.manifest import Manifest, ManifestError, read_manifest
+from edgecxr.evaluation.manifest import Manifest, ManifestError, read_manifest
 from training.data import DatasetError, load_dataset
 
 HEADER = "file,label,split,source,subclass,patient_group,age_group,license,sha256"

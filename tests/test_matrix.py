@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from benchmarks.matrix import THREADS, cold_start, main, pareto_front, row_order, targets
-from edgecxr.card import sha256_of
-from edgecxr.macs import macs
-from edgecxr.provenance import repo_relative
-from edgecxr.registry import DEFAULT_MODEL, bundled_models
-from edgecxr.targets import Target
+from edgecxr.core.card import sha256_of
+from edgecxr.core.registry import DEFAULT_MODEL, bundled_models
+from edgecxr.evaluation.macs import macs
+from edgecxr.evaluation.provenance import repo_relative
+from edgecxr.evaluation.targets import Target
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_rows_carry_family_and_variant_from_the_card_not_the_name(tiny_models, t
     from dataclasses import replace
 
     from benchmarks.matrix import accuracy_by_source, card_fields
-    from edgecxr.card import read_card, write_card
+    from edgecxr.core.card import read_card, write_card
 
     path = tmp_path / "renamed.tflite"  # a file name that says nothing
     shutil.copy(tiny_models["int8"], path)
@@ -147,6 +147,7 @@ def test_rows_carry_family_and_variant_from_the_card_not_the_name(tiny_models, t
     assert (report["family"], report["variant"], report["n"]) == ("other", "int8", 4)
 
 
+@pytest.mark.slow
 def test_cold_start_of_the_bundled_default(two_class_data):
     cold = cold_start(two_class_data, runs=2)
     default = next(m for m in cold["models"] if m["default"])

@@ -15,13 +15,13 @@ import pytest
 
 from conftest import TINY_LABELS, child_env, copy_model, toy_images
 from edgecxr import ImageError, Model, ModelError, Prediction, load_image, load_model
-from edgecxr.card import ModelCard, read_card, sha256_of, write_card
-from edgecxr.checks import Check, input_checks
-from edgecxr.imageio import from_array
-from edgecxr.preprocess import PreprocessSpec
+from edgecxr.core.card import ModelCard, read_card, sha256_of, write_card
+from edgecxr.core.checks import Check, input_checks
+from edgecxr.core.imageio import from_array
+from edgecxr.core.preprocess import PreprocessSpec
 
 VARIANTS = ("float32", "int8")
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "head"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "tied", "head"}
 
 
 def toy64(cls: int, seed: int = 0) -> np.ndarray:
@@ -250,7 +250,7 @@ def test_to_dict_keys_and_values(models, tmp_path):
     p = models["int8"].predict(path)
     d = p.to_dict()
     assert set(d) == PREDICTION_KEYS
-    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "head"]
+    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "tied", "head"]
     assert d["abnormal_score"] is None  # the tiny model has no Normal label
     assert d["file"] == str(path)
     assert d["model"] == "tiny-int8"
@@ -275,6 +275,7 @@ def test_to_dict_rounds_and_copies():
         "warnings": ["w"],
         "checks": [{"code": "code", "message": "w", "value": 0.5}],
         "abnormal_score": None,
+        "tied": [],
         "head": "bundled",
     }
     d["warnings"].append("x")

@@ -1,7 +1,7 @@
 """Odd inputs (tests/odd_inputs.py) are flagged at least as well as by the release before the 64 px lung model, chest films not at all.
 
 :data:`FLAGGED_BEFORE` is what ``Model.predict`` of the bundled default model flagged on each input
-with the lungs-int8 1.x (128 px U-Net) and the checks of that release; every code in it must still
+with lungs-int8 1.1.0 (the 128 px U-Net) and the checks of that release; every code in it must still
 fire (more may). The chest films must give no check at all, as they did.
 """
 from __future__ import annotations

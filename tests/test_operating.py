@@ -1,10 +1,10 @@
-"""The ROC and threshold-selection code (edgecxr.operating) on constructed scores, against hand counts."""
+"""The ROC and threshold-selection code (edgecxr.evaluation.operating) on constructed scores, against hand counts."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgecxr.operating import MIN_PER_CLASS, TABLE_COLUMNS, at_threshold, auc, counts_at, operating_report, roc, sample_warnings, threshold_for, threshold_table
+from edgecxr.evaluation.operating import MIN_PER_CLASS, TABLE_COLUMNS, at_threshold, auc, counts_at, operating_report, roc, sample_warnings, threshold_for, threshold_table
 
 # 5 positives and 5 negatives; the positive at 0.4 ties a negative
 SCORES = np.array([0.9, 0.8, 0.7, 0.4, 0.2, 0.6, 0.4, 0.3, 0.1, 0.05])
@@ -43,14 +43,41 @@ def test_auc_is_the_area_under_the_roc_points():
     assert auc(scores, positive) == pytest.approx(float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)))
 
 
-@pytest.mark.parametrize(("target", "expected"), [(0.2, 0.9), (0.5, 0.7), (0.6, 0.7), (0.61, 0.4), (0.8, 0.4), (0.9, 0.2), (0.99, 0.2)])
-def test_threshold_is_the_highest_meeting_the_target(target, expected):
+# (target, threshold): 0.2 and 0.5 need 1 and 3 positives; 0.9 flags all three above the highest negative (0.6) at no cost
+@pytest.mark.parametrize(("target", "expected"), [(0.2, 0.7), (0.5, 0.7), (0.6, 0.7), (0.61, 0.4), (0.8, 0.4), (0.9, 0.2), (0.99, 0.2)])
+def test_threshold_has_the_best_specificity_then_the_highest_sensitivity(target, expected):
     t = threshold_for(SCORES, POSITIVE, target)
     assert t == expected
-    assert np.mean(SCORES[POSITIVE] >= t) >= target
-    higher = SCORES[SCORES > t]
-    if len(higher):  # the next score up misses the target
-        assert np.mean(SCORES[POSITIVE] >= higher.min()) < target
+    r = roc(SCORES, POSITIVE)
+    meets = r.sensitivity >= target - 1e-12
+    best_sp = r.specificity[meets].max()
+    best_se = r.sensitivity[meets & (r.specificity == best_sp)].max()
+    (i,) = np.nonzero(r.thresholds == t)[0]
+    assert r.specificity[i] == best_sp and r.sensitivity[i] == best_se
+
+
+def test_threshold_does_not_leave_free_positives_unflagged():
+    # the issue's case: 0.9 sensitivity is met high up, but every positive down to 0.5 is above every negative
+    positive = np.array([True] * 40 + [False] * 20)
+    scores = np.concatenate([np.linspace(0.99, 0.5, 39), [0.2], np.linspace(0.45, 0.0, 20)])
+    t = threshold_for(scores, positive, 0.9)
+    assert t == pytest.approx(0.5)
+    c = counts_at(scores, positive, t)
+    assert (c["tp"], c["fp"]) == (39, 0)
+
+
+def test_threshold_on_random_scores_matches_the_rule_over_the_roc():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        positive = rng.random(80) < 0.5
+        scores = np.round(rng.normal(positive * 1.2, 1.0), 1)  # ties between and within kinds
+        if positive.all() or not positive.any():
+            continue
+        for target in (0.5, 0.8, 0.9, 0.95):
+            r = roc(scores, positive)
+            meets = r.sensitivity >= target - 1e-12
+            best = max(zip(r.specificity[meets], r.sensitivity[meets], -r.thresholds[meets]))
+            assert threshold_for(scores, positive, target) == -best[2]
 
 
 def test_threshold_with_ties_and_exact_fractions():
@@ -58,6 +85,7 @@ def test_threshold_with_ties_and_exact_fractions():
     scores = np.array([1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.3, 0.1])
     positive = np.array([True] * 10 + [False])
     assert threshold_for(scores, positive, 0.9) == 0.3
+    scores[-1] = 0.35  # a negative between the 8th and 9th positive: 0.8 stops above it
     assert threshold_for(scores, positive, 0.8) == 0.4  # exactly 8 of 10, not 9 through floating error
 
 

@@ -1,10 +1,10 @@
-"""Tests for edgecxr.preprocess: output contract, cropping, dtype handling, spec validation (once), CLAHE."""
+"""Tests for edgecxr.core.preprocess: output contract, cropping, dtype handling, spec validation (once), CLAHE."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgecxr.preprocess import PreprocessSpec, preprocess
+from edgecxr.core.preprocess import PreprocessSpec, preprocess
 
 DEFAULT_SPEC = PreprocessSpec()
 

@@ -83,7 +83,7 @@ def test_bar_and_results_on_one_terminal_never_share_a_line(tiny_models, folder)
     shown = screen(received)
     assert shown[-1] == ""  # and wiped at the end
     assert [re.sub(r"  \([a-z0-9., ]+\)  [0-9.]+ ms$", "", line) for line in shown[:-1]] == [
-        "skipped: 1 (1 not an image file (no image suffix, no DICOM marker))",
+        f"skipped: 1 (1 not an image file (no image suffix, no DICOM marker): {folder}/notes.txt)",
         f"{folder}/0.png: dark",
         f"{folder}/1.png: bright",
         f"error: {folder}/2.png: not a readable image (truncated, corrupt, or not an image format)",
@@ -94,7 +94,7 @@ def test_bar_on_the_terminal_and_results_in_a_pipe(tiny_models, folder):
     received, piped = run_on_terminal(["predict", str(folder), "--json", "-m", str(tiny_models["int8"])], stdout_to_terminal=False)
     assert BAR.search(received.decode())
     assert screen(received) == [
-        "skipped: 1 (1 not an image file (no image suffix, no DICOM marker))",
+        f"skipped: 1 (1 not an image file (no image suffix, no DICOM marker): {folder}/notes.txt)",
         f"error: {folder}/2.png: not a readable image (truncated, corrupt, or not an image format)",
         "",
     ]

@@ -1,4 +1,4 @@
-"""Provenance records (edgecxr/provenance.py) and no absolute machine paths in committed results."""
+"""Provenance records (edgecxr/evaluation/provenance.py) and no absolute machine paths in committed results."""
 from __future__ import annotations
 
 import re
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecxr.card import sha256_of
-from edgecxr.provenance import OUTSIDE_REPO, REPO_ROOT, command_line, git_state, record, repo_relative
+from edgecxr.core.card import sha256_of
+from edgecxr.evaluation.provenance import OUTSIDE_REPO, REPO_ROOT, command_line, git_state, record, repo_relative
 
 REPO = Path(__file__).resolve().parents[1]
 # Committed result folders that must hold no machine path. edgecxr/models joins them once the

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import toy_images
-from edgecxr.card import ModelCard, read_card
-from edgecxr.cardparts import Deltas, Thresholds, Verification
-from edgecxr.families import VARIANTS
+from edgecxr.core.card import ModelCard, read_card
+from edgecxr.core.cardparts import Deltas, Thresholds, Verification
+from edgecxr.core.families import VARIANTS
 
 pytestmark = pytest.mark.train  # tfmot and TensorFlow: imported inside the tests
 
@@ -59,7 +59,7 @@ def test_small_layers_can_stay_dense():
 
 def card_with(agreement: float, f1_delta: float, gzip_bytes: int) -> ModelCard:
     from conftest import TINY_LABELS
-    from edgecxr.preprocess import PreprocessSpec
+    from edgecxr.core.preprocess import PreprocessSpec
 
     verification = Verification(agreement, 0.1, Deltas(0.0, f1_delta, {}), Thresholds(), passed=agreement >= 0.97 and f1_delta >= -0.02)
     return ModelCard("m", tuple(TINY_LABELS), PreprocessSpec(size=(32, 32)), gzip_bytes=gzip_bytes, verification=verification)
@@ -99,7 +99,7 @@ def test_variant_under_the_gates_is_rejected_and_not_bundled(trained_run, tmp_pa
 
 
 def test_pruning_card_part_reads_old_and_new_cards():
-    from edgecxr.cardparts import Pruning
+    from edgecxr.core.cardparts import Pruning
 
     old = Pruning.from_dict({"target_sparsity": 0.5, "sparsity": 0.4987, "fine_tune_epochs": 2}, "pruning")
     assert old.method is None and old.to_dict() == {"target_sparsity": 0.5, "sparsity": 0.4987, "fine_tune_epochs": 2}

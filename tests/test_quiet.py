@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from conftest import child_env
-from edgecxr.imageio import ImageError, load_image
-from edgecxr.interpreter import XNNPACK_INFO, _pass_on
-from edgecxr.quiet import native_stderr
+from edgecxr.core.imageio import ImageError, load_image
+from edgecxr.core.interpreter import XNNPACK_INFO, _pass_on
+from edgecxr.core.quiet import native_stderr
 
 
 def chunk(kind: bytes, data: bytes) -> bytes:

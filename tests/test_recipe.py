@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from edgecxr.provenance import repo_relative
+from edgecxr.evaluation.provenance import repo_relative
 from training.data import DatasetError  # noqa: E402
 from training.multiroot import list_roots, load_report_split, load_roots  # noqa: E402
 from training.selection import cell_names, cell_recalls, select_epoch, worst_cell  # noqa: E402

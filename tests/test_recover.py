@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecxr.registry import MODELS_DIR
+from edgecxr.core.registry import MODELS_DIR
 
 pytestmark = pytest.mark.train
 

@@ -10,12 +10,13 @@ import pytest
 
 from conftest import TINY_LABELS, write_png
 from edgecxr import load_model
-from edgecxr.calibrate import calibrate, write_report
 from edgecxr.cli import main
-from edgecxr.evaluate import evaluate, labelled_files
-from edgecxr.model import Model, Prediction
-from edgecxr.operating import TABLE_COLUMNS, threshold_for
-from edgecxr.site import SiteError, installed_path, read_profile, target_positives, target_scores
+from edgecxr.core.calibration import fit_temperature, shrunk_temperature
+from edgecxr.core.model import Model, Prediction
+from edgecxr.core.site import SiteError, installed_path, read_profile, target_positives, target_scores
+from edgecxr.evaluation.calibrate import calibrate, write_report
+from edgecxr.evaluation.evaluate import evaluate, labelled_files
+from edgecxr.evaluation.operating import TABLE_COLUMNS, threshold_for
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,36 @@ def test_threshold_is_chosen_on_the_refitted_scores(profile, model_path, site_di
     assert point["specificity"]["value"] == round(float(np.mean(~flagged[~positive])), 4)
     assert (point["n_positive"], point["n_negative"]) == (8, 16)
     assert point["roc"][0][0] == float(scores.max()) and len(point["roc"]) == len(np.unique(scores))
+
+
+def test_temperature_is_shrunk_toward_the_cards_on_a_small_sample(profile, model_path, site_dir):
+    result, _ = profile
+    t = result.profile["temperature"]
+    model = Model(model_path)
+    raw = np.stack([model.probabilities(path, calibrated=False) for path, _ in labelled_files(site_dir, model.labels)])
+    y = np.array([cls for _, cls in labelled_files(site_dir, model.labels)])
+    fitted = fit_temperature(raw, y, model.recalibrated)
+    assert t["films"] == 24 and t["fitted"] == round(fitted, 4) and t["weight"] == round(24 / 124, 4)
+    assert t["value"] == pytest.approx(t["card"] * (fitted / t["card"]) ** (24 / 124))
+    assert abs(np.log(t["value"] / t["card"])) < abs(np.log(fitted / t["card"])) / 4  # moved less than a quarter of the way
+    (warning,) = [w for w in result.warnings if w.startswith("temperature: ")]
+    assert "24 films are too few" in warning and f"{fitted:.4f}" in warning and "19% of the way" in warning
+
+
+def test_shrunk_temperature_weighs_the_sample_by_its_size():
+    assert shrunk_temperature(3.14, 1.54, 30)[0] == pytest.approx(1.54 * (3.14 / 1.54) ** (30 / 130))
+    assert shrunk_temperature(2.0, 1.0, 100) == (pytest.approx(2 ** 0.5), 0.5)
+    assert shrunk_temperature(2.0, 1.0, 100_000)[0] == pytest.approx(2.0, rel=1e-3)
+
+
+def test_profile_threshold_has_the_best_specificity_then_sensitivity(profile):
+    result, _ = profile
+    for point in result.profile["operating_points"]:
+        roc = np.array(point["roc"])
+        meets = roc[:, 1] >= point["target_sensitivity"]
+        best_sp = roc[meets, 2].max()
+        best_se = roc[meets & (roc[:, 2] == best_sp), 1].max()
+        assert (point["sensitivity"]["value"], point["specificity"]["value"]) == (round(best_se, 4), round(best_sp, 4))
 
 
 def test_small_sample_warns_with_the_numbers_missing(profile):
@@ -199,6 +230,9 @@ def test_calibrate_cli_json_and_text(runner, model_path, site_dir, tmp_path):
     text = runner.invoke(main, ["calibrate", str(site_dir), "-m", model_path, "--for", "bright", "--out", str(out), "--target-sensitivity", "0.75"])
     assert text.exit_code == 0
     assert text.stdout.splitlines()[0].startswith("model tiny-int8 ") and "bright: refer at score >= " in text.stdout
+    t = data["temperature"]
+    assert f"-> {t['value']:.4f} (fitted {t['fitted']:.4f} on these 24 films, shrunk toward the card's: 19% of the way)" in text.stdout.splitlines()[0]
+    assert {"value", "card", "fitted", "films", "weight"} <= set(t) and any(w.startswith("temperature: 24 films") for w in data["warnings"])
     assert read_profile(out).points[0].target_sensitivity == 0.75
 
 
@@ -282,17 +316,21 @@ def test_calibrate_with_an_unreadable_film_still_writes_the_profile(runner, mode
     assert json.loads((tmp_path / "p.json").read_text())["sample"] == {"counts": {"dark": 8, "bright": 8, "striped": 8}, "unreadable": 1}
 
 
-def test_calibrate_help_explains(runner):
+def test_calibrate_help_explains_and_its_options_run(runner, model_path, site_dir, tmp_path):
     res = runner.invoke(main, ["calibrate", "--help"])
     assert res.exit_code == 0
     for part in ("--target-sensitivity", "--for", "abnormal", "--manifest", "--out", "--install", "threshold table", "bootstrap 95%"):
         assert part in res.stdout
+    res = runner.invoke(main, ["calibrate", "-m", model_path, "--for", "bright", "--target-sensitivity", "0.9", "--out", str(tmp_path / "p.json"), str(site_dir)])
+    assert res.exit_code == 0, res.output
+    point = read_profile(tmp_path / "p.json").points[0]
+    assert point.target == "bright" and 0.0 <= point.threshold <= 1.0
 
 
 def test_evaluate_without_profile_has_aucs_only(runner, model_path, site_dir):
     report = evaluate(Model(model_path), site_dir)
     assert "site" not in report and report["abnormal_auc"] is None
     scores, positive = direct_scores(Model(model_path), site_dir, "striped")
-    from edgecxr.operating import auc
+    from edgecxr.evaluation.operating import auc
 
     assert report["auc"]["striped"] == round(auc(scores, positive), 4)

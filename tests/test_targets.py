@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from edgecxr.registry import MODELS_DIR
-from edgecxr.targets import TARGETS_FILE, Target, model_targets, targets
+from edgecxr.core.registry import MODELS_DIR
+from edgecxr.evaluation.targets import TARGETS_FILE, Target, model_targets, targets
 
 
 def test_every_target_names_a_known_op_and_a_number():
@@ -50,8 +50,8 @@ def test_model_targets_per_family():
 
 
 def test_bundled_cards_agree_with_the_targets_file():
-    from edgecxr.card import read_card
-    from edgecxr.registry import bundled_models
+    from edgecxr.core.card import read_card
+    from edgecxr.core.registry import bundled_models
 
     for path in bundled_models():
         card = read_card(path)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_dataset
-from edgecxr.families import FAMILIES, family
+from edgecxr.core.families import FAMILIES, family
 from training.data import DatasetError, list_images, load_dataset  # no TensorFlow: these run in the runtime tier too
 
 SPEC = {"size": [32, 32]}
@@ -105,9 +105,9 @@ def test_cli_bad_dataset_exit_code(tmp_path):
 @pytest.mark.slow
 def test_tiny_run_learns_and_matches_runtime(trained_run, tmp_path):
     from converters.quantize import convert
-    from edgecxr.card import ModelCard, write_card
-    from edgecxr.model import Model
-    from edgecxr.preprocess import PreprocessSpec
+    from edgecxr.core.card import ModelCard, write_card
+    from edgecxr.core.model import Model
+    from edgecxr.core.preprocess import PreprocessSpec
 
     root, out, metrics = trained_run
     assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]

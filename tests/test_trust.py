@@ -15,16 +15,16 @@ from benchmarks.trust import check_reference, gradcam_agreement, lung_share_targ
 from benchmarks.trust import main as trust_main
 from conftest import toy_images, toy_u8
 from edgecxr import ModelError, load_model
-from edgecxr.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
-from edgecxr.cam import class_activation_map, normalise, overlay
-from edgecxr.card import read_card, write_card
-from edgecxr.cardparts import Temperature
-from edgecxr.checks import input_checks
 from edgecxr.cli import main
-from edgecxr.imageio import from_array, load_image
-from edgecxr.lungs import load_lung_model
-from edgecxr.preprocess import preprocess, to_original
-from edgecxr.targets import targets
+from edgecxr.core.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
+from edgecxr.core.cam import class_activation_map, normalise, overlay
+from edgecxr.core.card import read_card, write_card
+from edgecxr.core.cardparts import Temperature
+from edgecxr.core.checks import input_checks
+from edgecxr.core.imageio import from_array, load_image
+from edgecxr.core.lungs import load_lung_model
+from edgecxr.core.preprocess import preprocess, to_original
+from edgecxr.evaluation.targets import targets
 
 
 def messages(image):
@@ -134,7 +134,7 @@ def test_overlay_stretches_a_dim_12_bit_film():
 
 
 def test_heatmap_of_a_huge_image_is_capped_with_the_same_aspect(tiny_models):
-    from edgecxr.cam import HEATMAP_MAX_SIDE, heatmap_shape
+    from edgecxr.core.cam import HEATMAP_MAX_SIDE, heatmap_shape
 
     assert heatmap_shape((3000, 6000)) == (HEATMAP_MAX_SIDE // 2, HEATMAP_MAX_SIDE)
     assert heatmap_shape((90, 150)) == (90, 150)
@@ -158,7 +158,7 @@ def test_cli_keeps_the_prediction_when_the_heatmap_cannot_be_written(tiny_models
     import edgecxr.cli
 
     cv2.imwrite(str(tmp_path / "s.png"), toy_u8(1))
-    monkeypatch.setattr(edgecxr.cli.HeatmapWriter, "write", lambda self, *a: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(edgecxr.cli.PictureWriter, "write", lambda self, *a: (_ for _ in ()).throw(OSError("disk full")))
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "s.png"), "--model", str(tiny_models["int8"]), "--json", "--heatmap", str(tmp_path / "maps")])
     assert result.exit_code == 1
     line = json.loads(result.stdout)
@@ -217,8 +217,8 @@ def test_cli_heatmap_writes_overlays_and_json(tiny_models, tmp_path):
     assert [line["file"].endswith("scan.png") for line in ok] == [True, True]
     paths = [line["heatmap"] for line in ok]
     assert paths == [str(out / "scan.heatmap.png"), str(out / "scan-2.heatmap.png")]  # same stem, nothing overwritten
-    assert cv2.imread(paths[0]).shape == (60, 100, 3)
-    assert cv2.imread(paths[1]).shape == (80, 80, 3)
+    pictures = [cv2.imread(p) for p in paths]  # enlarged to MIN_WIDTH for legible text, the text band under the film
+    assert [p.shape[1] for p in pictures] == [512, 512] and pictures[0].shape[0] > round(60 * 512 / 100) and pictures[1].shape[0] > 512
     assert [line["error"] for line in lines if "error" in line] == ["not a readable image (truncated, corrupt, or not an image format)"]
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from clinic import events, wait_for, wrap
 from conftest import child_env, toy_u8, write_png
-from edgecxr.dicomnet.journal import read_lines
+from edgecxr.clinic.journal import read_lines
 
 pytestmark = pytest.mark.clinic
 
@@ -69,6 +69,7 @@ def late_film() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_each_dropped_file_is_processed_once_across_restarts(watch):
     folder, store = watch.folder, watch.store
     write_png(folder / "Quuxworth_Zebediah.png", 1)  # a file name that is a made-up patient's
@@ -111,9 +112,9 @@ def test_each_dropped_file_is_processed_once_across_restarts(watch):
 
 def test_a_file_still_being_written_is_read_only_once_it_held_for_one_listing(tmp_path, tiny_models):
     """The watcher's listings one by one (not raced against a clock): a file that grew since the last listing is left alone."""
-    from edgecxr.dicomnet.service import Service
-    from edgecxr.dicomnet.watch import Watcher
-    from edgecxr.model import Model
+    from edgecxr.clinic.dicomnet.watch import Watcher
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.model import Model
 
     folder, store = tmp_path / "incoming", tmp_path / "store"
     folder.mkdir()

@@ -6,8 +6,8 @@ import signal
 import sys
 from pathlib import Path
 
-from edgecxr.families import FAMILIES, names
-from edgecxr.provenance import invocation
+from edgecxr.core.families import FAMILIES, names
+from edgecxr.evaluation.provenance import invocation
 from training.data import DatasetError
 from training.recipe import BALANCE
 

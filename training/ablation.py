@@ -8,7 +8,7 @@ one-change :data:`VARIANTS`), measures each finished row and rewrites ``RUNS/abl
 
 Every row is measured by :func:`measure` (Keras, the run's ``best.keras`` and, when the run
 selected on the worst cell, also its ``best_loss.keras``) on the test splits of all roots with
-:func:`edgecxr.metrics.classification_report`: cxr3
+:func:`edgecxr.evaluation.metrics.classification_report`: cxr3
 test macro-F1 and COVID sensitivity, the combined test's recall per source x class, ``nih`` Normal
 recall, and the share of the report-only ``external`` films (all Normal) called Normal and called
 COVID. ``external`` is read by :func:`training.multiroot.load_report_split`, only here.
@@ -71,7 +71,7 @@ def measure(run_dir: Path, roots: Sequence[str], cache: dict) -> dict:
     """One row's measurements of ``run_dir``'s selected checkpoint(s); see the module docstring."""
     import tf_keras as keras
 
-    from edgecxr.metrics import classification_report
+    from edgecxr.evaluation.metrics import classification_report
     from training.selection import cell_names, cell_recalls
 
     info = json.loads((run_dir / "run.json").read_text())

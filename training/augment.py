@@ -1,6 +1,6 @@
 """tf.data input pipelines with augmentation suited to chest X-rays.
 
-Operates on images already preprocessed by :func:`edgecxr.preprocess.preprocess`, so the
+Operates on images already preprocessed by :func:`edgecxr.core.preprocess.preprocess`, so the
 augmentations perturb exactly what the model sees at inference. Horizontal flips are off by
 default: a chest X-ray is not left-right symmetric (heart, aortic knob, side markers), so a
 flipped film is not a plausible input; ``hflip=True`` turns them on for other data.

@@ -6,7 +6,7 @@ Layouts understood:
 - ``root/{class}/<image>`` — a split is made: by ``patient_group`` when ``root/manifest.csv``
   has that column (no patient in two splits), else by file name; 70 / 15 / 15, deterministic.
 
-``root/manifest.csv`` (optional, read by :func:`edgecxr.manifest.read_manifest`) has a ``file``
+``root/manifest.csv`` (optional, read by :func:`edgecxr.evaluation.manifest.read_manifest`) has a ``file``
 column relative to ``root``; its ``source`` column, when present, is kept so metrics can be
 reported per source.
 """
@@ -23,10 +23,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edgecxr.imageio import ImageError, load_image
-from edgecxr.inputs import class_folders, find_images
-from edgecxr.manifest import Manifest, ManifestError, read_manifest
-from edgecxr.preprocess import PreprocessSpec, SpecLike, as_spec, preprocess
+from edgecxr.core.imageio import ImageError, load_image
+from edgecxr.core.inputs import class_folders, find_images
+from edgecxr.core.lungs import spec_box
+from edgecxr.core.preprocess import PreprocessSpec, SpecLike, as_spec, preprocess
+from edgecxr.evaluation.manifest import Manifest, ManifestError, read_manifest
 
 SPLITS = ("train", "val", "test")
 
@@ -160,7 +161,8 @@ def _decode_all(paths: list[Path], spec: PreprocessSpec, workers: int, title: st
 
     def one(path: Path):
         try:
-            return preprocess(load_image(path).pixels, spec)
+            pixels = load_image(path).pixels
+            return preprocess(pixels, spec, spec_box(pixels, spec))
         except ImageError as exc:
             return str(exc)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgecxr.model import Model
+from edgecxr.core.model import Model
 from training.data import DatasetError, Split
 from training.multiroot import load_roots
 

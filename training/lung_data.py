@@ -2,14 +2,14 @@
 
 ``ROOT/manifest.csv`` lists ``image``, ``mask``, ``source``, ``patient_group`` and ``split``
 (``train`` / ``val``, by patient). Films are preprocessed once with the runtime's
-:func:`edgecxr.preprocess.preprocess` and the card's spec; masks are area-resized to the same
+:func:`edgecxr.core.preprocess.preprocess` and the card's spec; masks are area-resized to the same
 frame (soft values at the border, in [0, 1]). The originals stay available: Dice is measured on
 them at the film's own size, as ``edgecxr lungs`` writes its masks.
 
 Not every mask in ``lungmask`` outlines the lung fields: the 39 ``ieee`` masks of the
 GeneralBlockchain project (the manifest's ``license`` column names each mask's project) outline
 the whole thorax, mediastinum and diaphragm included (61-92% of the film; the V7 Labs and OpenIST
-lung masks cover 9-59%). :data:`edgecxr.lungs.NOT_LUNG_OUTLINES` names them; training leaves them
+lung masks cover 9-59%). :data:`edgecxr.core.lungs.NOT_LUNG_OUTLINES` names them; training leaves them
 out, and reports give Dice on the lung-field masks beside Dice on every film.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgecxr.imageio import load_image
-from edgecxr.lungs import lung_outline
-from edgecxr.preprocess import SpecLike, as_spec, preprocess
+from edgecxr.core.imageio import load_image
+from edgecxr.core.lungs import lung_outline
+from edgecxr.core.preprocess import SpecLike, as_spec, preprocess
 
 
 @dataclass
@@ -175,7 +175,7 @@ def distillation_films(data_root: str | os.PathLike, lungmask_root: str | os.Pat
 
 def teacher_targets(teacher_path: str | os.PathLike, films: list[Path], spec: SpecLike) -> tuple[np.ndarray, np.ndarray]:
     """Films preprocessed by ``spec`` and the teacher lung model's probability maps over them, area-resized to ``spec``'s frame (soft targets)."""
-    from edgecxr.lungs import LungModel
+    from edgecxr.core.lungs import LungModel
 
     teacher = LungModel(teacher_path)
     height, width = as_spec(spec).size

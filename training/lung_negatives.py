@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgecxr.preprocess import SpecLike, preprocess
+from edgecxr.core.preprocess import SpecLike, preprocess
 
 
 def negative_frames(n: int, spec: SpecLike, films: np.ndarray, seed: int = 1234) -> np.ndarray:

@@ -6,7 +6,7 @@ does not also pick the checkpoint (``best.keras``, by val Dice, is kept for comp
 Every epoch writes ``last.keras``, ``state.json`` and ``history.json``; ``--resume`` continues
 from them. ``run.json`` records the command, config, spec, manifest sha256 and versions;
 ``metrics.json`` holds val Dice / IoU at the films' own sizes, overall and per source.
-Films whose masks do not outline the lung fields (:data:`edgecxr.lungs.NOT_LUNG_OUTLINES`)
+Films whose masks do not outline the lung fields (:data:`edgecxr.core.lungs.NOT_LUNG_OUTLINES`)
 are left out of training; ``metrics.json`` reports val on every film and on the lung-field masks
 (``val_lung_outlines``). ``--distill-from TFLITE --distill-films N`` adds N unlabelled films of the ``cxr3`` / ``cxr3-plus``
 train splits with the teacher's probability maps as soft targets (:func:`training.lung_data.teacher_targets`);
@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from edgecxr.lungs import LUNG_SPEC, NOT_LUNG_OUTLINES, mask_at_size, segmentation_report  # noqa: E402
-from edgecxr.preprocess import PreprocessSpec  # noqa: E402
+from edgecxr.core.lungs import LUNG_SPEC, NOT_LUNG_OUTLINES, mask_at_size, segmentation_report  # noqa: E402
+from edgecxr.core.preprocess import PreprocessSpec  # noqa: E402
 from training import lung_data  # noqa: E402
 from training.lung_negatives import negative_frames  # noqa: E402
 from training.unet import UNET_WIDTHS, build_unet  # noqa: E402

@@ -1,7 +1,7 @@
 """The tf_keras builders of the model families edgecxr ships: MLP-12 and a ResNet-18-style CNN.
 
 The families themselves (names, default input sizes, which builder) are registered in
-:mod:`edgecxr.families`; training builds one with ``family(name).build(...)``.
+:mod:`edgecxr.core.families`; training builds one with ``family(name).build(...)``.
 
 Both are plain Functional tf_keras models built only from layers that tensorflow-model-optimization
 can prune and that TFLite quantizes to int8 (Conv2D, BatchNormalization, ReLU, Add, pooling,

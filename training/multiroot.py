@@ -16,9 +16,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from edgecxr.inputs import class_folders
-from edgecxr.manifest import Manifest
-from edgecxr.preprocess import SpecLike, as_spec
+from edgecxr.core.inputs import class_folders
+from edgecxr.core.preprocess import SpecLike, as_spec
+from edgecxr.evaluation.manifest import Manifest
 from training.data import SPLITS, Dataset, DatasetError, Split, _images_of, dataset_manifest, decode_pairs, list_images
 
 TRAINING_SPLITS = SPLITS

@@ -29,11 +29,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgecxr import provenance
-from edgecxr.families import family
-from edgecxr.metrics import classification_report
-from edgecxr.model import Model
-from edgecxr.preprocess import PreprocessSpec
+from edgecxr.core.families import family
+from edgecxr.core.model import Model
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.evaluation import provenance
+from edgecxr.evaluation.metrics import classification_report
 from training import adversarial, report
 from training.data import Dataset, DatasetError, Split
 from training.holdout import check_sources, hold_out
@@ -48,8 +48,8 @@ class TrainConfig:
     data: Path
     out: Path
     family: str = "resnet18"
-    input_size: int | None = None  # default: the family's (edgecxr.families)
-    crop: str = "none"  # the preprocessing spec's crop (edgecxr.preprocess): none, center-square or lungs
+    input_size: int | None = None  # default: the family's (edgecxr.core.families)
+    crop: str = "none"  # the preprocessing spec's crop (edgecxr.core.preprocess): none, center-square or lungs
     width: int = 32
     bn_momentum: float = 0.99
     epochs: int = 30
@@ -101,7 +101,7 @@ def run_spec(cfg: TrainConfig) -> PreprocessSpec:
 
 def bundled_lung_sha256() -> str | None:
     """The sha256 of the lung model a "lungs" crop uses (the bundled one)."""
-    from edgecxr.lungs import load_lung_model
+    from edgecxr.core.lungs import load_lung_model
 
     return load_lung_model().card.sha256
 
@@ -212,7 +212,7 @@ def _train(cfg: TrainConfig, argv: list[str] | None, strategy: tf.distribute.Str
 
 def _teacher(cfg: TrainConfig) -> Model:
     """The distillation teacher of ``cfg``; DatasetError for one that cannot be used."""
-    from edgecxr.card import ModelError
+    from edgecxr.core.card import ModelError
 
     if cfg.adversarial > 0:
         raise DatasetError("--teacher and --adversarial cannot be combined")

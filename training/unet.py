@@ -33,7 +33,7 @@ def build_unet(
     False it convolves at the coarser level and then upsamples, the same kind of layer for a
     quarter of the work (the lung model's decoder is then about a quarter cheaper).
 
-    ``n_classes`` is 2 (background, lung: one sigmoid channel), as :meth:`edgecxr.families.Family.build`
+    ``n_classes`` is 2 (background, lung: one sigmoid channel), as :meth:`edgecxr.core.families.Family.build`
     passes it. ``input_size`` must be divisible by ``2 ** (len(widths) - 1)``.
     """
     if n_classes != 2:

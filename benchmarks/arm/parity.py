@@ -22,9 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgecxr.card import ModelCard, read_card
-from edgecxr.inputs import find_images
-from edgecxr.provenance import invocation, record
+from edgecxr.core.card import ModelCard, read_card
+from edgecxr.core.inputs import find_images
+from edgecxr.evaluation.provenance import invocation, record
 
 REPO = Path(__file__).resolve().parents[2]
 FLOAT_TOLERANCE = 1e-4
@@ -44,7 +44,7 @@ def pick_images(data: Path, per_class: int) -> list[Path]:
 
 def bundled_cards(repo: Path = REPO) -> dict[str, ModelCard]:
     """The model cards of the checkout's bundled classifiers, by model name (the lung model has no `predict`)."""
-    from edgecxr.registry import LUNG_MODEL
+    from edgecxr.core.registry import LUNG_MODEL
 
     return {p.stem: read_card(p) for p in sorted((repo / "edgecxr" / "models").glob("*.tflite")) if p.stem != LUNG_MODEL}
 

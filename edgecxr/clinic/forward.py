@@ -1,0 +1,144 @@
+"""Sending results to the PACS (``--forward AET@host:port``): an on-disk queue, retried with backoff, nothing dropped.
+
+The queue is ``STORE/outbox/<key>.json`` (``{"files", "attempts", "next_try"}``), written by the
+worker before the result counts as classified. The sender thread opens one association for every
+entry that is due and C-STOREs their files. An entry whose files were all stored is logged
+``sent`` and removed; otherwise it is logged ``failed`` (stage ``send``, with the reason and the
+attempt) and tried again after ``retry * 2**(attempts-1)`` seconds, at most :data:`MAX_BACKOFF`.
+A restart finds the queue as it was. Results carry UIDs of their own, so an entry sent twice (a
+crash between the send and its removal) gives the PACS the same instances again, which it keeps once.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from edgecxr.clinic.journal import Journal
+from edgecxr.clinic.store import Store
+from edgecxr.clinic.writers import sop_classes
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+MAX_BACKOFF = 300.0  # s
+TIMEOUT = 15.0  # s: connecting, association negotiation and each answer
+_TARGET = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A DICOM destination: its AE title, host and port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """``AET@host:port``; ValueError saying what is wrong otherwise."""
+        m = _TARGET.match(text.strip())
+        if not m or not 0 < int(m["port"]) < 65536:
+            raise ValueError(f"{text!r} is not AET@host:port (an AE title of at most 16 characters, a host, a port 1-65535)")
+        return cls(m["aet"].strip(), m["host"], int(m["port"]))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class Forwarder:
+    """The sender thread over the store's outbox."""
+
+    def __init__(self, store: Store, audit: Journal, target: Target, ae_title: str, retry: float) -> None:
+        self.store, self.audit, self.target, self.ae_title, self.retry = store, audit, target, ae_title, retry
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgecxr-forward", daemon=True)
+
+    def start(self) -> Forwarder:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Look at the queue now (a new entry was written)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """One last attempt at every queued entry, due or not, then stop; what still fails stays queued on disk."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            final = self._stop.is_set()
+            self.send_due(everything=final)
+            if final:
+                return
+            self._wake.wait(self._until_next())
+
+    def _until_next(self) -> float:
+        entries = self.store.records("outbox")
+        if not entries:
+            return 3600.0
+        return max(0.05, min(entry["next_try"] for _, entry in entries) - time.time())
+
+    def send_due(self, everything: bool = False) -> None:
+        """Send the entries that are due (all of them with ``everything``) over one association."""
+        now = time.time()
+        due = [(key, entry) for key, entry in self.store.records("outbox") if everything or entry["next_try"] <= now]
+        if not due:
+            return
+        from pynetdicom import AE
+
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = TIMEOUT
+        for sop_class in sop_classes():
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        try:
+            assoc = ae.associate(self.target.host, self.target.port, ae_title=self.target.ae_title)
+        except Exception as exc:  # a bad host name, say
+            assoc, reason = None, f"cannot reach {self.target} ({type(exc).__name__})"
+        else:
+            reason = f"association with {self.target} not established (refused, rejected or timed out)"
+        if assoc is None or not assoc.is_established:
+            for key, entry in due:
+                self._failed(key, entry, reason)
+            return
+        try:
+            for key, entry in due:
+                if not assoc.is_established:  # the peer went away mid-way
+                    self._failed(key, entry, f"association with {self.target} ended before this was sent")
+                    continue
+                problem = self._send(assoc, entry["files"])
+                if problem is None:
+                    self.audit.once("sent", key, files=len(entry["files"]), to=self.target.ae_title)
+                    self.store.path("outbox", key, ".json").unlink()
+                else:
+                    self._failed(key, entry, problem)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _send(self, assoc: Association, files: list[str]) -> str | None:
+        """None when every file was stored, else why not."""
+        for name in files:
+            ds = pydicom.dcmread(self.store.root / "results" / name)
+            status = assoc.send_c_store(ds)
+            code = int(status.Status) if "Status" in status else None
+            if code is None:
+                return f"no answer from {self.target} to C-STORE"
+            if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:  # success or warning
+                return f"{self.target} answered C-STORE with status 0x{code:04X}"
+        return None
+
+    def _failed(self, key: str, entry: dict[str, Any], reason: str) -> None:
+        attempts = int(entry["attempts"]) + 1
+        delay = min(self.retry * 2 ** (attempts - 1), MAX_BACKOFF)
+        self.store.write_json(self.store.path("outbox", key, ".json"), {**entry, "attempts": attempts, "next_try": time.time() + delay})
+        self.audit.write("failed", key, stage="send", reason=reason, attempt=attempts, retry_in_s=round(delay, 3))

@@ -1,0 +1,221 @@
+"""One classification as DICOM, in the source film's study: a Structured Report and a Secondary Capture (highdicom).
+
+- The SR (Comprehensive 3D SR, TID 1500 Measurement Report) holds one measurement group that
+  references the source instance: the label as its Finding, each class probability and the abnormal
+  score as measurements (unit 1), refer yes/no where a site profile is active, the input warnings
+  and the "research use" notice as comments, and the model as the algorithm (name, version,
+  ``sha256:<hex>`` as its parameter).
+- The SC is the film with the heatmap over it (when the model has one) and the label,
+  probabilities, refer and notice burned in below, so any viewer shows it; its Source Image
+  Sequence references the source instance and ``BurnedInAnnotation`` is ``YES``.
+
+Each goes in a new series of the source's study. Their UIDs are derived from the source's SOP
+Instance UID and the model's sha256, so results made again after a crash are the same instances.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import highdicom as hd  # imported with the module, so the first film does not wait for it (a second or more)
+import numpy as np
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from edgecxr import __version__
+from edgecxr.core.cam import heatmap_shape, overlay
+from edgecxr.core.model import Prediction
+
+SITE_HEAD_NOTE = "classifier head: this site's own (edgecxr adapt)"  # said on results whose probabilities came from a site head
+NOTICE = "RESEARCH USE - NOT A DIAGNOSIS"
+SCHEME = "99EDGECXR"  # private coding scheme of the labels and scores
+MANUFACTURER = "edgecxr"
+SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
+# px: the picture is resized to fit MAX_SIDE (a picture to look at, not the film to read) and, within that,
+# enlarged to at least MIN_WIDTH so the burned-in text stays legible on a small film.
+MIN_WIDTH, MAX_SIDE = 768, 1024
+# Type 2 patient and study attributes highdicom copies from the evidence; empty when the film lacks them.
+STUDY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate", "StudyTime")
+NAME_KEYWORDS = ("PatientName", "ReferringPhysicianName")  # highdicom refuses a name without a caret; the film's own value is put back
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model made a result: the card's name and version, the file's sha256."""
+
+    name: str
+    version: str
+    sha256: str
+
+
+def result_uid(source_uid: str, identity: ModelIdentity, part: str) -> str:
+    """The UID of one part (``sr``, ``sr-series``, ``sc``, ...) of the result of ``identity`` on the instance ``source_uid``."""
+    return str(generate_uid(entropy_srcs=[source_uid, identity.sha256, part]))
+
+
+def text_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
+    """What the Secondary Capture says, line by line (ASCII: OpenCV's fonts have no other glyphs)."""
+    probs = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
+    lines = [f"edgecxr {identity.name} {identity.version}: {prediction.label}", "  ".join(f"{label} {p:.3f}" for label, p in probs)]
+    if prediction.abnormal_score is not None:
+        lines.append(f"abnormal score {prediction.abnormal_score:.3f}")
+    if prediction.heatmap_label is not None and prediction.heatmap_label != prediction.label:  # a Normal call: edgecxr.core.model.Model.heatmap_class
+        lines.append(f"heatmap: evidence for {prediction.heatmap_label}, the most likely abnormal class")
+    if prediction.refer is not None and prediction.operating_point is not None:
+        at = ", ".join(f"{p['for']} >= {p['threshold']:.3f}" for p in prediction.operating_point)
+        lines.append(f"refer: {'YES' if prediction.refer else 'no'} (site threshold {at})")
+    if prediction.head == "site":
+        lines.append(SITE_HEAD_NOTE)
+    lines += [f"warning: {w}" for w in prediction.warnings]
+    lines.append(NOTICE)
+    return [line.encode("ascii", "replace").decode() for line in lines]
+
+
+def picture(pixels: np.ndarray, prediction: Prediction, identity: ModelIdentity) -> np.ndarray:
+    """The Secondary Capture's RGB uint8 picture: the film (heatmap over it if any) above a band of text."""
+    heat = prediction.heatmap
+    if heat is None:
+        heat = np.zeros(heatmap_shape(pixels.shape), np.float32)
+    film = overlay(pixels, heat, alpha=0.4 if prediction.heatmap is not None else 0.0)
+    height, width = film.shape[:2]
+    scale = min(MAX_SIDE / max(height, width), max(1.0, MIN_WIDTH / width))
+    if scale != 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        film = cv2.resize(film, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    width = film.shape[1]
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, width / 1100
+    thick = max(1, round(size * 2))
+    step = round(cv2.getTextSize("Ag", font, size, thick)[0][1] * 1.9)
+    wrapped = [part for line in text_lines(prediction, identity) for part in _wrap(line, font, size, thick, width - 2 * step)]
+    band = np.zeros((step * (len(wrapped) + 1), width, 3), np.uint8)
+    for i, line in enumerate(wrapped):
+        colour = (0, 200, 255) if line == NOTICE else (255, 255, 255)
+        cv2.putText(band, line, (step // 2, step * (i + 1)), font, size, colour, thick, cv2.LINE_AA)
+    return cv2.cvtColor(np.vstack([film, band]), cv2.COLOR_BGR2RGB)
+
+
+def _wrap(line: str, font: int, size: float, thick: int, room: int) -> list[str]:
+    out, current = [], ""
+    for word in line.split(" "):
+        trial = f"{current} {word}" if current else word
+        if current and cv2.getTextSize(trial, font, size, thick)[0][0] > room:
+            out.append(current)
+            current = word
+        else:
+            current = trial
+    return [*out, current]
+
+
+def evidence(source: Dataset) -> Dataset:
+    """The source header as highdicom takes it: Type 2 patient and study attributes present (empty if the film lacks
+    them), names given a caret (``DOE JOHN`` -> ``DOE JOHN^``, the same name in DICOM's rules)."""
+    ds = copy.deepcopy(source)  # a shallow copy would share its elements with the source
+    for keyword in STUDY_KEYWORDS:
+        if keyword not in ds:
+            setattr(ds, keyword, None)
+    for keyword in NAME_KEYWORDS:
+        name = str(ds.get(keyword, "") or "")
+        if name and "^" not in name:
+            setattr(ds, keyword, name + "^")
+    return ds
+
+
+def same_patient_and_study(result: Dataset, source: Dataset) -> Dataset:
+    """``result`` with the film's own patient and study values, byte for byte, so a PACS files it with the film."""
+    for keyword in (*STUDY_KEYWORDS, *NAME_KEYWORDS):
+        if keyword in source:
+            result[keyword] = copy.deepcopy(source[keyword])
+    return result
+
+
+def structured_report(source: Dataset, prediction: Prediction, identity: ModelIdentity) -> Dataset:
+    """The Comprehensive 3D SR of ``prediction`` on the film whose header is ``source``."""
+    uid = str(source.SOPInstanceUID)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(uid, identity, "tracking"), identifier="edgecxr classification"),
+        algorithm_id=hd.sr.AlgorithmIdentification(name=identity.name, version=identity.version, parameters=[f"sha256:{identity.sha256}"]),
+        finding_type=Code(prediction.label[:16], SCHEME, prediction.label),
+        qualitative_evaluations=_evaluations(prediction),
+        measurements=[_score(f"P_{label}"[:16], f"Probability of {label}", p) for label, p in prediction.probabilities.items()]
+        + ([_score("ABNORMAL", "Abnormality score, 1 - p(Normal)", prediction.abnormal_score)] if prediction.abnormal_score is not None else []),
+        source_images=[hd.sr.SourceImageForMeasurementGroup(str(source.SOPClassUID), uid)],
+    )
+    comments = [*(f"warning: {w}" for w in prediction.warnings), *_operating_points(prediction), NOTICE.lower()]
+    group[0].ContentSequence.extend(
+        hd.sr.TextContentItem(name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS) for text in comments
+    )
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=result_uid("device", identity, "device"), name="edgecxr", manufacturer_name=MANUFACTURER, model_name=identity.name
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=Code("363680008", "SCT", "Radiographic imaging procedure"),
+        imaging_measurements=[group],  # no Image Library: its descriptors need pixel spacing a film may lack
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[evidence(source)],
+        content=report[0],
+        series_instance_uid=result_uid(uid, identity, "sr-series"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=result_uid(uid, identity, "sr"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description=f"edgecxr {identity.name} result (research use)",
+        software_versions=__version__,
+        coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(designator=SCHEME, name="edgecxr labels and scores")],
+    )
+    return same_patient_and_study(sr, source)
+
+
+def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity) -> Dataset:
+    """The Secondary Capture of the picture ``rgb`` (see :func:`picture`) in the study of ``source``."""
+    uid = str(source.SOPInstanceUID)
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=evidence(source),
+        pixel_array=np.ascontiguousarray(rgb),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=result_uid(uid, identity, "sc-series"),
+        series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=result_uid(uid, identity, "sc"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "F"),  # replaced below by the film's own (or left empty)
+        series_description=f"edgecxr {identity.name} heatmap (research use)",
+        software_versions=__version__,
+        transfer_syntax_uid=ExplicitVRLittleEndian,  # which every PACS takes
+    )
+    sc.PatientOrientation = source.get("PatientOrientation", "")  # the picture is the film resized, not turned
+    sc.BurnedInAnnotation = "YES"
+    sc.DerivationDescription = f"edgecxr {identity.name} {identity.version}: heatmap of the predicted class and the result burned in"
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = uid
+    sc.SourceImageSequence = [reference]
+    return same_patient_and_study(sc, source)
+
+
+def _evaluations(prediction: Prediction) -> Sequence[hd.sr.QualitativeEvaluation]:
+    if prediction.refer is None:
+        return []
+    return [hd.sr.QualitativeEvaluation(Code("REFER", SCHEME, "Refer for reading at the site's threshold"), codes.SCT.Yes if prediction.refer else codes.SCT.No)]
+
+
+def _score(value: str, meaning: str, score: float) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=Code(value, SCHEME, meaning), value=round(float(score), 6), unit=Code("1", "UCUM", "no units"))
+
+
+def _operating_points(prediction: Prediction) -> list[str]:
+    return [
+        f"refer when the {p['for']} score is at or above {p['threshold']:.4f} (chosen for sensitivity {p['target_sensitivity']:g})"
+        for p in prediction.operating_point or []
+    ] + ([SITE_HEAD_NOTE] if prediction.head == "site" else [])

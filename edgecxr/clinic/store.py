@@ -1,0 +1,136 @@
+"""The store folder: received films, their results and the send queue, written so a crash loses nothing.
+
+Every file is named by the instance's pseudonymous key, never by anything from the film::
+
+    STORE/salt                   32 random bytes (hex), made once; key = sha256(salt + SOPInstanceUID)
+    STORE/lock                   held (flock) by the one edgecxr process serving the store
+    STORE/received/<key>.dcm     the instance as received (a dropped PNG/JPEG/TIFF keeps its suffix)
+    STORE/results/<key>.sr.dcm   the Structured Report, and <key>.sc.dcm the Secondary Capture
+                                 (<key>.png, the same picture, for a dropped file that is not DICOM)
+    STORE/classified/<key>.json  the result record: there once the results are written
+    STORE/failed/<key>.json      why a received film could not be classified (it is not tried again)
+    STORE/outbox/<key>.json      results still to send, how often tried, when next
+    STORE/rejected/<key>.json    a dropped file that was refused, so `watch` does not read it again
+    STORE/tmp/                   partial writes (same file system as the rest, so a rename is atomic)
+    STORE/audit.jsonl, STORE/results.jsonl
+
+A file that is not DICOM (or a DICOM file without a SOPInstanceUID) is keyed by its content:
+``sha256(salt + "sha256:" + sha256(content))``. Whoever holds the salt can tell whether a given
+UID was seen, so the store is as private as the films in it.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+FOLDERS = ("received", "results", "classified", "failed", "outbox", "rejected", "tmp")
+
+
+class StoreError(Exception):
+    """A store that cannot be used (not writable, or served by another process); ``str()`` names it."""
+
+
+class Store:
+    """An opened store: the folders exist, the salt is read and the store is locked until :meth:`close` (or the process ends).
+
+    Also a context manager: ``with Store(root) as store:`` closes it at the end of the block.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        try:
+            for name in FOLDERS:
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.root / "lock", "a+")  # held until close()
+        except OSError as exc:
+            raise StoreError(f"{self.root}: cannot use as the store ({exc.strerror})") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise StoreError(f"{self.root}: the store is in use by another edgecxr process") from None
+        salt = self.root / "salt"
+        if not salt.exists():
+            self.write_bytes(salt, secrets.token_hex(32).encode())
+        self.salt = salt.read_bytes().strip()
+        for leftover in (self.root / "tmp").iterdir():  # partial writes of a process that died
+            leftover.unlink()
+
+    def close(self) -> None:
+        """Release the store's lock, so another process (or another Store here) may open it; closing twice is harmless."""
+        self._lock.close()  # closing the file releases its flock
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def key(self, sop_instance_uid: str) -> str:
+        """The pseudonymous key of a DICOM instance."""
+        return hashlib.sha256(self.salt + sop_instance_uid.encode()).hexdigest()
+
+    def content_key(self, data: bytes) -> str:
+        """The pseudonymous key of a file without a SOPInstanceUID, from its content."""
+        return self.key("sha256:" + hashlib.sha256(data).hexdigest())
+
+    def path(self, folder: str, key: str, suffix: str) -> Path:
+        return self.root / folder / f"{key}{suffix}"
+
+    def received(self, key: str) -> Path | None:
+        """The received file of ``key``, or None."""
+        return received_file(self.root, key)
+
+    def known(self, key: str) -> bool:
+        """Whether ``key`` was received (or, for a dropped file, refused) before."""
+        return self.received(key) is not None or self.path("rejected", key, ".json").exists()
+
+    def classified(self, key: str) -> dict[str, Any] | None:
+        """The result record of ``key``, or None when it is not classified yet."""
+        path = self.path("classified", key, ".json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def pending(self) -> list[str]:
+        """Keys received but neither classified nor failed, oldest first: the work a restart resumes."""
+        def done(key: str) -> bool:
+            return self.path("classified", key, ".json").exists() or self.path("failed", key, ".json").exists()
+
+        files = [p for p in (self.root / "received").iterdir() if not done(_key_of(p))]
+        return [_key_of(p) for p in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))]
+
+    def records(self, folder: str) -> list[tuple[str, dict[str, Any]]]:
+        """(key, record) of every JSON file in ``folder`` (classified, failed, outbox, rejected), in key order."""
+        return [(p.stem, json.loads(p.read_text())) for p in sorted((self.root / folder).glob("*.json"))]
+
+    def write_bytes(self, target: Path, data: bytes) -> Path:
+        """Write ``data`` to ``target`` atomically: a temporary file, fsync, rename, fsync of the folder."""
+        tmp = self.root / "tmp" / f"{target.name}.{secrets.token_hex(4)}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return target
+
+    def write_json(self, target: Path, record: dict[str, Any]) -> Path:
+        return self.write_bytes(target, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def received_file(root: str | os.PathLike, key: str) -> Path | None:
+    """The received file of ``key`` in the store at ``root``, or None (for readers that do not open the store)."""
+    found = sorted((Path(root) / "received").glob(f"{key}.*"))
+    return found[0] if found else None
+
+
+def _key_of(path: Path) -> str:
+    return path.name.split(".", 1)[0]
