@@ -16,7 +16,7 @@ import tf_keras as keras
 
 from converters.quantize import has_feature_map
 from edgecxr.core.card import ModelCard, gzip_size
-from edgecxr.core.cardparts import Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification
+from edgecxr.core.cardparts import TRAINING_FILMS, Calibration, Cam, ChangelogEntry, Pruning, Temperature, TensorSpec, Training, Verification
 from edgecxr.core.checks import DEFAULT_PROFILE
 from edgecxr.core.families import family as family_of
 from edgecxr.core.families import variant as variant_of
@@ -83,6 +83,7 @@ def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pr
         input=TensorSpec.from_details(runtime.input_details) if runtime else None,
         output=TensorSpec.from_details(runtime.output_details) if runtime else None,
         targets=model_targets(family.name, measured.test) if measured else None,
+        intended_films=TRAINING_FILMS,  # cxr3's films: what listen and watch route to the model
     )
 
 

@@ -434,7 +434,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     sys.exit(1 if failed else 0)
 
 
-CLINIC_HELP = "Needs the clinic extra: pip install 'edgecxr[clinic]' (pynetdicom, highdicom, Flask, waitress)."
+CLINIC_HELP = "Needs the clinic extra: pip install 'edgecxr[clinic]' (pynetdicom, highdicom, imagecodecs, Flask, waitress)."
 
 
 def clinic_options(command: Any) -> Any:
@@ -448,16 +448,19 @@ def clinic_options(command: Any) -> Any:
         click.option("--model", "-m", help=MODEL_HELP),
         click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to the results"),
         click.option("--threads", type=click.IntRange(min=1), help="interpreter threads"),
+        click.option("--rules", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="routing rules (JSON: modalities, body_parts, views, min_age_years, max_age_years); default: the model card's intended films"),
     ]):
         command = option(command)
     return command
 
 
 def clinic_service(store: str, forward: str | None, ae_title: str, retry: float, model: str | None, site: str | None, threads: int | None,
-                   file_of: Callable[[str], str | None] | None = None) -> Service:
+                   rules: str | None = None, file_of: Callable[[str], str | None] | None = None) -> Service:
     """The service behind `listen` and `watch` (:mod:`edgecxr.clinic.service`), or one error line and exit 2."""
     try:
         from edgecxr.clinic.forward import Target
+        from edgecxr.clinic.routing import RulesError, read_rules
         from edgecxr.clinic.service import Service
         from edgecxr.clinic.store import StoreError
     except ImportError:
@@ -470,7 +473,12 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
         sys.exit(2)
     net = load_or_exit(model, threads, site or True)
     try:
-        service = Service(store, net, target, ae_title, retry, file_of=file_of or (lambda key: None), echo=lambda line: click.echo(json.dumps(line)))
+        routing = read_rules(rules, net.card.films) if rules else net.card.films
+    except RulesError as exc:
+        click.echo(f"error: --rules: {exc}", err=True)
+        sys.exit(2)
+    try:
+        service = Service(store, net, target, ae_title, retry, file_of=file_of or (lambda key: None), echo=lambda line: click.echo(json.dumps(line)), rules=routing)
     except StoreError as exc:
         click.echo(f"error: --store: {exc}", err=True)
         sys.exit(2)
@@ -486,8 +494,19 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
 @main.command(epilog=CLINIC_HELP)
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True, help="TCP port to listen on")
 @click.option("--host", default="", help="address to listen on (default: every address of this machine)")
+@click.option("--max-associations", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="associations open at once; one more is rejected (transient: the sender retries)")
+@click.option("--idle-timeout", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              help="seconds a connection or association may stay silent before it is dropped")
+@click.option("--min-free", type=click.FloatRange(min=0.0), default=50.0, show_default=True,
+              help="MB the store keeps free for results: below it C-STORE answers 0xA700 (out of resources, retry later)")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="DICOM TLS: our certificate (PEM); with --tls-key, every association must use TLS")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="DICOM TLS: the certificate's private key (PEM)")
+@click.option("--tls-ca", type=click.Path(dir_okay=False), help="DICOM TLS: accept only peers with a certificate signed by this CA (PEM)")
+@click.option("--check", is_flag=True, help="do not listen: say in one line how the listener on --store is (queue, last error); exit 0 when healthy, 1 if not")
 @clinic_options
-def listen(port: int, host: str, **options: Any) -> None:
+def listen(port: int, host: str, max_associations: int, idle_timeout: float, min_free: float, check: bool,
+           tls_cert: str | None, tls_key: str | None, tls_ca: str | None, **options: Any) -> None:
     """Receive chest films over DICOM (a Storage SCP), classify them, send the results back to the PACS.
 
     Answers C-ECHO and C-STORE of CR, DX (for presentation and for processing) and Secondary
@@ -495,24 +514,51 @@ def listen(port: int, host: str, **options: Any) -> None:
     association. Each film is in STORE before its C-STORE is answered success, then classified in
     the background. Results go in the film's study as a Structured Report and a Secondary Capture
     (heatmap, label and "research use - not a diagnosis" burned in), in STORE/results/ and, with
-    --forward, to the PACS. Every event is a line of STORE/audit.jsonl (also printed on stdout),
-    with a pseudonymous key and no patient identifier. A restart resumes the classification and
-    the send queue; SIGTERM stops accepting, finishes the queued work and exits 0.
+    --forward, to the PACS; a film that cannot be analysed gets a "not analysable" report. Every
+    event is a line of STORE/audit.jsonl (also printed on stdout), with a pseudonymous key and no
+    patient identifier; the health is in STORE/status.json (see --check) and a status line on
+    stderr whenever it changes. A restart resumes the classification and the send queue; SIGTERM
+    stops accepting, finishes the queued work and exits 0; a worker that cannot run exits 3.
 
     Set-up: give the PACS a destination with this AE title, this machine's address and --port
-    (see the README).
+    (see docs/dicom.md).
     """
+    if check:
+        try:
+            from edgecxr.clinic.health import check as health
+        except ImportError:
+            click.echo(f"error: {CLINIC_HELP}", err=True)
+            sys.exit(2)
+        healthy, line = health(options["store"])
+        click.echo(f"edgecxr: {line}")
+        sys.exit(0 if healthy else 1)
+    if bool(tls_cert) != bool(tls_key) or (tls_ca and not tls_cert):
+        click.echo("error: --tls-cert and --tls-key go together (and --tls-ca needs them)", err=True)
+        sys.exit(2)
     service = clinic_service(**options)
-    from edgecxr.clinic.dicomnet.listen import serve
+    from edgecxr.clinic.dicomnet.listen import Limits, WorkerStopped, serve, tls_context
     from edgecxr.clinic.service import stop_on_signal
 
+    tls = None
+    if tls_cert and tls_key:
+        try:
+            tls = tls_context(tls_cert, tls_key, tls_ca)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            click.echo(f"error: --tls-cert/--tls-key/--tls-ca: cannot use them ({getattr(exc, 'strerror', None) or exc})", err=True)
+            sys.exit(2)
+
     stop = stop_on_signal()
-    click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}", err=True)
+    limits = Limits(associations=max_associations, idle=idle_timeout, min_free=round(min_free * 2**20))
     try:
-        serve(service, options["ae_title"], port, host, stop)
+        serve(service, options["ae_title"], port, host, stop, limits,
+              on_started=lambda: click.echo(f"edgecxr: listening as {options['ae_title']} on port {port}" + (" (TLS)" if tls else ""), err=True),
+              on_status=lambda line: click.echo(f"edgecxr: status: {line}", err=True), tls=tls)
     except OSError as exc:
         click.echo(f"error: --port {port}: cannot listen ({exc.strerror or exc})", err=True)
         sys.exit(2)
+    except WorkerStopped as exc:
+        click.echo(f"error: the worker stopped, exiting so the service manager restarts edgecxr ({exc})", err=True)
+        sys.exit(3)
     clinic_stopped(service)
 
 

@@ -87,6 +87,7 @@ def orthanc_config(folder: Path, http_port: int, dicom_port: int, edgecxr_port: 
         "HttpPort": http_port,
         "DicomPort": dicom_port,
         "DicomAet": "ORTHANC",
+        "DicomCheckCalledAet": True,  # a PACS that refuses an association called by another name (a permanent rejection)
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
         "HttpServerEnabled": True,

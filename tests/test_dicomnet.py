@@ -78,7 +78,7 @@ def test_header_checks_give_the_standard_statuses():
     huge = _film()
     huge.Rows = huge.Columns = 60000
     status, reason = instances.refusal(huge)
-    assert status == 0xA700 and "60000x60000" in reason and f"{MAX_PIXELS:,}" in reason
+    assert status == 0xA900 and "60000x60000" in reason and f"{MAX_PIXELS:,}" in reason
     truncated = _film()
     truncated.PixelData = truncated.PixelData[:100]
     assert instances.refusal(truncated) == (0xA900, "the pixel data holds 100 bytes, fewer than a 64x64 image needs")

@@ -129,6 +129,7 @@ def test_kill_9_mid_batch_then_restart_classifies_and_sends_every_acknowledged_f
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 180  # as send(): a loaded machine answers slowly
     ae.add_requested_context(DX)
     assoc = ae.associate("127.0.0.1", listener.port, ae_title="EDGECXR")
     for ds in films:
@@ -189,7 +190,7 @@ def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_go
     truncated.PixelData = truncated.PixelData[:10]
     corrupt_rle.file_meta.TransferSyntaxUID = RLELossless
     corrupt_rle.PixelData = encapsulate([b"\x01\x00\x00\x00" + b"\x00" * 60 + b"not rle at all"])
-    assert send(listener.port, [no_pixels, huge, truncated]) == [0xA900, 0xA700, 0xA900]
+    assert send(listener.port, [no_pixels, huge, truncated]) == [0xA900, 0xA900, 0xA900]  # never acceptable: none is 0xA700 (retry)
     from pynetdicom import AE
 
     ae = AE(ae_title="TESTSCU")
@@ -212,15 +213,16 @@ def test_malformed_films_are_refused_with_their_status_and_the_receiver_keeps_go
     rejected = [(r["key"], r.get("status"), r["reason"]) for r in audit if r["event"] == "rejected"]
     assert rejected == [
         (listener.key(no_pixels.SOPInstanceUID), "0xA900", "the dataset has no pixel data"),
-        (listener.key(huge.SOPInstanceUID), "0xA700", "the header claims 60000x60000 pixels, more than 64,000,000; refusing to decode"),
+        (listener.key(huge.SOPInstanceUID), "0xA900", "the header claims 60000x60000 pixels, more than 64,000,000; refusing to decode"),
         (listener.key(truncated.SOPInstanceUID), "0xA900", "the pixel data holds 10 bytes, fewer than a 64x64 image needs"),
         (None, None, "not accepted: CT Image Storage (in the transfer syntaxes proposed)"),
         (None, None, "not accepted: Digital X-Ray Image Storage - For Presentation (in the transfer syntaxes proposed)"),
-        (None, None, "association rejected (called AE title not ours, or no usable context)"),
+        (None, None, "association rejected: the called AE title is not ours"),
     ]
     (failed,) = [r for r in audit if r["event"] == "failed"]
     assert failed["key"] == listener.key(corrupt_rle.SOPInstanceUID) and failed["stage"] == "classify"
-    assert failed["reason"].startswith("cannot decode DICOM pixel data")
+    assert failed["reason"] == "cannot decode DICOM pixel data (RLE Lossless); the compressed pixel data is corrupt or incomplete"
+    assert failed["results"] == [f"{failed['key']}.sr.dcm"]  # a "not analysable" report, so the PACS hears of it
     assert events(audit, "classified") == [listener.key(good.SOPInstanceUID)]
     assert [r.get("duplicate") for r in audit if r["event"] == "received" and r["key"] == listener.key(good.SOPInstanceUID)] == [None, True]
     assert listener.terminate() == 0
@@ -264,3 +266,16 @@ def test_a_stopped_listener_starts_again_on_its_store_and_refuses_a_second_one(t
     assert first.terminate() == 0
     bad = subprocess.run([sys.executable, "-m", "edgecxr", "listen", "--store", str(store), "--forward", "PACS@host"], capture_output=True, text=True, env=child_env(), timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --forward: 'PACS@host' is not AET@host:port")
+
+
+def test_a_taken_port_is_one_error_line_and_never_said_to_be_listened_on(tmp_path, tiny_models):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "edgecxr", "listen", "--host", "127.0.0.1", "--port", str(port), "--store", str(tmp_path / "store"),
+                               "--model", str(tiny_models["int8"])], capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 2 and "listening as" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: --port {port}: cannot listen (")

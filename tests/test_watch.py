@@ -151,3 +151,66 @@ def test_a_refused_dicom_file_is_logged_once_and_not_read_again(watch):
     rejected = sorted(r["reason"] for r in watcher.audit() if r["event"] == "rejected")
     assert rejected == ["the dataset has no SOP Instance UID", "the dataset has no pixel data"]  # pydicom reads the garbage as an empty dataset
     assert events(watcher.audit(), "received") == []
+
+
+def test_a_half_copied_dicom_refused_at_a_pause_is_read_once_the_rest_arrives_and_not_again_after_a_restart(tmp_path, tiny_models):
+    """Half the file, a pause longer than the stable-size wait (two listings), then the rest: the half is refused by its
+    content, the whole file is read; a restart reads neither again, and a file that does not parse is retried once it changes."""
+    from edgecxr.clinic.dicomnet.watch import Watcher
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.model import Model
+
+    folder, store = tmp_path / "incoming", tmp_path / "store"
+    folder.mkdir()
+    data = late_film()
+    service = Service(store, Model(tiny_models["int8"]), None, "EDGECXR", 5.0).start()
+    watcher = Watcher(service, folder, {})
+    (folder / "paused.dcm").write_bytes(data[: len(data) // 2])
+    (folder / "garbled.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    assert watcher.scan() == 0  # first seen
+    assert watcher.scan() == 0  # stable: read, and refused (the half's pixel data is short; the garbage has no UID)
+    assert watcher.scan() == 0  # the same bytes: not read again
+    with open(folder / "paused.dcm", "ab") as fh:  # the copy goes on
+        fh.write(data[len(data) // 2 :])
+    film = wrap(toy_u8(1, seed=4, size=(64, 64)), "Garbled^Gwendolyn", "GG-31")
+    film.save_as(folder / "garbled.dcm", enforce_file_format=True)  # corrected in place
+    assert watcher.scan() == 0  # changed since the last listing: wait
+    assert watcher.scan() == 2  # both read now
+    service.stop()
+    audit = read_lines(store / "audit.jsonl")
+    rejected = sorted(r["reason"] for r in audit if r["event"] == "rejected")
+    assert rejected == ["the dataset has no SOP Instance UID", f"the pixel data holds {len(data) // 2 - (len(data) - 256 * 256)} bytes, fewer than a 256x256 image needs"]
+    assert len(events(audit, "classified")) == 2 and events(audit, "failed") == []
+
+    service = Service(store, Model(tiny_models["int8"]), None, "EDGECXR", 5.0).start()  # a restart
+    again = Watcher(service, folder, {})
+    assert again.scan() == 0 and again.scan() == 0
+    service.stop()
+    audit = read_lines(store / "audit.jsonl")
+    assert len(events(audit, "received")) == 2 and len([r for r in audit if r["event"] == "rejected"]) == 2
+
+
+def test_a_dicom_file_with_the_uid_of_one_read_before_but_other_pixels_is_a_new_instance_with_a_warning(tmp_path, tiny_models):
+    from edgecxr.clinic.dicomnet.watch import Watcher
+    from edgecxr.clinic.service import Service
+    from edgecxr.core.model import Model
+
+    folder, store = tmp_path / "incoming", tmp_path / "store"
+    folder.mkdir()
+    first = wrap(toy_u8(0, seed=1, size=(64, 64)), "Same^Uid", "SU-1")
+    second = wrap(toy_u8(1, seed=2, size=(64, 64)), "Same^Uid", "SU-1")
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    service = Service(store, Model(tiny_models["int8"]), None, "EDGECXR", 5.0).start()
+    watcher = Watcher(service, folder, {})
+    first.save_as(folder / "a.dcm", enforce_file_format=True)
+    first.save_as(folder / "a-again.dcm", enforce_file_format=True)  # the same instance twice: once
+    assert watcher.scan() == 0 and watcher.scan() == 1
+    second.save_as(folder / "b.dcm", enforce_file_format=True)
+    assert watcher.scan() == 0 and watcher.scan() == 1
+    service.stop()
+    audit = read_lines(store / "audit.jsonl")
+    classified = {r["key"]: r["label"] for r in audit if r["event"] == "classified"}
+    (warning,) = [r for r in audit if r["event"] == "warning"]
+    assert len(classified) == 2 and warning["key"] in classified and warning["key"] != service.store.key(str(first.SOPInstanceUID))
+    assert warning["reason"].startswith("the SOP Instance UID of a film received before, with other pixel data")
+    assert sorted(classified.values()) == ["bright", "dark"]  # each film its own answer, not the first one's

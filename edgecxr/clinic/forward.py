@@ -5,7 +5,10 @@ worker before the result counts as classified. The sender thread opens one assoc
 entry that is due and C-STOREs their files. An entry whose files were all stored is logged
 ``sent`` and removed; otherwise it is logged ``failed`` (stage ``send``, with the reason and the
 attempt) and tried again after ``retry * 2**(attempts-1)`` seconds, at most :data:`MAX_BACKOFF`.
-A restart finds the queue as it was. Results carry UIDs of their own, so an entry sent twice (a
+A refusal that retrying cannot change (the PACS rejects the association
+permanently, say for a wrong called AE title, or answers C-STORE with a 0xA9xx/0xCxxx failure) is
+logged ``failed`` with ``permanent: true`` and the entry is held (``next_try`` null, ``stopped``:
+why) until the next start. A restart finds the queue as it was. Results carry UIDs of their own, so an entry sent twice (a
 crash between the send and its removal) gives the PACS the same instances again, which it keeps once.
 """
 from __future__ import annotations
@@ -28,6 +31,13 @@ if TYPE_CHECKING:
 
 MAX_BACKOFF = 300.0  # s
 TIMEOUT = 15.0  # s: connecting, association negotiation and each answer
+
+
+def transient(code: int) -> bool:
+    """Whether a C-STORE failure status may clear by itself: 0xA7xx (out of resources), 0x0110 (processing failure),
+    0x0212/0x0213 (mistyped argument, resource limitation); the others (0xA9xx, 0xCxxx, 0x0122 class not supported...) will not."""
+    return 0xA700 <= code <= 0xA7FF or code in (0x0110, 0x0212, 0x0213)
+
 _TARGET = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
 
 
@@ -60,6 +70,10 @@ class Forwarder:
         self._thread = threading.Thread(target=self._run, name="edgecxr-forward", daemon=True)
 
     def start(self) -> Forwarder:
+        """Start the thread; entries a permanent refusal stopped in an earlier run are due again (the set-up may be fixed)."""
+        for key, entry in self.store.records("outbox"):
+            if entry.get("stopped"):
+                self.store.write_json(self.store.path("outbox", key, ".json"), {k: v for k, v in entry.items() if k != "stopped"} | {"next_try": 0.0})
         self._thread.start()
         return self
 
@@ -83,15 +97,15 @@ class Forwarder:
             self._wake.wait(self._until_next())
 
     def _until_next(self) -> float:
-        entries = self.store.records("outbox")
-        if not entries:
+        times = [entry["next_try"] for _, entry in self.store.records("outbox") if entry["next_try"] is not None]
+        if not times:
             return 3600.0
-        return max(0.05, min(entry["next_try"] for _, entry in entries) - time.time())
+        return max(0.05, min(times) - time.time())
 
     def send_due(self, everything: bool = False) -> None:
         """Send the entries that are due (all of them with ``everything``) over one association."""
         now = time.time()
-        due = [(key, entry) for key, entry in self.store.records("outbox") if everything or entry["next_try"] <= now]
+        due = [(key, entry) for key, entry in self.store.records("outbox") if entry["next_try"] is not None and (everything or entry["next_try"] <= now)]
         if not due:
             return
         from pynetdicom import AE
@@ -106,6 +120,12 @@ class Forwarder:
             assoc, reason = None, f"cannot reach {self.target} ({type(exc).__name__})"
         else:
             reason = f"association with {self.target} not established (refused, rejected or timed out)"
+        answer = assoc.acceptor.primitive if assoc is not None and assoc.is_rejected else None
+        if answer is not None and answer.result == 0x01:
+            reason = f"{self.target} rejected the association for good ({answer.reason_str})"
+            for key, entry in due:
+                self._stopped(key, entry, reason)
+            return
         if assoc is None or not assoc.is_established:
             for key, entry in due:
                 self._failed(key, entry, reason)
@@ -115,27 +135,39 @@ class Forwarder:
                 if not assoc.is_established:  # the peer went away mid-way
                     self._failed(key, entry, f"association with {self.target} ended before this was sent")
                     continue
-                problem = self._send(assoc, entry["files"])
+                problem, permanent = self._send(assoc, entry["files"])
                 if problem is None:
                     self.audit.once("sent", key, files=len(entry["files"]), to=self.target.ae_title)
                     self.store.path("outbox", key, ".json").unlink()
+                elif permanent:
+                    self._stopped(key, entry, problem)
                 else:
                     self._failed(key, entry, problem)
         finally:
             if assoc.is_established:
                 assoc.release()
 
-    def _send(self, assoc: Association, files: list[str]) -> str | None:
-        """None when every file was stored, else why not."""
+    def _send(self, assoc: Association, files: list[str]) -> tuple[str | None, bool]:
+        """(None, False) when every file was stored, else (why not, whether sending it again cannot help)."""
         for name in files:
             ds = pydicom.dcmread(self.store.root / "results" / name)
-            status = assoc.send_c_store(ds)
+            try:
+                status = assoc.send_c_store(ds)
+            except ValueError:  # no accepted context for its class: the PACS does not take SR (or SC) at all
+                return f"{self.target} accepted no presentation context for {ds.SOPClassUID.name}", True
             code = int(status.Status) if "Status" in status else None
             if code is None:
-                return f"no answer from {self.target} to C-STORE"
+                return f"no answer from {self.target} to C-STORE", False
             if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:  # success or warning
-                return f"{self.target} answered C-STORE with status 0x{code:04X}"
-        return None
+                return f"{self.target} answered C-STORE with status 0x{code:04X}", not transient(code)
+        return None, False
+
+    def _stopped(self, key: str, entry: dict[str, Any], reason: str) -> None:
+        """A refusal that sending again will not change: the entry stays queued, not retried until the next start."""
+        attempts = int(entry["attempts"]) + 1
+        self.store.write_json(self.store.path("outbox", key, ".json"), {**entry, "attempts": attempts, "next_try": None, "stopped": reason})
+        self.audit.write("failed", key, stage="send", reason=reason, attempt=attempts, permanent=True,
+                         retry_in_s=None, note="not retried until edgecxr restarts (fix the PACS or --forward first)")
 
     def _failed(self, key: str, entry: dict[str, Any], reason: str) -> None:
         attempts = int(entry["attempts"]) + 1

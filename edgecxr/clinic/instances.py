@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydicom.uid import ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation, DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage
 
+from edgecxr.clinic import ljpeg
 from edgecxr.core.imageio import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -38,10 +39,12 @@ CANNOT_UNDERSTAND = 0xC000
 
 
 def transfer_syntaxes() -> list[str]:
-    """The transfer syntaxes whose pixel data pydicom can decode here, uncompressed ones first."""
+    """The transfer syntaxes whose pixel data pydicom can decode here (with :mod:`edgecxr.clinic.ljpeg` for JPEG
+    Lossless SV1), uncompressed ones first."""
     import pydicom.uid as uids
     from pydicom.pixels import get_decoder
 
+    ljpeg.register()
     found = []
     for name in dir(uids):
         uid = getattr(uids, name)
@@ -85,24 +88,11 @@ def refusal(ds: Dataset, sop_class_uid: str | None = None) -> tuple[int, str] | 
         return DOES_NOT_MATCH_SOP_CLASS, f"the image has {frames} frames; only single-frame films are read"
     if rows < 2 or cols < 2:
         return DOES_NOT_MATCH_SOP_CLASS, f"the header gives an image of {cols}x{rows} pixels"
-    if rows * cols > MAX_PIXELS:
-        return OUT_OF_RESOURCES, f"the header claims {cols}x{rows} pixels, more than {MAX_PIXELS:,}; refusing to decode"
+    if rows * cols > MAX_PIXELS:  # never acceptable, so not 0xA700 (out of resources), which a sender retries
+        return DOES_NOT_MATCH_SOP_CLASS, f"the header claims {cols}x{rows} pixels, more than {MAX_PIXELS:,}; refusing to decode"
     if syntax is not None and not syntax.is_compressed and pixel_bytes < rows * cols * samples * bits // 8:
         return DOES_NOT_MATCH_SOP_CLASS, f"the pixel data holds {pixel_bytes} bytes, fewer than a {cols}x{rows} image needs"
     return None
-
-
-def dicom_check(data: bytes) -> tuple[str | None, str]:
-    """(why the DICOM file is refused or None, its SOP Instance UID or "")."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        uid = str(ds.get("SOPInstanceUID", "") or "")
-    except Exception:
-        return "not a readable DICOM file", ""
-    refused = refusal(ds)
-    return (refused[1] if refused else None), uid
 
 
 def instance_key(store: Store, uid: str, pixel_data: bytes) -> tuple[str, Verdict]:

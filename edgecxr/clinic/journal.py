@@ -3,7 +3,8 @@
 A line is ``{"time": <UTC, ms>, "event": ..., "key": ..., ...}``. :meth:`Journal.once` writes an
 event for a key only if the log does not hold it yet, so work redone after a crash (the state on
 disk is the truth; the log catches up with it at start, see :mod:`edgecxr.clinic.service`) never
-logs twice. A line cut short by a crash is skipped when read and closed off before the next append.
+logs twice. A line cut short by a crash is skipped when read and closed off before the next append; a
+line that cannot be written (a full disk) is cut off again and the OSError raised, so the caller knows.
 
 The audit log's events: ``received``, ``classified``, ``sent``, ``failed``, ``rejected``. What a
 caller may put in a line is its business; the callers here put in only keys, model identity,
@@ -11,6 +12,7 @@ results, warnings and reasons of their own wording, never a value read from a DI
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -47,9 +49,9 @@ class Journal:
         self.path, self.echo = Path(path), echo
         self._lock = threading.Lock()
         self._seen = {(r.get("event"), r.get("key")) for r in read_lines(self.path)}
-        self._fh = open(self.path, "ab")  # held for the life of the process
-        if self._fh.tell() and not _ends_with_newline(self.path):
-            self._fh.write(b"\n")  # close off a line a crash cut short
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # held for the life of the process
+        if os.lseek(self._fd, 0, os.SEEK_END) and not _ends_with_newline(self.path):
+            os.write(self._fd, b"\n")  # close off a line a crash cut short
 
     def write(self, event: str, key: str | None, **fields: Any) -> dict[str, Any]:
         """Append one line now (fsynced); return it."""
@@ -65,10 +67,18 @@ class Journal:
             return True
 
     def _append(self, event: str, key: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+        """Write and fsync one line; on an OSError (a full disk, say) the file is cut back to where it was and the error raised."""
         record = {"time": utc_ms(), "event": event, "key": key, **fields}
-        self._fh.write((json.dumps(record) + "\n").encode())
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            data = memoryview((json.dumps(record) + "\n").encode())
+            while data:
+                data = data[os.write(self._fd, data):]
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # truncating frees space, it needs none
+                os.ftruncate(self._fd, end)
+            raise
         self._seen.add((event, key))
         if self.echo is not None:
             self.echo(record)

@@ -9,12 +9,17 @@
   probabilities, refer and notice burned in below, so any viewer shows it; its Source Image
   Sequence references the source instance and ``BurnedInAnnotation`` is ``YES``.
 
-Each goes in a new series of the source's study. Their UIDs are derived from the source's SOP
-Instance UID and the model's sha256, so results made again after a crash are the same instances.
+A film that was received but cannot be analysed gets an SR of its own (:func:`not_analysable_report`):
+the finding "Not analysable" and the reason as a comment. Each study has one SR series and one SC
+series of results (numbers 9901 and 9902) holding the results of all its films. The instance UIDs
+are derived from the source's SOP Instance UID and the model's sha256, the series UIDs from the
+study's, so results made again after a crash are the same instances. The SC is at most
+:data:`MAX_SIDE` px on its longest side, text band included.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +38,7 @@ from edgecxr.core.model import Prediction
 SITE_HEAD_NOTE = "classifier head: this site's own (edgecxr adapt)"  # said on results whose probabilities came from a site head
 NOTICE = "RESEARCH USE - NOT A DIAGNOSIS"
 SCHEME = "99EDGECXR"  # private coding scheme of the labels and scores
+NOT_ANALYSABLE = Code("NOTANALYSABLE", SCHEME, "Not analysable")  # the finding of a film received but not analysed
 MANUFACTURER = "edgecxr"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
 # px: the picture is resized to fit MAX_SIDE (a picture to look at, not the film to read) and, within that,
@@ -41,6 +47,11 @@ MIN_WIDTH, MAX_SIDE = 768, 1024
 # Type 2 patient and study attributes highdicom copies from the evidence; empty when the film lacks them.
 STUDY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate", "StudyTime")
 NAME_KEYWORDS = ("PatientName", "ReferringPhysicianName")  # highdicom refuses a name without a caret; the film's own value is put back
+# Copied from the film when it has them (highdicom does not): who issued the patient ID, what the study is, the age;
+# and into the Secondary Capture (an image, whose series has them; an SR's has not) the body part and its laterality.
+KEPT_KEYWORDS = ("IssuerOfPatientID", "StudyDescription", "PatientAge")
+IMAGE_KEYWORDS = ("BodyPartExamined", "Laterality")
+UNPAIRED = ("CHEST", "THORAX")  # body parts without a laterality (General Series' Laterality is then absent)
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,15 @@ def picture(pixels: np.ndarray, prediction: Prediction, identity: ModelIdentity)
     for i, line in enumerate(wrapped):
         colour = (0, 200, 255) if line == NOTICE else (255, 255, 255)
         cv2.putText(band, line, (step // 2, step * (i + 1)), font, size, colour, thick, cv2.LINE_AA)
-    return cv2.cvtColor(np.vstack([film, band]), cv2.COLOR_BGR2RGB)
+    room = MAX_SIDE - band.shape[0]
+    if film.shape[0] > room > 0:  # the band made it taller than MAX_SIDE: the film shrinks to fit above it, centred, text as it was
+        fit = room / film.shape[0]
+        small = cv2.resize(film, (max(1, round(width * fit)), room), interpolation=cv2.INTER_AREA)
+        film = np.zeros((room, width, 3), np.uint8)
+        left = (width - small.shape[1]) // 2
+        film[:, left : left + small.shape[1]] = small
+    whole = np.vstack([film, band])[:MAX_SIDE]  # (a band alone taller than MAX_SIDE, of very many warnings, is cut)
+    return cv2.cvtColor(whole, cv2.COLOR_BGR2RGB)
 
 
 def _wrap(line: str, font: int, size: float, thick: int, room: int) -> list[str]:
@@ -126,25 +145,58 @@ def evidence(source: Dataset) -> Dataset:
 
 def same_patient_and_study(result: Dataset, source: Dataset) -> Dataset:
     """``result`` with the film's own patient and study values, byte for byte, so a PACS files it with the film."""
-    for keyword in (*STUDY_KEYWORDS, *NAME_KEYWORDS):
-        if keyword in source:
+    image = result.get("Modality") != "SR"
+    for keyword in (*STUDY_KEYWORDS, *NAME_KEYWORDS, *KEPT_KEYWORDS, *(IMAGE_KEYWORDS if image else ())):
+        if keyword in source and (keyword != "Laterality" or source.Laterality):  # Type 2C: absent unless the film says
             result[keyword] = copy.deepcopy(source[keyword])
+    if image and "Laterality" not in result and result.get("BodyPartExamined") not in UNPAIRED:
+        result.Laterality = None  # Type 2C, needed unless the body part is unpaired: empty, as the film did not say
     return result
 
 
-def structured_report(source: Dataset, prediction: Prediction, identity: ModelIdentity) -> Dataset:
+def series_uid(source: Dataset, identity: ModelIdentity, part: str) -> str:
+    """The UID of the study's one result series of ``part`` (``sr-series``, ``sc-series``) for ``identity``: every film of
+    a study puts its results in the same two series, numbered :data:`SR_SERIES_NUMBER` and :data:`SC_SERIES_NUMBER`."""
+    return result_uid(str(source.StudyInstanceUID), identity, part)
+
+
+def instance_number(seed: str) -> int:
+    """A result's Instance Number in its series: made from the instance's :func:`seed`, so the same after a redo and,
+    between the films of one study, distinct but for a 1 in 10**9 chance."""
+    return 1 + int(hashlib.sha256(seed.encode()).hexdigest()[:15], 16) % 10**9
+
+
+def seed(source: Dataset, variant: str) -> str:
+    """What a result's UIDs are made from: the film's SOP Instance UID, and ``variant`` for a film that came with the UID
+    of another but other pixels (:func:`edgecxr.clinic.instances.instance_key`), so its results are instances of their own."""
+    return str(source.SOPInstanceUID) + (f"#{variant}" if variant else "")
+
+
+def structured_report(source: Dataset, prediction: Prediction, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The Comprehensive 3D SR of ``prediction`` on the film whose header is ``source``."""
-    uid = str(source.SOPInstanceUID)
+    comments = [*(f"warning: {w}" for w in prediction.warnings), *_operating_points(prediction), NOTICE.lower()]
+    measurements = [_score(f"P_{label}"[:16], f"Probability of {label}", p) for label, p in prediction.probabilities.items()]
+    if prediction.abnormal_score is not None:
+        measurements.append(_score("ABNORMAL", "Abnormality score, 1 - p(Normal)", prediction.abnormal_score))
+    return _report(source, identity, Code(prediction.label[:16], SCHEME, prediction.label), measurements, _evaluations(prediction), comments, variant)
+
+
+def not_analysable_report(source: Dataset, reason: str, identity: ModelIdentity, variant: str = "") -> Dataset:
+    """The SR saying the film whose header is ``source`` was received but not analysed, and why (``reason``: edgecxr's words)."""
+    return _report(source, identity, NOT_ANALYSABLE, [], [], [f"not analysable: {reason}", NOTICE.lower()], variant)
+
+
+def _report(source: Dataset, identity: ModelIdentity, finding: Code, measurements: list[hd.sr.Measurement],
+            evaluations: Sequence[hd.sr.QualitativeEvaluation], comments: list[str], variant: str) -> Dataset:
+    uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(uid, identity, "tracking"), identifier="edgecxr classification"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(made_from, identity, "tracking"), identifier="edgecxr classification"),
         algorithm_id=hd.sr.AlgorithmIdentification(name=identity.name, version=identity.version, parameters=[f"sha256:{identity.sha256}"]),
-        finding_type=Code(prediction.label[:16], SCHEME, prediction.label),
-        qualitative_evaluations=_evaluations(prediction),
-        measurements=[_score(f"P_{label}"[:16], f"Probability of {label}", p) for label, p in prediction.probabilities.items()]
-        + ([_score("ABNORMAL", "Abnormality score, 1 - p(Normal)", prediction.abnormal_score)] if prediction.abnormal_score is not None else []),
+        finding_type=finding,
+        qualitative_evaluations=evaluations or None,
+        measurements=measurements or None,
         source_images=[hd.sr.SourceImageForMeasurementGroup(str(source.SOPClassUID), uid)],
     )
-    comments = [*(f"warning: {w}" for w in prediction.warnings), *_operating_points(prediction), NOTICE.lower()]
     group[0].ContentSequence.extend(
         hd.sr.TextContentItem(name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS) for text in comments
     )
@@ -162,10 +214,10 @@ def structured_report(source: Dataset, prediction: Prediction, identity: ModelId
     sr = hd.sr.Comprehensive3DSR(
         evidence=[evidence(source)],
         content=report[0],
-        series_instance_uid=result_uid(uid, identity, "sr-series"),
+        series_instance_uid=series_uid(source, identity, "sr-series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=result_uid(uid, identity, "sr"),
-        instance_number=1,
+        sop_instance_uid=result_uid(made_from, identity, "sr"),
+        instance_number=instance_number(made_from),
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"edgecxr {identity.name} result (research use)",
@@ -175,19 +227,19 @@ def structured_report(source: Dataset, prediction: Prediction, identity: ModelId
     return same_patient_and_study(sr, source)
 
 
-def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity) -> Dataset:
+def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The Secondary Capture of the picture ``rgb`` (see :func:`picture`) in the study of ``source``."""
-    uid = str(source.SOPInstanceUID)
+    uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=evidence(source),
         pixel_array=np.ascontiguousarray(rgb),
         photometric_interpretation="RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
-        series_instance_uid=result_uid(uid, identity, "sc-series"),
+        series_instance_uid=series_uid(source, identity, "sc-series"),
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=result_uid(uid, identity, "sc"),
-        instance_number=1,
+        sop_instance_uid=result_uid(made_from, identity, "sc"),
+        instance_number=instance_number(made_from),
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "F"),  # replaced below by the film's own (or left empty)
         series_description=f"edgecxr {identity.name} heatmap (research use)",

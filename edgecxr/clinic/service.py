@@ -9,17 +9,22 @@ queue, and returns; :func:`stop_on_signal` gives an event that SIGTERM or SIGINT
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from edgecxr.clinic import ljpeg
 from edgecxr.clinic.forward import Forwarder, Target
+from edgecxr.clinic.health import Status, write_status
 from edgecxr.clinic.journal import Journal
 from edgecxr.clinic.record import ResultRecord
 from edgecxr.clinic.store import Store
 from edgecxr.clinic.worker import Worker, log_result
+from edgecxr.core.cardparts import IntendedFilms
 from edgecxr.core.model import Model
 
 
@@ -29,15 +34,18 @@ class Service:
     def __init__(
         self, store: str | os.PathLike, model: Model, target: Target | None, ae_title: str, retry: float,
         file_of: Callable[[str], str | None] = lambda key: None, echo: Callable[[dict[str, Any]], None] | None = None,
+        rules: IntendedFilms | None = None,
     ) -> None:
+        ljpeg.register()  # the worker decodes JPEG Lossless SV1 films too, whichever way they came in
         self.store = Store(store)
         self.audit = Journal(self.store.root / "audit.jsonl", echo=echo)
         self.results = Journal(self.store.root / "results.jsonl")
         self.file_of = file_of
+        self.last_error: str | None = None
         self.forwarder = Forwarder(self.store, self.audit, target, ae_title, retry) if target else None
         self.worker = Worker(
             self.store, self.audit, self.results, model, forward=target is not None, file_of=file_of,
-            on_queued=self.forwarder.wake if self.forwarder else lambda: None,
+            on_queued=self.forwarder.wake if self.forwarder else lambda: None, on_error=self.note_error, rules=rules,
         )
 
     def start(self) -> Service:
@@ -51,11 +59,29 @@ class Service:
         return self
 
     def stop(self) -> None:
-        """Finish the queued classifications, try the send queue once more, stop, and close the store."""
+        """Finish the queued classifications, try the send queue once more, stop and let the store go."""
         self.worker.drain()
         if self.forwarder:
             self.forwarder.stop()
         self.store.close()
+
+    def note_error(self, reason: str) -> None:
+        """Keep ``reason`` as the last error the status reports."""
+        self.last_error = reason
+
+    def status(self) -> Status:
+        """The health now (see :mod:`edgecxr.clinic.health`)."""
+        worker = self.worker
+        state = "worker stopped" if not worker.alive else "store not writable" if worker.blocked else "ok"
+        return Status(os.getpid(), time.time(), state, worker.depth(), sum(1 for _ in (self.store.root / "outbox").iterdir()),
+                      self.store.free_bytes() / 2**20, self.last_error)
+
+    def write_status(self) -> Status:
+        """The health now, also written to ``STORE/status.json`` (a failed write is let go: the file then goes stale)."""
+        status = self.status()
+        with contextlib.suppress(OSError):
+            write_status(self.store.root, status)
+        return status
 
     def counts(self) -> dict[str, int]:
         """How much the store holds: received, pending, classified, failed, queued to send."""

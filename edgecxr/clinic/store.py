@@ -13,6 +13,7 @@ Every file is named by the instance's pseudonymous key, never by anything from t
     STORE/rejected/<key>.json    a dropped file that was refused, so `watch` does not read it again
     STORE/tmp/                   partial writes (same file system as the rest, so a rename is atomic)
     STORE/audit.jsonl, STORE/results.jsonl
+    STORE/status.json            the running listener's health (edgecxr.clinic.health)
 
 A file that is not DICOM (or a DICOM file without a SOPInstanceUID) is keyed by its content:
 ``sha256(salt + "sha256:" + sha256(content))``. Whoever holds the salt can tell whether a given
@@ -79,6 +80,11 @@ class Store:
         """The pseudonymous key of a file without a SOPInstanceUID, from its content."""
         return self.key("sha256:" + hashlib.sha256(data).hexdigest())
 
+    def free_bytes(self) -> int:
+        """Bytes free for this process on the store's file system."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
     def path(self, folder: str, key: str, suffix: str) -> Path:
         return self.root / folder / f"{key}{suffix}"
 
@@ -108,13 +114,18 @@ class Store:
         return [(p.stem, json.loads(p.read_text())) for p in sorted((self.root / folder).glob("*.json"))]
 
     def write_bytes(self, target: Path, data: bytes) -> Path:
-        """Write ``data`` to ``target`` atomically: a temporary file, fsync, rename, fsync of the folder."""
+        """Write ``data`` to ``target`` atomically: a temporary file, fsync, rename, fsync of the folder; on an OSError (a full
+        disk) nothing is left behind and the error is raised."""
         tmp = self.root / "tmp" / f"{target.name}.{secrets.token_hex(4)}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:  # a full disk, say: the partial copy would only hold space
+            tmp.unlink(missing_ok=True)
+            raise
         fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(fd)

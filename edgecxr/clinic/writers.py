@@ -21,7 +21,7 @@ import pydicom
 from pydicom import Dataset
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
-from edgecxr.clinic.results import ModelIdentity, picture, secondary_capture, structured_report
+from edgecxr.clinic.results import ModelIdentity, not_analysable_report, picture, secondary_capture, structured_report
 from edgecxr.core.imageio import LoadedImage
 from edgecxr.core.model import Prediction
 
@@ -34,6 +34,7 @@ class Made:
     loaded: LoadedImage
     prediction: Prediction
     identity: ModelIdentity
+    variant: str = ""  # for a film with the UID of another but other pixels: see edgecxr.clinic.results.seed
 
     @cached_property
     def header(self) -> Dataset:
@@ -76,10 +77,16 @@ def _sc_picture(path: Path) -> bytes:
 
 
 WRITERS = (
-    ResultWriter(".sr.dcm", True, Comprehensive3DSRStorage, lambda m: _dicom_bytes(structured_report(m.header, m.prediction, m.identity))),
-    ResultWriter(".sc.dcm", True, SecondaryCaptureImageStorage, lambda m: _dicom_bytes(secondary_capture(m.header, m.rgb, m.identity)), _sc_picture),
+    ResultWriter(".sr.dcm", True, Comprehensive3DSRStorage, lambda m: _dicom_bytes(structured_report(m.header, m.prediction, m.identity, m.variant))),
+    ResultWriter(".sc.dcm", True, SecondaryCaptureImageStorage, lambda m: _dicom_bytes(secondary_capture(m.header, m.rgb, m.identity, m.variant)), _sc_picture),
     ResultWriter(".png", False, None, lambda m: png(cv2.cvtColor(m.rgb, cv2.COLOR_RGB2BGR)), Path.read_bytes),
 )
+
+
+def not_analysable(header: Dataset, reason: str, identity: ModelIdentity, variant: str = "") -> tuple[str, bytes]:
+    """(suffix, bytes) of the "not analysable" report of a DICOM film that was received but cannot be analysed: the
+    Structured Report writer's file, so it is sent, shown and told apart as an SR."""
+    return ".sr.dcm", _dicom_bytes(not_analysable_report(header, reason, identity, variant))
 
 
 def writers_for(loaded: LoadedImage) -> tuple[ResultWriter, ...]:

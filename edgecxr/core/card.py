@@ -29,7 +29,20 @@ from typing import Any, Callable
 
 from edgecxr.core import families
 from edgecxr.core import fields as f
-from edgecxr.core.cardparts import Calibration, Cam, ChangelogEntry, Pruning, SegmentationVerification, Temperature, TensorSpec, Training, Verification, semver
+from edgecxr.core.cardparts import (
+    TRAINING_FILMS,
+    Calibration,
+    Cam,
+    ChangelogEntry,
+    IntendedFilms,
+    Pruning,
+    SegmentationVerification,
+    Temperature,
+    TensorSpec,
+    Training,
+    Verification,
+    semver,
+)
 from edgecxr.core.checks import DEFAULT_PROFILE, PROFILES
 from edgecxr.core.embedded import EmbeddedError, embedded_facts
 from edgecxr.core.fields import FieldError
@@ -80,7 +93,13 @@ class ModelCard:
     size_bytes: int | None = None
     sha256: str | None = None
     intended_use: str = INTENDED_USE
+    intended_films: IntendedFilms | None = None  # which films, by their header (None: the bundled models' TRAINING_FILMS)
     notes: str | None = None  # free text: what the output means, caveats of the data
+
+    @property
+    def films(self) -> IntendedFilms:
+        """The films the model is meant to read: its ``intended_films``, or the bundled models' training films."""
+        return self.intended_films or TRAINING_FILMS
 
     @property
     def test_metrics(self) -> Mapping[str, Any]:
@@ -131,6 +150,8 @@ class ModelCard:
             "sha256": self.sha256,
             "intended_use": self.intended_use,
         })
+        if self.intended_films is not None:
+            out["intended_films"] = self.intended_films.to_dict()
         if self.notes is not None:
             out["notes"] = self.notes
         return out
@@ -184,6 +205,7 @@ def _parse(data: Any) -> ModelCard:
         size_bytes=f.optional(f.integer, get("size_bytes"), "size_bytes", 0),
         sha256=f.sha256(data["sha256"], "sha256"),
         intended_use=f.string(get("intended_use", INTENDED_USE), "intended_use"),
+        intended_films=f.optional(IntendedFilms.from_dict, get("intended_films"), "intended_films"),
         notes=f.optional(f.string, get("notes"), "notes"),
     )
     _check_parts_fit(card)

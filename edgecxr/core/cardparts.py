@@ -324,3 +324,30 @@ class ChangelogEntry(Record):
     change: str
 
     _readers = {"version": semver, "date": _date, "change": f.string}
+
+
+def _terms(value: Any, field: str) -> tuple[str, ...]:
+    """A list of DICOM defined terms (upper case, as headers give them)."""
+    return tuple(f.string(v, f"{field}[{i}]").strip().upper() for i, v in enumerate(f.array(value, field, 1)))
+
+
+@dataclass(frozen=True)
+class IntendedFilms(Record):
+    """The films a model is meant to read, as a DICOM header says them: the defaults of ``listen`` and ``watch``'s
+    routing rules (:mod:`edgecxr.clinic.routing`). A card without this part is taken to mean :data:`TRAINING_FILMS`."""
+
+    modalities: tuple[str, ...]  # Modality
+    body_parts: tuple[str, ...]  # BodyPartExamined
+    views: tuple[str, ...]  # ViewPosition
+    min_age_years: float  # PatientAge, at least
+    max_age_years: float | None = None  # and at most (None: no upper bound)
+
+    _readers = {"modalities": _terms, "body_parts": _terms, "views": _terms, "min_age_years": _bounded(minimum=0), "max_age_years": _bounded(minimum=0)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# The bundled models' training films (cxr3: frontal chest radiographs, CR and DX, adults and children from 1 year,
+# the Guangzhou set's youngest): what a card without ``intended_films`` is taken to mean.
+TRAINING_FILMS = IntendedFilms(modalities=("CR", "DX"), body_parts=("CHEST",), views=("PA", "AP"), min_age_years=1.0)

@@ -340,6 +340,16 @@ def _whole(p: Path, ds: Dataset, keyword: str, default: int) -> int:
         raise ImageError(p, f"DICOM {keyword} is not a whole number") from None
 
 
+def _decodable(syntax: object) -> bool:
+    """Whether pydicom has a working decoder for the transfer syntax ``syntax`` here."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(syntax).is_available)  # type: ignore[arg-type]
+    except Exception:  # no decoder at all, or not a transfer syntax
+        return False
+
+
 def _dicom_pixels(p: Path, ds: Dataset) -> LoadedImage:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -355,7 +365,7 @@ def _dicom_pixels(p: Path, ds: Dataset) -> LoadedImage:
         syntax = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", "unknown transfer syntax")
         if getattr(syntax, "is_compressed", True):
-            hint = "compressed DICOM needs a decoder plugin such as pylibjpeg"
+            hint = "the compressed pixel data is corrupt or incomplete" if _decodable(syntax) else "no decoder for this transfer syntax is installed here"
         else:
             hint = "pixel data is truncated or does not match the image size and bit depth"
         raise ImageError(p, f"cannot decode DICOM pixel data ({name}); {hint}") from None

@@ -4,10 +4,12 @@ Every ``interval`` seconds the folder is listed. A file is read only when its si
 modification time are the same on two listings in a row (a file still being written is left
 alone), and only if its suffix is an image one (:data:`edgecxr.core.imageio.IMAGE_SUFFIXES`) or it has
 none and carries the DICOM marker (files such as ``x.dcm.part`` are never read). A DICOM file
-is keyed by its SOP Instance UID, as `listen` keys it, anything else by its content, so a file is
-processed once however often it is seen, renamed or copied, across restarts. A DICOM file that
-fails the header checks is refused (``rejected/<key>.json`` and a ``rejected`` line); an accepted
-file is copied into ``received/`` and goes to the worker. Which file a key came from is kept in
+is keyed as `listen` keys it (:func:`edgecxr.clinic.instances.instance_key`: its SOP Instance
+UID and pixel data), anything else by its content, so a file is processed once however often it
+is seen, renamed or copied, across restarts. A DICOM file that fails the header checks or does
+not parse is refused (``rejected/<key>.json`` and a ``rejected`` line) by its *content*: the same
+bytes are not read again, but the file once completed (a copy that paused half-way past the
+stable-size wait) or corrected is. An accepted file is copied into ``received/`` and goes to the worker. Which file a key came from is kept in
 ``STORE/watch.jsonl`` (the path relative to FOLDER) for ``results.jsonl``; the audit log never names it.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import threading
 from pathlib import Path
 
-from edgecxr.clinic.instances import dicom_check
+from edgecxr.clinic.instances import CHANGED, dicom_file_key
 from edgecxr.clinic.journal import Journal, read_lines
 from edgecxr.clinic.service import Service
 from edgecxr.core.imageio import IMAGE_SUFFIXES, is_dicom
@@ -63,16 +65,15 @@ class Watcher:
         if suffix not in IMAGE_SUFFIXES and not dicom:
             return 0
         store, audit = self.service.store, self.service.audit
-        refused, key = None, store.content_key(data)
-        if dicom:
-            refused, uid = dicom_check(data)
-            key = store.key(uid) if uid else key
-        if store.known(key):
+        refused, key, verdict = dicom_file_key(store, data) if dicom else (None, store.content_key(data), "new")
+        if verdict == "same" or store.known(key):  # a resend, a copy, or the same bytes refused before
             return 0
         if refused is not None:
             store.write_json(store.path("rejected", key, ".json"), {"reason": refused})
             audit.once("rejected", key, reason=refused, via="watch")
             return 0
+        if verdict == "changed":
+            audit.write("warning", key, reason=CHANGED, via="watch")
         relative = path.relative_to(self.folder).as_posix()
         self.sources.once("ingested", key, file=relative)
         self.files[key] = relative
