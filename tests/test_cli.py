@@ -26,7 +26,7 @@ class NoClinic:
 
 sys.meta_path.insert(0, NoClinic())
 '''
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "tied", "head"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "tied", "head"}
 
 
 
@@ -231,7 +231,7 @@ def test_predict_with_a_segmentation_model_names_its_shape_in_plain_numbers(runn
     lungs = MODELS_DIR / f"{LUNG_MODEL}.tflite"  # issue 12: the message printed [[np.int32(1), np.int32(128), ...]]
     result = runner.invoke(main, ["predict", "-m", str(lungs), str(write_png(tmp_path / "x.png", 0))])
     assert result.exit_code == 2
-    assert result.stderr == f"error: {lungs}: expected one (1, classes) output and at most one feature map, got shapes [[1, 128, 128, 1]]\n"
+    assert result.stderr == f"error: {lungs}: expected one (1, classes) output and at most one feature map, got shapes [[1, 64, 64, 1]]\n"
 
 
 def test_predict_bad_option(runner, model_path, tmp_path):

@@ -779,3 +779,18 @@ def test_a_large_tiff_is_decoded_into_our_array_with_opencvs_pixels(tmp_path):
 ])
 def test_a_large_tiff_opencv_does_not_decode_into_our_array_is_refused(tmp_path, tags, reason):
     assert_image_error(large_tiff(tmp_path / "odd.tif", **tags), reason)
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_colour_files_decode_to_the_same_gray_as_a_float_conversion(tmp_path, colour):
+    """The colour path (one-pass scaling, spread from the integer channels) gives the float formula's gray to the bit, and its spread."""
+    rng = np.random.default_rng(5)
+    gray = rng.integers(0, 256, (123, 157), dtype=np.uint8)
+    bgr = rng.integers(0, 256, (123, 157, 3), dtype=np.uint8) if colour else np.dstack([gray] * 3)
+    path = tmp_path / "film.png"
+    cv2.imwrite(str(path), bgr)
+    loaded = load_image(path)
+    ref = bgr.astype(np.float32) / 255.0
+    assert np.array_equal(loaded.pixels, np.clip(cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY), 0.0, 1.0))
+    spread = float(np.mean(np.abs(ref[:, :, 0] - ref[:, :, 1]) + np.abs(ref[:, :, 1] - ref[:, :, 2])) / 2)
+    assert loaded.color_spread == pytest.approx(spread, abs=1e-6) and (loaded.color_spread > 0.2) == colour

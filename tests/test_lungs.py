@@ -22,7 +22,7 @@ from edgecxr.core.cardparts import SegmentationVerification
 from edgecxr.core.embedded import embedded_facts
 from edgecxr.core.families import FAMILIES
 from edgecxr.core.imageio import load_image
-from edgecxr.core.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, segmentation_report, spec_box
+from edgecxr.core.lungs import LUNG_SPEC, NO_LUNGS_WARNING, LungModel, dice, iou, load_lung_model, lung_fraction, lung_outline, segmentation_report, spec_box
 from edgecxr.core.preprocess import PreprocessSpec, preprocess, scale_box, to_original
 from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR, bundled_models
 
@@ -62,6 +62,11 @@ def test_unet_builds_with_the_right_output_shape():
         build_unet(100)
     via_registry = FAMILIES["lungs"].build(64, 2, widths=(8, 16, 32, 64, 128), width=32)  # settings it does not take are ignored
     assert via_registry.output_shape == (None, 64, 64, 1) and via_registry.name == "lungs"
+    # convolving before upsampling: the same layers and parameters, the decoder's first conv on a quarter of the pixels
+    coarse = build_unet(64, widths=(8, 16, 32, 64), up_first=False)
+    fine = build_unet(64, widths=(8, 16, 32, 64))
+    assert coarse.output_shape == fine.output_shape and coarse.count_params() == fine.count_params()
+    assert coarse.get_layer("dec1_up_conv").output_shape == (None, 32, 32, 8) and fine.get_layer("dec1_up_conv").output_shape == (None, 64, 64, 8)
 
 
 @pytest.mark.train
@@ -116,6 +121,19 @@ def test_bundled_lung_model_reproduces_its_card_on_val(shared_data):
     assert report["dice_mean"] == pytest.approx(card["dice_mean"], abs=1e-4)
     for source, metrics in card["per_source"].items():
         assert report["per_source"][source]["dice_mean"] == pytest.approx(metrics["dice_mean"], abs=1e-4)
+
+
+def test_thorax_masks_are_told_apart_from_lung_field_masks(shared_data):
+    """The masks NOT_LUNG_OUTLINES names cover most of the film and the mediastinum; every other mask leaves the midline open."""
+    with (shared_data / "lungmask" / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    thorax = [r for r in rows if not lung_outline(r)]
+    assert len(thorax) == 39 and {r["source"] for r in thorax} == {"ieee"} and sum(r["split"] == "val" for r in thorax) == 7
+    for r in thorax[:10] + [r for r in rows if lung_outline(r)][:10]:
+        mask = truth(shared_data, r)
+        h, w = mask.shape
+        midline = mask[int(0.3 * h) : int(0.7 * h), int(0.45 * w) : int(0.55 * w)].mean()
+        assert (mask.mean() > 0.6 and midline == 1.0) == (not lung_outline(r)), r["image"]
 
 
 def test_lung_model_is_not_a_classifier_and_back():
@@ -205,13 +223,15 @@ def test_the_lung_card_is_a_current_model_card():
     data = json.loads(path.with_suffix(".json").read_text())
     card = ModelCard.from_dict(data, path)
     assert card.to_dict() == data and "task" not in data
-    assert card.sha256 == "4c35018f58f7ede54a1580b7c90094c9acef98c569e24b983dcc7ee0571d51fd"  # 1.1.0: 1.0.0 with its facts embedded
-    assert card.version == "1.1.0" and "embedded" in card.changelog[-1].change
+    assert card.sha256 == "501477887190b871b93ae7bbdc8daec018a9af161cdaad2710f7326db8d0864e"  # 1.2.0: the 64 px U-Net
+    assert card.version == "1.2.0" and "64x64" in card.changelog[-1].change
     assert embedded_facts(path.read_bytes()) == {"labels": list(card.labels), "preprocessing": card.preprocessing.to_dict(), "output_kind": "probabilities"}
-    assert card.architecture == FAMILIES["lungs"].describe(128, 128, 2_163_553, 16)
-    assert isinstance(card.verification, SegmentationVerification) and card.verification.mask_dice_vs_float32_mean == 0.9977
-    assert set(card.metrics or {}) == {"val", "float32_val"} and card.metrics["val"]["dice_mean"] == 0.9328
-    assert dict(card.targets or {}) == {"dice": {"target": 0.95, "reached": 0.9328, "met": False}}
+    assert card.preprocessing.size == (64, 64)
+    assert card.architecture == FAMILIES["lungs"].describe(64, 64, 135_345, widths=[8, 16, 32, 64], decoder="3x3 conv at the coarser level, then nearest upsampling")
+    assert isinstance(card.verification, SegmentationVerification) and card.verification.mask_dice_vs_float32_mean == 0.9976
+    assert set(card.metrics or {}) == {"val", "val_lung_outlines", "float32_val", "float32_val_lung_outlines"}
+    assert card.metrics["val"]["dice_mean"] == 0.9273 and card.metrics["val_lung_outlines"]["dice_mean"] == 0.9465
+    assert dict(card.targets or {})["dice"] == {"target": 0.95, "reached": 0.9465, "met": False}
     assert card.training is not None and dict(card.training.counts) == {"train": (524,), "val": (100,)}
     assert card.notes is not None and "thresholds it at 0.5" in card.notes and "opacified" in card.notes
 

@@ -21,7 +21,7 @@ from edgecxr.core.imageio import from_array
 from edgecxr.core.preprocess import PreprocessSpec
 
 VARIANTS = ("float32", "int8")
-PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "tied", "head"}
+PREDICTION_KEYS = {"file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "tied", "head"}
 
 
 def toy64(cls: int, seed: int = 0) -> np.ndarray:
@@ -250,7 +250,7 @@ def test_to_dict_keys_and_values(models, tmp_path):
     p = models["int8"].predict(path)
     d = p.to_dict()
     assert set(d) == PREDICTION_KEYS
-    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "warnings", "checks", "abnormal_score", "tied", "head"]
+    assert list(d) == ["file", "model", "label", "probabilities", "latency_ms", "timings_ms", "warnings", "checks", "abnormal_score", "tied", "head"]
     assert d["abnormal_score"] is None  # the tiny model has no Normal label
     assert d["file"] == str(path)
     assert d["model"] == "tiny-int8"
@@ -271,6 +271,7 @@ def test_to_dict_rounds_and_copies():
         "label": "a",
         "probabilities": {"a": 0.123457, "b": 0.876543},
         "latency_ms": 1.235,
+        "timings_ms": {},
         "warnings": ["w"],
         "checks": [{"code": "code", "message": "w", "value": 0.5}],
         "abnormal_score": None,

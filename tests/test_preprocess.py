@@ -273,3 +273,15 @@ def test_clahe_parameters_come_from_the_spec():
     coarse = preprocess(img, PreprocessSpec(size=(128, 128), clahe=True, clahe_tile_grid=2))
     assert gentle.std() < default.std()  # a lower clip limit equalises less
     assert np.abs(coarse - default).max() > 0.05  # other tiles, other local histograms
+
+
+@pytest.mark.parametrize("spec", [{}, {"crop": "center-square"}, {"clahe": True}, {"interpolation": "cubic", "size": [64, 96]}])
+def test_a_float_film_in_range_is_preprocessed_without_a_copy_and_exactly_as_when_copied(spec):
+    """Decoded films (float32 in [0, 1]) skip the clip-and-copy: same output to the bit, input untouched; out-of-range floats still clip."""
+    rng = np.random.default_rng(3)
+    film = rng.uniform(0.0, 1.0, (300, 240)).astype(np.float32)
+    before = film.copy()
+    out = preprocess(film, spec)
+    assert np.array_equal(out, preprocess(np.clip(film.astype(np.float64), 0.0, 1.0), spec)) and np.array_equal(film, before)
+    wild = film * 3.0 - 1.0
+    assert np.array_equal(preprocess(wild, spec), preprocess(np.clip(wild, 0.0, 1.0), spec))

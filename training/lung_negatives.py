@@ -4,8 +4,10 @@ A U-Net trained on chest films alone paints lung-shaped blobs on anything (noise
 photos): its "no lung fields found" answer would mean nothing. These negatives teach it to leave
 the mask empty when there is no chest. Kinds (gray, drawn with numpy / OpenCV at random sizes, then
 preprocessed by the card's spec like a real input): white / Gaussian noise, optionally blurred to
-any grain size; smooth random surfaces; random filled ellipses, rectangles and lines; and real
-training films with their tiles shuffled (chest texture, no chest anatomy). Deliberately *not*
+any grain size; smooth random surfaces; random filled ellipses, rectangles and lines; real
+training films with their tiles shuffled (chest texture, no chest anatomy); and real training films
+inverted (a negative film: the classifiers cannot read one, and the ``negative_film`` check alone
+misses some). Deliberately *not*
 generated here, so the benchmark's catch rate on them is held out: checkerboards, stripes, text,
 colour scenes (``benchmarks/nonxray.py`` has them).
 """
@@ -20,7 +22,7 @@ from edgecxr.core.preprocess import SpecLike, preprocess
 def negative_frames(n: int, spec: SpecLike, films: np.ndarray, seed: int = 1234) -> np.ndarray:
     """``n`` preprocessed (H, W, 1) frames without lungs; ``films`` are preprocessed training films to shuffle."""
     rng = np.random.default_rng(seed)
-    makers = (_noise, _surface, _shapes, lambda r, h, w: _shuffled_film(r, films))
+    makers = (_noise, _surface, _shapes, lambda r, h, w: _shuffled_film(r, films), lambda r, h, w: _inverted_film(r, films))
     out = []
     for i in range(n):
         h, w = (int(v) for v in rng.integers(128, 512, 2))
@@ -64,6 +66,12 @@ def _shapes(rng, h, w) -> np.ndarray:
     if rng.uniform() < 0.5:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.5, 6.0)))
     return _to_unit(img)
+
+
+def _inverted_film(rng, films: np.ndarray) -> np.ndarray:
+    """A training film as a negative (inverted): a chest, but not a film the classifiers can read (the negative_film check's case)."""
+    film = 1.0 - films[rng.integers(len(films))][:, :, 0]
+    return _to_unit(film ** float(np.exp(rng.uniform(np.log(0.6), np.log(1.6)))))
 
 
 def _shuffled_film(rng, films: np.ndarray) -> np.ndarray:

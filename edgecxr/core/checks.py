@@ -131,6 +131,6 @@ def check_view(pixels: np.ndarray, frame: np.ndarray | None = None) -> np.ndarra
 
 def refuse_blank(image: LoadedImage, file: str | None) -> None:
     """Raise :class:`ImageError` for a constant image: it holds nothing to classify."""
-    low, high = float(image.pixels.min()), float(image.pixels.max())
+    low, high, _, _ = cv2.minMaxLoc(image.pixels)  # one pass over the film
     if low == high:
         raise ImageError(file or "<array>", f"blank image (every pixel is {low:.3f}); nothing to classify")

@@ -10,6 +10,7 @@ benchmarks and the examples read them here instead of keeping lists of their own
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,11 +36,18 @@ class Family:
         if self.task not in TASKS:
             raise ValueError(f"family {self.name}: task {self.task!r} not in {TASKS}")
 
-    def describe(self, height: int, width: int, params: int, stem: int | None = None) -> str:
-        """The architecture text for a card: this family at ``height`` x ``width`` with ``params`` parameters."""
-        stages = "/".join(str(stem * 2**i) for i in range(4)) if stem else ""
-        bottleneck = stem * 2**4 if stem else None
-        return self.description.format(height=height, width=width, params=params, stem=stem, stages=stages, bottleneck=bottleneck)
+    def describe(self, height: int, width: int, params: int, stem: int | None = None, widths: Sequence[int] | None = None, **fields: Any) -> str:
+        """The architecture text for a card: this family at ``height`` x ``width`` with ``params`` parameters.
+
+        ``widths`` (every level's width, the bottleneck last) gives {stages}, {bottleneck} and {levels}
+        when the widths do not double from ``stem`` over four stages; ``fields`` fill any other placeholder.
+        """
+        widths = list(widths) if widths else [stem * 2**i for i in range(5)] if stem else []
+        stages = "/".join(str(w) for w in widths[:-1])
+        return self.description.format(
+            height=height, width=width, params=params, stem=stem, stages=stages, bottleneck=widths[-1] if widths else None,
+            levels=max(len(widths) - 1, 0), **{"decoder": "nearest upsampling", **fields},
+        )
 
     def build(self, input_size: int, n_classes: int, /, **settings: Any) -> Any:
         """Build the model (imports the builder, and so TensorFlow); ``settings`` beyond :attr:`options` are ignored."""
@@ -88,8 +96,8 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             "lungs",
-            "U-Net, grayscale {height}x{width} input, 4 levels of two 3x3 conv + BN + ReLU ({stages} channels, max-pool), "
-            "bottleneck {bottleneck}, nearest upsampling + skip concatenation, 1x1 conv + sigmoid; {params:,} parameters",
+            "U-Net, grayscale {height}x{width} input, {levels} levels of two 3x3 conv + BN + ReLU ({stages} channels, max-pool), "
+            "bottleneck {bottleneck}, {decoder} + skip concatenation, 1x1 conv + sigmoid; {params:,} parameters",
             input_size=128,
             has_heatmap=False,
             builder="training.unet:build_unet",

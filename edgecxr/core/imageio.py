@@ -250,15 +250,24 @@ def _from_pixels(arr: np.ndarray, fmt: str) -> LoadedImage:
     arr = fit_work_side(arr)
     spread = 0.0
     if channels >= 3:
-        bgr = arr[:, :, :3].astype(np.float32) / top
-        spread = float(np.mean(np.abs(bgr[:, :, 0] - bgr[:, :, 1]) + np.abs(bgr[:, :, 1] - bgr[:, :, 2])) / 2)
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        spread = _channel_spread(arr) / top
+        gray = cv2.cvtColor(np.divide(arr[:, :, :3], np.float32(top), dtype=np.float32), cv2.COLOR_BGR2GRAY)  # as astype(float32) / top
     elif channels == 1 and arr.ndim == 3:
         gray = arr[:, :, 0].astype(np.float32) / top
     else:
         gray = arr.astype(np.float32) / top
     file_shape = shape if arr.shape[:2] != shape else None
     return LoadedImage(np.clip(gray, 0.0, 1.0, out=gray), fmt, channels, depth, spread, file_shape=file_shape)
+
+
+def _channel_spread(arr: np.ndarray) -> float:
+    """Mean of (|B - G| + |G - R|) / 2 over an OpenCV-ordered colour array, in its own units (integer arrays without a float copy)."""
+    b, g, r = (np.ascontiguousarray(arr[:, :, i]) for i in range(3))
+    if arr.dtype in (np.uint8, np.uint16):
+        total = cv2.sumElems(cv2.absdiff(b, g))[0] + cv2.sumElems(cv2.absdiff(g, r))[0]
+    else:
+        total = float(np.abs(b - g).sum(dtype=np.float64) + np.abs(g - r).sum(dtype=np.float64))
+    return total / (2.0 * b.size)
 
 
 def fit_work_side(arr: np.ndarray) -> np.ndarray:

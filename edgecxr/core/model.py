@@ -29,7 +29,7 @@ class Prediction:
 
     label: str
     probabilities: dict[str, float]
-    latency_ms: float
+    latency_ms: float  # all model work on the decoded film: lung pass, preprocessing, classifier, checks, heatmap (not the decode)
     model: str
     file: str | None = None
     checks: list[Check] = field(default_factory=list)
@@ -43,6 +43,8 @@ class Prediction:
     refer: bool | None = None
     operating_point: list[dict[str, Any]] | None = None
     head: str = "bundled"  # which classifier head gave the probabilities: "site" (a site profile's) or "bundled" (the card's)
+    # latency_ms by stage, in the order run: "lungs" (the lung model's pass), "classifier" (preprocessing and invoke), "checks", "heatmap"
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
@@ -71,6 +73,7 @@ class Prediction:
             "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "latency_ms": round(self.latency_ms, 3),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "warnings": self.warnings,
             "checks": [c.to_dict() for c in self.checks],
             "abnormal_score": None if self.abnormal_score is None else round(self.abnormal_score, 6),
@@ -159,21 +162,23 @@ class Model:
         refuse_blank(loaded, file)
         spec = self.card.preprocessing
         lung_check = "no_lungs" in PROFILES[self.check_profile]
-        # a check, and the heatmap's bounds: not timed
-        lungs = lung_fields(loaded.pixels) if (lung_check or heatmap) and spec.crop != "lungs" else None
-        start = time.perf_counter()
-        if spec.crop == "lungs":  # the crop's lung pass is part of the classification, and serves the check too
+        clock = _Stopwatch()
+        lungs = None
+        if spec.crop == "lungs":  # the crop's lung pass comes first, and serves the check and the heatmap's bounds too
             lungs = lung_fields(loaded.pixels, spec.lung_model)
-            box = lungs.box()
-        else:
-            box = spec_box(loaded.pixels, spec)
+            clock.lap("lungs")
+        box = lungs.box() if lungs is not None else spec_box(loaded.pixels, spec)
         x = preprocess(loaded.pixels, spec, box)
         probs, features = self._run(x, features=heatmap)
-        latency = (time.perf_counter() - start) * 1000.0
+        clock.lap("classifier")
+        if lungs is None and (lung_check or heatmap):  # for the check and the heatmap's bounds, from the classifier's whole-film input when it is one
+            lungs = lung_fields(loaded.pixels, None, x if self._whole_film_area else None)
+            clock.lap("lungs")
         best = int(np.argmax(probs))
         checks = input_checks(loaded, x if self._whole_film_area else None, self.check_profile)
         if lungs is not None and lung_check:
             checks += lungs.checks()
+        clock.lap("checks")
         heat, shown, fields = None, None, None
         if heatmap:
             shown = self.heatmap_class(probs)
@@ -181,10 +186,11 @@ class Model:
             if not heat.any():
                 checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[shown]} anywhere in the image"))
             fields = lungs.mask(heat.shape) if lungs is not None and lungs.found else None
+            clock.lap("heatmap")
         return Prediction(
             label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
-            latency_ms=latency,
+            latency_ms=clock.total(),
             model=self.name,
             file=file,
             checks=checks,
@@ -194,6 +200,7 @@ class Model:
             refer=self.site.decide(probs, self.labels) if self.site else None,
             operating_point=[p.to_dict() for p in self.site.points] if self.site else None,
             head=self.site.head_name if self.site else "bundled",
+            timings_ms=clock.laps,
         )
 
     def heatmap_class(self, probs: np.ndarray) -> int:
@@ -319,6 +326,22 @@ def load_model(name: str | os.PathLike | None = None, threads: int | None = None
 def pooled(feature_map: np.ndarray) -> np.ndarray:
     """A (h, w, K) feature map averaged over its rows and columns: the (K,) input of the dense head (global average pooling)."""
     return feature_map.reshape(-1, feature_map.shape[-1]).mean(axis=0)
+
+
+class _Stopwatch:
+    """Milliseconds per named stage since the previous lap (or since it was made)."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = self.laps.get(stage, 0.0) + (now - self.last) * 1000.0
+        self.last = now
+
+    def total(self) -> float:
+        return (self.last - self.started) * 1000.0
 
 
 def _split_outputs(details: list[dict[str, Any]], path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:

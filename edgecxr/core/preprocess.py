@@ -188,8 +188,10 @@ def _to_unit_float(image: np.ndarray) -> np.ndarray:
         return image.astype(np.float32) / 255.0
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
-    if np.issubdtype(image.dtype, np.floating):
-        return np.clip(image.astype(np.float32), 0.0, 1.0)
+    if np.issubdtype(image.dtype, np.floating):  # a decoded film is float32 in [0, 1] already: used as it is, not copied
+        img = image if image.dtype == np.float32 else image.astype(np.float32)
+        low, high, _, _ = cv2.minMaxLoc(img)
+        return img if 0.0 <= low and high <= 1.0 else np.clip(img, 0.0, 1.0)
     raise ValueError(f"unsupported image dtype {image.dtype}")
 
 

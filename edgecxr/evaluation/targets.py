@@ -58,7 +58,11 @@ def targets(group: str) -> tuple[Target, ...]:
 def model_quantities(test_metrics: Mapping[str, Any]) -> dict[str, float | None]:
     """The quantities ``model`` targets name, read from a classification report (or a lung model's segmentation report)."""
     covid = test_metrics.get("per_class", {}).get("COVID")
-    return {"macro_f1": test_metrics.get("macro_f1"), "covid_sensitivity": covid["recall"] if covid else None, "dice": test_metrics.get("dice_mean")}
+    sources = test_metrics.get("per_source", {})
+    return {
+        "macro_f1": test_metrics.get("macro_f1"), "covid_sensitivity": covid["recall"] if covid else None, "dice": test_metrics.get("dice_mean"),
+        "dice_worst_source": min(s["dice_mean"] for s in sources.values()) if sources and "dice_mean" in test_metrics else None, "dice_worst_film": test_metrics.get("dice_min"),
+    }
 
 
 def model_targets(family: str, test_metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
