@@ -54,10 +54,11 @@ def version_text() -> str:
 
     versions = registry.release()
     classifiers = {k: v for k, v in versions.items() if k != registry.LUNG_MODEL}
-    if len(set(classifiers.values())) == 1:
-        models = f"bundled models release {next(iter(classifiers.values()))} ({', '.join(classifiers)})"
-    else:
-        models = "bundled models " + ", ".join(f"{k} {v}" for k, v in classifiers.items())
+    models = ""
+    if classifiers:  # the release is the default model's version (it comes first); models of another version are named with theirs
+        current = next(iter(classifiers.values()))
+        models = f"bundled models release {current} ({', '.join(k for k, v in classifiers.items() if v == current)})"
+        models += "".join(f", {k} {v}" for k, v in classifiers.items() if v != current)
     if registry.LUNG_MODEL in versions:
         models += f", lung model {registry.LUNG_MODEL} {versions[registry.LUNG_MODEL]}"
     return f"edgecxr {__version__} (the package); {models or 'no bundled models'}"
@@ -166,6 +167,8 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
+        width = {key: max((len(str(r[key] or "")) for r in rows), default=0) for key in ("name", "version", "variant")}
+        size_width = max((len(r["shown"]["size"]) for r in rows), default=0)
         for r in rows:
             star = "*" if r["default"] else " "
             n = r["shown"]
@@ -173,7 +176,8 @@ def models(extra: tuple[str, ...], as_json: bool) -> None:
             size = r["preprocessing"]["size"]
             temperature = f"temperature {r['temperature']:.4f}" if r["temperature"] is not None else "no temperature"
             click.echo(
-                f"{star} {r['name']:<18} {r['version']:<7} {r['variant'] or '':<8} {f'{size[0]}x{size[1]}':<7}  {n['size']:>7}  "
+                f"{star} {r['name']:<{width['name']}}  {r['version']:<{width['version']}}  {r['variant'] or '':<{width['variant']}}  "
+                f"{f'{size[0]}x{size[1]}':<7}  {n['size']:>{size_width}}  "
                 f"{metric}  {temperature}  {'heatmap' if r['heatmap'] else 'no heatmap'}  labels: {', '.join(r['labels'])}"
             )
             if r["site_profile"]:

@@ -80,14 +80,14 @@ def decimals(value: float, places: int) -> str:
 def shown_numbers(card: ModelCard) -> dict[str, Any]:
     """A card's numbers as the bundled-models table and ``edgecxr models`` print them ("-" where the card has none).
 
-    ``size`` (MB, 1 decimal), ``accuracy``, ``macro_f1`` and ``sensitivity`` per label (3 decimals)
+    ``size`` (MB, 1 decimal, with the gzip download's in MB, 2 decimals, when the card has it), ``accuracy``, ``macro_f1`` and ``sensitivity`` per label (3 decimals)
     on the test split, and ``agreement`` with float32 (percent, 1 decimal) for a quantized model.
     """
     test = card.test_metrics
     per_class = test.get("per_class", {})
     agreement = getattr(card.verification, "agreement_with_float32", None) if card.variant != "float32" else None
     return {
-        "size": f"{decimals((card.size_bytes or 0) / 1e6, 1)} MB",
+        "size": f"{decimals((card.size_bytes or 0) / 1e6, 1)} MB" + (f" ({decimals(card.gzip_bytes / 1e6, 2)} MB gzip)" if card.gzip_bytes else ""),
         "accuracy": decimals(test["accuracy"], 3) if "accuracy" in test else "-",
         "macro_f1": decimals(test["macro_f1"], 3) if "macro_f1" in test else "-",
         "sensitivity": {label: decimals(per_class[label]["recall"], 3) if label in per_class else "-" for label in card.labels},
