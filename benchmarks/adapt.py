@@ -35,6 +35,7 @@ import numpy as np
 
 from edgecxr.core.head import Head, bundled_head, fit_head
 from edgecxr.core.model import Model, load_model
+from edgecxr.core.registry import DEFAULT_MODEL
 from edgecxr.core.site import ABNORMAL, NORMAL, read_head, target_positives, target_scores
 from edgecxr.evaluation.adapt import MIN_FILMS_PER_CLASS, SiteFilms, adapt_films, read_site
 from edgecxr.evaluation.benchmark import platform_info
@@ -196,7 +197,7 @@ def timing(model: Model, data_root: Path, site_head_profile: dict[str, Any]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.adapt", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet18-int8", help="bundled model name or .tflite path")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name or .tflite path (default {DEFAULT_MODEL})")
     parser.add_argument("--data", type=Path, required=True, help="the shared data folder (holding cxr3/ and cxr3-plus/)")
     parser.add_argument("--splits", type=int, default=10, help="random patient halves per site")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md and learning_curve.png")
