@@ -466,9 +466,14 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
         from edgecxr.clinic.forward import Target
         from edgecxr.clinic.routing import RulesError, read_rules
         from edgecxr.clinic.service import Service
-        from edgecxr.clinic.store import StoreError
+        from edgecxr.clinic.store import StoreError, owner_only
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
+        sys.exit(2)
+    try:
+        owner_only(Path(store))  # films and results name patients: readable by this user only
+    except OSError as exc:
+        click.echo(f"error: --store: {store}: cannot make it private ({exc.strerror or exc})", err=True)
         sys.exit(2)
     try:
         target = Target.parse(forward) if forward else None

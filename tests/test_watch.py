@@ -214,3 +214,30 @@ def test_a_dicom_file_with_the_uid_of_one_read_before_but_other_pixels_is_a_new_
     assert len(classified) == 2 and warning["key"] in classified and warning["key"] != service.store.key(str(first.SOPInstanceUID))
     assert warning["reason"].startswith("the SOP Instance UID of a film received before, with other pixel data")
     assert sorted(classified.values()) == ["bright", "dark"]  # each film its own answer, not the first one's
+
+
+def test_listen_and_watch_keep_the_store_readable_by_its_owner_only(tmp_path, tiny_models):
+    """Films and results name patients: the store's folders are made 0700 and its files 0600, and what an older version left open is closed."""
+    import os
+    import stat
+
+    from edgecxr.cli import clinic_service
+
+    store = tmp_path / "store"
+    (store / "results").mkdir(parents=True)
+    old = store / "results" / "old.sr.dcm"
+    old.write_bytes(b"x")
+    old.chmod(0o644)
+    (store / "results").chmod(0o755)
+    previous = os.umask(0o022)
+    try:
+        service = clinic_service(store=str(store), forward=None, ae_title="EDGECXR", retry=1.0, model=str(tiny_models["int8"]), site=None, threads=1)
+        service.start()
+        written = store / "results" / "new.json"
+        written.write_text("{}")
+        service.stop()
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(store).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [store, *store.rglob("*")] if not p.is_symlink()}
+    assert modes["results/old.sr.dcm"] == 0o600 and modes["results/new.json"] == 0o600 and modes["results"] == 0o700
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes

@@ -17,7 +17,8 @@ Every file is named by the instance's pseudonymous key, never by anything from t
 
 A file that is not DICOM (or a DICOM file without a SOPInstanceUID) is keyed by its content:
 ``sha256(salt + "sha256:" + sha256(content))``. Whoever holds the salt can tell whether a given
-UID was seen, so the store is as private as the films in it.
+UID was seen, so the store is as private as the films in it: :func:`owner_only` keeps it readable by
+its owner only (``listen``, ``watch`` and ``serve`` call it before they open it).
 """
 from __future__ import annotations
 
@@ -26,10 +27,22 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
 FOLDERS = ("received", "results", "classified", "failed", "outbox", "rejected", "tmp")
+
+
+def owner_only(folder: Path) -> None:
+    """Make this process create files 0600 and folders 0700 (umask 077), and take group and other access off what ``folder`` already holds."""
+    os.umask(0o077)
+    if not folder.exists():
+        return
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.lstat().st_mode
+        if not stat.S_ISLNK(mode) and mode & 0o077:
+            path.chmod(0o700 if stat.S_ISDIR(mode) else 0o600)
 
 
 class StoreError(Exception):

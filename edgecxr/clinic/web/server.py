@@ -17,6 +17,7 @@ from typing import Any
 
 from edgecxr.clinic.journal import read_lines
 from edgecxr.clinic.service import Service
+from edgecxr.clinic.store import owner_only
 from edgecxr.clinic.web.accounts import Accounts
 from edgecxr.clinic.web.app import Site, create_app
 from edgecxr.clinic.web.index import Index
@@ -37,12 +38,7 @@ def private_store(store: Path) -> Path:
     os.umask(0o077)
     web = store / WEB
     web.mkdir(parents=True, exist_ok=True)
-    for path in [web, *web.rglob("*")]:
-        mode = path.lstat().st_mode
-        if stat.S_ISLNK(mode):
-            continue
-        if mode & 0o077:
-            path.chmod(0o700 if stat.S_ISDIR(mode) else 0o600)
+    owner_only(web)
     return web
 
 
