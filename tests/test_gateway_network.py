@@ -212,7 +212,7 @@ def test_dicom_tls_with_a_self_made_certificate(tmp_path, tiny_models):
     listener = Listener(tmp_path / "store", free_port(), "--model", str(tiny_models["int8"]),
                         "--tls-cert", pem["server.crt"], "--tls-key", pem["server.key"], "--tls-ca", pem["ca.crt"]).start()
     try:
-        assert "(TLS)" in listener.err.read_text()
+        wait_for(lambda: "(TLS)" in listener.err.read_text(), 30, "listen to say it listens with TLS")  # said just after the port opens
 
         def echo(context: ssl.SSLContext | None) -> bool:
             ae = AE(ae_title="TESTSCU")

@@ -32,8 +32,8 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from edgecxr import __version__
-from edgecxr.core.cam import heatmap_shape, overlay
 from edgecxr.core.model import Prediction
+from edgecxr.core.picture import result_picture
 
 SITE_HEAD_NOTE = "classifier head: this site's own (edgecxr adapt)"  # said on results whose probabilities came from a site head
 NOTICE = "RESEARCH USE - NOT A DIAGNOSIS"
@@ -87,46 +87,10 @@ def text_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
 
 
 def picture(pixels: np.ndarray, prediction: Prediction, identity: ModelIdentity) -> np.ndarray:
-    """The Secondary Capture's RGB uint8 picture: the film (heatmap over it if any) above a band of text."""
-    heat = prediction.heatmap
-    if heat is None:
-        heat = np.zeros(heatmap_shape(pixels.shape), np.float32)
-    film = overlay(pixels, heat, alpha=0.4 if prediction.heatmap is not None else 0.0)
-    height, width = film.shape[:2]
-    scale = min(MAX_SIDE / max(height, width), max(1.0, MIN_WIDTH / width))
-    if scale != 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        film = cv2.resize(film, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    width = film.shape[1]
-    font, size = cv2.FONT_HERSHEY_SIMPLEX, width / 1100
-    thick = max(1, round(size * 2))
-    step = round(cv2.getTextSize("Ag", font, size, thick)[0][1] * 1.9)
-    wrapped = [part for line in text_lines(prediction, identity) for part in _wrap(line, font, size, thick, width - 2 * step)]
-    band = np.zeros((step * (len(wrapped) + 1), width, 3), np.uint8)
-    for i, line in enumerate(wrapped):
-        colour = (0, 200, 255) if line == NOTICE else (255, 255, 255)
-        cv2.putText(band, line, (step // 2, step * (i + 1)), font, size, colour, thick, cv2.LINE_AA)
-    room = MAX_SIDE - band.shape[0]
-    if film.shape[0] > room > 0:  # the band made it taller than MAX_SIDE: the film shrinks to fit above it, centred, text as it was
-        fit = room / film.shape[0]
-        small = cv2.resize(film, (max(1, round(width * fit)), room), interpolation=cv2.INTER_AREA)
-        film = np.zeros((room, width, 3), np.uint8)
-        left = (width - small.shape[1]) // 2
-        film[:, left : left + small.shape[1]] = small
-    whole = np.vstack([film, band])[:MAX_SIDE]  # (a band alone taller than MAX_SIDE, of very many warnings, is cut)
-    return cv2.cvtColor(whole, cv2.COLOR_BGR2RGB)
-
-
-def _wrap(line: str, font: int, size: float, thick: int, room: int) -> list[str]:
-    out, current = [], ""
-    for word in line.split(" "):
-        trial = f"{current} {word}" if current else word
-        if current and cv2.getTextSize(trial, font, size, thick)[0][0] > room:
-            out.append(current)
-            current = word
-        else:
-            current = trial
-    return [*out, current]
+    """The Secondary Capture's RGB uint8 picture: ``predict --heatmap``'s picture (:func:`edgecxr.core.picture.result_picture`:
+    the heatmap inside the lung fields, its colour bar) with the clinic's text (:func:`text_lines`), at least MIN_WIDTH wide."""
+    bgr = result_picture(pixels, prediction, prediction.lungs, MAX_SIDE, text_lines(prediction, identity), MIN_WIDTH)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def evidence(source: Dataset) -> Dataset:

@@ -59,33 +59,37 @@ JPEG_QUALITY = 90
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def result_picture(image: np.ndarray, prediction: Prediction, lungs: np.ndarray | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+def result_picture(
+    image: np.ndarray, prediction: Prediction, lungs: np.ndarray | None = None, max_side: int = MAX_SIDE,
+    lines: Sequence[str] | None = None, min_width: int = MIN_WIDTH,
+) -> np.ndarray:
     """The picture of ``prediction`` on ``image`` (2-D, values in [0, 1]): BGR uint8, at most ``max_side`` px long.
 
     ``prediction.heatmap`` ((h, w) in [0, 1] over the image, any size of the same aspect) is drawn
     inside ``lungs`` (a mask over the image, nonzero = lung, any size of the same aspect); without
-    a heatmap (a model that has none) the picture is the film and its text. ``image`` is not changed.
+    a heatmap (a model that has none) the picture is the film and its text. The text is
+    :func:`text_lines` unless ``lines`` are given (the clinic's results say more); a film
+    narrower than ``min_width`` is enlarged to it when the height allows. ``image`` is not changed.
     """
     heat = prediction.heatmap
     bounded = lungs is not None and bool(np.any(lungs))
-    lines = text_lines(prediction, bounded)
+    lines = text_lines(prediction, bounded) if lines is None else list(lines)
     height, width = image.shape[:2]
-    scale = min(max_side / max(height, width), max(1.0, MIN_WIDTH / width))
-    for _ in range(3):  # the text band's height depends on the width: shrink the film until both fit
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        band = _band(lines, size[0], heat is not None)
-        if size[1] + band.shape[0] <= max_side:
-            break
-        scale *= (max_side - band.shape[0]) / size[1]
-    film = _gray(image, size)
+    scale = min(max_side / max(height, width), max(1.0, min_width / width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    band = _band(lines, size[0], heat is not None)
+    room = max_side - band.shape[0]
+    fit = (max(1, round(size[0] * room / size[1])), room) if size[1] > room > 0 else size  # the band needs room: the film shrinks, the width (and text) stays
+    film = _gray(image, fit)
     if heat is not None:
-        weight = _bounds(lungs, size) if lungs is not None and bounded else None
-        film = _tint(film, cv2.resize(heat.astype(np.float32), size, interpolation=cv2.INTER_LINEAR), weight)
-    picture = np.vstack([film, band])
-    if max(picture.shape[:2]) > max_side:  # a film far taller than wide: the band alone fills the budget
-        s = max_side / max(picture.shape[:2])
-        picture = cv2.resize(picture, (max(1, round(picture.shape[1] * s)), max(1, round(picture.shape[0] * s))), interpolation=cv2.INTER_AREA)
-    return picture
+        weight = _bounds(lungs, fit) if lungs is not None and bounded else None
+        film = _tint(film, cv2.resize(heat.astype(np.float32), fit, interpolation=cv2.INTER_LINEAR), weight)
+    if fit != size:
+        framed = np.zeros((fit[1], size[0], 3), np.uint8)
+        left = (size[0] - fit[0]) // 2
+        framed[:, left : left + fit[0]] = film
+        film = framed
+    return np.vstack([film, band])[:max_side]  # (a band alone taller than max_side, of very many warnings, is cut)
 
 
 def text_lines(prediction: Prediction, bounded: bool = True) -> list[str]:
