@@ -201,6 +201,16 @@ class Listener:
         return hashlib.sha256((self.store / "salt").read_bytes().strip() + uid.encode()).hexdigest()
 
 
+def dcmtk(tool: str) -> str:
+    """The path of DCMTK's (or dicom3tools') ``tool``: never a same-named script of the running venv (pynetdicom installs
+    ``echoscu``, ``storescu``... there, which take other options), so the tests talk to edgecxr as a PACS would."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.realpath(p) != os.path.realpath(venv_bin))
+    found = shutil.which(tool, path=path + os.pathsep + "/usr/bin")
+    assert found is not None, f"{tool} is not installed (apt-get install dcmtk dicom3tools)"
+    return found
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds (a guard, not a timed test)."""
     end = time.monotonic() + timeout

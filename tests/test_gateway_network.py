@@ -23,7 +23,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless, generate_uid
 
-from clinic import CR, DX, Listener, Orthanc, events, free_port, send, wait_for, wrap
+from clinic import CR, DX, Listener, Orthanc, dcmtk, events, free_port, send, wait_for, wrap
 from conftest import toy_u8
 
 pytestmark = [pytest.mark.clinic, pytest.mark.slow]
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.clinic, pytest.mark.slow]
 
 def dicom_errors(path) -> list[str]:
     """The Error lines of dciodvfy (dicom3tools) on the file at ``path``."""
-    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([dcmtk("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
     return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
 
 
@@ -58,14 +58,14 @@ def test_from_outside_with_dcmtk_and_orthanc(tmp_path, orthanc, tiny_models):
     listener = Listener(tmp_path / "store", free_port(), *forward, "--max-associations", "3", "--idle-timeout", "3").start()
     try:
         port = str(listener.port)
-        assert subprocess.run(["echoscu", "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, timeout=60).returncode == 0
+        assert subprocess.run([dcmtk("echoscu"), "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, timeout=60).returncode == 0
 
         study = generate_uid()
         good = wrap(toy_u8(2, seed=1, size=(1500, 1200)), "Outside^Olwen", "OO-1001", study_uid=study)  # larger than the SC may be
         good.IssuerOfPatientID, good.StudyDescription, good.BodyPartExamined = "MADE-UP HOSPITAL", "Chest PA", "CHEST"
         good.ViewPosition, good.PatientAge = "PA", "045Y"
         good.save_as(tmp_path / "good.dcm", enforce_file_format=True)
-        sent = subprocess.run(["storescu", "-aec", "EDGECXR", "127.0.0.1", port, str(tmp_path / "good.dcm")], capture_output=True, text=True, timeout=120)
+        sent = subprocess.run([dcmtk("storescu"), "-aec", "EDGECXR", "127.0.0.1", port, str(tmp_path / "good.dcm")], capture_output=True, text=True, timeout=120)
         assert sent.returncode == 0, sent.stderr
         (refused,) = [r for r in listener.audit() if r["event"] == "rejected"]  # one line for the association, not one per class
         assert refused["refused_contexts"] > 20 and "and" in refused["reason"] and refused["calling_ae"] == "STORESCU"
@@ -94,7 +94,7 @@ def test_from_outside_with_dcmtk_and_orthanc(tmp_path, orthanc, tiny_models):
         sixteen = wrap((toy_u8(2, seed=9, size=(96, 96)).astype("uint16") * 16), "Outside^Olwen", "OO-1001", study_uid=study)
         sixteen.BitsStored, sixteen.HighBit = 12, 11
         sixteen.save_as(tmp_path / "twelve.dcm", enforce_file_format=True)
-        assert subprocess.run(["dcmcjpeg", "--encode-lossless-sv1", str(tmp_path / "twelve.dcm"), str(lossless)], capture_output=True, timeout=120).returncode == 0
+        assert subprocess.run([dcmtk("dcmcjpeg"), "--encode-lossless-sv1", str(tmp_path / "twelve.dcm"), str(lossless)], capture_output=True, timeout=120).returncode == 0
         sv1 = pydicom.dcmread(lossless)
         assert str(sv1.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.70"
         cut = pydicom.dcmread(lossless)
@@ -114,10 +114,10 @@ def test_from_outside_with_dcmtk_and_orthanc(tmp_path, orthanc, tiny_models):
 
         idle = [socket.create_connection(("127.0.0.1", listener.port)) for _ in range(3)]  # three connections that say nothing
         time.sleep(0.5)
-        busy = subprocess.run(["echoscu", "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, text=True, timeout=60)
+        busy = subprocess.run([dcmtk("echoscu"), "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, text=True, timeout=60)
         assert busy.returncode != 0  # the limit is reached
         wait_for(lambda: len(events(listener.audit(), "dropped")) == 3, 30, "the idle connections dropped")
-        assert subprocess.run(["echoscu", "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, timeout=60).returncode == 0
+        assert subprocess.run([dcmtk("echoscu"), "-aec", "EDGECXR", "127.0.0.1", port], capture_output=True, timeout=60).returncode == 0
         for s in idle:
             s.close()
         quiet = AE(ae_title="QUIETSCU")
@@ -233,9 +233,9 @@ def test_dicom_tls_with_a_self_made_certificate(tmp_path, tiny_models):
         assert not echo(None)  # in clear: no association
         anonymous = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=pem["ca.crt"])
         assert not echo(anonymous)  # no client certificate signed by the CA
-        dcmtk = subprocess.run(["echoscu", "+tls", pem["client.key"], pem["client.crt"], "+cf", pem["ca.crt"], "-aec", "EDGECXR", "127.0.0.1", str(listener.port)],
+        tls_echo = subprocess.run([dcmtk("echoscu"), "+tls", pem["client.key"], pem["client.crt"], "+cf", pem["ca.crt"], "-aec", "EDGECXR", "127.0.0.1", str(listener.port)],
                                capture_output=True, text=True, timeout=60)
-        assert dcmtk.returncode == 0, dcmtk.stderr
+        assert tls_echo.returncode == 0, tls_echo.stderr
         film = wrap(toy_u8(2, seed=8, size=(64, 64)), "Tls^Tabitha", "TT-1")
         ae = AE(ae_title="TESTSCU")
         ae.add_requested_context(DX)

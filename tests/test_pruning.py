@@ -87,7 +87,9 @@ def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_p
     for variant in ("float32", "int8", "pruned-int8"):
         card = read_card(out / "rejected" / f"resnet18-{variant}.tflite")
         assert card.verification.passed is False and card.gate.passed is False
-        assert [c.key for c in card.gate.failed] == ["agreement_with_own_float"] and card.gate.failed[0].target == 1.01
+        # the impossible check fails every variant; a briefly trained model's int8 may also miss a decision check by chance
+        failed = {c.key: c for c in card.gate.failed}
+        assert "agreement_with_own_float" in failed and failed["agreement_with_own_float"].target == 1.01
         assert card.gate.reference.startswith("the run's own float32 model")
         assert not (out / f"resnet18-{variant}.tflite").exists()
     card = read_card(out / "rejected" / "resnet18-pruned-int8.tflite")
