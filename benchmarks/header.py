@@ -1,8 +1,10 @@
-"""The head every benchmark's results.json starts with: provenance, the machine, the model measured."""
+"""The head every benchmark's results.json starts with (provenance, the machine, the model measured), and how a report is written."""
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from edgecxr.core import registry
@@ -21,3 +23,12 @@ def model_run_header(command: str, argv: Sequence[str] | None, model: str | os.P
         "model": {"name": card.name, "version": card.version, "sha256": card.sha256},
     }
     return header, str(model_path)
+
+
+def write_report(out: Path, results: dict[str, Any], markdown: Callable[[dict[str, Any]], str], stem: str = "") -> None:
+    """``results`` as ``OUT/<stem>.json`` and its markdown as ``OUT/<stem>.md`` (``results.json`` and ``report.md`` without a stem), the markdown also printed."""
+    text = markdown(results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem or 'results'}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{stem or 'report'}.md").write_text(text)
+    print(text)

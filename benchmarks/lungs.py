@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.header import write_report
 from benchmarks.nonxray import non_xray_images
 from edgecxr.core.imageio import ImageError, from_array, load_image
 from edgecxr.core.interpreter import interpreter_module, interpreter_version
@@ -243,10 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "dice": dice_section(models, args.data),
         "no_lung_fields": rule_section(models["int8"], args.data),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "report.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown)
     return 0
 
 

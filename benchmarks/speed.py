@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import multiprocessing
 import os
 import platform
@@ -37,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from benchmarks.header import write_report
 from edgecxr.core.interpreter import make_interpreter
 from edgecxr.core.lungs import load_lung_model
 from edgecxr.core.model import load_model
@@ -190,10 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark_vs_bare_invoke": report["benchmark"]["ratio"],
     }
     report["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "report.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown)
     return 0
 
 

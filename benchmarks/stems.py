@@ -15,7 +15,6 @@ and ``stems.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.header import write_report
 from edgecxr.core.card import ModelCard, write_card
 from edgecxr.core.families import RESNET_STEMS
 from edgecxr.core.model import load_model
@@ -112,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": record(invocation("python -m benchmarks.stems", argv)), "machine": platform_info(),
         "load_before": load_before, "load_after": load_after, "rounds": args.rounds, "runs": args.runs, "models": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stems.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "stems.md").write_text(markdown(results))
-    print(markdown(results))
+    write_report(args.out, results, markdown, "stems")
     return 0
 
 
