@@ -10,7 +10,10 @@ sends them over ``--associations`` concurrent associations. Measured: received p
 C-STORE sent to last acknowledged), classified per second (first ``received`` to last
 ``classified`` audit line), the time from each film's C-STORE to its ``sent`` audit line (p50,
 p95, max; queueing included), the same for ``--single`` films sent one at a time once the burst is
-done (no queue), and the listener's peak RSS (``VmHWM``) before it is stopped with SIGTERM. Writes
+done (no queue), and the listener's peak RSS (``VmHWM``) before it is stopped with SIGTERM. Before the
+listener starts, the same films (as DICOM files in a folder) go through ``edgecxr predict --json``,
+plain and with ``--heatmap`` (the picture the Secondary Capture holds): films per second from its
+first output line to its last, so start-up is left out as it is from the listener's. Writes
 ``results.json`` (with provenance and the machine) and ``report.md``, which includes a hand-written
 ``notes.md`` from the output folder; ``--from-results`` rewrites only the report.
 """
@@ -121,14 +124,32 @@ def wait(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def predict_rate(folder: Path, n: int, model: str, heatmap: Path | None = None) -> float:
+    """Films per second of ``edgecxr predict --json FOLDER`` (``--heatmap``: also the pictures), from its first output line
+    to its last (start-up left out)."""
+    command = [sys.executable, "-m", "edgecxr", "predict", "--json", "--model", model, str(folder), *(["--heatmap", str(heatmap)] if heatmap else [])]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    times = [time.perf_counter() for _ in proc.stdout]  # one line per film, as it is printed
+    code, err = proc.wait(), proc.stderr.read() if proc.stderr else ""
+    if code != 0 or len(times) != n:
+        raise SystemExit(f"error: edgecxr predict exited {code} with {len(times)} of {n} lines: {err[-2000:]}")
+    return round((n - 1) / (times[-1] - times[0]), 2)
+
+
 def measure(data: Path, n: int, associations: int, single: int, model: str) -> dict[str, Any]:
     import hashlib
 
     everything = [as_dicom(path, i) for i, path in enumerate(films(data, n + single))]
     datasets, one_by_one = everything[:n], everything[n:]
     listen_port, pacs_port = free_port(), free_port()
-    server = pacs(pacs_port)
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "films"
+        folder.mkdir()
+        for i, ds in enumerate(datasets):
+            ds.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
+        predict = {"plain": predict_rate(folder, n, model), "heatmap": predict_rate(folder, n, model, Path(tmp) / "pictures")}
+        server = pacs(pacs_port)
         store = Path(tmp) / "store"
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgecxr", "listen", "--port", str(listen_port), "--store", str(store), "--model", model,
@@ -173,13 +194,17 @@ def measure(data: Path, n: int, associations: int, single: int, model: str) -> d
     to_classified = np.array([at[("classified", keys[uid])] - started[uid] for uid in started])
     received = [at[("received", k)] for k in keys.values()]
     classified = [at[("classified", k)] for k in keys.values()]
+    classified_per_s = round(n / (max(classified) - min(received)), 2)
     return {
         "films": n,
         "associations": associations,
+        "workers": os.cpu_count(),  # the listener's default: one per core
         "film_pixels": {"columns": [min(d.Columns for d in datasets), max(d.Columns for d in datasets)],
                         "rows": [min(d.Rows for d in datasets), max(d.Rows for d in datasets)]},
         "received_per_s": round(n / (max(acked.values()) - min(started.values())), 2),
-        "classified_per_s": round(n / (max(classified) - min(received)), 2),
+        "classified_per_s": classified_per_s,
+        "predict_per_s": predict,
+        "classified_to_predict": {k: round(classified_per_s / v, 2) for k, v in predict.items()},
         "store_to_classified_s": {"p50": round(float(np.percentile(to_classified, 50)), 3), "p95": round(float(np.percentile(to_classified, 95)), 3)},
         "store_to_sent_s": {
             "p50": round(float(np.percentile(to_sent, 50)), 3), "p95": round(float(np.percentile(to_sent, 95)), 3), "max": round(float(to_sent.max()), 3),
@@ -202,7 +227,7 @@ def report(results: dict[str, Any], out: Path) -> str:
         "",
         f"Measured {prov['utc_time']} on {p['machine']} {p['cpu']} ({p['cpus']} CPUs), {p['system']}, Python {p['python']}, "
         f"{p['interpreter']} {p['interpreter_version']}; git {git.get('commit', 'unknown')[:12]}{' (dirty)' if git.get('dirty') else ''}. "
-        f"Model `{results['model']['name']}` {results['model']['version']}. Command: `{prov['command']}`.",
+        f"Model `{results['model']['name']}` {results['model']['version']} (sha256 `{results['model']['sha256']}`). Command: `{prov['command']}`.",
         "",
         f"{m['films']} films ({'-'.join(map(str, m['film_pixels']['columns']))} x {'-'.join(map(str, m['film_pixels']['rows']))} px, 8-bit DX) "
         f"over {m['associations']} concurrent associations to a listener "
@@ -211,7 +236,10 @@ def report(results: dict[str, Any], out: Path) -> str:
         "| measure | value |",
         "|---|---|",
         f"| received (C-STORE acknowledged, film in the store) | {m['received_per_s']:.1f} films/s |",
-        f"| classified (first received to last classified: decode, model, lung check, heatmap, SR + SC written) | {m['classified_per_s']:.1f} films/s |",
+        f"| classified (first received to last classified: decode, model, lung check, heatmap, SR + SC written), {m['workers']} workers | {m['classified_per_s']:.1f} films/s |",
+        f"| `edgecxr predict --json` on the same films (DICOM files in a folder; first to last line) | {m['predict_per_s']['plain']:.1f} films/s |",
+        f"| `edgecxr predict --json --heatmap DIR` on the same films (the SC's picture too) | {m['predict_per_s']['heatmap']:.1f} films/s |",
+        f"| classified / predict, plain / --heatmap | {m['classified_to_predict']['plain']:.2f} / {m['classified_to_predict']['heatmap']:.2f} |",
         f"| C-STORE sent to classified, p50 / p95 | {m['store_to_classified_s']['p50']:.2f} / {m['store_to_classified_s']['p95']:.2f} s |",
         f"| C-STORE sent to results sent, p50 / p95 / max | {m['store_to_sent_s']['p50']:.2f} / {m['store_to_sent_s']['p95']:.2f} / {m['store_to_sent_s']['max']:.2f} s |",
         f"| one film at a time ({m['one_at_a_time']['films']} films, each sent once the previous one's results were): C-STORE sent to results sent, "

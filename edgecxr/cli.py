@@ -452,6 +452,8 @@ def clinic_options(command: Any) -> Any:
         click.option("--model", "-m", help=MODEL_HELP),
         click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to the results"),
         click.option("--threads", type=click.IntRange(min=1), help="interpreter threads"),
+        click.option("--workers", type=click.IntRange(min=1),
+                     help="threads making results (decode, picture, SR and SC; the model runs one film at a time) [default: one per core]"),
         click.option("--rules", type=click.Path(dir_okay=False), metavar="FILE",
                      help="routing rules (JSON: modalities, body_parts, views, min_age_years, max_age_years); default: the model card's intended films"),
     ]):
@@ -460,7 +462,7 @@ def clinic_options(command: Any) -> Any:
 
 
 def clinic_service(store: str, forward: str | None, ae_title: str, retry: float, model: str | None, site: str | None, threads: int | None,
-                   rules: str | None = None, file_of: Callable[[str], str | None] | None = None) -> Service:
+                   workers: int | None = None, rules: str | None = None, file_of: Callable[[str], str | None] | None = None) -> Service:
     """The service behind `listen` and `watch` (:mod:`edgecxr.clinic.service`), or one error line and exit 2."""
     try:
         from edgecxr.clinic.forward import Target
@@ -487,7 +489,8 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
         click.echo(f"error: --rules: {exc}", err=True)
         sys.exit(2)
     try:
-        service = Service(store, net, target, ae_title, retry, file_of=file_of or (lambda key: None), echo=lambda line: click.echo(json.dumps(line)), rules=routing)
+        service = Service(store, net, target, ae_title, retry, file_of=file_of or (lambda key: None), echo=lambda line: click.echo(json.dumps(line)), rules=routing,
+                          workers=workers)
     except StoreError as exc:
         click.echo(f"error: --store: {exc}", err=True)
         sys.exit(2)

@@ -66,19 +66,47 @@ class Journal:
             self._append(event, key, fields)
             return True
 
-    def _append(self, event: str, key: str | None, fields: dict[str, Any]) -> dict[str, Any]:
-        """Write and fsync one line; on an OSError (a full disk, say) the file is cut back to where it was and the error raised."""
+    def once_many(self, lines: list[tuple[str, str, dict[str, Any]]]) -> int:
+        """:meth:`once` for each ``(event, key, fields)``, with one fsync for all (a group commit); how many were written.
+        On an OSError none of them counts as written (the file is cut back) and the error is raised."""
+        with self._lock:
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            pending: set[tuple[str, str | None]] = set()
+            written: list[dict[str, Any]] = []
+            try:
+                for event, key, fields in lines:
+                    if (event, key) not in self._seen and (event, key) not in pending:
+                        written.append(self._append(event, key, fields, sync=False, seen=pending))
+                if written:
+                    os.fsync(self._fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+                raise
+            self._seen |= pending
+            if self.echo is not None:
+                for record in written:
+                    self.echo(record)
+            return len(written)
+
+    def _append(self, event: str, key: str | None, fields: dict[str, Any], sync: bool = True, seen: set[Any] | None = None) -> dict[str, Any]:
+        """Write and fsync (unless not ``sync``) one line, noting it in ``seen`` (the journal's own set unless given); on an
+        OSError (a full disk, say) the file is cut back to where it was and the error raised."""
         record = {"time": utc_ms(), "event": event, "key": key, **fields}
         end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             data = memoryview((json.dumps(record) + "\n").encode())
             while data:
                 data = data[os.write(self._fd, data):]
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):  # truncating frees space, it needs none
                 os.ftruncate(self._fd, end)
             raise
+        if seen is not None:  # a line of once_many: noted and echoed once all are durable
+            seen.add((event, key))
+            return record
         self._seen.add((event, key))
         if self.echo is not None:
             self.echo(record)

@@ -1,4 +1,4 @@
-"""One classification as DICOM, in the source film's study: a Structured Report and a Secondary Capture (highdicom).
+"""One classification as DICOM, in the source film's study: a Structured Report and a Secondary Capture (made with pydicom).
 
 - The SR (Comprehensive 3D SR, TID 1500 Measurement Report) holds one measurement group that
   references the source instance: the label as its Finding, each class probability and the abnormal
@@ -15,23 +15,29 @@ series of results (numbers 9901 and 9902) holding the results of all its films. 
 are derived from the source's SOP Instance UID and the model's sha256, the series UIDs from the
 study's, so results made again after a crash are the same instances. The SC is at most
 :data:`MAX_SIDE` px on its longest side, text band included.
+
+The parts that are the same for every film of a model (the observer context, the algorithm, the
+series' description) are made once per model (:func:`_model_items`) and copied into each report;
+the parts of the standard used are in :mod:`edgecxr.clinic.sr`. The tests check both with highdicom
+and dciodvfy.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 
 import cv2
-import highdicom as hd  # imported with the module, so the first film does not wait for it (a second or more)
 import numpy as np
 from pydicom import Dataset
-from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, Comprehensive3DSRStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from edgecxr import __version__
+from edgecxr.clinic import sr
+from edgecxr.clinic.sr import Code
 from edgecxr.core.model import Prediction
 from edgecxr.core.picture import result_picture
 
@@ -39,19 +45,37 @@ SITE_HEAD_NOTE = "classifier head: this site's own (edgecxr adapt)"  # said on r
 NOTICE = "RESEARCH USE - NOT A DIAGNOSIS"
 SCHEME = "99EDGECXR"  # private coding scheme of the labels and scores
 NOT_ANALYSABLE = Code("NOTANALYSABLE", SCHEME, "Not analysable")  # the finding of a film received but not analysed
+REFER = Code("REFER", SCHEME, "Refer for reading at the site's threshold")
 MANUFACTURER = "edgecxr"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
 # px: the picture is resized to fit MAX_SIDE (a picture to look at, not the film to read) and, within that,
 # enlarged to at least MIN_WIDTH so the burned-in text stays legible on a small film.
 MIN_WIDTH, MAX_SIDE = 768, 1024
-# Type 2 patient and study attributes highdicom copies from the evidence; empty when the film lacks them.
-STUDY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate", "StudyTime")
-NAME_KEYWORDS = ("PatientName", "ReferringPhysicianName")  # highdicom refuses a name without a caret; the film's own value is put back
-# Copied from the film when it has them (highdicom does not): who issued the patient ID, what the study is, the age;
-# and into the Secondary Capture (an image, whose series has them; an SR's has not) the body part and its laterality.
-KEPT_KEYWORDS = ("IssuerOfPatientID", "StudyDescription", "PatientAge")
+# Copied into the Secondary Capture (an image, whose series has them; an SR's has not): the body part and its laterality.
 IMAGE_KEYWORDS = ("BodyPartExamined", "Laterality")
 UNPAIRED = ("CHEST", "THORAX")  # body parts without a laterality (General Series' Laterality is then absent)
+_DCM = {  # the DCM concepts of TID 1500 / 1501 / 4019 / 1004 the report uses
+    "report": Code("126000", "DCM", "Imaging Measurement Report"),
+    "language": Code("121049", "DCM", "Language of Content Item and Descendants"),
+    "observer_type": Code("121005", "DCM", "Observer Type"),
+    "device": Code("121007", "DCM", "Device"),
+    "device_uid": Code("121012", "DCM", "Device Observer UID"),
+    "device_name": Code("121013", "DCM", "Device Observer Name"),
+    "device_manufacturer": Code("121014", "DCM", "Device Observer Manufacturer"),
+    "device_model": Code("121015", "DCM", "Device Observer Model Name"),
+    "procedure": Code("121058", "DCM", "Procedure reported"),
+    "measurements": Code("126010", "DCM", "Imaging Measurements"),
+    "group": Code("125007", "DCM", "Measurement Group"),
+    "tracking_id": Code("112039", "DCM", "Tracking Identifier"),
+    "tracking_uid": Code("112040", "DCM", "Tracking Unique Identifier"),
+    "finding": Code("121071", "DCM", "Finding"),
+    "algorithm_name": Code("111001", "DCM", "Algorithm Name"),
+    "algorithm_version": Code("111003", "DCM", "Algorithm Version"),
+    "algorithm_parameters": Code("111002", "DCM", "Algorithm Parameters"),
+    "source": Code("121112", "DCM", "Source of Measurement"),
+}
+ENGLISH = Code("en-US", "RFC5646", "English (United States)")
+RADIOGRAPHY = Code("363680008", "SCT", "Radiographic imaging procedure")
 
 
 @dataclass(frozen=True)
@@ -93,31 +117,6 @@ def picture(pixels: np.ndarray, prediction: Prediction, identity: ModelIdentity)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def evidence(source: Dataset) -> Dataset:
-    """The source header as highdicom takes it: Type 2 patient and study attributes present (empty if the film lacks
-    them), names given a caret (``DOE JOHN`` -> ``DOE JOHN^``, the same name in DICOM's rules)."""
-    ds = copy.deepcopy(source)  # a shallow copy would share its elements with the source
-    for keyword in STUDY_KEYWORDS:
-        if keyword not in ds:
-            setattr(ds, keyword, None)
-    for keyword in NAME_KEYWORDS:
-        name = str(ds.get(keyword, "") or "")
-        if name and "^" not in name:
-            setattr(ds, keyword, name + "^")
-    return ds
-
-
-def same_patient_and_study(result: Dataset, source: Dataset) -> Dataset:
-    """``result`` with the film's own patient and study values, byte for byte, so a PACS files it with the film."""
-    image = result.get("Modality") != "SR"
-    for keyword in (*STUDY_KEYWORDS, *NAME_KEYWORDS, *KEPT_KEYWORDS, *(IMAGE_KEYWORDS if image else ())):
-        if keyword in source and (keyword != "Laterality" or source.Laterality):  # Type 2C: absent unless the film says
-            result[keyword] = copy.deepcopy(source[keyword])
-    if image and "Laterality" not in result and result.get("BodyPartExamined") not in UNPAIRED:
-        result.Laterality = None  # Type 2C, needed unless the body part is unpaired: empty, as the film did not say
-    return result
-
-
 def series_uid(source: Dataset, identity: ModelIdentity, part: str) -> str:
     """The UID of the study's one result series of ``part`` (``sr-series``, ``sc-series``) for ``identity``: every film of
     a study puts its results in the same two series, numbered :data:`SR_SERIES_NUMBER` and :data:`SC_SERIES_NUMBER`."""
@@ -139,95 +138,116 @@ def seed(source: Dataset, variant: str) -> str:
 def structured_report(source: Dataset, prediction: Prediction, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The Comprehensive 3D SR of ``prediction`` on the film whose header is ``source``."""
     comments = [*(f"warning: {w}" for w in prediction.warnings), *_operating_points(prediction), NOTICE.lower()]
-    measurements = [_score(f"P_{label}"[:16], f"Probability of {label}", p) for label, p in prediction.probabilities.items()]
+    measurements = [sr.num(Code(f"P_{label}"[:16], SCHEME, f"Probability of {label}"), _rounded(p)) for label, p in prediction.probabilities.items()]
     if prediction.abnormal_score is not None:
-        measurements.append(_score("ABNORMAL", "Abnormality score, 1 - p(Normal)", prediction.abnormal_score))
-    return _report(source, identity, Code(prediction.label[:16], SCHEME, prediction.label), measurements, _evaluations(prediction), comments, variant)
+        measurements.append(sr.num(Code("ABNORMAL", SCHEME, "Abnormality score, 1 - p(Normal)"), _rounded(prediction.abnormal_score)))
+    if prediction.refer is not None:
+        measurements.append(sr.code("CONTAINS", REFER, sr.YES if prediction.refer else sr.NO))
+    return _report(source, identity, Code(prediction.label[:16], SCHEME, prediction.label), measurements, comments, variant)
 
 
 def not_analysable_report(source: Dataset, reason: str, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The SR saying the film whose header is ``source`` was received but not analysed, and why (``reason``: edgecxr's words)."""
-    return _report(source, identity, NOT_ANALYSABLE, [], [], [f"not analysable: {reason}", NOTICE.lower()], variant)
+    return _report(source, identity, NOT_ANALYSABLE, [], [f"not analysable: {reason}", NOTICE.lower()], variant)
 
 
-def _report(source: Dataset, identity: ModelIdentity, finding: Code, measurements: list[hd.sr.Measurement],
-            evaluations: Sequence[hd.sr.QualitativeEvaluation], comments: list[str], variant: str) -> Dataset:
+def _report(source: Dataset, identity: ModelIdentity, finding: Code, measured: list[Dataset], comments: list[str], variant: str) -> Dataset:
     uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(made_from, identity, "tracking"), identifier="edgecxr classification"),
-        algorithm_id=hd.sr.AlgorithmIdentification(name=identity.name, version=identity.version, parameters=[f"sha256:{identity.sha256}"]),
-        finding_type=finding,
-        qualitative_evaluations=evaluations or None,
-        measurements=measurements or None,
-        source_images=[hd.sr.SourceImageForMeasurementGroup(str(source.SOPClassUID), uid)],
+    observer, algorithm = copy.deepcopy(_model_items(identity))
+    group = sr.container("CONTAINS", _DCM["group"], [
+        sr.text("HAS OBS CONTEXT", _DCM["tracking_id"], "edgecxr classification"),
+        sr.uidref("HAS OBS CONTEXT", _DCM["tracking_uid"], result_uid(made_from, identity, "tracking")),
+        sr.code("CONTAINS", _DCM["finding"], finding),
+        *algorithm,
+        *measured,
+        sr.image(_DCM["source"], str(source.SOPClassUID), uid),
+        *(sr.text("CONTAINS", sr.COMMENT, comment) for comment in comments),
+    ], template="1501")
+    root = sr.container(None, _DCM["report"], [
+        *observer,
+        sr.code("HAS CONCEPT MOD", _DCM["procedure"], RADIOGRAPHY),
+        sr.container("CONTAINS", _DCM["measurements"], [group]),  # no Image Library: its descriptors need pixel spacing a film may lack
+    ], template="1500")
+    ds = _instance(source, identity, Comprehensive3DSRStorage, result_uid(made_from, identity, "sr"), made_from, "SR")
+    ds.SeriesInstanceUID, ds.SeriesNumber = series_uid(source, identity, "sr-series"), SR_SERIES_NUMBER
+    ds.SeriesDescription = f"edgecxr {identity.name} result (research use)"
+    ds.ReferencedPerformedProcedureStepSequence = []
+    ds.CodingSchemeIdentificationSequence = [sr.dataset(CodingSchemeDesignator=SCHEME, CodingSchemeName="edgecxr labels and scores")]
+    ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag = "COMPLETE", "UNVERIFIED", "PRELIMINARY"
+    ds.PerformedProcedureCodeSequence = []
+    referenced = sr.dataset(ReferencedSOPClassUID=source.SOPClassUID, ReferencedSOPInstanceUID=uid)
+    series = sr.dataset(ReferencedSOPSequence=[referenced], SeriesInstanceUID=source.SeriesInstanceUID)
+    ds.CurrentRequestedProcedureEvidenceSequence = [sr.dataset(ReferencedSeriesSequence=[series], StudyInstanceUID=source.StudyInstanceUID)]
+    for element in root:
+        ds[element.tag] = element
+    return ds
+
+
+@lru_cache(maxsize=8)
+def _model_items(identity: ModelIdentity) -> tuple[tuple[Dataset, ...], tuple[Dataset, ...]]:
+    """The content items the same for every report of ``identity`` (copied into each): the observer context (TID 1004,
+    the device) and the algorithm (TID 4019)."""
+    observer = (
+        sr.code("HAS CONCEPT MOD", _DCM["language"], ENGLISH),
+        sr.code("HAS OBS CONTEXT", _DCM["observer_type"], _DCM["device"]),
+        sr.uidref("HAS OBS CONTEXT", _DCM["device_uid"], result_uid("device", identity, "device")),
+        sr.text("HAS OBS CONTEXT", _DCM["device_name"], "edgecxr"),
+        sr.text("HAS OBS CONTEXT", _DCM["device_manufacturer"], MANUFACTURER),
+        sr.text("HAS OBS CONTEXT", _DCM["device_model"], identity.name),
     )
-    group[0].ContentSequence.extend(
-        hd.sr.TextContentItem(name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS) for text in comments
+    algorithm = (
+        sr.text("HAS CONCEPT MOD", _DCM["algorithm_name"], identity.name),
+        sr.text("HAS CONCEPT MOD", _DCM["algorithm_version"], identity.version),
+        sr.text("HAS CONCEPT MOD", _DCM["algorithm_parameters"], f"sha256:{identity.sha256}"),
     )
-    device = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=result_uid("device", identity, "device"), name="edgecxr", manufacturer_name=MANUFACTURER, model_name=identity.name
-        ),
-    )
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=Code("363680008", "SCT", "Radiographic imaging procedure"),
-        imaging_measurements=[group],  # no Image Library: its descriptors need pixel spacing a film may lack
-    )
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=[evidence(source)],
-        content=report[0],
-        series_instance_uid=series_uid(source, identity, "sr-series"),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=result_uid(made_from, identity, "sr"),
-        instance_number=instance_number(made_from),
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        series_description=f"edgecxr {identity.name} result (research use)",
-        software_versions=__version__,
-        coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(designator=SCHEME, name="edgecxr labels and scores")],
-    )
-    return same_patient_and_study(sr, source)
+    return observer, algorithm
 
 
 def secondary_capture(source: Dataset, rgb: np.ndarray, identity: ModelIdentity, variant: str = "") -> Dataset:
     """The Secondary Capture of the picture ``rgb`` (see :func:`picture`) in the study of ``source``."""
     uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=evidence(source),
-        pixel_array=np.ascontiguousarray(rgb),
-        photometric_interpretation="RGB",
-        bits_allocated=8,
-        coordinate_system="PATIENT",
-        series_instance_uid=series_uid(source, identity, "sc-series"),
-        series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=result_uid(made_from, identity, "sc"),
-        instance_number=instance_number(made_from),
-        manufacturer=MANUFACTURER,
-        patient_orientation=("L", "F"),  # replaced below by the film's own (or left empty)
-        series_description=f"edgecxr {identity.name} heatmap (research use)",
-        software_versions=__version__,
-        transfer_syntax_uid=ExplicitVRLittleEndian,  # which every PACS takes
-    )
-    sc.PatientOrientation = source.get("PatientOrientation", "")  # the picture is the film resized, not turned
-    sc.BurnedInAnnotation = "YES"
-    sc.DerivationDescription = f"edgecxr {identity.name} {identity.version}: heatmap of the predicted class and the result burned in"
-    reference = Dataset()
-    reference.ReferencedSOPClassUID = source.SOPClassUID
-    reference.ReferencedSOPInstanceUID = uid
-    sc.SourceImageSequence = [reference]
-    return same_patient_and_study(sc, source)
+    ds = _instance(source, identity, SecondaryCaptureImageStorage, result_uid(made_from, identity, "sc"), made_from, "OT", IMAGE_KEYWORDS)
+    if "Laterality" in ds and not ds.Laterality:
+        del ds.Laterality  # Type 2C: absent unless the film says
+    if "Laterality" not in ds and ds.get("BodyPartExamined") not in UNPAIRED:
+        ds.Laterality = None  # needed unless the body part is unpaired: empty, as the film did not say
+    ds.SeriesInstanceUID, ds.SeriesNumber = series_uid(source, identity, "sc-series"), SC_SERIES_NUMBER
+    ds.SeriesDescription = f"edgecxr {identity.name} heatmap (research use)"
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    ds.ConversionType = "DI"
+    ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = ds.ContentDate, ds.ContentTime
+    ds.PatientOrientation = source.get("PatientOrientation", "")  # the picture is the film resized, not turned
+    ds.BurnedInAnnotation = "YES"
+    ds.DerivationDescription = f"edgecxr {identity.name} {identity.version}: heatmap of the predicted class and the result burned in"
+    ds.SourceImageSequence = [sr.dataset(ReferencedSOPClassUID=source.SOPClassUID, ReferencedSOPInstanceUID=uid)]
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    return ds
 
 
-def _evaluations(prediction: Prediction) -> Sequence[hd.sr.QualitativeEvaluation]:
-    if prediction.refer is None:
-        return []
-    return [hd.sr.QualitativeEvaluation(Code("REFER", SCHEME, "Refer for reading at the site's threshold"), codes.SCT.Yes if prediction.refer else codes.SCT.No)]
+def _instance(source: Dataset, identity: ModelIdentity, sop_class: str, sop_instance: str, made_from: str, modality: str,
+              keywords: tuple[str, ...] = ()) -> Dataset:
+    """A result instance's header: its file meta, SOP Common, the film's patient and study (with ``keywords``), General
+    Series' modality, General Equipment, and the content date and time (now)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_class), UID(sop_instance)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # which every PACS takes
+    now = datetime.now()
+    ds.InstanceCreationDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = ds.ContentTime = now.strftime("%H%M%S.%f")
+    ds.SOPClassUID, ds.SOPInstanceUID = UID(sop_class), UID(sop_instance)
+    ds.StudyInstanceUID, ds.Modality = source.StudyInstanceUID, modality
+    ds.Manufacturer, ds.SoftwareVersions = MANUFACTURER, __version__
+    ds.InstanceNumber = instance_number(made_from)
+    return sr.copy_patient_and_study(ds, source, keywords)
 
 
-def _score(value: str, meaning: str, score: float) -> hd.sr.Measurement:
-    return hd.sr.Measurement(name=Code(value, SCHEME, meaning), value=round(float(score), 6), unit=Code("1", "UCUM", "no units"))
+def _rounded(score: float) -> float:
+    return round(float(score), 6)
 
 
 def _operating_points(prediction: Prediction) -> list[str]:

@@ -29,12 +29,12 @@ from edgecxr.core.model import Model
 
 
 class Service:
-    """A store with its audit log, results log, worker and (with a target) sender."""
+    """A store with its audit log, results log, workers (``workers`` threads, default one per core) and (with a target) sender."""
 
     def __init__(
         self, store: str | os.PathLike, model: Model, target: Target | None, ae_title: str, retry: float,
         file_of: Callable[[str], str | None] = lambda key: None, echo: Callable[[dict[str, Any]], None] | None = None,
-        rules: IntendedFilms | None = None,
+        rules: IntendedFilms | None = None, workers: int | None = None,
     ) -> None:
         ljpeg.register()  # the worker decodes JPEG Lossless SV1 films too, whichever way they came in
         self.store = Store(store)
@@ -46,6 +46,7 @@ class Service:
         self.worker = Worker(
             self.store, self.audit, self.results, model, forward=target is not None, file_of=file_of,
             on_queued=self.forwarder.wake if self.forwarder else lambda: None, on_error=self.note_error, rules=rules,
+            workers=workers,
         )
 
     def start(self) -> Service:

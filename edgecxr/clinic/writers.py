@@ -35,11 +35,12 @@ class Made:
     prediction: Prediction
     identity: ModelIdentity
     variant: str = ""  # for a film with the UID of another but other pixels: see edgecxr.clinic.results.seed
+    dicom_header: Dataset | None = None  # the DICOM film's header, when read already
 
     @cached_property
     def header(self) -> Dataset:
         """The DICOM film's header, read once for every writer that needs it."""
-        return pydicom.dcmread(self.source, stop_before_pixels=True)
+        return self.dicom_header if self.dicom_header is not None else pydicom.dcmread(self.source, stop_before_pixels=True)
 
     @cached_property
     def rgb(self) -> np.ndarray:
