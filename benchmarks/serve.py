@@ -120,7 +120,7 @@ def rss_mb(pid: int, field: str) -> float:
 
 
 def framework_rss_mb() -> dict[str, float]:
-    """What importing Flask and waitress, then the page's own modules (numpy, OpenCV, pydicom, highdicom...), adds to a fresh Python (MB)."""
+    """What importing Flask and waitress, then the page's own modules (numpy, OpenCV, pydicom...), adds to a fresh Python (MB)."""
     code = ("import re\n"
             "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
             "before = rss()\nimport flask, waitress\nmiddle = rss()\nimport edgecxr.clinic.web.app\nprint((middle - before) / 1024, (rss() - middle) / 1024)")

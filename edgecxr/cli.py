@@ -438,7 +438,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     sys.exit(1 if failed else 0)
 
 
-CLINIC_HELP = "Needs the clinic extra: pip install 'edgecxr[clinic]' (pynetdicom, highdicom, imagecodecs, Flask, waitress)."
+CLINIC_HELP = "Needs the clinic extra: pip install 'edgecxr[clinic]' (pynetdicom, imagecodecs, Flask, waitress)."
 
 
 def clinic_options(command: Any) -> Any:

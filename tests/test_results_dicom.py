@@ -121,17 +121,22 @@ def test_the_worker_path_never_imports_highdicom(tiny_models, tmp_path):
     assert done.stdout.split("\n")[-2] == "1 []"
 
 
-def test_a_group_commit_writes_every_file_whole_and_leaves_nothing_behind(tmp_path):
+def test_a_group_commit_puts_every_staged_file_in_place_whole_and_leaves_nothing_behind(tmp_path):
     with Store(tmp_path / "s") as store:
         files = [(store.path("results", f"k{i}", ".sr.dcm"), bytes([i]) * (1000 + i)) for i in range(20)]
-        store.write_many([*files, (store.path("outbox", "k0", ".json"), b"{}\n")])
-        assert [p.read_bytes() for p, _ in files] == [data for _, data in files]
+        results = [store.stage(path, data) for path, data in files]
+        outbox = [store.stage(store.path("outbox", "k0", ".json"), b"{}\n")]
+        assert not any(path.exists() for path, _ in files) and len(list((tmp_path / "s" / "tmp").iterdir())) == 21  # staged only
+        store.commit([results, outbox])
+        assert [p.read_bytes() for p, _ in files] == [data for _, data in files] and store.path("outbox", "k0", ".json").read_bytes() == b"{}\n"
         assert list((tmp_path / "s" / "tmp").iterdir()) == []
-        with pytest.raises(FileNotFoundError):  # a folder that is not there: nothing of the batch is left in tmp/
-            store.write_many([(store.path("results", "k1", ".sc.dcm"), b"x"), (tmp_path / "s" / "nowhere" / "k2.json", b"y")])
-        assert list((tmp_path / "s" / "tmp").iterdir()) == []
-        partly = store.path("results", "k1", ".sc.dcm")  # renamed before the error, or not: whole either way
-        assert not partly.exists() or partly.read_bytes() == b"x"
+        first, second = store.stage(store.path("results", "k1", ".sc.dcm"), b"x"), store.stage(tmp_path / "s" / "nowhere" / "k2.json", b"y")
+        with pytest.raises(FileNotFoundError):  # a folder that is not there: the error, and what is left stays staged
+            store.commit([[first], [second]])
+        assert store.path("results", "k1", ".sc.dcm").read_bytes() == b"x" and second[0].exists()  # the first step is done
+        (tmp_path / "s" / "nowhere").mkdir()
+        store.commit([[first], [second]])  # again: the rest is done
+        assert (tmp_path / "s" / "nowhere" / "k2.json").read_bytes() == b"y" and list((tmp_path / "s" / "tmp").iterdir()) == []
 
 
 def test_a_journal_writes_a_batch_of_lines_each_once(tmp_path):

@@ -1,6 +1,6 @@
 """edgecxr in a clinic: films taken in, classified once each, results written and sent, and a web page over them.
 
-Needs the ``clinic`` extra (``pip install 'edgecxr[clinic]'``: pynetdicom, highdicom, Flask,
+Needs the ``clinic`` extra (``pip install 'edgecxr[clinic]'``: pynetdicom, Flask,
 waitress, imagecodecs); ``edgecxr.core`` and ``edgecxr.evaluation`` never import it. The modules here are what
 every way in shares:
 

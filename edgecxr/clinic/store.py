@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 FOLDERS = ("received", "results", "classified", "failed", "outbox", "rejected", "tmp")
+Staged = tuple[Path, Path]  # (temporary file, target) of a write not yet committed (Store.stage)
 SYNC_THREADS = 8  # fsyncs of one group commit run at once: the file system commits them together (ext4: one journal commit)
 
 
@@ -148,28 +149,33 @@ class Store:
     def write_json(self, target: Path, record: dict[str, Any]) -> Path:
         return self.write_bytes(target, json_bytes(record))
 
-    def write_many(self, files: Sequence[tuple[Path, bytes]]) -> None:
-        """Write every ``(target, data)`` atomically, as :meth:`write_bytes` does, in one group commit: all temporary files
-        written, fsynced together (:data:`SYNC_THREADS` at a time), renamed, then one fsync of each folder. When it returns,
-        every file is durable; on an OSError some may already be in place (each whole, old or new), the others not, no
-        temporary file is left, and the error is raised."""
-        if not files:
-            return
-        tmps = [self.root / "tmp" / f"{target.name}.{secrets.token_hex(4)}" for target, _ in files]
+    def stage(self, target: Path, data: bytes) -> Staged:
+        """Write ``data`` to a temporary file of its own for ``target``: the first half of an atomic write, neither durable
+        nor in place until :meth:`commit`. On an OSError (a full disk) nothing is left behind and the error is raised."""
+        tmp = self.root / "tmp" / f"{target.name}.{secrets.token_hex(4)}"
         try:
-            for tmp, (_, data) in zip(tmps, files):
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, target
+
+    def commit(self, steps: Sequence[Sequence[Staged]]) -> None:
+        """Put staged files in place durably, in one group commit: every temporary file fsynced (:data:`SYNC_THREADS` at
+        a time, so the file system commits them together), then step by step each step's files renamed and their folders
+        fsynced, so no file of a step is in place before every file of the steps before it is. On an OSError the error is
+        raised and what is left stays staged; committing the same steps again finishes the work."""
+        tmps = [tmp for step in steps for tmp, _ in step if tmp.exists()]  # not there: in place already, by an earlier try
+        if tmps:
             with ThreadPoolExecutor(min(SYNC_THREADS, len(tmps)), thread_name_prefix="edgecxr-fsync") as pool:
                 list(pool.map(_fsync, tmps))
-            for tmp, (target, _) in zip(tmps, files):
-                os.replace(tmp, target)
-        except BaseException:
-            for tmp in tmps:
-                tmp.unlink(missing_ok=True)
-            raise
-        for folder in sorted({target.parent for target, _ in files}):
-            _fsync(folder)
+        for step in steps:
+            for tmp, target in step:
+                if tmp.exists():
+                    os.replace(tmp, target)
+            for folder in sorted({target.parent for _, target in step}):
+                _fsync(folder)
 
 
 def json_bytes(record: dict[str, Any]) -> bytes:

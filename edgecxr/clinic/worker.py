@@ -2,11 +2,12 @@
 
 Receivers only write the instance to the store and :meth:`Worker.submit` its key, so an
 association never waits for inference. :attr:`Worker.workers` threads (one per core unless told)
-take the keys in turn and make each film's results in memory (the model itself runs one film at a
-time: the classifier and the lung model are one interpreter each); one committing thread writes
-what they made, several films at once (a group commit: :meth:`edgecxr.clinic.store.Store.write_many`,
-:meth:`edgecxr.clinic.journal.Journal.once_many`), in this order, each step durable before the
-next: the results (one file per writer of :mod:`edgecxr.clinic.writers`: ``results/<key>.sr.dcm``
+take the keys in turn, make each film's results in memory (the model itself runs one film at a
+time: the classifier and the lung model are one interpreter each, and so is its picture drawn, whose arrays
+are a film's largest) and stage them (temporary files, :meth:`edgecxr.clinic.store.Store.stage`, so no
+film's bytes wait in memory); one committing thread puts what they staged in place, several films at
+once (a group commit: :meth:`edgecxr.clinic.store.Store.commit`, :meth:`edgecxr.clinic.journal.Journal.once_many`),
+in this order, each step durable before the next: the results (one file per writer of :mod:`edgecxr.clinic.writers`: ``results/<key>.sr.dcm``
 and ``.sc.dcm``, or ``<key>.png`` for a dropped file that is not DICOM), the send-queue entries
 (with a forward target), the result records ``classified/<key>.json``
 (:class:`edgecxr.clinic.record.ResultRecord`); only then the ``classified`` audit lines and the
@@ -16,8 +17,8 @@ leaves the log lines to :func:`edgecxr.clinic.service.reconcile`. A film that ca
 ``failed/<key>.json`` and a ``failed`` line, and is not tried again (as does a film the routing rules,
 :mod:`edgecxr.clinic.routing`, say is outside the model's intended use: ``stage: route``); a DICOM film also gets a
 "not analysable" Structured Report saying why (sent like any result), so every film the PACS was
-told was received gets an answer. A store that cannot be written holds the films being committed
-(:class:`Worker`) until it can. Nothing here acknowledges a film: the receiver did, once the film was durable.
+told was received gets an answer. A store that cannot be written holds the films being staged or
+committed (:class:`Worker`) until it can. Nothing here acknowledges a film: the receiver did, once the film was durable.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from edgecxr.clinic.journal import Journal
 from edgecxr.clinic.record import ResultRecord
 from edgecxr.clinic.results import ModelIdentity
 from edgecxr.clinic.routing import route
-from edgecxr.clinic.store import Store, json_bytes
+from edgecxr.clinic.store import Staged, Store, json_bytes
 from edgecxr.clinic.writers import Made, not_analysable, sent, writers_for
 from edgecxr.core.cardparts import IntendedFilms
 from edgecxr.core.checks import Check
@@ -60,16 +61,32 @@ class Outcome:
     logged: list[Line] = field(default_factory=list)  # results.jsonl
     error: str | None = None  # for on_error once written
     queued: bool = False  # the sender has something new
+    steps: list[list[Staged]] = field(default_factory=list)  # the files above once staged (Worker._stage): results, outbox, record
+
+    def stage(self, store: Store) -> None:
+        """Write the files to temporary ones (:meth:`edgecxr.clinic.store.Store.stage`) and let their bytes go; OSError
+        when the store cannot take them (nothing is left staged then)."""
+        files = [self.results]
+        for part in (self.outbox, self.record):
+            files.append([(part[0], json_bytes(part[1]))] if part else [])
+        staged: list[list[Staged]] = []
+        try:
+            for step in files:
+                staged.append([store.stage(path, data) for path, data in step])
+        except OSError:
+            for tmp, _ in (t for step in staged for t in step):
+                tmp.unlink(missing_ok=True)
+            raise
+        self.steps, self.results, self.outbox, self.record = staged, [], None, None
 
 
 class Worker:
     """Threads classifying submitted keys; :meth:`drain` finishes what was submitted and stops them.
 
     A film that cannot be read or classified is failed (``failed/<key>.json``) and the workers go
-    on; a store that cannot be written (a full disk, say) leaves the films being committed pending,
-    sets :attr:`blocked`, tells ``on_error`` why, and the same films are written again every
-    ``retry`` seconds until it works, so work resumes by itself when space returns (meanwhile the
-    workers stop once a few films are made: nothing more is held in memory).
+    on; a store that cannot be written (a full disk, say) leaves the films being staged or committed
+    pending, sets :attr:`blocked`, tells ``on_error`` why, and the same films are written again every
+    ``retry`` seconds until it works, so work resumes by itself when space returns.
     """
 
     def __init__(
@@ -85,11 +102,11 @@ class Worker:
         self.workers = workers or os.cpu_count() or 1
         self.blocked = False  # the last write to the store failed; the films are written again
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._made: queue.Queue[Outcome | None] = queue.Queue(maxsize=2 * self.workers)  # made, to commit
+        self._made: queue.Queue[Outcome | None] = queue.Queue(maxsize=MAX_BATCH)  # staged, to commit
         self._submitted: set[str] = set()
         self._open = 0  # submitted, not yet written (or found done)
         self._lock = threading.Lock()
-        self._model_lock = threading.Lock()  # one film at a time through the model's interpreters
+        self._model_lock = threading.Lock()  # one film at a time through the model's interpreters (and its picture)
         self._stopping = threading.Event()
         self._halted = threading.Event()  # the committer gave up at a stop (store not writable): the workers stop too
         self._threads = [threading.Thread(target=self._classify, name=f"edgecxr-worker-{i}", daemon=True) for i in range(self.workers)]
@@ -156,10 +173,11 @@ class Worker:
                 if outside is not None:
                     return self._failure(key, outside, header, stage="route")
             loaded = load_image(source)
-            with self._model_lock:
+            with self._model_lock:  # the model, and its picture: the largest arrays of a film, one film's at a time
                 prediction = self.model.predict(loaded, heatmap=self.model.has_heatmap)
-            prediction.checks.extend(Check("header_silent", text) for text in silent)
-            made = Made(source, loaded, prediction, self.identity, dicom_header=header)
+                prediction.checks.extend(Check("header_silent", text) for text in silent)
+                made = Made(source, loaded, prediction, self.identity, dicom_header=header)
+                made.rgb  # noqa: B018 (made here, under the lock, for the writer that holds the picture)
             if loaded.format == "dicom":
                 made.variant = self._variant(key, made.header)
             files = [(self.store.path("results", key, w.suffix), w.make(made)) for w in writers_for(loaded)]
@@ -182,6 +200,9 @@ class Worker:
             if outcome is None:
                 self._done([key])
                 continue
+            while not self._staged(outcome):
+                if self._stopping.wait(self.retry):
+                    return  # the film stays pending for the next start
             while True:
                 try:
                     self._made.put(outcome, timeout=0.2)
@@ -211,21 +232,27 @@ class Worker:
                     self._halted.set()
                     return
 
+    def _staged(self, outcome: Outcome) -> bool:
+        """Stage ``outcome``'s files (so the committer holds no film's bytes); False when the store cannot take them."""
+        try:
+            outcome.stage(self.store)
+        except OSError as exc:
+            self._cannot_write(exc, outcome.key)
+            return False
+        return True
+
     def _attempt(self, batch: list[Outcome]) -> bool:
-        """Write ``batch``; False when the store could not be written (the films stay pending)."""
+        """Commit ``batch``; False when the store could not be written (the films stay pending, their files staged)."""
         try:
             self._commit(batch)
         except OSError as exc:
-            reason = f"cannot write to the store ({exc.strerror or type(exc).__name__}); the worker tries again every {self.retry:g} s"
-            self.on_error(reason)
-            if not self.blocked:
-                self.blocked = True
-                with contextlib.suppress(OSError):  # the audit log is on the same full disk, most likely
-                    self.audit.write("failed", batch[0].key, stage="store", reason=reason)
+            self._cannot_write(exc, batch[0].key)
             return False
         except Exception as exc:  # a bug in writing: each film failed with the error's type, the worker goes on
             with contextlib.suppress(Exception):
                 failures = [self._failure(o.key, f"unexpected error ({type(exc).__name__})", None) for o in batch]
+                for failure in failures:
+                    failure.stage(self.store)
                 self._commit(failures)
                 batch = failures
         if self.blocked:
@@ -234,11 +261,20 @@ class Worker:
         self._told(batch)
         return True
 
+    def _cannot_write(self, exc: OSError, key: str) -> None:
+        """The store cannot be written: said to ``on_error`` each time, in the audit log once until it can again."""
+        reason = f"cannot write to the store ({exc.strerror or type(exc).__name__}); the worker tries again every {self.retry:g} s"
+        self.on_error(reason)
+        with self._lock:
+            said, self.blocked = self.blocked, True
+        if not said:
+            with contextlib.suppress(OSError):  # the audit log is on the same full disk, most likely
+                self.audit.write("failed", key, stage="store", reason=reason)
+
     def _commit(self, batch: list[Outcome]) -> None:
-        """Write every outcome of ``batch``, step by step (module docstring); OSError when the store cannot be written."""
-        self.store.write_many([file for o in batch for file in o.results])
-        self.store.write_many([(path, json_bytes(entry)) for o in batch if o.outbox for path, entry in [o.outbox]])
-        self.store.write_many([(path, json_bytes(record)) for o in batch if o.record for path, record in [o.record]])
+        """Put the staged files of ``batch`` in place, step by step (module docstring), then the log lines; OSError when the
+        store cannot be written."""
+        self.store.commit([[staged for o in batch for staged in o.steps[i]] for i in range(3)])
         self.audit.once_many([line for o in batch for line in o.audit])
         self.results.once_many([line for o in batch for line in o.logged])
 
