@@ -4,7 +4,7 @@
         [--model resnet18-int8] --out benchmarks/results/listen
 
 Starts ``python -m edgecxr listen`` as a child process with ``--forward`` to a Storage SCP in
-this process (pynetdicom, standing in for the PACS; it only acknowledges), wraps the first
+a process of its own (pynetdicom, standing in for the PACS; it only acknowledges), wraps the first
 ``--films`` PNGs under DATA (class folders taken in turn) as DX instances of made-up patients, and
 sends them over ``--associations`` concurrent associations. Measured: received per second (first
 C-STORE sent to last acknowledged), classified per second (first ``received`` to last
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -82,15 +83,19 @@ def as_dicom(path: Path, i: int) -> pydicom.Dataset:
     return ds
 
 
-def pacs(port: int) -> Any:
-    """The stand-in PACS: a Storage SCP on ``port`` taking the SR and SC edgecxr sends."""
+def pacs(port: int, stop: Any) -> None:
+    """The stand-in PACS: a Storage SCP on ``port`` taking the SR and SC edgecxr sends, until ``stop`` is set (run in a
+    process of its own, as a PACS is: receiving 2 MB pictures must not hold the senders' interpreter)."""
     from pynetdicom import AE, _config, evt
 
     _config.LOG_HANDLER_LEVEL = "none"
     ae = AE(ae_title="BENCHPACS")
     for cls in sop_classes():
         ae.add_supported_context(cls)
-    return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    assert server is not None  # block=False returns the server
+    stop.wait()
+    server.shutdown()
 
 
 def send(port: int, datasets: list[pydicom.Dataset], started: dict[str, float], acked: dict[str, float]) -> None:
@@ -149,7 +154,11 @@ def measure(data: Path, n: int, associations: int, single: int, model: str) -> d
         for i, ds in enumerate(datasets):
             ds.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
         predict = {"plain": predict_rate(folder, n, model), "heatmap": predict_rate(folder, n, model, Path(tmp) / "pictures")}
-        server = pacs(pacs_port)
+        spawn = multiprocessing.get_context("spawn")
+        stop_pacs = spawn.Event()
+        server = spawn.Process(target=pacs, args=(pacs_port, stop_pacs), daemon=True)
+        server.start()
+        wait(lambda: socket.socket().connect_ex(("127.0.0.1", pacs_port)) == 0, 60, "the stand-in PACS to start")
         store = Path(tmp) / "store"
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgecxr", "listen", "--port", str(listen_port), "--store", str(store), "--model", model,
@@ -184,7 +193,8 @@ def measure(data: Path, n: int, associations: int, single: int, model: str) -> d
         finally:
             if proc.poll() is None:
                 proc.kill()
-            server.shutdown()
+            stop_pacs.set()
+            server.join(30)
         audit = read_lines(audit_path)
     if code != 0:
         raise SystemExit(f"error: edgecxr listen exited {code}: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
@@ -231,7 +241,7 @@ def report(results: dict[str, Any], out: Path) -> str:
         "",
         f"{m['films']} films ({'-'.join(map(str, m['film_pixels']['columns']))} x {'-'.join(map(str, m['film_pixels']['rows']))} px, 8-bit DX) "
         f"over {m['associations']} concurrent associations to a listener "
-        "that forwards each film's SR and Secondary Capture to a stand-in PACS (a pynetdicom Storage SCP in the benchmark process).",
+        "that forwards each film's SR and Secondary Capture to a stand-in PACS (a pynetdicom Storage SCP in a process of its own).",
         "",
         "| measure | value |",
         "|---|---|",

@@ -451,7 +451,8 @@ def clinic_options(command: Any) -> Any:
                      help="seconds before a failed send is tried again, doubling each time up to 300"),
         click.option("--model", "-m", help=MODEL_HELP),
         click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to the results"),
-        click.option("--threads", type=click.IntRange(min=1), help="interpreter threads"),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="interpreter threads (the model runs one film at a time; the workers use the other cores)"),
         click.option("--workers", type=click.IntRange(min=1),
                      help="threads making results (decode, picture, SR and SC; the model runs one film at a time) [default: one per core]"),
         click.option("--rules", type=click.Path(dir_okay=False), metavar="FILE",
@@ -465,6 +466,8 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
                    workers: int | None = None, rules: str | None = None, file_of: Callable[[str], str | None] | None = None) -> Service:
     """The service behind `listen` and `watch` (:mod:`edgecxr.clinic.service`), or one error line and exit 2."""
     try:
+        import pynetdicom  # noqa: F401 (the clinic extra: the receiver and the sender; the results need pydicom only)
+
         from edgecxr.clinic.forward import Target
         from edgecxr.clinic.routing import RulesError, read_rules
         from edgecxr.clinic.service import Service

@@ -108,11 +108,13 @@ class Forwarder:
         due = [(key, entry) for key, entry in self.store.records("outbox") if entry["next_try"] is not None and (everything or entry["next_try"] <= now)]
         if not due:
             return
-        from pynetdicom import AE
+        from pynetdicom import AE, _config
 
+        _config.STORE_SEND_CHUNKED_DATASET = True  # a C-STORE of a file path sends the file's bytes (see _send)
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = TIMEOUT
-        for sop_class in sop_classes():
+        for sop_class in sop_classes():  # the results' own syntax alone first, so the file is sent as it is (see _send)
+            ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         try:
             assoc = ae.associate(self.target.host, self.target.port, ae_title=self.target.ae_title)
@@ -150,11 +152,15 @@ class Forwarder:
     def _send(self, assoc: Association, files: list[str]) -> tuple[str | None, bool]:
         """(None, False) when every file was stored, else (why not, whether sending it again cannot help)."""
         for name in files:
-            ds = pydicom.dcmread(self.store.root / "results" / name)
+            path = self.store.root / "results" / name
             try:
-                status = assoc.send_c_store(ds)
-            except ValueError:  # no accepted context for its class: the PACS does not take SR (or SC) at all
-                return f"{self.target} accepted no presentation context for {ds.SOPClassUID.name}", True
+                status = assoc.send_c_store(path)  # read from the file as it is, in chunks, not decoded and encoded again
+            except ValueError:  # the PACS took Implicit VR only: the file is decoded and sent in that syntax
+                ds = pydicom.dcmread(path)
+                try:
+                    status = assoc.send_c_store(ds)
+                except ValueError:  # no accepted context for its class: the PACS does not take SR (or SC) at all
+                    return f"{self.target} accepted no presentation context for {ds.SOPClassUID.name}", True
             code = int(status.Status) if "Status" in status else None
             if code is None:
                 return f"no answer from {self.target} to C-STORE", False

@@ -72,7 +72,9 @@ class Outcome:
         staged: list[list[Staged]] = []
         try:
             for step in files:
-                staged.append([store.stage(path, data) for path, data in step])
+                staged.append([])
+                for path, data in step:
+                    staged[-1].append(store.stage(path, data))
         except OSError:
             for tmp, _ in (t for step in staged for t in step):
                 tmp.unlink(missing_ok=True)
