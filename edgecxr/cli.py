@@ -542,7 +542,7 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="DICOM TLS: the certificate's private key (PEM)")
 @click.option("--tls-ca", type=click.Path(dir_okay=False), help="DICOM TLS: accept only peers with a certificate signed by this CA (PEM)")
 @click.option("--check", is_flag=True, help="do not listen: say in one line how the listener on --store is (queue, last error); exit 0 when healthy, 1 if not")
-@click.option("--json", "as_json", is_flag=True, help='with --check: print one JSON object {"healthy", "line", "status": {"state", "queue", "to_send", "free_mb", "last_error", ...}}')
+@click.option("--json", "as_json", is_flag=True, help='with --check: one JSON object {"healthy", "line", "status": {"state", "queue", "to_send", "last_error", ...}}')
 @clinic_options
 def listen(port: int, host: str, max_associations: int, idle_timeout: float, min_free: float, check: bool, as_json: bool,
            tls_cert: str | None, tls_key: str | None, tls_ca: str | None, **options: Any) -> None:

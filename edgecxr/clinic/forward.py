@@ -157,7 +157,7 @@ class Forwarder:
                 self._stopped(key, entry, for_good)
             return
         if isinstance(handshake, ssl.SSLError):
-            reason = f"TLS handshake with {self.target} failed ({handshake.reason or type(handshake).__name__})"
+            reason = f"TLS handshake with {self.target} failed ({handshake.reason or type(handshake).__name__}; does it take DICOM TLS on this port?)"
         if assoc is None or not assoc.is_established:
             for key, entry in due:
                 self._failed(key, entry, reason)
