@@ -212,7 +212,7 @@ class TlsPacs:
 
         from edgecxr.clinic.writers import sop_classes
 
-        self.port, self.stored = free_port(), []
+        self.port, self.stored = free_port(), list[str]()
         ae = AE(ae_title="PACS")
         for sop_class in sop_classes():
             ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -221,8 +221,9 @@ class TlsPacs:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pem["ca.crt"])
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_cert_chain(pem["server.crt"], pem["server.key"])
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False, ssl_context=context,
-                                      evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
+        server = ae.start_server(("127.0.0.1", self.port), block=False, ssl_context=context, evt_handlers=[(evt.EVT_C_STORE, self.on_store)])
+        assert server is not None  # block=False returns it
+        self.server = server
 
     def on_store(self, event) -> int:
         self.stored.append(str(event.dataset.SOPClassUID))
