@@ -137,6 +137,28 @@ def test_state_survives_rotation_retirement_and_a_restart_and_a_pending_film_is_
         assert (root / "results" / f"{key}.sr.dcm").exists()
 
 
+def test_the_web_index_misses_no_line_of_a_log_rotated_between_two_reads(tmp_path):
+    from edgecxr.clinic.web.index import Filters, Index
+
+    root = tmp_path / "store"
+    root.mkdir()
+    results = Journal(root / "results.jsonl", rotation=Rotation(max_bytes=500))
+    index = Index(tmp_path / "index.sqlite", {"store": root})
+
+    def result(i: int) -> None:
+        results.once("result", f"key{i:02d}", label="Normal", abnormal_score=0.1, warnings=[], file=None)
+
+    for i in range(3):
+        result(i)
+    assert index.sync() == 3
+    for i in range(3, 12):  # read by no sync before the file they went to was rotated
+        result(i)
+    assert segments(root / "results.jsonl")
+    assert index.sync() == 9 and index.sync() == 0
+    rows, total = index.page(Filters(), 1, 100)
+    assert total == 12 and sorted(r["key"] for r in rows) == [f"key{i:02d}" for i in range(12)]
+
+
 @pytest.mark.slow
 def test_listen_rotates_its_logs_and_a_restart_classifies_every_film_once(tmp_path, tiny_models):
     store = tmp_path / "store"
