@@ -438,6 +438,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     sys.exit(1 if failed else 0)
 
 
+UID_ROOT_HELP = "your organisation's UID root for the results' UIDs (digits and dots, at most 40 characters); default: pydicom's"
 CLINIC_HELP = "Needs the clinic extra: pip install 'edgecxr[clinic]' (pynetdicom, highdicom, imagecodecs, Flask, waitress)."
 
 
@@ -458,7 +459,7 @@ def clinic_options(command: Any) -> Any:
                      help="DICOM TLS to the --forward PACS: trust its certificate only when this CA signed it (and it names the host)"),
         click.option("--forward-tls-cert", type=click.Path(dir_okay=False), metavar="PEM", help="DICOM TLS: our certificate, for a PACS that asks for one"),
         click.option("--forward-tls-key", type=click.Path(dir_okay=False), metavar="PEM", help="DICOM TLS: the private key of --forward-tls-cert"),
-        click.option("--uid-root", metavar="ROOT", help="your organisation's UID root for the results' UIDs (digits and dots, at most 40 characters); default: pydicom's"),
+        click.option("--uid-root", metavar="ROOT", help=UID_ROOT_HELP),
         click.option("--log-max-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True,
                      help="audit.jsonl and results.jsonl begin a new file at this size (the old one kept as <name>.<UTC time>Z)"),
         click.option("--keep-days", type=click.FloatRange(min=0, min_open=True),
@@ -642,8 +643,9 @@ def watch(folder: str, interval: float, **options: Any) -> None:
 @click.option("--model", "-m", help=MODEL_HELP)
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to uploaded films' results")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+@click.option("--uid-root", metavar="ROOT", help=UID_ROOT_HELP + " (for uploaded DICOM films)")
 def serve(store: str, host: str, port: int, user: str, password_file: str | None, add_user: str | None, remove_user: str | None, role: str,
-          allowed_host: tuple[str, ...], public_read: bool, model: str | None, site: str | None, threads: int | None) -> None:
+          allowed_host: tuple[str, ...], public_read: bool, model: str | None, site: str | None, threads: int | None, uid_root: str | None) -> None:
     """A web page over the store: worklist, film with heatmap, outcomes, monitoring; upload and a JSON API.
 
     Shows the studies `listen` and `watch` put in STORE and the films uploaded through the page
@@ -654,11 +656,17 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
     and exits 0.
     """
     try:
+        from edgecxr.clinic import uids
         from edgecxr.clinic.store import StoreError
         from edgecxr.clinic.web import server
         from edgecxr.clinic.web.app import allowed_hosts
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
+        sys.exit(2)
+    try:
+        uids.use_root(uid_root)
+    except ValueError as exc:
+        click.echo(f"error: --uid-root: {exc}", err=True)
         sys.exit(2)
     root = Path(store)
     try:
