@@ -191,9 +191,9 @@ class Listener:
         return self.proc.wait(timeout)
 
     def audit(self) -> list[dict[str, Any]]:
-        from edgecxr.clinic.journal import read_lines
+        from edgecxr.clinic.journal import read_journal
 
-        return read_lines(self.store / "audit.jsonl")
+        return read_journal(self.store / "audit.jsonl")  # its rotated files too
 
     def key(self, uid: str) -> str:
         import hashlib
