@@ -114,10 +114,11 @@ def test_state_survives_rotation_retirement_and_a_restart_and_a_pending_film_is_
     for key in done:
         first.worker.submit(key)
     first.stop()
-    pending_service = Service(root, model, None, "EDGECXR", 5.0, rotation=rotation)  # never started: the films wait
-    pending = [receive(pending_service, ds) for ds in films[6:]]
+    pending_service = Service(root, model, None, "EDGECXR", 5.0, rotation=Rotation(max_bytes=1))  # never started: the films wait
+    pending = [receive(pending_service, ds) for ds in films[6:]]  # each line in a file of its own
     pending_service.store.close()
     assert len(segments(root / "audit.jsonl")) >= 3 and segments(root / "results.jsonl")
+    assert pending[0] in {r["key"] for segment in segments(root / "audit.jsonl") for r in json_lines(segment)}  # to be retired
     for name in ("audit.jsonl", "results.jsonl"):
         for segment in segments(root / name):
             age(segment, 2)  # every rotated file past --keep-days 1, the pending films' received lines among them
@@ -126,7 +127,7 @@ def test_state_survives_rotation_retirement_and_a_restart_and_a_pending_film_is_
     wait_for(lambda: all((root / "classified" / f"{k}.json").exists() for k in pending), 60, "the pending films classified")
     last.stop()
     assert segments(root / "audit.jsonl") == [] or all(rotated_at(s) > time.time() - 86400 for s in segments(root / "audit.jsonl"))
-    assert (root / "audit.jsonl.keys").exists() and (root / "results.jsonl.keys").exists()
+    assert f"received\t{pending[0]}" in (root / "audit.jsonl.keys").read_text().splitlines() and (root / "results.jsonl.keys").exists()
     audit = read_journal(root / "audit.jsonl")
     assert [r for r in audit if r.get("recovered")] == []  # no line of a retired file written again by the restart
     for lines, event in ((audit, "classified"), (read_journal(root / "results.jsonl"), "result")):

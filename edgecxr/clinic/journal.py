@@ -129,9 +129,7 @@ class Journal:
                 self._rotate()
             end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            data = memoryview((json.dumps(record) + "\n").encode())
-            while data:
-                data = data[os.write(self._fd, data):]
+            _write_all(self._fd, (json.dumps(record) + "\n").encode())
             os.fsync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):  # truncating frees space, it needs none
@@ -151,12 +149,9 @@ class Journal:
     def _rotate(self) -> None:
         """Rename the file to a new segment and begin an empty one (on an OSError, the file stays as it was); retire old
         segments."""
-        stamp = datetime.now(timezone.utc)
-        segment = self.path.with_name(f"{self.path.name}.{stamp.strftime(STAMP)}{stamp.microsecond // 1000:03d}Z")
-        for n in range(1, 1000):
-            if not segment.exists():
-                break
-            segment = segment.with_name(f"{segment.name.split('Z')[0]}Z-{n}")
+        now = datetime.now(timezone.utc)
+        name = f"{self.path.name}.{now.strftime(STAMP)}{now.microsecond // 1000:03d}Z"
+        segment = next(p for n in range(10**6) if not (p := self.path.with_name(f"{name}-{n}" if n else name)).exists())
         os.fsync(self._fd)
         os.rename(self.path, segment)
         try:
@@ -182,7 +177,7 @@ class Journal:
             pairs = "".join(f"{event}\t{key}\n" for event, key in {(r.get("event"), r.get("key")) for r in read_lines(segment)} if key is not None)
             fd = os.open(self.path.with_name(self.path.name + KEYS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, pairs.encode())
+                _write_all(fd, pairs.encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -200,6 +195,12 @@ def _retired_pairs(path: Path) -> Iterator[tuple[str, str]]:
         event, tab, key = line.partition("\t")
         if tab and key:
             yield event, key
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fsync_folder(folder: Path) -> None:
