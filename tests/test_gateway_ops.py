@@ -281,6 +281,10 @@ def test_results_go_to_the_pacs_over_tls_and_an_untrusted_certificate_is_refused
         assert len(pacs.stored) == 2 and events(wrong.audit(), "sent") == []
         outbox = [json.loads(p.read_text()) for p in (tmp_path / "wrong" / "outbox").iterdir()]
         assert len(outbox) == 1 and outbox[0]["next_try"] is None and outbox[0]["stopped"] == failures[0]["reason"]  # kept for a restart
+        said = f"last error: results not sent, not retried until a restart: {failures[0]['reason']}"
+        wait_for(lambda: said in wrong.err.read_text(), 30, "the status line to give the refusal")
+        code, report = check_json(tmp_path / "wrong")  # the same in --check: healthy (it runs), one result waiting, the error
+        assert code == 0 and report["status"]["to_send"] == 1 and report["line"].endswith(said)
         assert good.terminate() == 0 and wrong.terminate() == 0
         assert "Traceback" not in good.err.read_text() + wrong.err.read_text()
     finally:

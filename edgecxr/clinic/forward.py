@@ -25,6 +25,7 @@ import re
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +84,10 @@ class Target:
 class Forwarder:
     """The sender thread over the store's outbox."""
 
-    def __init__(self, store: Store, audit: Journal, target: Target, ae_title: str, retry: float, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, store: Store, audit: Journal, target: Target, ae_title: str, retry: float, tls: ssl.SSLContext | None = None,
+                 on_error: Callable[[str], None] = lambda reason: None) -> None:
         self.store, self.audit, self.target, self.ae_title, self.retry, self.tls = store, audit, target, ae_title, retry, tls
+        self.on_error = on_error  # told why a send failed (the status line's last error)
         self._handshake_errors: list[OSError] = []  # why the last TLS handshake failed (pynetdicom only logs it)
         if tls is not None:
             tls.sslsocket_class = _recording(self._handshake_errors)
@@ -197,6 +200,7 @@ class Forwarder:
     def _stopped(self, key: str, entry: dict[str, Any], reason: str) -> None:
         """A refusal that sending again will not change: the entry stays queued, not retried until the next start."""
         attempts = int(entry["attempts"]) + 1
+        self.on_error(f"results not sent, not retried until a restart: {reason}")
         self.store.write_json(self.store.path("outbox", key, ".json"), {**entry, "attempts": attempts, "next_try": None, "stopped": reason})
         self.audit.write("failed", key, stage="send", reason=reason, attempt=attempts, permanent=True,
                          retry_in_s=None, note="not retried until edgecxr restarts (fix the PACS or --forward first)")
@@ -204,6 +208,7 @@ class Forwarder:
     def _failed(self, key: str, entry: dict[str, Any], reason: str) -> None:
         attempts = int(entry["attempts"]) + 1
         delay = min(self.retry * 2 ** (attempts - 1), MAX_BACKOFF)
+        self.on_error(f"results not sent (retried): {reason}")
         self.store.write_json(self.store.path("outbox", key, ".json"), {**entry, "attempts": attempts, "next_try": time.time() + delay})
         self.audit.write("failed", key, stage="send", reason=reason, attempt=attempts, retry_in_s=round(delay, 3))
 

@@ -44,7 +44,7 @@ class Service:
         self.results = Journal(self.store.root / "results.jsonl", rotation=rotation)
         self.file_of = file_of
         self.last_error: str | None = None
-        self.forwarder = Forwarder(self.store, self.audit, target, ae_title, retry, forward_tls) if target else None
+        self.forwarder = Forwarder(self.store, self.audit, target, ae_title, retry, forward_tls, on_error=self.note_error) if target else None
         self.worker = Worker(
             self.store, self.audit, self.results, model, forward=target is not None, file_of=file_of,
             on_queued=self.forwarder.wake if self.forwarder else lambda: None, on_error=self.note_error, rules=rules,
