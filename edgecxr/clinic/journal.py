@@ -110,6 +110,7 @@ class Journal:
     def write(self, event: str, key: str | None, **fields: Any) -> dict[str, Any]:
         """Append one line now (fsynced); return it."""
         with self._lock:
+            self._rotate_if_due()
             return self._append(event, key, fields)
 
     def once(self, event: str, key: str, **fields: Any) -> bool:
@@ -117,6 +118,7 @@ class Journal:
         with self._lock:
             if (event, key) in self._seen:
                 return False
+            self._rotate_if_due()
             self._append(event, key, fields)
             return True
 
@@ -124,27 +126,28 @@ class Journal:
         """Write and fsync one line; on an OSError (a full disk, say) the file is cut back to where it was and the error raised."""
         record = {"time": utc_ms(), "event": event, "key": key, **fields}
         end = os.lseek(self._fd, 0, os.SEEK_END)
-        if end and self._due(end, record["time"][:10]):
-            with contextlib.suppress(OSError):  # a rotation that cannot be done now (a full disk) is done at a later line
-                self._rotate()
-            end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            _write_all(self._fd, (json.dumps(record) + "\n").encode())
+            data = memoryview((json.dumps(record) + "\n").encode())
+            while data:
+                data = data[os.write(self._fd, data):]
             os.fsync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):  # truncating frees space, it needs none
                 os.ftruncate(self._fd, end)
             raise
         self._seen.add((event, key))
-        self._day = self._day or record["time"][:10]
         if self.echo is not None:
             self.echo(record)
         return record
 
-    def _due(self, size: int, today: str) -> bool:
-        """Whether the file (``size`` bytes) is rotated before a line of the UTC day ``today``."""
-        rotation = self.rotation
-        return rotation is not None and (size >= rotation.max_bytes or (rotation.keep_days is not None and self._day not in (None, today)))
+    def _rotate_if_due(self) -> None:
+        """Before lines are appended (the lock held): rotate the file if it reached ``max_bytes`` or, with ``keep_days``,
+        holds a line of an earlier UTC day. A rotation that cannot be done now (a full disk) is done before a later line."""
+        today, rotation, size = utc_ms()[:10], self.rotation, os.lseek(self._fd, 0, os.SEEK_END)
+        if rotation is not None and size and (size >= rotation.max_bytes or (rotation.keep_days is not None and self._day not in (None, today))):
+            with contextlib.suppress(OSError):
+                self._rotate()
+        self._day = self._day or today  # the day of the file's first line
 
     def _rotate(self) -> None:
         """Rename the file to a new segment and begin an empty one (on an OSError, the file stays as it was); retire old
