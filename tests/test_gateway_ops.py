@@ -256,6 +256,7 @@ class TlsPacs:
         self.server.shutdown()
 
 
+@pytest.mark.slow
 def test_results_go_to_the_pacs_over_tls_and_an_untrusted_certificate_is_refused_for_good(tmp_path, tiny_models):
     pem = make_certificates(tmp_path)
     (tmp_path / "other").mkdir()

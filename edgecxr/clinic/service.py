@@ -30,8 +30,7 @@ from edgecxr.core.model import Model
 
 
 class Service:
-    """A store with its audit log, results log (both rotated as ``rotation`` says: :class:`edgecxr.clinic.journal.Rotation`),
-    worker and (with a target) sender."""
+    """A store with its audit log, results log, worker and (with a target) sender."""
 
     def __init__(
         self, store: str | os.PathLike, model: Model, target: Target | None, ae_title: str, retry: float,
