@@ -277,8 +277,9 @@ def test_results_go_to_the_pacs_over_tls_and_an_untrusted_certificate_is_refused
         time.sleep(2.0)  # ten retry periods: not tried again
         failures = [r for r in wrong.audit() if r["event"] == "failed"]
         assert len(failures) == 1 and failures[0]["permanent"] is True and failures[0]["stage"] == "send"
-        assert failures[0]["reason"] == (f"TLS: the certificate of PACS@127.0.0.1:{pacs.port} is not trusted "
-                                         "(self-signed certificate in certificate chain; see --forward-tls-ca)")
+        reason = failures[0]["reason"]  # OpenSSL's own words in the brackets vary with its version
+        assert reason.startswith(f"TLS: the certificate of PACS@127.0.0.1:{pacs.port} is not trusted (") and reason.endswith("; see --forward-tls-ca)")
+        assert "certificate" in reason[reason.index("("):]
         assert len(pacs.stored) == 2 and events(wrong.audit(), "sent") == []
         outbox = [json.loads(p.read_text()) for p in (tmp_path / "wrong" / "outbox").iterdir()]
         assert len(outbox) == 1 and outbox[0]["next_try"] is None and outbox[0]["stopped"] == failures[0]["reason"]  # kept for a restart
