@@ -33,10 +33,10 @@ import cv2
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import UID, Comprehensive3DSRStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import UID, Comprehensive3DSRStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from edgecxr import __version__
-from edgecxr.clinic import sr
+from edgecxr.clinic import sr, uids
 from edgecxr.clinic.sr import Code
 from edgecxr.core.model import Prediction
 from edgecxr.core.picture import result_picture
@@ -89,7 +89,7 @@ class ModelIdentity:
 
 def result_uid(source_uid: str, identity: ModelIdentity, part: str) -> str:
     """The UID of one part (``sr``, ``sr-series``, ``sc``, ...) of the result of ``identity`` on the instance ``source_uid``."""
-    return str(generate_uid(entropy_srcs=[source_uid, identity.sha256, part]))
+    return uids.result_uid(source_uid, identity.sha256, part)  # under the site's --uid-root, if any
 
 
 def text_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
