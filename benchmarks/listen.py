@@ -258,7 +258,7 @@ def report(results: dict[str, Any], out: Path) -> str:
         f"| load average (1, 5, 15 min) before / after | {', '.join(map(str, m['load_average_before']))} / {', '.join(map(str, m['load_average_after']))} |",
         f"| exit status on SIGTERM | {m['exit_code_on_sigterm']} |",
         "",
-        "The films arrive faster than one worker classifies them, so the times to classified and to sent grow along the batch: "
+        "The films arrive faster than the workers classify them, so the times to classified and to sent grow along the batch: "
         "they are queueing times of a burst, not the time of one film on an idle listener. "
         f"Audit lines written: {', '.join(f'{k} {v}' for k, v in m['audit_lines'].items())}."
         + (f" Failures (each retried): {'; '.join(m['failure_reasons'])}." if m["failure_reasons"] else ""),
