@@ -61,7 +61,7 @@ class Outcome:
     logged: list[Line] = field(default_factory=list)  # results.jsonl
     error: str | None = None  # for on_error once written
     queued: bool = False  # the sender has something new
-    steps: list[list[Staged]] = field(default_factory=list)  # the files above once staged (Worker._stage): results, outbox, record
+    steps: list[list[Staged]] = field(default_factory=list)  # the files above once staged (stage): results, outbox, record
 
     def stage(self, store: Store) -> None:
         """Write the files to temporary ones (:meth:`edgecxr.clinic.store.Store.stage`) and let their bytes go; OSError
