@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundle, bundled_variants, failed_variants, held_out_sources
+from converters.build import CONVERTED, FILTER_PRUNED, ConvertConfig, build, bundled_variants, failed_variants, held_out_sources
+from converters.bundling import bundle
 from edgecxr.core.checks import DEFAULT_PROFILE, PROFILES
 from training.data import DatasetError
 

@@ -28,14 +28,13 @@ from converters.gate import result as gate_result
 from converters.quantize import convert, exported, representative_images
 from converters.verify import compare, tflite_probabilities
 from edgecxr.core.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
-from edgecxr.core.card import ModelCard, read_card, release, write_card
+from edgecxr.core.card import ModelCard, write_card
 from edgecxr.core.cardparts import BeforeAfter, Pruning, Temperature, Verification
 from edgecxr.core.checks import DEFAULT_PROFILE
 from edgecxr.core.families import VARIANTS
 from edgecxr.core.families import family as family_of
 from edgecxr.core.model import Model
 from edgecxr.core.preprocess import PreprocessSpec
-from edgecxr.core.registry import MODELS_DIR
 from edgecxr.evaluation.provenance import REPO_ROOT
 from edgecxr.evaluation.targets import gate as gate_spec
 from training import augment
@@ -262,12 +261,3 @@ def _fine_tuned(c: Conversion, cfg: ConvertConfig, variant: str) -> tuple[keras.
         distillation=cfg.distillation, batchnorm="frozen" if cfg.freeze_batchnorm else "trained",
         augmented=cfg.augment, min_pruned_weights=cfg.prune_min_weights if v.pruned else None,
     )
-
-
-def bundle(model_path: Path, change: str) -> None:
-    """Copy a converted model into the package; its card continues the bundled model's version history."""
-    target = MODELS_DIR / model_path.name
-    previous = read_card(target) if target.with_suffix(".json").is_file() else None
-    shutil.copy2(model_path, target)
-    card = write_card(target, release(read_card(model_path), previous, change, datetime.date.today()))
-    print(f"bundled {card.name} {card.version} in {MODELS_DIR}")

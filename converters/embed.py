@@ -17,6 +17,7 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
+from converters.bundling import bundle
 from edgecxr.core.card import ModelError, gzip_size, read_card, verify_file, write_card
 from edgecxr.core.embedded import METADATA_NAME, embedded_facts, facts_json
 from edgecxr.core.interpreter import make_interpreter
@@ -92,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{target}: facts embedded, outputs identical")
     if args.bundle:
-        from converters.build import bundle  # imports TensorFlow's Keras: only for --bundle
-
         bundle(target, args.change)
     return 0
 

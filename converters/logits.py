@@ -28,7 +28,8 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from converters.build import KERAS_PARITY_TOLERANCE, bundle, measure
+from converters.build import KERAS_PARITY_TOLERANCE, measure
+from converters.bundling import bundle
 from converters.embed import embed_facts
 from converters.gate import Gating, external_films
 from converters.verify import tflite_probabilities

@@ -24,7 +24,8 @@ from typing import Any
 
 from converters import prune as pruning
 from converters.__main__ import add_external, add_fine_tuning, fine_tuning
-from converters.build import ConvertConfig, bundle, bundled_variants, convert_variant, held_out_sources, passed, prepare, shrinks_download
+from converters.build import ConvertConfig, bundled_variants, convert_variant, held_out_sources, passed, prepare, shrinks_download
+from converters.bundling import bundle
 from edgecxr.core.card import ModelCard
 from edgecxr.core.cardparts import Verification
 from edgecxr.evaluation.benchmark import platform_info

@@ -438,6 +438,7 @@ def lungs(paths: tuple[str, ...], out_dir: str, model: str | None, as_json: bool
     sys.exit(1 if failed else 0)
 
 
+UID_ROOT_HELP = "your organisation's UID root for the results' UIDs (digits and dots, at most 40 characters); default: pydicom's"
 CLINIC_HELP = "Needs the clinic extra: pip install 'edgecxr[clinic]' (pynetdicom, highdicom, imagecodecs, Flask, waitress)."
 
 
@@ -454,16 +455,29 @@ def clinic_options(command: Any) -> Any:
         click.option("--threads", type=click.IntRange(min=1), help="interpreter threads"),
         click.option("--rules", type=click.Path(dir_okay=False), metavar="FILE",
                      help="routing rules (JSON: modalities, body_parts, views, min_age_years, max_age_years); default: the model card's intended films"),
+        click.option("--forward-tls-ca", type=click.Path(dir_okay=False), metavar="PEM",
+                     help="DICOM TLS to the --forward PACS: trust its certificate only when this CA signed it (and it names the host)"),
+        click.option("--forward-tls-cert", type=click.Path(dir_okay=False), metavar="PEM", help="DICOM TLS: our certificate, for a PACS that asks for one"),
+        click.option("--forward-tls-key", type=click.Path(dir_okay=False), metavar="PEM", help="DICOM TLS: the private key of --forward-tls-cert"),
+        click.option("--uid-root", metavar="ROOT", help=UID_ROOT_HELP),
+        click.option("--log-max-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True,
+                     help="audit.jsonl and results.jsonl begin a new file at this size (the old one kept as <name>.<UTC time>Z)"),
+        click.option("--keep-days", type=click.FloatRange(min=0, min_open=True),
+                     help="delete log files rotated more than this many days ago (default: keep them all); films, results and the send queue are never deleted"),
     ]):
         command = option(command)
     return command
 
 
 def clinic_service(store: str, forward: str | None, ae_title: str, retry: float, model: str | None, site: str | None, threads: int | None,
-                   rules: str | None = None, file_of: Callable[[str], str | None] | None = None) -> Service:
+                   rules: str | None = None, file_of: Callable[[str], str | None] | None = None, forward_tls_ca: str | None = None,
+                   forward_tls_cert: str | None = None, forward_tls_key: str | None = None, uid_root: str | None = None,
+                   log_max_mb: float = 64.0, keep_days: float | None = None) -> Service:
     """The service behind `listen` and `watch` (:mod:`edgecxr.clinic.service`), or one error line and exit 2."""
     try:
-        from edgecxr.clinic.forward import Target
+        from edgecxr.clinic import uids
+        from edgecxr.clinic.forward import Target, tls_client
+        from edgecxr.clinic.journal import Rotation
         from edgecxr.clinic.routing import RulesError, read_rules
         from edgecxr.clinic.service import Service
         from edgecxr.clinic.store import StoreError, owner_only
@@ -480,6 +494,21 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
     except ValueError as exc:
         click.echo(f"error: --forward: {exc}", err=True)
         sys.exit(2)
+    if bool(forward_tls_cert) != bool(forward_tls_key) or ((forward_tls_cert or forward_tls_ca) and not forward_tls_ca) or (forward_tls_ca and not forward):
+        click.echo("error: --forward-tls-ca turns TLS on for --forward; --forward-tls-cert and --forward-tls-key go with it, together", err=True)
+        sys.exit(2)
+    forward_tls = None
+    if forward_tls_ca:
+        try:
+            forward_tls = tls_client(forward_tls_ca, forward_tls_cert, forward_tls_key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            click.echo(f"error: --forward-tls-ca/--forward-tls-cert/--forward-tls-key: cannot use them ({getattr(exc, 'strerror', None) or exc})", err=True)
+            sys.exit(2)
+    try:
+        uids.use_root(uid_root)
+    except ValueError as exc:
+        click.echo(f"error: --uid-root: {exc}", err=True)
+        sys.exit(2)
     net = load_or_exit(model, threads, site or True)
     try:
         routing = read_rules(rules, net.card.films) if rules else net.card.films
@@ -487,14 +516,15 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
         click.echo(f"error: --rules: {exc}", err=True)
         sys.exit(2)
     try:
-        service = Service(store, net, target, ae_title, retry, file_of=file_of or (lambda key: None), echo=lambda line: click.echo(json.dumps(line)), rules=routing)
+        service = Service(store, net, target, ae_title, retry, file_of=file_of or (lambda key: None), echo=lambda line: click.echo(json.dumps(line)),
+                          rules=routing, rotation=Rotation(round(log_max_mb * 2**20), keep_days), forward_tls=forward_tls)
     except StoreError as exc:
         click.echo(f"error: --store: {exc}", err=True)
         sys.exit(2)
     counts = service.counts()
     click.echo(
         f"edgecxr: store {store}, model {net.name} {net.card.version}" + (f", site profile {net.site.path}" if net.site else "")
-        + (f", forwarding to {target}" if target else "") + f"; {counts['pending']} films to classify, {counts['to_send']} results to send",
+        + (f", forwarding to {target}" + (" (TLS)" if forward_tls else "") if target else "") + f"; {counts['pending']} films to classify, {counts['to_send']} results to send",
         err=True,
     )
     return service
@@ -513,8 +543,9 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="DICOM TLS: the certificate's private key (PEM)")
 @click.option("--tls-ca", type=click.Path(dir_okay=False), help="DICOM TLS: accept only peers with a certificate signed by this CA (PEM)")
 @click.option("--check", is_flag=True, help="do not listen: say in one line how the listener on --store is (queue, last error); exit 0 when healthy, 1 if not")
+@click.option("--json", "as_json", is_flag=True, help='with --check: one JSON object {"healthy", "line", "status": {"state", "queue", "to_send", "last_error", ...}}')
 @clinic_options
-def listen(port: int, host: str, max_associations: int, idle_timeout: float, min_free: float, check: bool,
+def listen(port: int, host: str, max_associations: int, idle_timeout: float, min_free: float, check: bool, as_json: bool,
            tls_cert: str | None, tls_key: str | None, tls_ca: str | None, **options: Any) -> None:
     """Receive chest films over DICOM (a Storage SCP), classify them, send the results back to the PACS.
 
@@ -534,13 +565,13 @@ def listen(port: int, host: str, max_associations: int, idle_timeout: float, min
     """
     if check:
         try:
-            from edgecxr.clinic.health import check as health
+            from edgecxr.clinic import health
         except ImportError:
             click.echo(f"error: {CLINIC_HELP}", err=True)
             sys.exit(2)
-        healthy, line = health(options["store"])
-        click.echo(f"edgecxr: {line}")
-        sys.exit(0 if healthy else 1)
+        report = health.as_json(options["store"])
+        click.echo(json.dumps(report) if as_json else f"edgecxr: {report['line']}")
+        sys.exit(0 if report["healthy"] else 1)
     if bool(tls_cert) != bool(tls_key) or (tls_ca and not tls_cert):
         click.echo("error: --tls-cert and --tls-key go together (and --tls-ca needs them)", err=True)
         sys.exit(2)
@@ -612,8 +643,9 @@ def watch(folder: str, interval: float, **options: Any) -> None:
 @click.option("--model", "-m", help=MODEL_HELP)
 @click.option("--site", metavar="PROFILE", help=SITE_HELP + ": adds refer to uploaded films' results")
 @click.option("--threads", type=click.IntRange(min=1), help="interpreter threads")
+@click.option("--uid-root", metavar="ROOT", help=UID_ROOT_HELP + " (for uploaded DICOM films)")
 def serve(store: str, host: str, port: int, user: str, password_file: str | None, add_user: str | None, remove_user: str | None, role: str,
-          allowed_host: tuple[str, ...], public_read: bool, model: str | None, site: str | None, threads: int | None) -> None:
+          allowed_host: tuple[str, ...], public_read: bool, model: str | None, site: str | None, threads: int | None, uid_root: str | None) -> None:
     """A web page over the store: worklist, film with heatmap, outcomes, monitoring; upload and a JSON API.
 
     Shows the studies `listen` and `watch` put in STORE and the films uploaded through the page
@@ -624,11 +656,17 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
     and exits 0.
     """
     try:
+        from edgecxr.clinic import uids
         from edgecxr.clinic.store import StoreError
         from edgecxr.clinic.web import server
         from edgecxr.clinic.web.app import allowed_hosts
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
+        sys.exit(2)
+    try:
+        uids.use_root(uid_root)
+    except ValueError as exc:
+        click.echo(f"error: --uid-root: {exc}", err=True)
         sys.exit(2)
     root = Path(store)
     try:

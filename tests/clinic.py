@@ -191,9 +191,9 @@ class Listener:
         return self.proc.wait(timeout)
 
     def audit(self) -> list[dict[str, Any]]:
-        from edgecxr.clinic.journal import read_lines
+        from edgecxr.clinic.journal import read_journal
 
-        return read_lines(self.store / "audit.jsonl")
+        return read_journal(self.store / "audit.jsonl")  # its rotated files too
 
     def key(self, uid: str) -> str:
         import hashlib
@@ -244,6 +244,24 @@ def send(port: int, datasets: list[Dataset], ae_title: str = "EDGECXR", contexts
             assoc.release()
     return statuses
 
+
+def dicom_errors(path) -> list[str]:
+    """The Error lines of dciodvfy (dicom3tools) on the file at ``path``."""
+    done = subprocess.run([dcmtk("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def make_certificates(folder) -> dict[str, str]:
+    """A self-made CA and, signed by it, a certificate for the listener (localhost) and one for a sender: {name: PEM path}."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgecxr test CA", "-keyout", "ca.key", "-out", "ca.crt")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={'localhost' if name == 'server' else 'TESTSCU'}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    return {name: str(folder / name) for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
 
 
 PASSWORD = "correct horse battery"

@@ -79,7 +79,7 @@ def test_model_card_before_and_after_measuring(tiny, tiny_models, tmp_path, vari
 
 
 def test_bundling_continues_the_version_history(tiny, tiny_models, tmp_path, monkeypatch):
-    import converters.build as cli
+    import converters.bundling as cli
     from converters.cards import model_card
 
     out, bundled = tmp_path / "out", tmp_path / "models"

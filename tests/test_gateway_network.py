@@ -23,16 +23,10 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless, generate_uid
 
-from clinic import CR, DX, Listener, Orthanc, dcmtk, events, free_port, send, wait_for, wrap
+from clinic import CR, DX, Listener, Orthanc, dcmtk, dicom_errors, events, free_port, make_certificates, send, wait_for, wrap
 from conftest import toy_u8
 
 pytestmark = [pytest.mark.clinic, pytest.mark.slow]
-
-
-def dicom_errors(path) -> list[str]:
-    """The Error lines of dciodvfy (dicom3tools) on the file at ``path``."""
-    done = subprocess.run([dcmtk("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
-    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
 
 
 def content_texts(ds) -> list[str]:
@@ -188,19 +182,6 @@ def test_a_forward_rejected_for_good_is_said_once_and_not_retried(tmp_path, orth
         assert listener.terminate() == 0
     finally:
         listener.close()
-
-
-def make_certificates(folder) -> dict[str, str]:
-    """A self-made CA and, signed by it, a certificate for the listener (localhost) and one for a sender: {name: PEM path}."""
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=folder)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgecxr test CA", "-keyout", "ca.key", "-out", "ca.crt")
-    for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={'localhost' if name == 'server' else 'TESTSCU'}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        (folder / f"{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
-    return {name: str(folder / name) for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
 
 
 def test_dicom_tls_with_a_self_made_certificate(tmp_path, tiny_models):

@@ -794,3 +794,14 @@ def test_colour_files_decode_to_the_same_gray_as_a_float_conversion(tmp_path, co
     assert np.array_equal(loaded.pixels, np.clip(cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY), 0.0, 1.0))
     spread = float(np.mean(np.abs(ref[:, :, 0] - ref[:, :, 1]) + np.abs(ref[:, :, 1] - ref[:, :, 2])) / 2)
     assert loaded.color_spread == pytest.approx(spread, abs=1e-6) and (loaded.color_spread > 0.2) == colour
+
+
+def test_8_bit_values_are_each_value_over_255_exactly(tmp_path):
+    """The table lookup that turns 8-bit data into [0, 1] gives what dividing by 255 in float32 gives, value for value (gray, and colour with alpha)."""
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    expected = values.astype(np.float32) / 255
+    gray = load_image(write_image(tmp_path / "all.png", values))
+    assert gray.pixels.dtype == np.float32 and np.array_equal(gray.pixels, expected)
+    bgra = np.dstack([values, values[::-1], values.T, np.full_like(values, 255)])
+    as_before = np.clip(cv2.cvtColor(np.divide(bgra[:, :, :3], np.float32(255), dtype=np.float32), cv2.COLOR_BGR2GRAY), 0, 1)
+    assert np.array_equal(from_array(bgra[:, :, [2, 1, 0, 3]]).pixels, as_before)

@@ -61,13 +61,13 @@ def test_variant_failing_the_gate_is_rejected_and_not_bundled(trained_run, tmp_p
     the real gate the tiny run's own float32 (its reference: the bundled ResNet has other labels) and int8 pass and are kept."""
     import json
 
-    import converters.build as build
+    import converters.bundling as bundling
     import edgecxr.evaluation.targets as targets
     from converters.__main__ import main
 
     bundled = tmp_path / "models"
     bundled.mkdir()
-    monkeypatch.setattr(build, "MODELS_DIR", bundled)
+    monkeypatch.setattr(bundling, "MODELS_DIR", bundled)
     data = json.loads(targets.TARGETS_FILE.read_text())
     data["gates"]["quantization"][0]["value"] = 1.01  # agreement with its own float model above 100%
     impossible = tmp_path / "targets.json"

@@ -10,12 +10,22 @@ permanently, say for a wrong called AE title, or answers C-STORE with a 0xA9xx/0
 logged ``failed`` with ``permanent: true`` and the entry is held (``next_try`` null, ``stopped``:
 why) until the next start. A restart finds the queue as it was. Results carry UIDs of their own, so an entry sent twice (a
 crash between the send and its removal) gives the PACS the same instances again, which it keeps once.
+
+With DICOM TLS (:func:`tls_client`: the CA that signed the PACS's certificate, optionally our own certificate for a PACS
+that asks for one) every association runs over TLS and the PACS's certificate must name the ``--forward`` host. A
+certificate that the CA did not sign, or that names another host or has expired, is a **permanent** refusal
+(``TLS: the certificate of ... is not trusted (<why>)``): retrying cannot change it, and sending films' results to a
+peer that cannot prove it is the PACS is what TLS is there to prevent; the entries wait on disk until a restart with the
+right ``--forward-tls-ca`` (or a fixed PACS). Any other TLS failure (the peer speaks no TLS, the handshake is cut) is
+transient and retried.
 """
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +41,16 @@ if TYPE_CHECKING:
 
 MAX_BACKOFF = 300.0  # s
 TIMEOUT = 15.0  # s: connecting, association negotiation and each answer
+
+
+def tls_client(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """The client side of DICOM TLS (PS3.15 B.1): trust the PACS's certificate only when ``ca`` signed it; with ``cert`` and
+    ``key``, show ours. OSError or ssl.SSLError when a file cannot be read or does not fit."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def transient(code: int) -> bool:
@@ -64,8 +84,13 @@ class Target:
 class Forwarder:
     """The sender thread over the store's outbox."""
 
-    def __init__(self, store: Store, audit: Journal, target: Target, ae_title: str, retry: float) -> None:
-        self.store, self.audit, self.target, self.ae_title, self.retry = store, audit, target, ae_title, retry
+    def __init__(self, store: Store, audit: Journal, target: Target, ae_title: str, retry: float, tls: ssl.SSLContext | None = None,
+                 on_error: Callable[[str], None] = lambda reason: None) -> None:
+        self.store, self.audit, self.target, self.ae_title, self.retry, self.tls = store, audit, target, ae_title, retry, tls
+        self.on_error = on_error  # told why a send failed (the status line's last error)
+        self._handshake_errors: list[OSError] = []  # why the last TLS handshake failed (pynetdicom only logs it)
+        if tls is not None:
+            tls.sslsocket_class = _recording(self._handshake_errors)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgecxr-forward", daemon=True)
 
@@ -114,18 +139,28 @@ class Forwarder:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = TIMEOUT
         for sop_class in sop_classes():
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        self._handshake_errors.clear()
         try:
-            assoc = ae.associate(self.target.host, self.target.port, ae_title=self.target.ae_title)
+            assoc = ae.associate(self.target.host, self.target.port, ae_title=self.target.ae_title,
+                                 tls_args=(self.tls, self.target.host) if self.tls is not None else None)
         except Exception as exc:  # a bad host name, say
             assoc, reason = None, f"cannot reach {self.target} ({type(exc).__name__})"
         else:
             reason = f"association with {self.target} not established (refused, rejected or timed out)"
         answer = assoc.acceptor.primitive if assoc is not None and assoc.is_rejected else None
-        if answer is not None and answer.result == 0x01:
-            reason = f"{self.target} rejected the association for good ({answer.reason_str})"
+        handshake = self._handshake_errors[-1] if self._handshake_errors else None
+        if isinstance(handshake, ssl.SSLCertVerificationError):
+            for_good: str | None = f"TLS: the certificate of {self.target} is not trusted ({handshake.verify_message}; see --forward-tls-ca)"
+        elif answer is not None and answer.result == 0x01:
+            for_good = f"{self.target} rejected the association for good ({answer.reason_str})"
+        else:
+            for_good = None
+        if for_good is not None:
             for key, entry in due:
-                self._stopped(key, entry, reason)
+                self._stopped(key, entry, for_good)
             return
+        if isinstance(handshake, ssl.SSLError):
+            reason = f"TLS handshake with {self.target} failed ({handshake.reason or type(handshake).__name__}; does it take DICOM TLS on this port?)"
         if assoc is None or not assoc.is_established:
             for key, entry in due:
                 self._failed(key, entry, reason)
@@ -165,6 +200,7 @@ class Forwarder:
     def _stopped(self, key: str, entry: dict[str, Any], reason: str) -> None:
         """A refusal that sending again will not change: the entry stays queued, not retried until the next start."""
         attempts = int(entry["attempts"]) + 1
+        self.on_error(f"results not sent, not retried until a restart: {reason}")
         self.store.write_json(self.store.path("outbox", key, ".json"), {**entry, "attempts": attempts, "next_try": None, "stopped": reason})
         self.audit.write("failed", key, stage="send", reason=reason, attempt=attempts, permanent=True,
                          retry_in_s=None, note="not retried until edgecxr restarts (fix the PACS or --forward first)")
@@ -172,5 +208,20 @@ class Forwarder:
     def _failed(self, key: str, entry: dict[str, Any], reason: str) -> None:
         attempts = int(entry["attempts"]) + 1
         delay = min(self.retry * 2 ** (attempts - 1), MAX_BACKOFF)
+        self.on_error(f"results not sent (retried): {reason}")
         self.store.write_json(self.store.path("outbox", key, ".json"), {**entry, "attempts": attempts, "next_try": time.time() + delay})
         self.audit.write("failed", key, stage="send", reason=reason, attempt=attempts, retry_in_s=round(delay, 3))
+
+
+def _recording(errors: list[OSError]) -> type[ssl.SSLSocket]:
+    """An SSLSocket class that keeps in ``errors`` why its connection (and so its handshake) failed."""
+
+    class Recording(ssl.SSLSocket):
+        def connect(self, address: Any) -> None:
+            try:
+                super().connect(address)
+            except OSError as exc:
+                errors.append(exc)
+                raise
+
+    return Recording

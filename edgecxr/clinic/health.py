@@ -5,7 +5,7 @@ While ``listen`` runs it rewrites the status file every second: ``{"pid", "updat
 (padded), so rewriting it needs no new space on a full disk. ``state`` is ``ok``, ``store not
 writable`` (the worker waits for space, C-STORE answers 0xA700), or ``worker stopped`` (the
 process then exits 3). :func:`check` reads it from another process: healthy only when a process
-holds the store's lock, its status is fresh and ``ok``.
+holds the store's lock, its status is fresh and ``ok``; :func:`as_json` is the same as one JSON object.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 SIZE = 4096  # bytes of the status file, always
 STALE = 30.0  # s: a status older than this means the process is hung
@@ -51,6 +52,18 @@ def write_status(root: Path, status: Status) -> None:
 
 def check(root: str | os.PathLike) -> tuple[bool, str]:
     """(healthy, one line saying why) for the store at ``root``, from another process."""
+    healthy, line, _ = examine(root)
+    return healthy, line
+
+
+def as_json(root: str | os.PathLike) -> dict[str, Any]:
+    """What ``listen --check --json`` prints: ``{"healthy", "line", "status"}`` (the status file's fields, or null)."""
+    healthy, line, status = examine(root)
+    return {"healthy": healthy, "line": line, "status": asdict(status) if status is not None else None}
+
+
+def examine(root: str | os.PathLike) -> tuple[bool, str, Status | None]:
+    """(healthy, one line saying why, the status read) for the store at ``root``, from another process."""
     root = Path(root)
     try:
         with open(root / "lock", "a+") as lock:
@@ -59,14 +72,14 @@ def check(root: str | os.PathLike) -> tuple[bool, str]:
             except OSError:
                 pass  # held: a process serves the store
             else:
-                return False, f"{root}: no edgecxr process serves this store"
+                return False, f"{root}: no edgecxr process serves this store", None
     except OSError as exc:
-        return False, f"{root}: not a store ({exc.strerror})"
+        return False, f"{root}: not a store ({exc.strerror})", None
     try:
         status = Status(**json.loads((root / "status.json").read_text()))
     except (OSError, ValueError, TypeError):
-        return False, f"{root}: served, but without a readable status (an older edgecxr, or just starting)"
+        return False, f"{root}: served, but without a readable status (an older edgecxr, or just starting)", None
     age = time.time() - status.updated
     if age > STALE:
-        return False, f"{root}: not responding (status {age:.0f} s old); {status.line}"
-    return status.state == "ok", status.line
+        return False, f"{root}: not responding (status {age:.0f} s old); {status.line}", status
+    return status.state == "ok", status.line, status

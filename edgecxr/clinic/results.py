@@ -29,9 +29,10 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from edgecxr import __version__
+from edgecxr.clinic import uids
 from edgecxr.core.model import Prediction
 from edgecxr.core.picture import result_picture
 
@@ -65,7 +66,7 @@ class ModelIdentity:
 
 def result_uid(source_uid: str, identity: ModelIdentity, part: str) -> str:
     """The UID of one part (``sr``, ``sr-series``, ``sc``, ...) of the result of ``identity`` on the instance ``source_uid``."""
-    return str(generate_uid(entropy_srcs=[source_uid, identity.sha256, part]))
+    return uids.result_uid(source_uid, identity.sha256, part)  # under the site's --uid-root, if any
 
 
 def text_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:

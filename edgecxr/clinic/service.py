@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any
 from edgecxr.clinic import ljpeg
 from edgecxr.clinic.forward import Forwarder, Target
 from edgecxr.clinic.health import Status, write_status
-from edgecxr.clinic.journal import Journal
+from edgecxr.clinic.journal import DEFAULT_ROTATION, Journal, Rotation
 from edgecxr.clinic.record import ResultRecord
 from edgecxr.clinic.store import Store
 from edgecxr.clinic.worker import Worker, log_result
@@ -34,15 +35,15 @@ class Service:
     def __init__(
         self, store: str | os.PathLike, model: Model, target: Target | None, ae_title: str, retry: float,
         file_of: Callable[[str], str | None] = lambda key: None, echo: Callable[[dict[str, Any]], None] | None = None,
-        rules: IntendedFilms | None = None,
+        rules: IntendedFilms | None = None, rotation: Rotation | None = DEFAULT_ROTATION, forward_tls: ssl.SSLContext | None = None,
     ) -> None:
         ljpeg.register()  # the worker decodes JPEG Lossless SV1 films too, whichever way they came in
         self.store = Store(store)
-        self.audit = Journal(self.store.root / "audit.jsonl", echo=echo)
-        self.results = Journal(self.store.root / "results.jsonl")
+        self.audit = Journal(self.store.root / "audit.jsonl", echo=echo, rotation=rotation)
+        self.results = Journal(self.store.root / "results.jsonl", rotation=rotation)
         self.file_of = file_of
         self.last_error: str | None = None
-        self.forwarder = Forwarder(self.store, self.audit, target, ae_title, retry) if target else None
+        self.forwarder = Forwarder(self.store, self.audit, target, ae_title, retry, forward_tls, on_error=self.note_error) if target else None
         self.worker = Worker(
             self.store, self.audit, self.results, model, forward=target is not None, file_of=file_of,
             on_queued=self.forwarder.wake if self.forwarder else lambda: None, on_error=self.note_error, rules=rules,

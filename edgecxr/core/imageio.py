@@ -251,13 +251,24 @@ def _from_pixels(arr: np.ndarray, fmt: str) -> LoadedImage:
     spread = 0.0
     if channels >= 3:
         spread = _channel_spread(arr) / top
-        gray = cv2.cvtColor(np.divide(arr[:, :, :3], np.float32(top), dtype=np.float32), cv2.COLOR_BGR2GRAY)  # as astype(float32) / top
-    elif channels == 1 and arr.ndim == 3:
-        gray = arr[:, :, 0].astype(np.float32) / top
+        gray = cv2.cvtColor(_unit(arr[:, :, :3], top), cv2.COLOR_BGR2GRAY)
+        np.clip(gray, 0.0, 1.0, out=gray)  # the gray weights' rounding may step just past 1
     else:
-        gray = arr.astype(np.float32) / top
+        gray = _unit(arr[:, :, 0] if arr.ndim == 3 else arr, top)
+        if depth == 32:
+            np.clip(gray, 0.0, 1.0, out=gray)  # a float array's own values; integer ones divided by their top are in [0, 1] already
     file_shape = shape if arr.shape[:2] != shape else None
-    return LoadedImage(np.clip(gray, 0.0, 1.0, out=gray), fmt, channels, depth, spread, file_shape=file_shape)
+    return LoadedImage(gray, fmt, channels, depth, spread, file_shape=file_shape)
+
+
+_UNIT_U8 = np.arange(256, dtype=np.float32) / np.float32(255.0)  # every 8-bit value over 255, exactly as astype(float32) / 255 gives it
+
+
+def _unit(arr: np.ndarray, top: float) -> np.ndarray:
+    """``arr`` as float32 divided by ``top`` (8-bit data by table lookup: the same values, several times faster on a large film)."""
+    if arr.dtype == np.uint8:
+        return cv2.LUT(np.ascontiguousarray(arr), _UNIT_U8)
+    return np.divide(arr, np.float32(top), dtype=np.float32)
 
 
 def _channel_spread(arr: np.ndarray) -> float:

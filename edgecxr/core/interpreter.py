@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,34 @@ def open_verified(path: Path, threads: int | None = None, xnnpack: bool = True) 
         return card, make_interpreter(str(path), threads=threads, xnnpack=xnnpack)
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: not a valid TFLite model ({exc})") from None
+
+
+class VerifiedModel:
+    """A ``.tflite`` opened through :func:`open_verified`: its ``path``, checked ``card``, ``interpreter`` and input tensor.
+
+    The classifier (:class:`edgecxr.core.model.Model`) and the lung model
+    (:class:`edgecxr.core.lungs.LungModel`) both start here and check their own outputs.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True) -> None:
+        self.path = Path(path)
+        self.card, self.interpreter = open_verified(self.path, threads, xnnpack)
+        self._input: dict[str, Any] = self.interpreter.get_input_details()[0]
+        self._output: dict[str, Any] = {}  # the output tensor the model reads, set by the subclass
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def input_details(self) -> dict[str, Any]:
+        """The interpreter's description of the input tensor (shape, dtype, quantization)."""
+        return self._input
+
+    @property
+    def output_details(self) -> dict[str, Any]:
+        """The description of the output tensor the model reads (class probabilities, or the lung probability)."""
+        return self._output
 
 
 def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

@@ -33,7 +33,7 @@ from edgecxr.core.checks import Check, refuse_blank
 from edgecxr.core.families import FAMILIES
 from edgecxr.core.families import family as family_of
 from edgecxr.core.imageio import ImageSource, as_loaded
-from edgecxr.core.interpreter import dequantize, dims, open_verified, quantize
+from edgecxr.core.interpreter import VerifiedModel, dequantize, dims, quantize
 from edgecxr.core.picture import PictureWriter
 from edgecxr.core.preprocess import Box, PreprocessSpec, SpecLike, as_spec, crop_box, preprocess, to_original
 from edgecxr.core.registry import LUNG_MODEL, MODELS_DIR
@@ -55,34 +55,20 @@ class LungResult:
     file: str | None = None
 
 
-class LungModel:
+class LungModel(VerifiedModel):
     """A verified lung-segmentation ``.tflite`` with its card."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        self.path = Path(path)
-        self.card, self.interpreter = open_verified(self.path, threads)
+        super().__init__(path, threads)
         task = family_of(self.card.family).task if self.card.family in FAMILIES else None
         if task != "segmentation":
             raise ModelError(f"{self.path}: model family {self.card.family!r} is not a segmentation family (task {task!r})")
-        self._input = self.interpreter.get_input_details()[0]
         outputs = self.interpreter.get_output_details()
         height, width = self.card.preprocessing.size
         if len(outputs) != 1 or tuple(outputs[0]["shape"]) != (1, height, width, 1) or tuple(self._input["shape"]) != (1, height, width, 1):
             raise ModelError(f"{self.path}: expected a (1, {height}, {width}, 1) input and output, got {dims(self._input)} -> {[dims(o) for o in outputs]}")
         self._output = outputs[0]
         self._lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return self.card.name
-
-    @property
-    def input_details(self) -> dict[str, Any]:
-        return self._input
-
-    @property
-    def output_details(self) -> dict[str, Any]:
-        return self._output
 
     @property
     def spec(self) -> PreprocessSpec:

@@ -15,7 +15,7 @@ from edgecxr.core.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.core.card import ModelError
 from edgecxr.core.checks import PROFILES, Check, input_checks, refuse_blank
 from edgecxr.core.imageio import ImageSource, as_loaded
-from edgecxr.core.interpreter import dequantize, dims, open_verified, quantize
+from edgecxr.core.interpreter import VerifiedModel, dequantize, dims, quantize
 from edgecxr.core.lungs import load_lung_model, lung_fields, lung_model_for, spec_box
 from edgecxr.core.preprocess import Box, preprocess, scale_box, to_original
 from edgecxr.core.site import NORMAL, SiteSource, resolve_site
@@ -84,7 +84,7 @@ class Prediction:
         }
 
 
-class Model:
+class Model(VerifiedModel):
     """A verified ``.tflite`` model with its card, ready to predict; with a site profile (:mod:`edgecxr.core.site`), also refer / no refer.
 
     ``site``: a profile or its path (refused when made for another model), True for the profile
@@ -94,10 +94,8 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, xnnpack: bool = True, site: SiteSource = None) -> None:
-        self.path = Path(path)
-        self.card, self.interpreter = open_verified(self.path, threads, xnnpack)
+        super().__init__(path, threads, xnnpack)
         self.site = resolve_site(site, self.card)
-        self._input = self.interpreter.get_input_details()[0]
         self._output, self._features = _split_outputs(self.interpreter.get_output_details(), self.path)
         n_out = int(self._output["shape"][-1])
         if n_out != len(self.labels):
@@ -120,22 +118,8 @@ class Model:
                 raise ModelError(f"{self.path}: {exc}") from None
 
     @property
-    def name(self) -> str:
-        return self.card.name
-
-    @property
     def labels(self) -> list[str]:
         return list(self.card.labels)
-
-    @property
-    def input_details(self) -> dict[str, Any]:
-        """The interpreter's description of the input tensor (shape, dtype, quantization)."""
-        return self._input
-
-    @property
-    def output_details(self) -> dict[str, Any]:
-        """The class-probability output tensor's description."""
-        return self._output
 
     @property
     def feature_details(self) -> dict[str, Any] | None:

@@ -2,7 +2,7 @@
 
 Studies come from the logs the stores already keep, read with :func:`edgecxr.clinic.journal.read_lines`:
 each ``results.jsonl`` line is a classified study, each ``failed`` line of ``audit.jsonl`` a film
-that could not be classified (with its reason). Two stores are read: the one ``listen`` and
+that could not be classified (with its reason); a log's rotated segments are read too. Two stores are read: the one ``listen`` and
 ``watch`` write (origin ``store``) and the upload store beside the index (origin ``upload``). A log
 is read again only when its size changed; a key already indexed is left as it is. Outcomes
 (lab-confirmed positive, negative or not done, and a reviewer note) live only here, with their
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecxr.clinic.journal import read_lines, utc_ms
+from edgecxr.clinic.journal import read_lines, segments, utc_ms
 from edgecxr.clinic.web import monitoring, patients
 from edgecxr.core.site import NORMAL
 
@@ -79,11 +79,14 @@ class Index:
         """Index what the logs added since the last call; returns how many studies were new."""
         added = 0
         for origin, root in self.sources.items():
-            for name in ("results.jsonl", "audit.jsonl"):
-                path = root / name
-                size = path.stat().st_size if path.exists() else 0
+            for path in [part for name in ("results.jsonl", "audit.jsonl") for part in (*segments(root / name), root / name)]:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                size, read_as = st.st_size, f"{path}@{st.st_ino}"  # a file rotated since is another file, whatever its size
                 with self._lock:
-                    row = self._db.execute("SELECT size FROM logs_read WHERE path = ?", (str(path),)).fetchone()
+                    row = self._db.execute("SELECT size FROM logs_read WHERE path = ?", (read_as,)).fetchone()
                 if row is not None and row["size"] == size:
                     continue
                 lines = read_lines(path)
@@ -92,7 +95,7 @@ class Index:
                         study = _study(origin, line, self.file_of)
                         if study is not None:
                             added += db.execute(f"INSERT OR IGNORE INTO studies VALUES ({','.join('?' * len(study))})", study).rowcount
-                    db.execute("INSERT OR REPLACE INTO logs_read VALUES (?, ?)", (str(path), size))
+                    db.execute("INSERT OR REPLACE INTO logs_read VALUES (?, ?)", (read_as, size))
                 if added:
                     self._identify()
         return added
