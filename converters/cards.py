@@ -51,6 +51,14 @@ class Measured:
     gate: Gate | None = None  # the release gate (converters.gate)
 
 
+def architecture(info: dict[str, Any], model: keras.Model) -> str:
+    """The card's architecture line of ``model`` trained by the run ``info`` (run.json); its stem named when not the 7x7 one."""
+    spec = PreprocessSpec.from_dict(info["preprocessing"])
+    stem = info["config"].get("stem", "7x7")
+    described = family_of(model.name).describe(*spec.size, model.count_params(), info["config"].get("width"))
+    return described + (f"; stem: {RESNET_STEMS[stem]}" if stem != "7x7" else "")
+
+
 def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pruning: Pruning | None = None, measured: Measured | None = None) -> ModelCard:
     """The card of ``model`` (the Keras model converted, pruned or not) as ``variant`` with ``.tflite`` bytes ``flat``."""
     family, info = family_of(model.name), source.info
@@ -65,8 +73,7 @@ def model_card(source: Source, model: keras.Model, variant: str, flat: bytes, pr
         changelog=(ChangelogEntry("1.0.0", source.day.isoformat(), f"converted from training run {source.run.name}"),),
         family=family.name,
         variant=variant,
-        architecture=family.describe(*spec.size, model.count_params(), info["config"].get("width"))
-        + (f"; stem: {RESNET_STEMS[stem]}" if (stem := info["config"].get("stem", "7x7")) != "7x7" else ""),
+        architecture=architecture(info, model),
         gzip_bytes=gzip_size(flat),
         macs=macs(runtime.path) if runtime else None,
         pruning=pruning,

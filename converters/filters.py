@@ -28,12 +28,11 @@ import tf_keras as keras
 from converters import narrow
 from converters.__main__ import add_external
 from converters.build import FILTER_PRUNED, failed_variants, measure, run_data, run_roots
-from converters.cards import Source, model_card
+from converters.cards import Source, architecture, model_card
 from converters.embed import embed_facts
 from converters.gate import Gating, bundled_reference, external_films, summary
 from converters.quantize import convert, exported, representative_images
 from edgecxr.core.card import ModelCard, write_card
-from edgecxr.core.families import family
 from edgecxr.core.model import Model
 from edgecxr.core.preprocess import PreprocessSpec
 from training import augment
@@ -94,8 +93,8 @@ def filter_prune(cfg: FilterConfig) -> dict[str, ModelCard]:
     external = external_films([Path(r) for r in cfg.external or run_roots(info)], data.labels, spec)
     gating = Gating(external, bundled_reference(wide.name, data.labels, spec, test, external))
     own_float = pruned.predict(test.x, batch_size=64, verbose=0)
-    architecture = (
-        f"{family(wide.name).describe(*spec.size, wide.count_params(), info['config'].get('width'))}, filter-pruned to "
+    described = (
+        f"{architecture(info, wide)}, filter-pruned to "
         f"{narrow.describe(kept, wide)}; {pruned.count_params():,} parameters"
     )
     notes = (
@@ -117,7 +116,7 @@ def filter_prune(cfg: FilterConfig) -> dict[str, ModelCard]:
         write_card(path, model_card(source, pruned, variant, flat))
         probs, measured = measure(Model(path), test, val, reference, data.labels, gating, own_float, "the filter-pruned Keras model it was converted from")
         reference = probs if reference is None else reference
-        card = write_card(path, dataclasses.replace(model_card(source, pruned, variant, flat, None, measured), architecture=architecture, notes=notes))
+        card = write_card(path, dataclasses.replace(model_card(source, pruned, variant, flat, None, measured), architecture=described, notes=notes))
         assert measured.gate is not None
         if not measured.verification.passed:
             (folder / "rejected").mkdir(exist_ok=True)

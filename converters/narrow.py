@@ -9,6 +9,9 @@ Channels come in **groups** that must be pruned together (:func:`channel_groups`
   next ``a`` and ``proj`` convs and, after stage 4, by the ``classifier``. Channel ``k`` of one of
   them is added to channel ``k`` of the others, so a stage keeps the same channels in all of them
   (``keep_stage``; 1.0 leaves them alone).
+- a two-conv stem's inner group (the 3x3 and s2d stems of :data:`edgecxr.core.families.RESNET_STEMS`):
+  the output of ``stem0_conv``, read by ``stem_conv``; always kept whole (the stem's time goes to its
+  taps, not its filters, and the s2d stem's 16 filters can hold the 4x4 pixels unchanged).
 
 A filter's importance is its kernel's L1 norm times the scale its BatchNorm gives it,
 ``|gamma| / sqrt(var + eps)``: the size of what the filter contributes after BN (BN's shift
@@ -28,7 +31,8 @@ import tf_keras as keras
 
 from training.models import build_resnet18
 
-_CONV = re.compile(r"(stem|stage(\d)_block(\d)_(a|b|proj))_conv")
+_CONV = re.compile(r"(stem0?|stage(\d)_block(\d)_(a|b|proj))_conv")
+STEM_INNER = "stem0"  # the channel group of a two-conv stem's first conv
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,16 @@ class Wiring:
     writes: str
 
 
-def wiring(conv_name: str) -> Wiring:
-    """The channel groups of a conv layer of :func:`training.models.build_resnet18`, from its name."""
+def wiring(conv_name: str, two_conv_stem: bool = False) -> Wiring:
+    """The channel groups of a conv layer of :func:`training.models.build_resnet18`, from its name (``two_conv_stem``: the
+    model's stem has a ``stem0_conv`` before ``stem_conv``)."""
     m = _CONV.fullmatch(conv_name)
     if m is None:
         raise ValueError(f"{conv_name}: not a conv layer of the ResNet-18 layout")
+    if m.group(1) == "stem0":
+        return Wiring(None, STEM_INNER)
     if m.group(1) == "stem":
-        return Wiring(None, "stage1")
+        return Wiring(STEM_INNER if two_conv_stem else None, "stage1")
     stage, block, part = int(m.group(2)), int(m.group(3)), m.group(4)
     incoming = f"stage{max(1, stage - 1)}" if block == 1 else f"stage{stage}"
     inner = f"stage{stage}_block{block}"
@@ -54,6 +61,19 @@ def wiring(conv_name: str) -> Wiring:
 
 def convs(model: keras.Model) -> list[keras.layers.Conv2D]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def stem_kind(model: keras.Model) -> str:
+    """Which stem of :data:`edgecxr.core.families.RESNET_STEMS` the model starts with, from its layers."""
+    names = {layer.name for layer in model.layers}
+    if f"{STEM_INNER}_conv" not in names:
+        return "7x7"
+    return "s2d" if model.get_layer(f"{STEM_INNER}_conv").strides == (4, 4) else "3x3"
+
+
+def model_wiring(model: keras.Model, conv_name: str) -> Wiring:
+    """:func:`wiring` of a conv layer of ``model``."""
+    return wiring(conv_name, stem_kind(model) != "7x7")
 
 
 def filter_importance(model: keras.Model, conv_name: str) -> np.ndarray:
@@ -68,19 +88,19 @@ def channel_groups(model: keras.Model) -> dict[str, list[str]]:
     """{group: the conv layers writing it}, in layer order."""
     groups: dict[str, list[str]] = {}
     for conv in convs(model):
-        groups.setdefault(wiring(conv.name).writes, []).append(conv.name)
+        groups.setdefault(model_wiring(model, conv.name).writes, []).append(conv.name)
     return groups
 
 
 def kept_channels(model: keras.Model, keep: float, keep_stage: float = 1.0) -> dict[str, np.ndarray]:
     """{group: sorted indices of the channels kept}: the most important ``keep`` of each block's inner
-    channels and ``keep_stage`` of each stage's residual channels (at least one, rounded)."""
+    channels and ``keep_stage`` of each stage's residual channels (at least one, rounded); a two-conv stem's inner channels all."""
     if not (0 < keep <= 1 and 0 < keep_stage <= 1):
         raise ValueError(f"keep ratios must be in (0, 1], got {keep} and {keep_stage}")
     out = {}
     for group, writers in channel_groups(model).items():
         score = np.sum([filter_importance(model, name) for name in writers], axis=0)
-        ratio = keep if "_block" in group else keep_stage
+        ratio = 1.0 if group == STEM_INNER else keep if "_block" in group else keep_stage
         n = max(1, int(round(ratio * len(score))))
         out[group] = np.sort(np.argsort(-score, kind="stable")[:n])
     return out
@@ -94,9 +114,10 @@ def narrow_model(model: keras.Model, kept: Mapping[str, np.ndarray]) -> keras.Mo
     narrow = build_resnet18(
         model.input_shape[1], model.get_layer("classifier").units, dropout=dropout, bn_momentum=bn.momentum,
         stage_widths=tuple(len(kept[f"stage{s}"]) for s in range(1, 5)), inner_widths=tuple(len(kept[b]) for b in blocks),
+        stem=stem_kind(model), stem_inner=len(kept[STEM_INNER]) if STEM_INNER in kept else None,
     )
     for conv in convs(model):
-        w = wiring(conv.name)
+        w = model_wiring(model, conv.name)
         kernel = conv.get_weights()[0]
         if w.reads is not None:
             kernel = kernel[:, :, kept[w.reads], :]
@@ -114,7 +135,7 @@ def masked_copy(model: keras.Model, kept: Mapping[str, np.ndarray]) -> keras.Mod
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     for conv in convs(model):
-        writes = wiring(conv.name).writes
+        writes = model_wiring(model, conv.name).writes
         removed = np.setdiff1d(np.arange(conv.filters), kept[writes])
         layer = clone.get_layer(conv.name)
         kernel = layer.get_weights()[0]
@@ -129,7 +150,7 @@ def masked_copy(model: keras.Model, kept: Mapping[str, np.ndarray]) -> keras.Mod
 
 def describe(kept: Mapping[str, np.ndarray], model: keras.Model) -> str:
     """What was kept, for the card: channels per stage and per block's inner conv, against the original widths."""
-    full = {wiring(c.name).writes: c.filters for c in convs(model)}
+    full = {model_wiring(model, c.name).writes: c.filters for c in convs(model)}
     stages = "/".join(f"{len(kept[f'stage{s}'])}" for s in range(1, 5))
     inner = "/".join(f"{len(kept[g])}" for g in kept if "_block" in g)
     return (

@@ -11,14 +11,14 @@ from conftest import tiny_card
 from edgecxr.core.card import ModelError, read_card, write_card
 
 
-def _wide(seed: int = 0):
+def _wide(seed: int = 0, stem: str = "7x7"):
     """A small ResNet (width 8, 32x32) with random weights and BatchNorm statistics, so every channel matters differently."""
     import tf_keras as keras
 
     from training.models import build_resnet18
 
     keras.utils.set_random_seed(seed)
-    model = build_resnet18(32, 3, width=8)
+    model = build_resnet18(32, 3, width=8, stem=stem)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -28,13 +28,16 @@ def _wide(seed: int = 0):
 
 
 @pytest.mark.train
-@pytest.mark.parametrize("keep, keep_stage", [(0.5, 1.0), (0.5, 0.5), (0.75, 0.75)])
-def test_narrow_network_equals_the_wide_one_with_removed_channels_masked(keep, keep_stage):
-    from converters.narrow import kept_channels, masked_copy, narrow_model
+@pytest.mark.parametrize("stem, keep, keep_stage", [("7x7", 0.5, 1.0), ("7x7", 0.5, 0.5), ("7x7", 0.75, 0.75), ("s2d", 0.5, 1.0), ("3x3", 0.5, 0.5)])
+def test_narrow_network_equals_the_wide_one_with_removed_channels_masked(stem, keep, keep_stage):
+    from converters.narrow import kept_channels, masked_copy, narrow_model, stem_kind
 
-    wide = _wide()
+    wide = _wide(stem=stem)
     kept = kept_channels(wide, keep, keep_stage)
     narrow = narrow_model(wide, kept)
+    assert stem_kind(wide) == stem_kind(narrow) == stem
+    if stem != "7x7":  # a two-conv stem's first conv is kept whole, and stem_conv reads all of it
+        assert narrow.get_layer("stem0_conv").filters == wide.get_layer("stem0_conv").filters == len(kept["stem0"])
     x = np.random.default_rng(1).uniform(0, 1, (6, 32, 32, 1)).astype(np.float32)
     masked, unmasked = masked_copy(wide, kept).predict(x, verbose=0), wide.predict(x, verbose=0)
     np.testing.assert_allclose(narrow.predict(x, verbose=0), masked, atol=1e-6)

@@ -49,16 +49,17 @@ def _basic_block(x, filters: int, stride: int, name: str, momentum: float, inner
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
-def _stem(x, width: int, kind: str, momentum: float):
-    """The stem ``kind`` of :data:`edgecxr.families.RESNET_STEMS`; its last conv is ``stem_conv`` (the first stage's residual width)."""
+def _stem(x, width: int, kind: str, momentum: float, inner: int | None = None):
+    """The stem ``kind`` of :data:`edgecxr.families.RESNET_STEMS`; its last conv is ``stem_conv`` (the first stage's residual width),
+    the first of a two-conv stem ``stem0_conv`` (``inner`` filters; default half the width for 3x3, 16 for s2d)."""
     if kind == "7x7":
         x = _conv_bn_relu(x, width, 7, 2, "stem", momentum=momentum)
         return layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     if kind == "3x3":
-        x = _conv_bn_relu(x, max(1, width // 2), 3, 2, "stem0", momentum=momentum)
+        x = _conv_bn_relu(x, inner or max(1, width // 2), 3, 2, "stem0", momentum=momentum)
         return _conv_bn_relu(x, width, 3, 2, "stem", momentum=momentum)
     if kind == "s2d":
-        x = _conv_bn_relu(x, 16, 4, 4, "stem0", momentum=momentum)
+        x = _conv_bn_relu(x, inner or 16, 4, 4, "stem0", momentum=momentum)
         return _conv_bn_relu(x, width, 3, 1, "stem", momentum=momentum)
     raise ValueError(f"unknown stem {kind!r}; choose from {tuple(RESNET_STEMS)}")
 
@@ -66,6 +67,7 @@ def _stem(x, width: int, kind: str, momentum: float):
 def build_resnet18(
     input_size: int, n_classes: int, width: int = 32, dropout: float = 0.2, bn_momentum: float = 0.99,
     stage_widths: Sequence[int] | None = None, inner_widths: Sequence[int] | None = None, stem: str = "7x7",
+    stem_inner: int | None = None,
 ) -> keras.Model:
     """ResNet-18 layout (a stem to 1/4 of the input side, 4 stages x 2 basic blocks, GAP, softmax).
 
@@ -76,11 +78,12 @@ def build_resnet18(
     width, 2*width, 4*width, 8*width channels. A lower ``bn_momentum`` lets BatchNorm's running
     statistics settle in fewer steps, for small data sets. ``stage_widths`` (4, the stem's is the
     first) and ``inner_widths`` (8, each block's ``a`` conv) replace those widths: the narrower
-    network a filter-pruned model is rebuilt as (:mod:`converters.narrow`), with the same layer names.
+    network a filter-pruned model is rebuilt as (:mod:`converters.narrow`), with the same layer names; ``stem_inner``
+    keeps a two-conv stem's first conv at its trained width there.
     """
     stage_widths = stage_widths or [width * 2**stage for stage in range(4)]
     inputs = keras.Input((input_size, input_size, 1), name="image")
-    x = _stem(inputs, stage_widths[0], stem, bn_momentum)
+    x = _stem(inputs, stage_widths[0], stem, bn_momentum, stem_inner)
     for stage in range(4):
         for block in range(2):
             stride = 2 if (stage > 0 and block == 0) else 1
