@@ -52,6 +52,7 @@ class Prediction(Protocol):
 MAX_SIDE = 1024  # px: the long side of the whole picture (film and text) at most
 MIN_WIDTH = 512  # px: a smaller film is enlarged to this width (when the height allows) so the text can be read
 LUNG_MARGIN = 0.03  # of the film's long side: how far the heatmap reaches beyond the lung fields
+BOUNDS_SIDE = 256  # px: the long side the lung bounds are grown and feathered at (then resized to the picture)
 ALPHA = 0.45  # the heatmap's weight over the film inside the lung fields
 NOTICE = "RESEARCH USE ONLY - NOT A DIAGNOSIS"
 FORMATS = {"png": ".png", "jpeg": ".jpg"}  # --heatmap-format: file suffix of each
@@ -158,18 +159,22 @@ def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _bounds(lungs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The lung mask at ``size``, grown by :data:`LUNG_MARGIN` of the long side and feathered: float32 weights in [0, 1]."""
-    mask = cv2.resize((np.asarray(lungs) > 0).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
-    radius = max(1, round(LUNG_MARGIN * max(size)))
+    """The lung mask at ``size``, grown by :data:`LUNG_MARGIN` of the long side and feathered: float32 weights in [0, 1].
+
+    Grown and feathered at :data:`BOUNDS_SIDE` px on the long side, then resized: the weights are smooth, so this is the
+    same picture (within a few grey levels) for a tenth of the work of a 59 px dilation and blur at full size."""
+    small = tuple(max(1, round(s * min(1.0, BOUNDS_SIDE / max(size)))) for s in size)
+    mask = cv2.resize((np.asarray(lungs) > 0).astype(np.uint8), small, interpolation=cv2.INTER_NEAREST)
+    radius = max(1, round(LUNG_MARGIN * max(small)))
     grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-    return cv2.GaussianBlur(grown.astype(np.float32), (0, 0), radius / 2)
+    return cv2.resize(cv2.GaussianBlur(grown.astype(np.float32), (0, 0), radius / 2), size, interpolation=cv2.INTER_LINEAR)
 
 
 def _tint(film: np.ndarray, heat: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
     """The JET colours of ``heat`` over ``film`` at :data:`ALPHA`, times ``weight`` per pixel (everywhere when None)."""
-    colour = cv2.applyColorMap(np.round(np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
-    a = ALPHA * (np.ones(heat.shape, np.float32) if weight is None else weight)[:, :, None]
-    return np.round(film.astype(np.float32) * (1 - a) + colour * a).astype(np.uint8)
+    colour = cv2.applyColorMap(np.round(np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    a = np.full(heat.shape, ALPHA, np.float32) if weight is None else weight * np.float32(ALPHA)
+    return cv2.blendLinear(colour, film, a, 1 - a)
 
 
 def _band(lines: Sequence[str], width: int, colour_bar: bool) -> np.ndarray:
