@@ -65,6 +65,21 @@ def test_a_journal_rotates_at_its_size_and_knows_every_line_after_a_restart(tmp_
     assert len(read_journal(path)) == 30
 
 
+def test_a_file_beside_the_segments_that_is_not_one_is_not_read(tmp_path):
+    """An operator's compressed or renamed copy of a rotated log does not stop a journal from opening, nor is it read as a log."""
+    path = tmp_path / "audit.jsonl"
+    journal = Journal(path, rotation=Rotation(max_bytes=200))
+    for i in range(6):
+        journal.once("received", f"key{i}")
+    kept = segments(path)
+    assert kept
+    (tmp_path / f"{kept[0].name}.gz").write_bytes(b"\x1f\x8b\x08\x00 not json")
+    (tmp_path / "audit.jsonl.1").write_text("{}\n")
+    assert segments(path) == kept
+    again = Journal(path, rotation=Rotation(max_bytes=200, keep_days=1))  # opening it also retires: a stray name must not stop that
+    assert [r["key"] for r in read_journal(path)] == [f"key{i}" for i in range(6)] and not again.once("received", "key0")
+
+
 def test_retired_segments_are_deleted_but_their_keys_kept_and_a_new_day_begins_a_new_file(tmp_path):
     path = tmp_path / "audit.jsonl"
     journal = Journal(path, rotation=Rotation(max_bytes=300, keep_days=2))
@@ -334,6 +349,7 @@ def test_forward_tls_options_are_checked_before_anything_starts(tmp_path):
     ("1.2..3", "'1.2..3' is not a UID root (digits and dots): an empty component"),
     ("1.2.3.", "'1.2.3.' is not a UID root (digits and dots): an empty component"),
     ("1.2.x", "'1.2.x' is not a UID root (digits and dots): component 'x' is not digits"),
+    ("1.2\n.3", "'1.2\\n.3' is not a UID root (digits and dots): component '2\\n' is not digits"),
     ("3.1.4", "'3.1.4' is not a UID root: an OID starts with 0, 1 or 2"),
     ("1." + "1234567890." * 3 + "123456", "has 41 characters, more than the 40 that leave 23 digits of a 64-character UID"),
 ])

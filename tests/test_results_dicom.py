@@ -181,3 +181,33 @@ def test_three_workers_classify_every_film_once_each_record_naming_its_results(t
     assert sorted(r["key"] for r in lines) == sorted(keys[:-1])
     assert service.counts() == {"received": 24, "pending": 0, "classified": 23, "failed": 1, "to_send": 0}
     assert list((tmp_path / "store" / "tmp").iterdir()) == []
+
+
+def test_a_film_whose_results_cannot_be_staged_fails_and_the_workers_go_on(tiny_models, tmp_path, monkeypatch):
+    """Staging that fails for another reason than the store (a bug) fails that film with a reason; no thread stops."""
+    from edgecxr.clinic import worker
+    from edgecxr.clinic.service import Service
+
+    service = Service(tmp_path / "store", load_model(tiny_models["int8"]), None, "EDGECXR", 1.0, workers=2)
+    films = [wrap(toy_u8(i % 3, seed=40 + i, size=(64, 64)), f"Stage^Bug{i}", f"SB-{i}") for i in range(4)]
+    keys = [service.store.key(ds.SOPInstanceUID) for ds in films]
+    stage = worker.Outcome.stage
+
+    def broken(self, store):
+        if self.key == keys[1] and any(event == "classified" for event, _, _ in self.audit):
+            raise ValueError("a bug in staging")
+        return stage(self, store)
+
+    monkeypatch.setattr(worker.Outcome, "stage", broken)
+    for ds in films:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        service.store.write_bytes(service.store.path("received", service.store.key(ds.SOPInstanceUID), ".dcm"), buffer.getvalue())
+    service.start()
+    assert service.worker.alive
+    service.stop()
+    audit = read_lines(tmp_path / "store" / "audit.jsonl")
+    assert sorted(r["key"] for r in audit if r["event"] == "classified") == sorted(keys[:1] + keys[2:])
+    failed = [r for r in audit if r["event"] == "failed"]
+    assert [(r["key"], r["reason"], r["results"]) for r in failed] == [(keys[1], "unexpected error while writing its results", [f"{keys[1]}.sr.dcm"])]
+    assert service.counts()["pending"] == 0

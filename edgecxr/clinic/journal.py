@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,9 +60,14 @@ DEFAULT_ROTATION = Rotation()  # the logs of a store opened without options: a n
 
 
 def segments(path: str | os.PathLike) -> list[Path]:
-    """The rotated segments of the journal at ``path`` still kept, oldest first (the file itself not included)."""
+    """The rotated segments of the journal at ``path`` still kept, oldest first (the file itself not included).
+
+    Only names this module gives a segment count (``<name>.<STAMP><ms>Z``, ``-<n>`` when two share a
+    millisecond): a segment an operator compressed or renamed beside it is not a log to read.
+    """
     path = Path(path)
-    return sorted(path.parent.glob(f"{path.name}.[0-9]*"))
+    pattern = re.compile(rf"{re.escape(path.name)}\.\d{{8}}T\d{{9}}Z(-\d+)?")
+    return sorted(p for p in path.parent.glob(f"{path.name}.[0-9]*") if pattern.fullmatch(p.name))
 
 
 def read_journal(path: str | os.PathLike) -> list[dict[str, Any]]:

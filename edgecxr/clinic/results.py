@@ -39,7 +39,7 @@ from edgecxr import __version__
 from edgecxr.clinic import sr, uids
 from edgecxr.clinic.sr import Code
 from edgecxr.core.model import Prediction
-from edgecxr.core.picture import result_picture
+from edgecxr.core.picture import MAX_SIDE, result_picture
 
 SITE_HEAD_NOTE = "classifier head: this site's own (edgecxr adapt)"  # said on results whose probabilities came from a site head
 NOTICE = "RESEARCH USE - NOT A DIAGNOSIS"
@@ -48,9 +48,9 @@ NOT_ANALYSABLE = Code("NOTANALYSABLE", SCHEME, "Not analysable")  # the finding 
 REFER = Code("REFER", SCHEME, "Refer for reading at the site's threshold")
 MANUFACTURER = "edgecxr"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
-# px: the picture is resized to fit MAX_SIDE (a picture to look at, not the film to read) and, within that,
-# enlarged to at least MIN_WIDTH so the burned-in text stays legible on a small film.
-MIN_WIDTH, MAX_SIDE = 768, 1024
+# px: the picture is resized to fit core.picture's MAX_SIDE (a picture to look at, not the film to read) and, within
+# that, enlarged to at least MIN_WIDTH so the clinic's longer burned-in text stays legible on a small film.
+MIN_WIDTH = 768
 # Copied into the Secondary Capture (an image, whose series has them; an SR's has not): the body part and its laterality.
 IMAGE_KEYWORDS = ("BodyPartExamined", "Laterality")
 UNPAIRED = ("CHEST", "THORAX")  # body parts without a laterality (General Series' Laterality is then absent)
@@ -153,7 +153,7 @@ def not_analysable_report(source: Dataset, reason: str, identity: ModelIdentity,
 
 def _report(source: Dataset, identity: ModelIdentity, finding: Code, measured: list[Dataset], comments: list[str], variant: str) -> Dataset:
     uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
-    observer, algorithm = copy.deepcopy(_model_items(identity))
+    observer, algorithm = copy.deepcopy(_model_items(identity, uids.root()))
     group = sr.container("CONTAINS", _DCM["group"], [
         sr.text("HAS OBS CONTEXT", _DCM["tracking_id"], "edgecxr classification"),
         sr.uidref("HAS OBS CONTEXT", _DCM["tracking_uid"], result_uid(made_from, identity, "tracking")),
@@ -184,9 +184,9 @@ def _report(source: Dataset, identity: ModelIdentity, finding: Code, measured: l
 
 
 @lru_cache(maxsize=8)
-def _model_items(identity: ModelIdentity) -> tuple[tuple[Dataset, ...], tuple[Dataset, ...]]:
-    """The content items the same for every report of ``identity`` (copied into each): the observer context (TID 1004,
-    the device) and the algorithm (TID 4019)."""
+def _model_items(identity: ModelIdentity, root: str) -> tuple[tuple[Dataset, ...], tuple[Dataset, ...]]:
+    """The content items the same for every report of ``identity`` under the UID ``root`` in use (copied into each): the
+    observer context (TID 1004, the device) and the algorithm (TID 4019)."""
     observer = (
         sr.code("HAS CONCEPT MOD", _DCM["language"], ENGLISH),
         sr.code("HAS OBS CONTEXT", _DCM["observer_type"], _DCM["device"]),

@@ -15,7 +15,7 @@ from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 MAX_UID = 64  # characters of a DICOM UID (PS3.5 9.1)
 MIN_DIGITS = 23  # of the hash after the root: a chance of two results sharing a UID below 1 in 10**20
 MAX_ROOT = MAX_UID - 1 - MIN_DIGITS  # 40
-_COMPONENT = re.compile(r"^(0|[1-9][0-9]*)$")
+_COMPONENT = re.compile(r"0|[1-9][0-9]*")  # a whole component (fullmatch: "$" would let a trailing newline through)
 
 _root = PYDICOM_ROOT_UID  # the prefix in use, ending with a dot
 
@@ -28,8 +28,9 @@ def check_root(text: str) -> str:
     if len(root) > MAX_ROOT:
         raise ValueError(f"{root!r} has {len(root)} characters, more than the {MAX_ROOT} that leave {MIN_DIGITS} digits of a 64-character UID")
     for component in root.split("."):
-        if not _COMPONENT.match(component):
-            problem = "an empty component" if not component else f"component {component!r} has a leading zero" if component.isdigit() else f"component {component!r} is not digits"
+        if not _COMPONENT.fullmatch(component):
+            digits = component.isascii() and component.isdigit()
+            problem = "an empty component" if not component else f"component {component!r} has a leading zero" if digits else f"component {component!r} is not digits"
             raise ValueError(f"{root!r} is not a UID root (digits and dots): {problem}")
     if root.split(".")[0] not in ("0", "1", "2"):
         raise ValueError(f"{root!r} is not a UID root: an OID starts with 0, 1 or 2")

@@ -101,7 +101,7 @@ class Worker:
         self.file_of, self.on_queued, self.on_error, self.retry = file_of, on_queued, on_error, retry
         self.rules = rules or model.card.films
         self.identity = ModelIdentity(model.name, model.card.version, model.card.sha256 or "")
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or usable_cores()
         self.blocked = False  # the last write to the store failed; the films are written again
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._made: queue.Queue[Outcome | None] = queue.Queue(maxsize=MAX_BATCH)  # staged, to commit
@@ -202,7 +202,10 @@ class Worker:
             if outcome is None:
                 self._done([key])
                 continue
-            while not self._staged(outcome):
+            while not (staged := self._staged(outcome)):
+                if staged is None:  # staging itself failed (not the store): the film failed, its failure staged instead
+                    outcome = self._failure(key, "unexpected error while writing its results", None)
+                    continue
                 if self._stopping.wait(self.retry):
                     return  # the film stays pending for the next start
             while True:
@@ -214,6 +217,12 @@ class Worker:
                         return
 
     def _commit_all(self) -> None:
+        try:
+            self._commit_batches()
+        finally:  # however the committer ends, no worker waits for it to take a film
+            self._halted.set()
+
+    def _commit_batches(self) -> None:
         last = False
         while not last:
             first = self._made.get()
@@ -231,16 +240,19 @@ class Worker:
                 batch.append(more)
             while not self._attempt(batch):
                 if self._stopping.wait(self.retry):
-                    self._halted.set()
                     return
 
-    def _staged(self, outcome: Outcome) -> bool:
-        """Stage ``outcome``'s files (so the committer holds no film's bytes); False when the store cannot take them."""
+    def _staged(self, outcome: Outcome) -> bool | None:
+        """Stage ``outcome``'s files (so the committer holds no film's bytes); False when the store cannot take them (tried
+        again later), None when staging failed otherwise (a bug: the caller fails the film instead; a failure that cannot
+        be staged either is tried again later, like a full store)."""
         try:
             outcome.stage(self.store)
         except OSError as exc:
-            self._cannot_write(exc, outcome.key)
+            self._cannot_write(exc)
             return False
+        except Exception:
+            return False if any(event == "failed" for event, _, _ in outcome.audit) else None
         return True
 
     def _attempt(self, batch: list[Outcome]) -> bool:
@@ -248,7 +260,7 @@ class Worker:
         try:
             self._commit(batch)
         except OSError as exc:
-            self._cannot_write(exc, batch[0].key)
+            self._cannot_write(exc)
             return False
         except Exception as exc:  # a bug in writing: each film failed with the error's type, the worker goes on
             with contextlib.suppress(Exception):
@@ -259,19 +271,21 @@ class Worker:
                 batch = failures
         if self.blocked:
             self.blocked = False
-            self.audit.write("resumed", batch[0].key, reason="the store can be written again")
+            with contextlib.suppress(OSError):  # a disk that fills again at once: said again when it does
+                self.audit.write("resumed", None, reason="the store can be written again")
         self._told(batch)
         return True
 
-    def _cannot_write(self, exc: OSError, key: str) -> None:
-        """The store cannot be written: said to ``on_error`` each time, in the audit log once until it can again."""
+    def _cannot_write(self, exc: OSError) -> None:
+        """The store cannot be written: said to ``on_error`` each time, in the audit log once until it can again (with no
+        key: it is not one film's failure, and a film's own ``failed`` line, written once per film, must not be taken for it)."""
         reason = f"cannot write to the store ({exc.strerror or type(exc).__name__}); the worker tries again every {self.retry:g} s"
         self.on_error(reason)
         with self._lock:
             said, self.blocked = self.blocked, True
         if not said:
             with contextlib.suppress(OSError):  # the audit log is on the same full disk, most likely
-                self.audit.write("failed", key, stage="store", reason=reason)
+                self.audit.write("failed", None, stage="store", reason=reason)
 
     def _commit(self, batch: list[Outcome]) -> None:
         """Put the staged files of ``batch`` in place, step by step (module docstring), then the log lines; OSError when the
@@ -320,6 +334,14 @@ class Worker:
         error = f"a film could not be analysed: {reason}" if stage != "route" else None  # a film outside the intended use is no error of the service
         return Outcome(key, files, self._outbox(key, names), (self.store.path("failed", key, ".json"), failure), [("failed", key, failure)],
                        error=error, queued=self._sends(names))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or ``taskset`` narrows), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity call on this platform (macOS)
+        return os.cpu_count() or 1
 
 
 def result_lines(record: ResultRecord, file: str | None) -> tuple[Line, Line]:

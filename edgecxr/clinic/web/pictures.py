@@ -2,7 +2,7 @@
 picture (heatmap over the film).
 
 Browsers show neither DICOM nor TIFF, so the film is decoded with :func:`edgecxr.core.imageio.load_image`
-and written as a PNG at most :data:`edgecxr.clinic.results.MAX_SIDE` px long; the result
+and written as a PNG at most :data:`edgecxr.core.picture.MAX_SIDE` px long; the result
 picture is the worker's, from the result writer that holds it (:mod:`edgecxr.clinic.writers`). Both are made
 once and kept in ``STORE/web/previews/`` by key.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecxr.clinic.results import MAX_SIDE
 from edgecxr.clinic.store import Store, received_file
 from edgecxr.clinic.writers import png, writer_of
 from edgecxr.core.imageio import load_image
+from edgecxr.core.picture import MAX_SIDE
 
 
 def film_png(source_root: Path, key: str, full: bool = False, center: int = 50, width: int = 100) -> bytes | None:
