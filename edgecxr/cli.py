@@ -37,6 +37,17 @@ MODEL_HELP = "bundled model name (see `edgecxr models`) or path to a .tflite wit
 SITE_HELP = "site profile JSON made by `edgecxr calibrate` for this model; default: the profile installed for the model (--install), if any"
 
 
+def use_uid_root_or_exit(uid_root: str | None) -> None:
+    """Make results' UIDs under ``uid_root`` (None: pydicom's root); a bad root is one error line and exit 2."""
+    from edgecxr.clinic import uids
+
+    try:
+        uids.use_root(uid_root)
+    except ValueError as exc:
+        click.echo(f"error: --uid-root: {exc}", err=True)
+        sys.exit(2)
+
+
 def load_or_exit(model: str | None, threads: int | None, site: str | bool | None = None) -> Model:
     """Load a model (with a site profile: a path, True for the installed one if any) for a command, or print one error line and exit 2."""
     from edgecxr.core.model import load_model
@@ -480,7 +491,6 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
     try:
         import pynetdicom  # noqa: F401 (the clinic extra: the receiver and the sender; the results need pydicom only)
 
-        from edgecxr.clinic import uids
         from edgecxr.clinic.forward import Target, tls_client
         from edgecxr.clinic.journal import Rotation
         from edgecxr.clinic.routing import RulesError, read_rules
@@ -509,11 +519,7 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             click.echo(f"error: --forward-tls-ca/--forward-tls-cert/--forward-tls-key: cannot use them ({getattr(exc, 'strerror', None) or exc})", err=True)
             sys.exit(2)
-    try:
-        uids.use_root(uid_root)
-    except ValueError as exc:
-        click.echo(f"error: --uid-root: {exc}", err=True)
-        sys.exit(2)
+    use_uid_root_or_exit(uid_root)
     net = load_or_exit(model, threads, site or True)
     try:
         routing = read_rules(rules, net.card.films) if rules else net.card.films
@@ -661,18 +667,13 @@ def serve(store: str, host: str, port: int, user: str, password_file: str | None
     and exits 0.
     """
     try:
-        from edgecxr.clinic import uids
         from edgecxr.clinic.store import StoreError
         from edgecxr.clinic.web import server
         from edgecxr.clinic.web.app import allowed_hosts
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
         sys.exit(2)
-    try:
-        uids.use_root(uid_root)
-    except ValueError as exc:
-        click.echo(f"error: --uid-root: {exc}", err=True)
-        sys.exit(2)
+    use_uid_root_or_exit(uid_root)
     root = Path(store)
     try:
         password = server.read_password_file(Path(password_file)) if password_file else None

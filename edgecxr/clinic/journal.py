@@ -160,9 +160,7 @@ class Journal:
         record = {"time": utc_ms(), "event": event, "key": key, **fields}
         end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            data = memoryview((json.dumps(record) + "\n").encode())
-            while data:
-                data = data[os.write(self._fd, data):]
+            _write_all(self._fd, (json.dumps(record) + "\n").encode())
             if sync:
                 os.fsync(self._fd)
         except OSError:
@@ -202,7 +200,7 @@ class Journal:
         os.close(self._fd)
         self._fd, self._day = fd, None
         with contextlib.suppress(OSError):  # retired at the next rotation or start instead
-            _fsync_folder(self.path.parent)
+            fsync_path(self.path.parent)
             self._retire()
 
     def _retire(self) -> None:
@@ -222,7 +220,7 @@ class Journal:
             finally:
                 os.close(fd)
             segment.unlink()
-        _fsync_folder(self.path.parent)
+        fsync_path(self.path.parent)
 
 
 def _retired_pairs(path: Path) -> Iterator[tuple[str, str]]:
@@ -243,8 +241,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or folder by its path (a folder: so the names renamed or created in it are durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from edgecxr.clinic.journal import fsync_path
+
 FOLDERS = ("received", "results", "classified", "failed", "outbox", "rejected", "tmp")
 Staged = tuple[Path, Path]  # (temporary file, target) of a write not yet committed (Store.stage)
 SYNC_THREADS = 8  # fsyncs of one group commit run at once: the file system commits them together (ext4: one journal commit)
@@ -144,7 +146,7 @@ class Store:
         except BaseException:  # a full disk, say: the partial copy would only hold space
             tmp.unlink(missing_ok=True)
             raise
-        _fsync(target.parent)
+        fsync_path(target.parent)
         return target
 
     def write_json(self, target: Path, record: dict[str, Any]) -> Path:
@@ -170,26 +172,18 @@ class Store:
         tmps = [tmp for step in steps for tmp, _ in step if tmp.exists()]  # not there: in place already, by an earlier try
         if tmps:
             with ThreadPoolExecutor(min(SYNC_THREADS, len(tmps)), thread_name_prefix="edgecxr-fsync") as pool:
-                list(pool.map(_fsync, tmps))
+                list(pool.map(fsync_path, tmps))
         for step in steps:
             for tmp, target in step:
                 if tmp.exists():
                     os.replace(tmp, target)
             for folder in sorted({target.parent for _, target in step}):
-                _fsync(folder)
+                fsync_path(folder)
 
 
 def json_bytes(record: dict[str, Any]) -> bytes:
     """A JSON record as the store writes it: one line, keys sorted."""
     return (json.dumps(record, sort_keys=True) + "\n").encode()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def received_file(root: str | os.PathLike, key: str) -> Path | None:
