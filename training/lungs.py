@@ -107,6 +107,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
         args.negatives = info["config"].get("negatives", 0)
         args.distill_films = info["config"].get("distill_films", 0)
         args.distill_from = info["config"].get("distill_from")
+        args.labelled_repeats = info["config"].get("labelled_repeats", 1)
     else:
         info = {
             "command": " ".join(argv),
@@ -119,7 +120,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> dict:
             "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": keras.__version__, "numpy": np.__version__},
         }
     info_path.write_text(json.dumps(info, indent=2))
-    x, y = train_split.x, train_split.y
+    x, y = np.concatenate([train_split.x] * args.labelled_repeats), np.concatenate([train_split.y] * args.labelled_repeats)
     if args.negatives:
         negatives = negative_frames(args.negatives, spec, train_split.x, seed=args.seed + 1234)
         x, y = np.concatenate([x, negatives]), np.concatenate([y, np.zeros_like(negatives)])
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--negatives", type=int, default=0, help="generated frames without lungs (empty masks) added to the training set (training/lung_negatives.py)")
     parser.add_argument("--distill-from", type=Path, help="a lung .tflite (with its card) whose masks on --distill-films unlabelled training films are added as soft targets")
     parser.add_argument("--distill-films", type=int, default=0, help="films drawn from the cxr3 / cxr3-plus train splits beside DATA for --distill-from")
+    parser.add_argument("--labelled-repeats", type=int, default=1, help="each labelled film this many times per epoch, so --distill-films soft targets do not outweigh the masks")
     parser.add_argument("--init-from", type=Path, help="start from this .keras model's weights (same architecture) instead of random ones")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/last.keras")
     args = parser.parse_args(argv)
