@@ -29,7 +29,7 @@ from pydicom.uid import PYDICOM_ROOT_UID, ExplicitVRLittleEndian, ImplicitVRLitt
 from clinic import Listener, dicom_errors, events, free_port, make_certificates, send, wait_for, wrap
 from conftest import child_env, toy_u8
 from edgecxr.clinic import uids
-from edgecxr.clinic.journal import STAMP, Journal, Rotation, read_journal, rotated_at, segments
+from edgecxr.clinic.journal import STAMP, Journal, Rotation, read_journal, read_keys, rotated_at, segments
 
 pytestmark = pytest.mark.clinic
 
@@ -91,8 +91,8 @@ def test_retired_segments_are_deleted_but_their_keys_kept_and_a_new_day_begins_a
     aged = [age(segment, 3) for segment in old]  # rotated three days ago: past --keep-days 2
     reopened = Journal(path, rotation=Rotation(max_bytes=300, keep_days=2))  # retires at start
     assert not any(p.exists() for p in aged) and all(p.exists() for p in kept)
-    keys = (tmp_path / "audit.jsonl.keys").read_text().splitlines()
-    assert sorted(keys) == sorted(f"classified\t{k}" for k in retired)
+    pairs, covered = read_keys(tmp_path / "audit.jsonl.keys")
+    assert {("classified", k, None) for k in retired} <= pairs and {p.name for p in [*aged, *kept]} <= covered  # the retired ones covered before they went
     assert all(not reopened.once("classified", k) for k in retired)  # never logged again
     assert {r["key"] for r in read_journal(path)} == {f"k{i:02d}" for i in range(12)} - retired
 
@@ -108,6 +108,108 @@ def json_lines(path: Path) -> list[dict]:
     from edgecxr.clinic.journal import read_lines
 
     return read_lines(path)
+
+
+def reads(monkeypatch) -> list[str]:
+    """The names of the journal files :func:`edgecxr.clinic.journal.read_lines` parses from now on."""
+    from edgecxr.clinic import journal
+
+    parsed: list[str] = []
+    read_lines = journal.read_lines
+
+    def parse(path):
+        parsed.append(Path(path).name)
+        return read_lines(path)
+
+    monkeypatch.setattr(journal, "read_lines", parse)
+    return parsed
+
+
+def test_a_restart_reads_the_keys_and_the_live_file_never_a_rotated_one(tmp_path, monkeypatch):
+    path = tmp_path / "audit.jsonl"
+    journal = Journal(path, rotation=Rotation(max_bytes=300))
+    for i in range(20):
+        assert journal.once("received", f"key{i:02d}") and journal.once("failed", f"key{i:02d}", stage="classify", reason="bad")
+    parts = segments(path)
+    assert len(parts) >= 5 and set(read_keys(path.with_name("audit.jsonl.keys"))[1]) == {p.name for p in parts}  # each covered as it was rotated
+    parsed = reads(monkeypatch)
+    again = Journal(path, rotation=Rotation(max_bytes=300))
+    assert parsed == ["audit.jsonl"]  # the live file only: the rotated ones are known from the keys
+    assert not any(again.once("received", f"key{i:02d}") or again.once("failed", f"key{i:02d}", stage="classify") for i in range(20))
+    for part in parts:  # gone (by hand, say): the keys still know their lines
+        part.unlink()
+    third = Journal(path)
+    live = read_lines_of(path)
+    assert not any(third.once("received", f"key{i:02d}") or third.once("failed", f"key{i:02d}", stage="classify") for i in range(20))
+    assert third.once("failed", "key00", stage="send")  # another stage is another line
+    assert read_lines_of(path) == [*live, ("failed", "key00")]
+
+
+def test_rotated_files_an_earlier_version_left_uncovered_are_read_once_and_then_covered(tmp_path, monkeypatch):
+    path = tmp_path / "audit.jsonl"
+    old = tmp_path / "audit.jsonl.20250101T000000000Z"  # rotated by hand, as a version before the keys marks did: no keys
+    old.write_text("".join(json.dumps({"time": "2025-01-01T00:00:00.000+00:00", "event": "received", "key": f"k{i}"}) + "\n" for i in range(5)))
+    (tmp_path / "audit.jsonl.keys").write_text("received\tgone1\nfailed\tgone1\n")  # the old format: a retired file's pairs, no stage
+    parsed = reads(monkeypatch)
+    journal = Journal(path)
+    assert parsed == [old.name, "audit.jsonl"]
+    assert not any(journal.once("received", key) for key in ["gone1"] + [f"k{i}" for i in range(5)])
+    assert not journal.once("failed", "gone1", stage="classify")  # an old failed pair without its stage stands for every stage, as before
+    pairs, covered = read_keys(tmp_path / "audit.jsonl.keys")
+    assert covered == {old.name} and {("received", f"k{i}", None) for i in range(5)} <= pairs
+    parsed.clear()
+    again = Journal(path)
+    assert parsed == ["audit.jsonl"] and not again.once("received", "k4") and again.once("received", "k5")
+    assert read_lines_of(path) == [("received", "k5")]  # nothing of the old file written again
+
+
+def read_lines_of(path: Path) -> list[tuple[str, str]]:
+    return [(r["event"], r["key"]) for r in json_lines(path)]
+
+
+CRASH_AT_COVER = """
+import os, sys
+from edgecxr.clinic import journal
+journal.Journal._cover = lambda self, segment, pairs: os._exit(3)  # the process dies just after a rotation, before the keys
+log = journal.Journal(sys.argv[1], rotation=journal.Rotation(max_bytes=300))
+for i in range(20):
+    log.once("received", f"key{i:02d}")
+"""
+
+
+def test_a_crash_between_a_rotation_and_its_keys_loses_no_pair(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    crashed = subprocess.run([sys.executable, "-c", CRASH_AT_COVER, str(path)], env=child_env(), capture_output=True, text=True, timeout=60)
+    assert crashed.returncode == 3, crashed.stderr
+    (segment,) = segments(path)
+    written = [k for _, k in read_lines_of(segment)] + [k for _, k in read_lines_of(path)]
+    assert len(written) >= 3 and not (tmp_path / "audit.jsonl.keys").exists()
+    journal = Journal(path, rotation=Rotation(max_bytes=300))  # the restart covers it
+    assert read_keys(tmp_path / "audit.jsonl.keys")[1] == {segment.name}
+    for i in range(20):  # the work redone: only the lines not yet written are
+        assert journal.once("received", f"key{i:02d}") == (f"key{i:02d}" not in written)
+    assert sorted(r["key"] for r in read_journal(path)) == [f"key{i:02d}" for i in range(20)]  # each once
+
+    keys = tmp_path / "audit.jsonl.keys"  # a crash in the middle of a keys write: the last line torn, no mark
+    text = keys.read_text()
+    cut = text.index("received\tkey10") + len("received\tkey1")
+    keys.write_text(text[:cut])
+    again = Journal(path, rotation=Rotation(max_bytes=300))
+    assert not any(again.once("received", f"key{i:02d}") for i in range(20))
+    assert again.once("received", "key1")  # the torn "key1..." was cut off, no pair: a key never written is written
+    pairs, covered = read_keys(keys)
+    assert ("received", "key1", None) not in pairs and {p.name for p in segments(path)} <= covered  # covered again
+
+
+def test_a_film_refused_at_receive_and_failing_later_gets_both_failed_lines_once(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    journal = Journal(path, rotation=Rotation(max_bytes=200))
+    journal.write("failed", "k1", stage="receive", reason="the disk is full")
+    assert journal.once_many([("failed", "k1", {"stage": "classify", "reason": "cannot decode"})]) == 1
+    assert not journal.once("failed", "k1", stage="classify") and journal.once("failed", "k2", stage="classify")
+    again = Journal(path, rotation=Rotation(max_bytes=200))  # the receive line rotated away: known from the keys
+    assert segments(path) and not again.once("failed", "k1", stage="receive") and not again.once("failed", "k1", stage="classify")
+    assert [(r["key"], r["stage"]) for r in read_journal(path)] == [("k1", "receive"), ("k1", "classify"), ("k2", "classify")]
 
 
 def test_state_survives_rotation_retirement_and_a_restart_and_a_pending_film_is_classified(tmp_path, tiny_models):

@@ -3,8 +3,11 @@
 A line is ``{"time": <UTC, ms>, "event": ..., "key": ..., ...}``. :meth:`Journal.once` writes an
 event for a key only if the log does not hold it yet, so work redone after a crash (the state on
 disk is the truth; the log catches up with it at start, see :mod:`edgecxr.clinic.service`) never
-logs twice. A line cut short by a crash is skipped when read and closed off before the next append; a
-line that cannot be written (a full disk) is cut off again and the OSError raised, so the caller knows.
+logs twice. What is the same line is its *pair* (:func:`pair_of`): its event and key and, for a
+``failed`` line, its ``stage`` too (a film refused at ``receive`` may still fail at ``classify``,
+each logged once). A line cut short by a crash is skipped when read and closed off before the next
+append; a line that cannot be written (a full disk) is cut off again and the OSError raised, so the
+caller knows.
 
 The audit log's events: ``received``, ``classified``, ``sent``, ``failed``, ``rejected``. What a
 caller may put in a line is its business; the callers here put in only keys, model identity,
@@ -14,11 +17,20 @@ results, warnings and reasons of their own wording, never a value read from a DI
 given none, such as ``watch.jsonl``, is the store's state and is never rotated): before a line is
 written, a file that has reached ``max_bytes``, or (with ``keep_days``) holds a line of an earlier
 UTC day, is renamed ``<name>.<UTC time>Z`` (a *segment*) and a new file begun. A segment rotated more
-than ``keep_days`` ago is retired: its (event, key) pairs are first appended to ``<name>.keys``
-(fsynced), then the segment is deleted, so :meth:`Journal.once` still knows every line ever written
-and a restart never writes again the lines of films logged long ago. :func:`read_journal` reads the
-kept segments and the file in order. The store's own files (received films, results, the send
-queue) are never touched: retention drops log lines, never work.
+than ``keep_days`` ago is retired (deleted). :func:`read_journal` reads the kept segments and the
+file in order. The store's own files (received films, results, the send queue) are never touched:
+retention drops log lines, never work.
+
+**The keys file** ``<name>.keys`` holds the pairs of every segment, so a start reads it and the live
+file, never a segment (:meth:`Journal.once` still knows every line ever written, retired or not). Text
+lines, appended and fsynced, never rewritten: ``<event>\\t<key>`` or ``failed\\t<key>\\t<stage>``, a
+pair; ``#covers\\t<segment name>``, after the pairs of that segment, which the file then *covers*.
+A segment is covered just after it is renamed (its pairs, then the mark, fsynced), so a crash
+at any point loses no pair: a segment the file does not cover (a crash before the mark, a failed
+write, a segment rotated by a version before the marks) is read at the next start, or before it is
+retired, and covered then; a pair may be in the file twice, never missing. A torn last line is cut
+off at start. A ``failed`` pair without its stage (written before the stage was kept) stands for
+every stage of that key, as it did.
 """
 from __future__ import annotations
 
@@ -28,7 +40,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,8 +52,18 @@ def utc_ms() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-KEYS = ".keys"  # suffix of the file of the (event, key) pairs of retired segments
+KEYS = ".keys"  # suffix of the file of the pairs of every segment (module docstring)
+COVERS = "#covers"  # a line of the keys file naming a segment whose pairs precede it
 STAMP = "%Y%m%dT%H%M%S"  # a segment's name: <name>.<STAMP><ms>Z (the UTC time it was rotated)
+STAGED = "failed"  # the event whose pair holds the line's stage too
+
+Pair = tuple[Any, Any, Any]  # (event, key, stage): what makes a line the same as another (pair_of)
+
+
+def pair_of(event: Any, key: Any, fields: Mapping[str, Any]) -> Pair:
+    """The pair of a line: its event and key, and its ``stage`` for a ``failed`` line (else None)."""
+    stage = fields.get("stage") if event == STAGED else None
+    return event, key, None if stage is None else str(stage)
 
 
 @dataclass(frozen=True)
@@ -96,15 +118,40 @@ def read_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def read_keys(path: str | os.PathLike) -> tuple[set[Pair], set[str]]:
+    """The pairs and the covered segments' names of the keys file at ``path`` (its complete lines); empty when there is none."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return set(), set()
+    pairs: set[Pair] = set()
+    covered: set[str] = set()
+    for line in data[: data.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines():
+        event, *rest = line.split("\t")
+        if event == COVERS and len(rest) == 1:
+            covered.add(rest[0])
+        elif len(rest) in (1, 2) and all(rest) and "\0" not in line:  # NULs: blocks a crash left unwritten
+            pairs.add((event, rest[0], rest[1] if len(rest) == 2 else None))
+    return pairs, covered
+
+
 class Journal:
     """One JSON-lines file, appended to by any thread; ``echo`` is also given each line written (to print it, say)."""
 
     def __init__(self, path: str | os.PathLike, echo: Callable[[dict[str, Any]], None] | None = None, rotation: Rotation | None = None) -> None:
         self.path, self.echo, self.rotation = Path(path), echo, rotation
+        self.keys = self.path.with_name(self.path.name + KEYS)
         self._lock = threading.Lock()
+        _cut_torn_line(self.keys)
+        self._seen, self._covered = read_keys(self.keys)
+        for segment in segments(self.path):  # only those the keys file does not cover yet (module docstring)
+            if segment.name not in self._covered:
+                pairs = _pairs(read_lines(segment))
+                with contextlib.suppress(OSError):  # held all the same; covered at the next start instead
+                    self._cover(segment, pairs)
         current = read_lines(self.path)
-        older = [line for segment in segments(self.path) for line in read_lines(segment)]
-        self._seen = set(_retired_pairs(self.path)) | {(r.get("event"), r.get("key")) for r in [*older, *current]}
+        self._file = _pairs(current)  # the pairs of the live file: the keys of its segment once it is rotated
+        self._seen |= self._file
         self._day: str | None = str(current[0].get("time", ""))[:10] if current else None  # the UTC day of the file's first line
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # held for the life of the process
         if os.lseek(self._fd, 0, os.SEEK_END) and not _ends_with_newline(self.path):
@@ -120,9 +167,9 @@ class Journal:
             return self._append(event, key, fields)
 
     def once(self, event: str, key: str, **fields: Any) -> bool:
-        """Append the line unless the journal already holds ``event`` for ``key``; True when it was written."""
+        """Append the line unless the journal already holds its pair (:func:`pair_of`); True when it was written."""
         with self._lock:
-            if (event, key) in self._seen:
+            if self._known(pair_of(event, key, fields)):
                 return False
             self._rotate_if_due()
             self._append(event, key, fields)
@@ -132,15 +179,16 @@ class Journal:
         """:meth:`once` for each ``(event, key, fields)``, with one fsync for all (a group commit); how many were written.
         On an OSError none of them counts as written (the file is cut back) and the error is raised."""
         with self._lock:
-            if all((event, key) in self._seen for event, key, _ in lines):
+            if all(self._known(pair_of(event, key, fields)) for event, key, fields in lines):
                 return 0
             self._rotate_if_due()  # once, before the batch's lines
             start = os.lseek(self._fd, 0, os.SEEK_END)
-            pending: set[tuple[str, str | None]] = set()
+            pending: set[Pair] = set()
             written: list[dict[str, Any]] = []
             try:
                 for event, key, fields in lines:
-                    if (event, key) not in self._seen and (event, key) not in pending:
+                    pair = pair_of(event, key, fields)
+                    if not self._known(pair) and pair not in pending:
                         written.append(self._append(event, key, fields, sync=False, seen=pending))
                 if written:
                     os.fsync(self._fd)
@@ -149,14 +197,19 @@ class Journal:
                     os.ftruncate(self._fd, start)
                 raise
             self._seen |= pending
+            self._file |= pending
             if self.echo is not None:
                 for record in written:
                     self.echo(record)
             return len(written)
 
+    def _known(self, pair: Pair) -> bool:
+        """Whether the journal holds ``pair`` (or, for a ``failed`` pair, that key's pair of an old line without its stage)."""
+        return pair in self._seen or (pair[2] is not None and (pair[0], pair[1], None) in self._seen)
+
     def _append(self, event: str, key: str | None, fields: dict[str, Any], sync: bool = True, seen: set[Any] | None = None) -> dict[str, Any]:
-        """Write and fsync (unless not ``sync``) one line, noting it in ``seen`` (the journal's own set unless given); on an
-        OSError (a full disk, say) the file is cut back to where it was and the error raised."""
+        """Write and fsync (unless not ``sync``) one line, noting its pair in ``seen`` (the journal's own sets unless given);
+        on an OSError (a full disk, say) the file is cut back to where it was and the error raised."""
         record = {"time": utc_ms(), "event": event, "key": key, **fields}
         end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
@@ -167,10 +220,12 @@ class Journal:
             with contextlib.suppress(OSError):  # truncating frees space, it needs none
                 os.ftruncate(self._fd, end)
             raise
+        pair = pair_of(event, key, fields)
         if seen is not None:  # a line of once_many: noted and echoed once all are durable
-            seen.add((event, key))
+            seen.add(pair)
             return record
-        self._seen.add((event, key))
+        self._seen.add(pair)
+        self._file.add(pair)
         if self.echo is not None:
             self.echo(record)
         return record
@@ -185,11 +240,12 @@ class Journal:
         self._day = self._day or today  # the day of the file's first line
 
     def _rotate(self) -> None:
-        """Rename the file to a new segment and begin an empty one (on an OSError, the file stays as it was); retire old
-        segments."""
+        """Rename the file to a new segment and begin an empty one (on an OSError, the file stays as it was); cover the
+        segment in the keys file; retire old segments."""
         now = datetime.now(timezone.utc)
         name = f"{self.path.name}.{now.strftime(STAMP)}{now.microsecond // 1000:03d}Z"
-        segment = next(p for n in range(10**6) if not (p := self.path.with_name(f"{name}-{n}" if n else name)).exists())
+        segment = next(p for n in range(10**6)
+                       if not (p := self.path.with_name(f"{name}-{n}" if n else name)).exists() and p.name not in self._covered)
         os.fsync(self._fd)
         os.rename(self.path, segment)
         try:
@@ -198,13 +254,35 @@ class Journal:
             os.rename(segment, self.path)  # no room for a new file: go on with this one
             raise
         os.close(self._fd)
+        rotated, self._file = self._file, set()
         self._fd, self._day = fd, None
-        with contextlib.suppress(OSError):  # retired at the next rotation or start instead
-            fsync_path(self.path.parent)
+        with contextlib.suppress(OSError):  # not covered now: covered at the next start, or before it is retired
+            fsync_path(self.path.parent)  # the rename durable before the keys say the segment holds the pairs
+            self._cover(segment, rotated)
             self._retire()
 
+    def _cover(self, segment: Path, pairs: Iterable[Pair]) -> None:
+        """Note ``pairs`` (``segment``'s) as held, and append them to the keys file with the mark that it covers ``segment``
+        (fsynced; on an OSError the keys file is cut back and the error raised, the segment still not covered)."""
+        pairs = set(pairs)
+        self._seen |= pairs
+        text = "".join("\t".join(p for p in pair if p is not None) + "\n" for pair in pairs if _keyable(pair))
+        fd = os.open(self.keys, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                _write_all(fd, f"{text}{COVERS}\t{segment.name}\n".encode())
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
+        self._covered.add(segment.name)
+
     def _retire(self) -> None:
-        """Retire the segments rotated more than ``keep_days`` ago: their pairs to ``<name>.keys``, then delete them."""
+        """Delete the segments rotated more than ``keep_days`` ago (one the keys file does not cover is covered first)."""
         keep_days = self.rotation.keep_days if self.rotation else None
         if keep_days is None:
             return
@@ -212,27 +290,26 @@ class Journal:
         for segment in segments(self.path):
             if rotated_at(segment) >= horizon:
                 break  # segments are in time order
-            pairs = "".join(f"{event}\t{key}\n" for event, key in {(r.get("event"), r.get("key")) for r in read_lines(segment)} if key is not None)
-            fd = os.open(self.path.with_name(self.path.name + KEYS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                _write_all(fd, pairs.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if segment.name not in self._covered:
+                self._cover(segment, _pairs(read_lines(segment)))
             segment.unlink()
         fsync_path(self.path.parent)
 
 
-def _retired_pairs(path: Path) -> Iterator[tuple[str, str]]:
-    """The (event, key) pairs of the retired segments of the journal at ``path``."""
-    try:
-        text = path.with_name(path.name + KEYS).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return
-    for line in text.splitlines():
-        event, tab, key = line.partition("\t")
-        if tab and key:
-            yield event, key
+def _pairs(lines: Iterable[dict[str, Any]]) -> set[Pair]:
+    return {pair_of(r.get("event"), r.get("key"), r) for r in lines}
+
+
+def _keyable(pair: Pair) -> bool:
+    """Whether ``pair`` has a line in the keys file: a key, and no field that would break the line (or pose as a mark)."""
+    return pair[1] is not None and pair[0] != COVERS and all(isinstance(p, str) and p and not set(p) & {"\t", "\n", "\r"} for p in pair if p is not None)
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Cut off a last line a crash left without its newline (its pairs are in a segment the file does not cover yet)."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size and not _ends_with_newline(path):
+            os.truncate(path, path.read_bytes().rfind(b"\n") + 1)
 
 
 def _write_all(fd: int, data: bytes) -> None:
