@@ -76,7 +76,8 @@ def make_log(folder: Path, pairs: int, parts: int) -> Path:
 def start(tree: Path, path: Path) -> dict:
     """One start of the journal at ``path`` with the ``edgecxr`` package in ``tree``, in a fresh process."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(REPO)])}  # tree first: its edgecxr.clinic.journal
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), key(0)], capture_output=True, text=True, env=env, timeout=600, check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), key(0)], capture_output=True, text=True, env=env, cwd=path.parent,
+                          timeout=600, check=True)  # cwd: "-c" puts it first on sys.path
     return json.loads(proc.stdout.splitlines()[-1])
 
 

@@ -13,7 +13,7 @@ Every file is named by the instance's pseudonymous key, never by anything from t
     STORE/rejected/<key>.json    a dropped file that was refused, so `watch` does not read it again
     STORE/tmp/                   partial writes (same file system as the rest, so a rename is atomic)
     STORE/audit.jsonl, STORE/results.jsonl   the logs (edgecxr.clinic.journal), with their rotated files
-                                 <name>.<UTC time>Z and the keys of retired ones, <name>.keys
+                                 <name>.<UTC time>Z and the keys of every rotated one, <name>.keys
     STORE/status.json            the running listener's health (edgecxr.clinic.health)
 
 A file that is not DICOM (or a DICOM file without a SOPInstanceUID) is keyed by its content:
