@@ -28,9 +28,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.header import write_report
 from edgecxr.clinic.journal import STAMP
 from edgecxr.evaluation.benchmark import platform_info
-from edgecxr.evaluation.provenance import invocation
+from edgecxr.evaluation.provenance import invocation, record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,24 +88,25 @@ def summary(runs: list[dict]) -> dict:
             "memory_mb": round(max(r["memory_mb"] for r in runs), 1), "dedup": all(r["knows_oldest"] for r in runs)}
 
 
-def report(results: dict, args: argparse.Namespace, info: dict) -> str:
+def report(results: dict) -> str:
+    info = results["platform"]
     lines = [
-        f"# Journal start on {args.pairs} pairs in {args.segments} rotated files and the live one",
+        f"# Journal start on {results['pairs']} pairs in {results['segments']} rotated files and the live one",
         "",
         f"Machine: {info['machine']}, {info['cpu']} ({info['cpus']} CPUs), {info['system']}, Python {info['python']}. "
-        f"Produced by `{' '.join(invocation('python -m benchmarks.journal_start'))}`; each start in a fresh process, "
+        f"Produced by `{results['provenance']['command']}`; each start in a fresh process, "
         "the runs of both versions alternating. Memory: peak RSS above the RSS before the constructor.",
         "",
         "| start | runs | median s | min s | memory MB | knows the oldest line |",
         "|---|---|---|---|---|---|",
     ]
-    for name, row in results.items():
+    for name, row in results["results"].items():
         lines.append(f"| {name} | {row['runs']} | {row['median_s']} | {row['min_s']} | {row['memory_mb']} | {row['dedup']} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.journal_start", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=40000)
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--before", type=Path, help="a folder with the edgecxr package of an earlier version, measured alongside")
@@ -124,11 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {**({"before (every rotated file parsed)": summary(runs["before"])} if args.before else {}),
                "after, first start (rotated files covered)": summary([first]),
                "after (keys and live file)": summary(runs["after"])}
-    info = platform_info()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"platform": info, "pairs": args.pairs, "segments": args.segments, "results": results}, indent=2) + "\n")
-    (args.out / "report.md").write_text(report(results, args, info))
-    print(report(results, args, info))
+    write_report(args.out, {"provenance": record(invocation("python -m benchmarks.journal_start", argv)), "platform": platform_info(),
+                            "pairs": args.pairs, "segments": args.segments, "results": results}, report)
 
 
 if __name__ == "__main__":

@@ -211,15 +211,7 @@ class Journal:
         """Write and fsync (unless not ``sync``) one line, noting its pair in ``seen`` (the journal's own sets unless given);
         on an OSError (a full disk, say) the file is cut back to where it was and the error raised."""
         record = {"time": utc_ms(), "event": event, "key": key, **fields}
-        end = os.lseek(self._fd, 0, os.SEEK_END)
-        try:
-            _write_all(self._fd, (json.dumps(record) + "\n").encode())
-            if sync:
-                os.fsync(self._fd)
-        except OSError:
-            with contextlib.suppress(OSError):  # truncating frees space, it needs none
-                os.ftruncate(self._fd, end)
-            raise
+        _append_or_cut(self._fd, (json.dumps(record) + "\n").encode(), sync)
         pair = pair_of(event, key, fields)
         if seen is not None:  # a line of once_many: noted and echoed once all are durable
             seen.add(pair)
@@ -269,14 +261,7 @@ class Journal:
         text = "".join("\t".join(p for p in pair if p is not None) + "\n" for pair in pairs if _keyable(pair))
         fd = os.open(self.keys, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            end = os.lseek(fd, 0, os.SEEK_END)
-            try:
-                _write_all(fd, f"{text}{COVERS}\t{segment.name}\n".encode())
-                os.fsync(fd)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, end)
-                raise
+            _append_or_cut(fd, f"{text}{COVERS}\t{segment.name}\n".encode())
         finally:
             os.close(fd)
         self._covered.add(segment.name)
@@ -310,6 +295,20 @@ def _cut_torn_line(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         if path.stat().st_size and not _ends_with_newline(path):
             os.truncate(path, path.read_bytes().rfind(b"\n") + 1)
+
+
+def _append_or_cut(fd: int, data: bytes, sync: bool = True) -> None:
+    """Append ``data`` to the file open at ``fd`` and fsync it (unless not ``sync``); on an OSError (a full disk, say) cut
+    the file back to where it was and raise the error."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        _write_all(fd, data)
+        if sync:
+            os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):  # truncating frees space, it needs none
+            os.ftruncate(fd, end)
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:
