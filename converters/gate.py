@@ -2,10 +2,12 @@
 
 The rules are data (``gates`` in ``edgecxr/evaluation/targets.json``, :func:`edgecxr.targets.gate`). A variant is
 measured through the runtime on the test split (and the report-only ``external`` split, which is
-never used to train, calibrate or select); the quantization check compares it with its own float
+never used to train, calibrate or select, only reported on); the quantization check compares it with its own float
 model (the Keras model, pruned or narrowed, it was converted from); the decision checks compare
 it with the family's reference (the bundled ``resnet18-float32`` for every ResNet variant), or with
 the run's own float32 model when no bundled reference has the run's labels and preprocessing.
+The share of the external films called Normal is measured and reported on the card beside the
+reference's value, never gated: a gate on it would select on the split that stands for the next clinic.
 The result is the card's ``gate`` block (:class:`edgecxr.cardparts.Gate`).
 
     python -m converters.gate MODEL.tflite [MODEL.tflite ...] --own-float FLOAT32.tflite \\
@@ -28,7 +30,7 @@ import numpy as np
 
 from converters.verify import tflite_probabilities
 from edgecxr.core.card import ModelCard, ModelError, read_card, write_card
-from edgecxr.core.cardparts import Gate, GateCheck, Verification
+from edgecxr.core.cardparts import Gate, GateCheck, GateReport, Verification
 from edgecxr.core.model import Model
 from edgecxr.core.preprocess import PreprocessSpec
 from edgecxr.core.registry import MODELS_DIR
@@ -89,7 +91,8 @@ def result(probs: np.ndarray, own_float: np.ndarray, own_float_name: str, quanti
     spec = gate_spec()
     reached = {"agreement_with_own_float": agreement(probs, own_float), **quantities}
     checks = tuple(GateCheck(**c) for c in spec.check(reached, reference.quantities))
-    return Gate(spec.name, reference.description, own_float_name, agreement(probs, reference.probs), checks, all(c.met for c in checks))
+    reported = tuple(GateReport(**r) for r in spec.report(reached, reference.quantities)) or None  # never decides `passed`
+    return Gate(spec.name, reference.description, own_float_name, agreement(probs, reference.probs), checks, all(c.met for c in checks), reported)
 
 
 def external_films(roots: Sequence[Path], labels: Sequence[str], spec: dict[str, Any] | PreprocessSpec) -> np.ndarray | None:
@@ -115,11 +118,15 @@ def bundled_reference(family: str, labels: Sequence[str], spec: PreprocessSpec, 
 
 
 def summary(g: Gate) -> str:
-    """One line: passed or the failed checks with their numbers."""
+    """One line: passed or the failed checks with their numbers, then the reported quantities (not gated)."""
+    reported = "".join(
+        f"; reported, not gated: {r.name} {'not measured' if r.reached is None else r.reached}{'' if r.reference is None else f' (reference {r.reference})'}"
+        for r in g.reported or ()
+    )
     if g.passed:
-        return f"gate {g.name}: passed"
+        return f"gate {g.name}: passed{reported}"
     failed = ", ".join(f"{c.name}{f' ({c.scope})' if c.scope else ''} {c.reached} (needs {c.op} {c.target})" for c in g.failed)
-    return f"gate {g.name}: FAILED on {failed}"
+    return f"gate {g.name}: FAILED on {failed}{reported}"
 
 
 def gate_existing(paths: Sequence[Path], own_float: Path, roots: Sequence[Path], external_roots: Sequence[Path], write: bool) -> list[ModelCard]:

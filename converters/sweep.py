@@ -45,7 +45,7 @@ def row(name: str, card: ModelCard, path: Path, int8: ModelCard | None, seconds:
     v, g = card.verification, card.gate
     assert isinstance(v, Verification) and g is not None
     p = card.pruning
-    reached = {(c.key, c.scope): c.reached for c in g.checks}
+    reached = g.values  # checked and reported (cards gated before list the external share among the checks)
     return {
         "row": name, "variant": card.variant,
         "target_sparsity": p.target_sparsity if p else None,
@@ -87,7 +87,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Pruning sweep: {results['run']}", "",
         f"`{p['command']}` — {p['utc_time']}, {m['cpu']} ({m['cpus']} CPUs, shared with other training jobs), git {(p['git'] or {}).get('commit', '?')[:7]}", "",
-        f"Fine-tuning: {results['fine_tuning']}. Gate `{results['gate']}` (edgecxr/evaluation/targets.json `gates`): {'; '.join(results['rules'])}. "
+        f"Fine-tuning: {results['fine_tuning']}. Gate `{results['gate']}` (edgecxr/evaluation/targets.json `gates`): {'; '.join(results['rules'])}"
+        f"{''.join(f'; {name} reported, not gated' for name in results.get('reported', []))}. "
         f"Reference: {ref.get('description', '?')}: {ref.get('quantities', {})}. Bundle: passed and (pruned) gzip <= "
         f"{results['max_gzip_vs_int8']}x int8. s: wall seconds of the row (fine-tune + convert + measure).", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "provenance": record(invocation("python -m converters.sweep", argv)), "platform": platform_info(),
         "run": args.run.name, "fine_tuning": settings, "gate": spec.name, "rules": [rule.text() for rule in (*spec.quantization, *spec.decisions)],
+        "reported": [quantity.name for quantity in spec.reported],
         "max_gzip_vs_int8": spec.pruned_max_gzip_vs_int8, "reference": None, "rows": [],
     }
     cards: dict[str, ModelCard] = {}

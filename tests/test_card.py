@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from edgecxr.core.card import INTENDED_USE, SCHEMA_VERSION, ModelCard, ModelError, card_path_for, read_card, release, sha256_of, verify_file, write_card
-from edgecxr.core.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Gate, GateCheck, Pruning, Quantization, Temperature, TensorSpec, Training, Verification
+from edgecxr.core.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Gate, GateCheck, GateReport, Pruning, Quantization, Temperature, TensorSpec, Training, Verification
 from edgecxr.core.preprocess import PreprocessSpec
 from edgecxr.core.registry import MODELS_DIR
 
@@ -194,6 +194,8 @@ def test_read_card_bad_preprocessing(model_file, spec, message):
 # --- complete validation: each bad field is one ModelError line naming the file and the field ---
 
 INT8 = {"shape": [1, 3], "dtype": "int8", "quantization": {"scale": 0.5, "zero_point": -128}}
+GATE = {"name": "decision-level 1", "reference": "ref", "own_float": "own", "agreement_with_reference": 0.95, "passed": True,
+        "checks": [{"key": "macro_f1", "name": "test macro-F1", "op": ">=", "target": 0.87, "met": True, "reached": 0.88}]}
 BAD_FIELDS = [
     ({"temperature": {"value": 0}}, "temperature.value"),
     ({"temperature": {"value": -1}}, "temperature.value"),
@@ -250,6 +252,9 @@ BAD_FIELDS = [
     ({"training": {"command": "python -m training", "dataset_manifest_sha256": None, "counts": {"train": [1, -2]}, "versions": {}}},
      "training.counts.train[1]"),
     ({"intended_use": ""}, "intended_use"),
+    ({"gate": {**GATE, "reported": [{"key": "external_called_normal", "name": "external", "reached": "0.5"}]}}, "gate.reported[0].reached"),
+    ({"gate": {**GATE, "reported": [{"key": "external_called_normal", "name": "external", "met": True}]}}, "gate.reported[0] has unknown keys ['met']"),
+    ({"gate": {**GATE, "reported": []}}, "gate.reported must be a list of at least 1"),
 ]
 
 
@@ -338,8 +343,7 @@ def test_a_card_with_every_part_round_trips(model_file):
         gate=Gate("decision-level 1", "resnet18-float32 1.2.0", "the magnitude Keras model", 0.95, (
             GateCheck("agreement_with_own_float", "agreement", ">=", 0.98, True, 0.99),
             GateCheck("sensitivity", "sensitivity", ">=", 0.87, False, 0.86, "b", 0.89),
-            GateCheck("external_called_normal", "external", ">=", 0.5, False, None, None, 0.52),
-        ), False),
+        ), False, (GateReport("external_called_normal", "external films called Normal", None, 0.52),)),
         input=TensorSpec((1, 32, 32, 1), "int8", Quantization(1 / 255, -128)),
         output=TensorSpec((1, 3), "int8", q),
         targets={"macro_f1": {"target": 0.95, "reached": 0.89, "met": False}},
@@ -349,6 +353,18 @@ def test_a_card_with_every_part_round_trips(model_file):
     assert again == written and again.to_dict() == written.to_dict()
     assert again.cam.feature_map.quantization == Quantization(0.05, -128)
     assert again.test_metrics["n"] == 905
+
+
+def test_a_gate_from_before_the_external_share_was_reported_reads_as_written(model_file):
+    """Cards gated while external_called_normal was a decision check list it among their checks and have no ``reported``."""
+    external = {"key": "external_called_normal", "name": "external films called Normal", "op": ">=", "target": 0.5457, "met": True,
+                "reached": 0.5657, "reference": 0.5657}
+    write_card(model_file, BASE_CARD)
+    path = card_path_for(model_file)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "gate": {**GATE, "checks": [*GATE["checks"], external]}}))
+    gate = read_card(model_file).gate
+    assert gate.reported is None and gate.checks[-1] == GateCheck(**external) and "reported" not in gate.to_dict()
+    assert gate.values == {("macro_f1", None): 0.88, ("external_called_normal", None): 0.5657}
 
 
 # --- versions: bumped whenever the content changes ---

@@ -262,8 +262,32 @@ def _checks(value: Any, field: str) -> tuple[GateCheck, ...]:
 
 
 @dataclass(frozen=True)
+class GateReport(Record):
+    """A quantity the release gate measured and reports but does not hold a variant to (``reference``: the reference's value)."""
+
+    key: str
+    name: str
+    reached: float | None = None  # None: not measured
+    reference: float | None = None
+
+    _readers = {"key": f.string, "name": f.string, "reached": f.number, "reference": f.number}
+    _required = ("key", "name")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k == "reached"}
+
+
+def _reports(value: Any, field: str) -> tuple[GateReport, ...]:
+    return tuple(GateReport.from_dict(r, f"{field}[{i}]") for i, r in enumerate(f.array(value, field, 1)))
+
+
+@dataclass(frozen=True)
 class Gate(Record):
-    """The release gate a variant was held to (``name``: the gate of ``edgecxr/evaluation/targets.json``) and how it did."""
+    """The release gate a variant was held to (``name``: the gate of ``edgecxr/evaluation/targets.json``) and how it did.
+
+    ``passed``: every check met; ``reported`` quantities never count. Cards gated before the external share was
+    report-only list ``external_called_normal`` among their ``checks`` (they passed it too) and have no ``reported``.
+    """
 
     name: str
     reference: str  # the model the decisions were compared with
@@ -271,18 +295,29 @@ class Gate(Record):
     agreement_with_reference: float  # reported, not gated
     checks: tuple[GateCheck, ...]
     passed: bool
+    reported: tuple[GateReport, ...] | None = None  # measured, not gated (None: none applied, or a card from before)
 
     _readers = {
         "name": f.string, "reference": f.string, "own_float": f.string, "agreement_with_reference": _FRACTION,
-        "checks": _checks, "passed": f.boolean,
+        "checks": _checks, "passed": f.boolean, "reported": _reports,
     }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "checks": [c.to_dict() for c in self.checks]}
+        out = {**dataclasses.asdict(self), "checks": [c.to_dict() for c in self.checks]}
+        if self.reported:
+            out["reported"] = [r.to_dict() for r in self.reported]
+        else:
+            del out["reported"]  # cards from before reported quantities read back as they were written
+        return out
 
     @property
     def failed(self) -> list[GateCheck]:
         return [c for c in self.checks if not c.met]
+
+    @property
+    def values(self) -> dict[tuple[str, str | None], float | None]:
+        """Every measured quantity, checked or reported, by (key, scope): the value reached."""
+        return {**{(c.key, c.scope): c.reached for c in self.checks}, **{(r.key, None): r.reached for r in self.reported or ()}}
 
 
 @dataclass(frozen=True)

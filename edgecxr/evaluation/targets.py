@@ -5,7 +5,7 @@ A target names a measured quantity (``key``), a comparison and a limit. The conv
 matrix checks the ``matrix`` group against its measurements. Reports print the numbers and
 met/missed; why a target is missed is written by people, in each report's ``notes.md``. The
 ``gates`` entry is the release gate (:func:`gate`): the checks a converted variant must pass to be
-kept and bundled, measured by :mod:`converters.gate`.
+kept and bundled, and the quantities it only reports (never gated on), measured by :mod:`converters.gate`.
 """
 from __future__ import annotations
 
@@ -98,13 +98,22 @@ class GateRule:
 
 
 @dataclass(frozen=True)
+class Reported:
+    """A quantity the release gate measures and records beside the reference's value, but never holds a variant to."""
+
+    key: str
+    name: str
+
+
+@dataclass(frozen=True)
 class GateSpec:
     """The release gate of :data:`TARGETS_FILE` (``gates``): every converted classifier variant is held to it."""
 
     name: str
     reference: Mapping[str, str]  # family -> the bundled model its variants are compared with
     quantization: tuple[GateRule, ...]  # the converted file against its own float model
-    decisions: tuple[GateRule, ...]  # on the test split (external_called_normal: the report-only external split)
+    decisions: tuple[GateRule, ...]  # on the test split
+    reported: tuple[Reported, ...]  # measured and recorded, never gated (external_called_normal: the report-only external split)
     pruned_max_gzip_vs_int8: float  # a pruned variant is bundled only at most this gzip size of the plain int8 model's
 
     def check(self, reached: Mapping[str, Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -132,6 +141,18 @@ class GateSpec:
                 out.append(check)
         return out
 
+    def report(self, reached: Mapping[str, Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every reported quantity that applies (a key of ``reached``; None: not measured) with ``reference``'s value when it
+        has one. Returns dicts of :class:`edgecxr.cardparts.GateReport`'s fields."""
+        out = []
+        for quantity in self.reported:
+            if quantity.key in reached:
+                row = {"key": quantity.key, "name": quantity.name, "reached": reached[quantity.key]}
+                if reference.get(quantity.key) is not None:
+                    row["reference"] = reference[quantity.key]
+                out.append(row)
+        return out
+
 
 @cache
 def gate() -> GateSpec:
@@ -146,4 +167,5 @@ def gate() -> GateSpec:
             out.append(GateRule(row["key"], row["name"], row["op"], float(row["value"]), bool(row.get("relative", False))))
         return tuple(out)
 
-    return GateSpec(data["name"], dict(data["reference"]), rules("quantization"), rules("decisions"), float(data["bundle"]["pruned_max_gzip_vs_int8"]))
+    reported = tuple(Reported(row["key"], row["name"]) for row in data["reported"])
+    return GateSpec(data["name"], dict(data["reference"]), rules("quantization"), rules("decisions"), reported, float(data["bundle"]["pruned_max_gzip_vs_int8"]))
