@@ -9,7 +9,22 @@ from dataclasses import replace
 import pytest
 
 from edgecxr.core.card import INTENDED_USE, SCHEMA_VERSION, ModelCard, ModelError, card_path_for, read_card, release, sha256_of, verify_file, write_card
-from edgecxr.core.cardparts import BeforeAfter, Calibration, Cam, ChangelogEntry, Deltas, Gate, GateCheck, GateReport, Pruning, Quantization, Temperature, TensorSpec, Training, Verification
+from edgecxr.core.cardparts import (
+    BeforeAfter,
+    Calibration,
+    Cam,
+    ChangelogEntry,
+    Deltas,
+    Gate,
+    GateCheck,
+    GateReport,
+    Pruning,
+    Quantization,
+    Temperature,
+    TensorSpec,
+    Training,
+    Verification,
+)
 from edgecxr.core.preprocess import PreprocessSpec
 from edgecxr.core.registry import MODELS_DIR
 
