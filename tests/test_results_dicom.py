@@ -12,6 +12,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pydicom
@@ -173,6 +174,15 @@ def test_a_group_commit_puts_every_staged_file_in_place_whole_and_leaves_nothing
         (tmp_path / "s" / "nowhere").mkdir()
         store.commit([[first], [second]])  # again: the rest is done
         assert (tmp_path / "s" / "nowhere" / "k2.json").read_bytes() == b"y" and list((tmp_path / "s" / "tmp").iterdir()) == []
+        syncing = _fsync_threads()
+        assert 1 <= len(syncing) <= 8  # the store's own fsync threads, kept for the next commit
+        store.commit([[store.stage(store.path("results", f"m{i}", ".sr.dcm"), b"z") for i in range(20)]])
+        assert syncing <= _fsync_threads() and len(_fsync_threads()) <= 8
+    assert not _fsync_threads()  # closing the store ends them
+
+
+def _fsync_threads() -> set[int | None]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("edgecxr-fsync")}
 
 
 def test_a_journal_writes_a_batch_of_lines_each_once(tmp_path):
