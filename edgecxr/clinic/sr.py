@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from pydicom import Dataset
+from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -54,7 +55,7 @@ def item() -> Dataset:
     every report that holds them: pydicom neither changes an item it puts in a sequence nor one it writes, and
     nothing here changes an item once made."""
     ds = Dataset()
-    ds.set_original_encoding(False, True)
+    ds.set_original_encoding(False, True, default_encoding)  # and in pydicom's own character set (its text is written in the report's)
     return ds
 
 
