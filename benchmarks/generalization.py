@@ -94,7 +94,7 @@ def measure_films(model: Model, films: list[Film], lung_masks: dict[Path, np.nda
     out = []
     for film in films:
         try:
-            pixels = load_image(film.path).pixels
+            pixels = model.read(film.path).pixels
         except ImageError:
             continue
         box = spec_box(pixels, spec)

@@ -96,7 +96,7 @@ def heatmap_section(model: Model, test, raw_probs: np.ndarray, keras_run: Path |
     if lungs is not None:  # the lung fields the bundled lung model finds, in the model's input frame
         fields += ("lung_share", "lung_area")
         for r, f, heat in zip(records, test.files, frame):
-            in_lungs = lung_mask_in_frame(lungs, load_image(f), model.card.preprocessing, heat.shape)
+            in_lungs = lung_mask_in_frame(lungs, model.read(f), model.card.preprocessing, heat.shape)
             r.update(lung_share=lung_share(heat, in_lungs), lung_area=float(in_lungs.mean()))
     h, w = raw.shape[1:]
     by_class = group_means([r for r in records if r["correct"]], "predicted", fields)
@@ -201,7 +201,7 @@ def checks_section(model: Model, test_files: list[Path], fullres_files: list[Pat
     for name, files in (("held-out test split", test_files), ("full-resolution originals", fullres_files)):
         fired: dict[str, list[str]] = {}
         for f in files:
-            for check in input_checks(load_image(f), profile=model.check_profile):
+            for check in input_checks(model.read(f), profile=model.check_profile):
                 fired.setdefault(check.code, []).append(f.name)
         real[name] = {"images": len(files), "fired": {k: len(v) for k, v in fired.items()}, "files": fired}
     wrong = {}

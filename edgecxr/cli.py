@@ -129,7 +129,8 @@ def predict(
     failed = 0
 
     def work(path: Path) -> tuple[LoadedImage, Prediction]:
-        loaded = load_image(path)
+        # a picture shows the film at its own size; the model reads the file its own way (a large JPEG reduced, see Model.read)
+        loaded = load_image(path) if heatmaps is not None else net.read(path)
         return loaded, net.predict(loaded, heatmap=heatmaps is not None)
 
     with Progress(len(files), "predicting") as bar, interruptible():

@@ -161,7 +161,7 @@ def _decode_all(paths: list[Path], spec: PreprocessSpec, workers: int, title: st
 
     def one(path: Path):
         try:
-            pixels = load_image(path).pixels
+            pixels = load_image(path, spec.decode_min_side).pixels
             return preprocess(pixels, spec, spec_box(pixels, spec))
         except ImageError as exc:
             return str(exc)

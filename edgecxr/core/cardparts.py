@@ -188,6 +188,26 @@ class Deltas(Record):
 
 
 @dataclass(frozen=True)
+class DecodeCheck(Record):
+    """The model with its spec's reduced JPEG decode (``decode_min_side``) against the same model decoding in full, on full-size JPEG films.
+
+    ``passed``: labels agree on at least ``min_agreement`` of the films and every film's input checks fire the same.
+    """
+
+    films: int
+    agreement: float  # share of films with the same label
+    max_abs_probability_diff: float
+    same_checks: bool  # every film's input checks fired the same
+    min_agreement: float
+    passed: bool
+
+    _readers = {
+        "films": partial(f.integer, minimum=1), "agreement": _FRACTION, "max_abs_probability_diff": _FRACTION, "same_checks": f.boolean,
+        "min_agreement": _FRACTION, "passed": f.boolean,
+    }
+
+
+@dataclass(frozen=True)
 class Verification(Record):
     """The variant compared with the run's float32 model on the test split (reported), and whether it passed.
 
@@ -201,10 +221,12 @@ class Verification(Record):
     passed: bool
     thresholds: Thresholds | None = None  # cards from before the gate only
     keras_max_abs_probability_diff: float | None = None  # float32 only
+    reduced_decode: DecodeCheck | None = None  # a spec with decode_min_side: its check on full-size JPEG films
 
     _readers = {
         "agreement_with_float32": _FRACTION, "max_abs_probability_diff": _FRACTION, "deltas_to_float32": Deltas.from_dict,
         "thresholds": Thresholds.from_dict, "passed": f.boolean, "keras_max_abs_probability_diff": _FRACTION,
+        "reduced_decode": DecodeCheck.from_dict,
     }
 
     def to_dict(self) -> dict[str, Any]:

@@ -74,7 +74,8 @@ class LoadedImage:
     bit_depth: int
     color_spread: float  # mean absolute difference between colour channels, 0 for gray (and when not measured, see below)
     source: str | None = None  # the file it was read from; None for an in-memory array
-    file_shape: tuple[int, int] | None = None  # (height, width) in the file when ``pixels`` were reduced from it (WORK_SIDE)
+    file_shape: tuple[int, int] | None = None  # (height, width) in the file when ``pixels`` were reduced from it (WORK_SIDE, min_side)
+    decode_min_side: int | None = None  # the ``min_side`` a file was read with (see load_image)
 
     @property
     def height(self) -> int:
@@ -103,16 +104,21 @@ def is_dicom(data: bytes) -> bool:
 ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]  # what Model.predict and the lung model take
 
 
-def load_image(path: str | os.PathLike) -> LoadedImage:
-    """Read an image file; raise :class:`ImageError` naming the file on any problem (any exception a decoder raises too)."""
+def load_image(path: str | os.PathLike, min_side: int | None = None) -> LoadedImage:
+    """Read an image file; raise :class:`ImageError` naming the file on any problem (any exception a decoder raises too).
+
+    ``min_side``: a JPEG is decoded by libjpeg at the largest of 1/2, 1/4 and 1/8 of its size that
+    keeps both sides at least this long (a model card's ``decode_min_side``, see
+    :mod:`edgecxr.core.preprocess`); None decodes it in full (:data:`WORK_SIDE` still applies).
+    """
     try:
-        image = _load(Path(path))
+        image = _load(Path(path), min_side)
     except Exception as exc:
         raise as_image_error(path, exc) from None
-    return replace(image, source=str(path))
+    return replace(image, source=str(path), decode_min_side=min_side)
 
 
-def _load(p: Path) -> LoadedImage:
+def _load(p: Path, min_side: int | None = None) -> LoadedImage:
     try:
         info = p.stat()
     except FileNotFoundError:
@@ -132,7 +138,7 @@ def _load(p: Path) -> LoadedImage:
         into = header is not None and header.decoded_bytes > LARGE_DECODE and (header.format == "tiff" or header.format == "png" and png_intact(f))
         if header is not None and header.format == "jpeg" and not jpeg_ends(f):
             raise ImageError(p, "JPEG data ends before its end-of-image marker (truncated file)")
-    image = _decode_dicom(p) if dicom or p.suffix.lower() == ".dcm" else _decode_raster(p, header, into)
+    image = _decode_dicom(p) if dicom or p.suffix.lower() == ".dcm" else _decode_raster(p, header, into, min_side)
     if min(image.original_shape) < MIN_SIDE:
         raise ImageError(p, f"image is {image.width}x{image.height} pixels, too small to read")
     return image
@@ -150,11 +156,11 @@ def from_array(array: np.ndarray) -> LoadedImage:
     raise ValueError(f"expected a 2-D gray or HxWx3/4 colour array, got shape {arr.shape}")
 
 
-def _decode_raster(p: Path, header: Header | None, into: bool = False) -> LoadedImage:
+def _decode_raster(p: Path, header: Header | None, into: bool = False, min_side: int | None = None) -> LoadedImage:
     """Decode a raster file (``into``: into an array allocated here, for a large TIFF, or a large PNG that :func:`png_intact` passed)."""
     if header is not None and header.pixels > MAX_PIXELS:
         raise ImageError(p, f"image header claims {header.width}x{header.height} pixels, more than {MAX_PIXELS:,} pixels; refusing to decode")
-    flags, factor = _decode_flags(header)
+    flags, factor = _decode_flags(header, min_side)
     reduced = factor > 1 or flags != cv2.IMREAD_UNCHANGED
     out: np.ndarray | None = None
     try:
@@ -195,24 +201,33 @@ def _decode_raster(p: Path, header: Header | None, into: bool = False) -> Loaded
     return replace(image, channels=header.channels, file_shape=(header.height, header.width))
 
 
-def _decode_flags(header: Header | None) -> tuple[int, int]:
+def _decode_flags(header: Header | None, min_side: int | None = None) -> tuple[int, int]:
     """(OpenCV read flags, the factor they shrink the image by) for a raster with this header.
 
-    A JPEG far larger than :data:`WORK_SIDE` is decoded at 1/2, 1/4 or 1/8 of its size by
-    libjpeg itself (still at least WORK_SIDE long); any other raster whose unchanged decode would
-    exceed :data:`DECODE_BYTES` is decoded straight to one gray channel (its colour is then not
-    measured). Everything else is decoded as it is.
+    A JPEG is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg itself: the largest reduction that
+    keeps both sides at least ``min_side`` long, or when larger, that keeps the long side at least
+    :data:`WORK_SIDE`. Any other raster whose unchanged decode would exceed :data:`DECODE_BYTES` is
+    decoded straight to one gray channel (its colour is then not measured). Everything else is
+    decoded as it is.
     """
     if header is None:
         return cv2.IMREAD_UNCHANGED, 1
     if header.format == "jpeg":
-        factor = next((k for k in (8, 4, 2) if max(header.width, header.height) // k >= WORK_SIDE), 1)
+        factor = jpeg_factor(header.height, header.width, min_side)
         if factor > 1:
             gray = header.channels == 1
             return getattr(cv2, f"IMREAD_REDUCED_{'GRAYSCALE' if gray else 'COLOR'}_{factor}"), factor
     if header.decoded_bytes > DECODE_BYTES:
         return cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, 1
     return cv2.IMREAD_UNCHANGED, 1
+
+
+def jpeg_factor(height: int, width: int, min_side: int | None = None) -> int:
+    """How many times smaller libjpeg decodes a JPEG of this size (1, 2, 4 or 8; see :func:`_decode_flags`)."""
+    factor = next((k for k in (8, 4, 2) if max(height, width) // k >= WORK_SIDE), 1)
+    if min_side is None:
+        return factor
+    return max(factor, next((k for k in (8, 4, 2) if -(-min(height, width) // k) >= min_side), 1))  # libjpeg rounds a side up
 
 
 def _output_array(header: Header | None, flags: int, factor: int) -> np.ndarray | None:
@@ -430,10 +445,19 @@ def _stored_range(values: np.ndarray, ds: Dataset, bits: int) -> tuple[float, fl
     return float(np.min(values)), float(np.max(values))
 
 
-def as_loaded(image: ImageSource) -> tuple[LoadedImage, str | None]:
-    """``image`` (a path, an array or a loaded image) as a loaded image, with the file it came from (None for an array)."""
+def as_loaded(image: ImageSource, min_side: int | None = None) -> tuple[LoadedImage, str | None]:
+    """``image`` (a path, an array or a loaded image) as a loaded image read with ``min_side`` (see :func:`load_image`), with the
+    file it came from (None for an array).
+
+    A loaded JPEG file that another ``min_side`` would have decoded at another size is read again from its
+    file, so a film gets the same pixels whether its path or its loaded image is passed; an array is taken as it is.
+    """
     if isinstance(image, LoadedImage):
+        if image.format == "jpeg" and image.source is not None and jpeg_factor(*image.original_shape, image.decode_min_side) != jpeg_factor(
+            *image.original_shape, min_side
+        ):
+            return load_image(image.source, min_side), image.source
         return image, image.source
     if isinstance(image, np.ndarray):
         return from_array(image), None
-    return load_image(image), str(image)
+    return load_image(image, min_side), str(image)

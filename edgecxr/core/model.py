@@ -14,7 +14,7 @@ from edgecxr.core.calibration import LOGITS_FLOOR, PROBABILITY_FLOOR, apply_temp
 from edgecxr.core.cam import class_activation_map, heatmap_shape, normalise
 from edgecxr.core.card import ModelError
 from edgecxr.core.checks import PROFILES, Check, input_checks, refuse_blank
-from edgecxr.core.imageio import ImageSource, as_loaded
+from edgecxr.core.imageio import ImageSource, LoadedImage, as_loaded, load_image
 from edgecxr.core.interpreter import VerifiedModel, dequantize, dims, quantize
 from edgecxr.core.lungs import load_lung_model, lung_fields, lung_model_for, spec_box
 from edgecxr.core.preprocess import Box, preprocess, scale_box, to_original
@@ -121,6 +121,14 @@ class Model(VerifiedModel):
     def labels(self) -> list[str]:
         return list(self.card.labels)
 
+    def read(self, path: str | os.PathLike) -> LoadedImage:
+        """An image file decoded as this model's card says (a large JPEG at a reduced size: the spec's ``decode_min_side``).
+
+        What :meth:`predict` does with a path; read a file with :func:`edgecxr.core.imageio.load_image` instead for a picture of
+        the film at its own size (``predict`` given that reads a JPEG again by the card's rule).
+        """
+        return load_image(path, self.card.preprocessing.decode_min_side)
+
     @property
     def feature_details(self) -> dict[str, Any] | None:
         """The feature-map output tensor's description (heatmap models only)."""
@@ -132,8 +140,10 @@ class Model(VerifiedModel):
         return self._cam_weights is not None
 
     def predict(self, image: ImageSource, heatmap: bool = False) -> Prediction:
-        """Predict one image: a file path (any supported format, DICOM included) or a numpy array.
+        """Predict one image: a file path (any supported format, DICOM included), a loaded image or a numpy array.
 
+        A file is decoded as the card says (:meth:`read`). The heatmap and ``lungs`` are over the image passed
+        (a loaded image's ``pixels``; for a path, the film as the model read it: a large JPEG's reduced decode).
         Probabilities are temperature-calibrated when the card holds a temperature. With
         ``heatmap=True`` the prediction carries an activation map over the input image (ModelError
         for a model without one, such as MLP-12): of the predicted class, or for a Normal call of
@@ -142,7 +152,7 @@ class Model(VerifiedModel):
         """
         if heatmap and not self.has_heatmap:
             raise ModelError(f"{self.name}: no heatmap available ({self.card.family or 'this'} model has no spatial feature map)")
-        loaded, file = as_loaded(image)
+        loaded, file = as_loaded(image, self.card.preprocessing.decode_min_side)
         refuse_blank(loaded, file)
         spec = self.card.preprocessing
         lung_check = "no_lungs" in PROFILES[self.check_profile]
@@ -166,7 +176,8 @@ class Model(VerifiedModel):
         heat, shown, fields = None, None, None
         if heatmap:
             shown = self.heatmap_class(probs)
-            heat = self._heatmap(features, shown, loaded.pixels.shape, box)
+            over = image.pixels.shape if isinstance(image, LoadedImage) else loaded.pixels.shape  # the image the caller holds
+            heat = self._heatmap(features, shown, loaded.pixels.shape, box, over)
             if not heat.any():
                 checks.append(Check("empty_heatmap", f"heatmap is empty: no positive evidence for {self.labels[shown]} anywhere in the image"))
             fields = lungs.mask(heat.shape) if lungs is not None and lungs.found else None
@@ -206,7 +217,7 @@ class Model(VerifiedModel):
         """
         if self._features is None:
             raise ModelError(f"{self.name}: no feature output ({self.card.family or 'this'} model has no feature map for a site head to read)")
-        loaded, file = as_loaded(image)
+        loaded, file = as_loaded(image, self.card.preprocessing.decode_min_side)
         refuse_blank(loaded, file)
         spec = self.card.preprocessing
         x = preprocess(loaded.pixels, spec, spec_box(loaded.pixels, spec))
@@ -217,7 +228,7 @@ class Model(VerifiedModel):
 
     def probabilities(self, image: ImageSource, calibrated: bool = True) -> np.ndarray:
         """Class probabilities (label order) of one image, without the input checks; the raw softmax if not ``calibrated``."""
-        loaded, file = as_loaded(image)
+        loaded, file = as_loaded(image, self.card.preprocessing.decode_min_side)
         refuse_blank(loaded, file)
         spec = self.card.preprocessing
         return self.predict_preprocessed(preprocess(loaded.pixels, spec, spec_box(loaded.pixels, spec)), calibrated)
@@ -252,9 +263,10 @@ class Model(VerifiedModel):
         assert features is not None and self._cam_weights is not None, "callers check has_heatmap"
         return class_activation_map(features, self._cam_weights, class_index)
 
-    def _heatmap(self, features: np.ndarray | None, class_index: int, shape: tuple[int, int], box: Box) -> np.ndarray:
+    def _heatmap(self, features: np.ndarray | None, class_index: int, shape: tuple[int, int], box: Box, over: tuple[int, int]) -> np.ndarray:
+        """The heatmap over an image of shape ``over`` (``box``: the crop over the ``shape`` image the model read)."""
         cam = self._cam(features, class_index)
-        out_shape = heatmap_shape(shape)
+        out_shape = heatmap_shape(over)
         return normalise(to_original(cam, out_shape, self.card.preprocessing, scale_box(box, shape, out_shape)))
 
     def _read_cam_weights(self) -> np.ndarray | None:

@@ -20,6 +20,12 @@ A spec is a :class:`PreprocessSpec`, stored in cards and run records as plain da
 - ``scale``: ``"0-1"`` maps intensities to [0, 1].
 - ``clahe``: contrast-limited adaptive histogram equalisation before resizing, with OpenCV's
   ``clahe_clip_limit`` and a ``clahe_tile_grid`` x ``clahe_tile_grid`` grid of tiles.
+- ``decode_min_side``: how a JPEG *file* is read for the model (:func:`edgecxr.core.imageio.load_image`'s
+  ``min_side``): libjpeg decodes it at the largest of 1/2, 1/4 and 1/8 of its size that keeps both
+  sides at least this many pixels, and the crop, the resize and the input checks work on that smaller
+  film. A 2000 px film then costs a 500 px decode, and the area resize to the input averages much the
+  same pixels. At least the input's larger side (the model never sees a film enlarged); absent, a JPEG
+  is decoded in full. Other formats are decoded in full either way (their decoders cannot reduce).
 
 :meth:`PreprocessSpec.from_dict` validates a spec once (a card when it is read, a run record when
 training starts); :func:`preprocess` given a :class:`PreprocessSpec` does not check it again.
@@ -55,6 +61,7 @@ class PreprocessSpec:
     clahe_clip_limit: float = 2.0
     clahe_tile_grid: int = 8
     lung_model: str | None = None  # a "lungs" crop: the sha256 of the lung model whose fields it crops to
+    decode_min_side: int | None = None  # a JPEG file is decoded reduced, both sides at least this (None: in full)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessSpec:
@@ -86,17 +93,22 @@ class PreprocessSpec:
             raise ValueError(f"preprocessing lung_model must be the 64-hex sha256 of a lung model, with crop 'lungs' only; got {lung_model!r}")
         if not (_is_int(full["clahe_tile_grid"]) and full["clahe_tile_grid"] > 0):
             raise ValueError(f"preprocessing clahe_tile_grid must be a whole number > 0, got {full['clahe_tile_grid']!r}")
+        min_side = full["decode_min_side"]
+        if min_side is not None and not (_is_int(min_side) and min_side >= max(int(size[0]), int(size[1]))):
+            raise ValueError(f"preprocessing decode_min_side must be a whole number of pixels at least the input's larger side {max(size)}, got {min_side!r}")
         return cls(
             color=full["color"], crop=full["crop"], size=(int(size[0]), int(size[1])),
             interpolation=full["interpolation"], scale=full["scale"], clahe=bool(full["clahe"]),
             clahe_clip_limit=float(limit), clahe_tile_grid=int(full["clahe_tile_grid"]), lung_model=lung_model,
+            decode_min_side=min_side,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as a card stores it (``size`` as a list; ``lung_model`` only for a "lungs" crop that names one)."""
+        """The spec as a card stores it (``size`` as a list; ``lung_model`` and ``decode_min_side`` only when set)."""
         out = {**asdict(self), "size": list(self.size)}
-        if self.lung_model is None:
-            del out["lung_model"]
+        for key in ("lung_model", "decode_min_side"):
+            if out[key] is None:
+                del out[key]
         return out
 
 

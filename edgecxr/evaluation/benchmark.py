@@ -109,14 +109,13 @@ def _dtype(model: Model) -> str:
 
 def _latency_input(model: Model, data: str | None) -> np.ndarray:
     """The first image of ``data`` preprocessed, else a fixed synthetic X-ray-like gradient."""
-    from edgecxr.core.imageio import load_image
     from edgecxr.core.preprocess import preprocess
     from edgecxr.evaluation.evaluate import labelled_files
 
     if data:
         for path, _ in labelled_files(data, model.labels):
             try:
-                return preprocess(load_image(path).pixels, model.card.preprocessing)
+                return preprocess(model.read(path).pixels, model.card.preprocessing)
             except Exception:  # an unreadable image: the next one is timed (_accuracy reports it)
                 continue
     h, w = model.card.preprocessing.size
