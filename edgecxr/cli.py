@@ -493,6 +493,7 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
         import pynetdicom  # noqa: F401 (the clinic extra: the receiver and the sender; the results need pydicom only)
 
         from edgecxr.clinic.forward import Target, tls_client
+        from edgecxr.clinic.heap import one_arena
         from edgecxr.clinic.journal import Rotation
         from edgecxr.clinic.routing import RulesError, read_rules
         from edgecxr.clinic.service import Service
@@ -500,6 +501,7 @@ def clinic_service(store: str, forward: str | None, ae_title: str, retry: float,
     except ImportError:
         click.echo(f"error: {CLINIC_HELP}", err=True)
         sys.exit(2)
+    one_arena()  # before the model and the service's threads: their freed memory shared (edgecxr.clinic.heap)
     try:
         owner_only(Path(store))  # films and results name patients: readable by this user only
     except OSError as exc:

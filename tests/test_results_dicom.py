@@ -12,6 +12,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pydicom
@@ -104,6 +105,42 @@ def test_the_reports_read_back_with_highdicom_as_tid_1500(made, tmp_path, tiny_m
     assert group.finding_type.meaning == "Not analysable" and group.get_measurements() == []
 
 
+def _plain_bytes(ds: pydicom.Dataset) -> bytes:
+    """``ds`` written as pydicom writes a dataset made from scratch: a deep copy with no shared item and no item said
+    to be in the file's transfer syntax already (so every item is looked over for elements of ambiguous VR)."""
+    plain = copy.deepcopy(ds)
+    stack = [plain]
+    while stack:
+        item = stack.pop()
+        for element in item:
+            if element.VR == "SQ":
+                for child in element.value:
+                    child.set_original_encoding(None, None)
+                    stack.append(child)
+    buffer = io.BytesIO()
+    plain.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_reports_sharing_the_model_items_are_written_as_made_from_scratch(made):
+    """The SR's shared items (codes, the model's content items) and its items written as they are give the bytes a
+    report made from scratch gives, and making a second report (another film, another finding) changes no byte of
+    the first."""
+    from edgecxr.clinic.results import not_analysable_report, structured_report
+    from edgecxr.clinic.writers import _dicom_bytes
+
+    header, _, prediction, identity = made
+    report = structured_report(header, prediction, identity)
+    first = _dicom_bytes(report)
+    assert first == _plain_bytes(report)
+    other = copy.deepcopy(header)
+    other.SOPInstanceUID, other.SpecificCharacterSet = pydicom.uid.generate_uid(), "ISO_IR 192"
+    second = not_analysable_report(other, "a reason", identity)
+    assert _dicom_bytes(second) == _plain_bytes(second) != first
+    assert _dicom_bytes(report) == first
+    assert identity.name.encode() in first and b"sha256:" + identity.sha256.encode() in first
+
+
 def test_the_worker_path_never_imports_highdicom(tiny_models, tmp_path):
     film = wrap(toy_u8(1, size=(64, 64)), "Import^Check", "IC-1")
     film.save_as(tmp_path / "film.dcm", enforce_file_format=True)
@@ -137,6 +174,15 @@ def test_a_group_commit_puts_every_staged_file_in_place_whole_and_leaves_nothing
         (tmp_path / "s" / "nowhere").mkdir()
         store.commit([[first], [second]])  # again: the rest is done
         assert (tmp_path / "s" / "nowhere" / "k2.json").read_bytes() == b"y" and list((tmp_path / "s" / "tmp").iterdir()) == []
+        syncing = _fsync_threads()
+        assert 1 <= len(syncing) <= 8  # the store's own fsync threads, kept for the next commit
+        store.commit([[store.stage(store.path("results", f"m{i}", ".sr.dcm"), b"z") for i in range(20)]])
+        assert syncing <= _fsync_threads() and len(_fsync_threads()) <= 8
+    assert not _fsync_threads()  # closing the store ends them
+
+
+def _fsync_threads() -> set[int | None]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("edgecxr-fsync")}
 
 
 def test_a_journal_writes_a_batch_of_lines_each_once(tmp_path):

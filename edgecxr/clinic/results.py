@@ -17,13 +17,12 @@ study's, so results made again after a crash are the same instances. The SC is a
 :data:`MAX_SIDE` px on its longest side, text band included.
 
 The parts that are the same for every film of a model (the observer context, the algorithm, the
-series' description) are made once per model (:func:`_model_items`) and copied into each report;
+series' description) are made once per model (:func:`_model_items`) and shared by every report;
 the parts of the standard used are in :mod:`edgecxr.clinic.sr`. The tests check both with highdicom
 and dciodvfy.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -153,7 +152,7 @@ def not_analysable_report(source: Dataset, reason: str, identity: ModelIdentity,
 
 def _report(source: Dataset, identity: ModelIdentity, finding: Code, measured: list[Dataset], comments: list[str], variant: str) -> Dataset:
     uid, made_from = str(source.SOPInstanceUID), seed(source, variant)
-    observer, algorithm = copy.deepcopy(_model_items(identity, uids.root()))
+    observer, algorithm = _model_items(identity, uids.root())
     group = sr.container("CONTAINS", _DCM["group"], [
         sr.text("HAS OBS CONTEXT", _DCM["tracking_id"], "edgecxr classification"),
         sr.uidref("HAS OBS CONTEXT", _DCM["tracking_uid"], result_uid(made_from, identity, "tracking")),
@@ -185,8 +184,8 @@ def _report(source: Dataset, identity: ModelIdentity, finding: Code, measured: l
 
 @lru_cache(maxsize=8)
 def _model_items(identity: ModelIdentity, root: str) -> tuple[tuple[Dataset, ...], tuple[Dataset, ...]]:
-    """The content items the same for every report of ``identity`` under the UID ``root`` in use (copied into each): the
-    observer context (TID 1004, the device) and the algorithm (TID 4019)."""
+    """The content items the same for every report of ``identity`` under the UID ``root`` in use (shared by each, see
+    :func:`edgecxr.clinic.sr.item`): the observer context (TID 1004, the device) and the algorithm (TID 4019)."""
     observer = (
         sr.code("HAS CONCEPT MOD", _DCM["language"], ENGLISH),
         sr.code("HAS OBS CONTEXT", _DCM["observer_type"], _DCM["device"]),

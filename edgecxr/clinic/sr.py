@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import NamedTuple
 
 from pydicom import Dataset
+from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -25,8 +27,8 @@ class Code(NamedTuple):
     meaning: str
 
     def item(self) -> Dataset:
-        """The code as a sequence item (Code Sequence Macro)."""
-        return dataset(CodeValue=self.value, CodingSchemeDesignator=self.scheme, CodeMeaning=self.meaning)
+        """The code as a sequence item (Code Sequence Macro); made once per code and shared (see :func:`item`)."""
+        return _code_item(self)
 
 
 # DCM and SCT concepts the results use (PS3.16)
@@ -42,24 +44,44 @@ STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", 
 KEPT_KEYWORDS = ("SpecificCharacterSet", "IssuerOfPatientID", "StudyDescription", "PatientAge")
 
 
-def dataset(**elements: object) -> Dataset:
-    """A dataset of ``elements`` (keyword=value)."""
+def item() -> Dataset:
+    """An empty sequence item, said to be in the results' transfer syntax already (Explicit VR Little Endian): pydicom
+    then writes it as it is instead of looking for elements of ambiguous VR in it again. Such a look walks the whole
+    tree under a dataset, and pydicom takes it at every nested item (about a fifth of an SR's encoding); it still
+    takes it once, from the top, over the whole report (:func:`pydicom.filewriter.write_dataset`), so nothing
+    goes unchecked.
+
+    Items that are the same in every report (a code, the model's own content items) are made once and put in
+    every report that holds them: pydicom neither changes an item it puts in a sequence nor one it writes, and
+    nothing here changes an item once made."""
     ds = Dataset()
+    ds.set_original_encoding(False, True, default_encoding)  # and in pydicom's own character set (its text is written in the report's)
+    return ds
+
+
+def dataset(**elements: object) -> Dataset:
+    """A sequence item of ``elements`` (keyword=value)."""
+    ds = item()
     for keyword, value in elements.items():
         setattr(ds, keyword, value)
     return ds
 
 
+@lru_cache(maxsize=512)
+def _code_item(code: Code) -> Dataset:
+    return dataset(CodeValue=code.value, CodingSchemeDesignator=code.scheme, CodeMeaning=code.meaning)
+
+
 def content_item(relationship: str | None, value_type: str, name: Code, **elements: object) -> Dataset:
     """One content item: its relationship to its parent (None for the root), value type, concept name and value elements."""
-    item = Dataset()
+    ds = item()
     if relationship is not None:
-        item.RelationshipType = relationship
-    item.ValueType = value_type
-    item.ConceptNameCodeSequence = [name.item()]
+        ds.RelationshipType = relationship
+    ds.ValueType = value_type
+    ds.ConceptNameCodeSequence = [name.item()]
     for keyword, value in elements.items():
-        setattr(item, keyword, value)
-    return item
+        setattr(ds, keyword, value)
+    return ds
 
 
 def text(relationship: str, name: Code, value: str) -> Dataset:

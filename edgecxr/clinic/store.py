@@ -81,9 +81,13 @@ class Store:
         self.salt = salt.read_bytes().strip()
         for leftover in (self.root / "tmp").iterdir():  # partial writes of a process that died
             leftover.unlink()
+        self._syncs: ThreadPoolExecutor | None = None  # commit's fsync threads, made at the first commit and kept until close
 
     def close(self) -> None:
         """Release the store's lock, so another process (or another Store here) may open it; closing twice is harmless."""
+        if self._syncs is not None:
+            self._syncs.shutdown()
+            self._syncs = None
         self._lock.close()  # closing the file releases its flock
 
     def __enter__(self) -> Store:
@@ -168,11 +172,13 @@ class Store:
         """Put staged files in place durably, in one group commit: every temporary file fsynced (:data:`SYNC_THREADS` at
         a time, so the file system commits them together), then step by step each step's files renamed and their folders
         fsynced, so no file of a step is in place before every file of the steps before it is. On an OSError the error is
-        raised and what is left stays staged; committing the same steps again finishes the work."""
+        raised and what is left stays staged; committing the same steps again finishes the work. One thread commits at a
+        time (the worker's committer); the fsync threads are the store's, for as long as it is open."""
         tmps = [tmp for step in steps for tmp, _ in step if tmp.exists()]  # not there: in place already, by an earlier try
         if tmps:
-            with ThreadPoolExecutor(min(SYNC_THREADS, len(tmps)), thread_name_prefix="edgecxr-fsync") as pool:
-                list(pool.map(fsync_path, tmps))
+            if self._syncs is None:
+                self._syncs = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="edgecxr-fsync")
+            list(self._syncs.map(fsync_path, tmps))
         for step in steps:
             for tmp, target in step:
                 if tmp.exists():

@@ -3,9 +3,9 @@
 Receivers only write the instance to the store and :meth:`Worker.submit` its key, so an
 association never waits for inference. :attr:`Worker.workers` threads (one per core unless told)
 take the keys in turn, make each film's results in memory (the model itself runs one film at a
-time: the classifier and the lung model are one interpreter each, and so is its picture drawn, whose arrays
-are a film's largest) and stage them (temporary files, :meth:`edgecxr.clinic.store.Store.stage`, so no
-film's bytes wait in memory); one committing thread puts what they staged in place, several films at
+time: the classifier and the lung model are one interpreter each; the result picture is drawn beside it, one
+per worker at most, as OpenCV lets the interpreter's lock go while it draws) and stage them (temporary
+files, :meth:`edgecxr.clinic.store.Store.stage`, so no film's bytes wait in memory); one committing thread puts what they staged in place, several films at
 once (a group commit: :meth:`edgecxr.clinic.store.Store.commit`, :meth:`edgecxr.clinic.journal.Journal.once_many`),
 in this order, each step durable before the next: the results (one file per writer of :mod:`edgecxr.clinic.writers`: ``results/<key>.sr.dcm``
 and ``.sc.dcm``, or ``<key>.png`` for a dropped file that is not DICOM), the send-queue entries
@@ -108,7 +108,7 @@ class Worker:
         self._submitted: set[str] = set()
         self._open = 0  # submitted, not yet written (or found done)
         self._lock = threading.Lock()
-        self._model_lock = threading.Lock()  # one film at a time through the model's interpreters (and its picture)
+        self._model_lock = threading.Lock()  # one film at a time through the model's interpreters
         self._stopping = threading.Event()
         self._halted = threading.Event()  # the committer gave up at a stop (store not writable): the workers stop too
         self._threads = [threading.Thread(target=self._classify, name=f"edgecxr-worker-{i}", daemon=True) for i in range(self.workers)]
@@ -175,11 +175,10 @@ class Worker:
                 if outside is not None:
                     return self._failure(key, outside, header, stage="route")
             loaded = load_image(source)
-            with self._model_lock:  # the model, and its picture: the largest arrays of a film, one film's at a time
+            with self._model_lock:  # the interpreters take one film at a time
                 prediction = self.model.predict(loaded, heatmap=self.model.has_heatmap)
-                prediction.checks.extend(Check("header_silent", text) for text in silent)
-                made = Made(source, loaded, prediction, self.identity, dicom_header=header)
-                made.rgb  # noqa: B018 (made here, under the lock, for the writer that holds the picture)
+            prediction.checks.extend(Check("header_silent", text) for text in silent)
+            made = Made(source, loaded, prediction, self.identity, dicom_header=header)
             if loaded.format == "dicom":
                 made.variant = self._variant(key, made.header)
             files = [(self.store.path("results", key, w.suffix), w.make(made)) for w in writers_for(loaded)]
