@@ -6,9 +6,10 @@
 The graph is untouched (its outputs on random inputs are checked to be bit-identical); what changes is
 what the model sees of a large JPEG (see ``decode_min_side`` in :mod:`edgecxr.core.preprocess`), so it
 is a preprocessing release: a new sha256, and site profiles made for the old file are refused. The
-new model and the old one predict every JPEG under ``--films`` through the runtime; the release
-passes when the labels agree on at least :data:`MIN_AGREEMENT` of them (the int8 gate's agreement
-rule) and every film's input checks fire the same. The check is recorded on the card
+new model and the same model decoding every JPEG in full predict every JPEG under ``--films``
+through the runtime; the release passes when the labels agree on at least the release gate's
+``agreement_with_own_float`` share of them (a quantized variant against its own float model) and
+every film's input checks fire the same. The check is recorded on the card
 (``verification.reduced_decode``).
 """
 from __future__ import annotations
@@ -16,21 +17,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tempfile
 from pathlib import Path
 
 from converters.bundling import bundle
 from converters.embed import embed_facts, identical_outputs
 from edgecxr.core.card import ModelCard, ModelError, gzip_size, read_card, verify_file, write_card
 from edgecxr.core.cardparts import DecodeCheck, Verification
+from edgecxr.core.failures import ImageError
+from edgecxr.core.headers import raster_header
 from edgecxr.core.inputs import find_images
 from edgecxr.core.model import Model
+from edgecxr.core.preprocess import PreprocessSpec
+from edgecxr.evaluation.targets import gate
 
-MIN_AGREEMENT = 0.97  # the int8 variants' agreement rule with their float32 model
-JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+def min_agreement() -> float:
+    """The release gate's top-1 agreement a variant needs with its own float model: what the reduced decode needs with the full one."""
+    return next(rule.value for rule in gate().quantization if rule.key == "agreement_with_own_float")
 
 
-def decode_check(before: Path, after: Path, films: list[Path], min_agreement: float = MIN_AGREEMENT) -> DecodeCheck:
-    """The model at ``after`` (reduced decode) against the one at ``before`` (full decode) on ``films``, through the runtime."""
+def is_jpeg(path: Path) -> bool:
+    """Whether the file is a JPEG by its header (not its name)."""
+    with open(path, "rb") as f:
+        header = raster_header(f)
+    return header is not None and header.format == "jpeg"
+
+
+def decode_check(before: Path, after: Path, films: list[Path], min_agreement: float) -> DecodeCheck:
+    """The model at ``after`` (reduced decode) against the one at ``before`` (the same graph decoding in full) on ``films``."""
     old, new = Model(before), Model(after)
     same_label = 0
     worst = 0.0
@@ -53,13 +68,21 @@ def with_min_side(card: ModelCard, min_side: int) -> ModelCard:
     return dataclasses.replace(card, preprocessing=spec)
 
 
+def _write(path: Path, card: ModelCard, spec: PreprocessSpec, flat: bytes) -> None:
+    """``flat`` with ``card``'s facts under preprocessing ``spec`` embedded, and its card, at ``path``."""
+    new = dataclasses.replace(card, preprocessing=spec)
+    embedded = embed_facts(flat, new.to_dict())
+    path.write_bytes(embedded)
+    write_card(path, dataclasses.replace(new, gzip_bytes=gzip_size(embedded)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m converters.decode",
         description="Give a classifier a reduced JPEG decode (decode_min_side), embedded in its .tflite, checked on full-size films.",
     )
     parser.add_argument("model", type=Path, help=".tflite with its card beside it")
-    parser.add_argument("--min-side", type=int, required=True, help="px: a JPEG is decoded at the largest 1/2, 1/4, 1/8 keeping both sides this long")
+    parser.add_argument("--min-side", type=int, required=True, help="px: a JPEG is decoded at 1/2 or 1/4, the smaller keeping both sides this long")
     parser.add_argument("--films", type=Path, required=True, help="folder of full-size films (its JPEGs are the check)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the new model and its card")
     parser.add_argument("--bundle", action="store_true", help="copy it into the package (edgecxr/models/), next version")
@@ -72,28 +95,31 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.model}: not a classifier card with a verification")
         if target.resolve() == args.model.resolve():
             raise ValueError(f"{args.model}: --out is its own folder; the new file would replace it")
-        films = [p for p in find_images(args.films) if p.suffix.lower() in JPEG_SUFFIXES]
+        films = [p for p in find_images(args.films) if is_jpeg(p)]
         if not films:
             raise ValueError(f"{args.films}: no JPEG films to check the reduced decode on")
         new_card = with_min_side(card, args.min_side)
         args.out.mkdir(parents=True, exist_ok=True)
-        flat = embed_facts(args.model.read_bytes(), new_card.to_dict())
-        target.write_bytes(flat)
-        write_card(target, dataclasses.replace(new_card, gzip_bytes=gzip_size(flat)))
-        if not identical_outputs(args.model, target):
-            raise ValueError(f"{args.model}: with the new spec embedded its outputs changed")
-        check = decode_check(args.model, target, films)
+        with tempfile.TemporaryDirectory() as tmp:  # the reference: the same graph and card decoding every JPEG in full
+            full = Path(tmp) / args.model.name
+            _write(full, card, dataclasses.replace(card.preprocessing, decode_min_side=None), args.model.read_bytes())
+            _write(target, card, new_card.preprocessing, args.model.read_bytes())
+            if not identical_outputs(args.model, target):
+                raise ValueError(f"{args.model}: with the new spec embedded its outputs changed")
+            check = decode_check(full, target, films, min_agreement())
         write_card(target, dataclasses.replace(read_card(target), verification=dataclasses.replace(card.verification, reduced_decode=check)))
         print(f"{target}: {check.films} JPEG films, labels agree {check.agreement:.4f} (>= {check.min_agreement}), "
               f"max |dp| {check.max_abs_probability_diff:.4f}, checks {'the same' if check.same_checks else 'DIFFER'}: "
               f"{'PASSED' if check.passed else 'FAILED'}")
         if not check.passed:
             raise ValueError(f"{args.model}: the reduced decode failed its check; not bundled")
-    except (ModelError, ValueError, OSError) as exc:
+    except (ModelError, ValueError, OSError, ImageError) as exc:
+        for made in (target, target.with_suffix(".json")):  # nothing half-made is left behind
+            made.unlink(missing_ok=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.bundle:
-        bundle(target, f"Large JPEG films decoded reduced (decode_min_side {args.min_side}: libjpeg's largest 1/2, 1/4 or 1/8 keeping both "
+        bundle(target, f"Large JPEG films decoded reduced (decode_min_side {args.min_side}: libjpeg's 1/2 or 1/4, the smaller keeping both "
                f"sides >= {args.min_side} px); the graph is unchanged. On {check.films} full-size JPEG films against the full decode: labels "
                f"agree {check.agreement:.2f}, max |dp| {check.max_abs_probability_diff:.3f}, the same input checks.")
     return 0

@@ -155,3 +155,22 @@ def test_only_pruned_variants_that_passed_and_shrink_the_download_are_bundled():
     assert bundled_variants({**cards, "float32": unverified}) == []  # the run's float32 does not match its Keras model
     no_gate = dataclasses.replace(cards["pruned-int8"], gate=None)
     assert bundled_variants({**cards, "pruned-int8": no_gate}) == [] and failed_variants({"pruned-int8": no_gate}) == ["pruned-int8"]
+
+
+@pytest.mark.train
+def test_a_training_runs_spec_finds_the_bundled_reference_whatever_its_jpeg_decode():
+    """A run's spec has no decode_min_side; the bundled reference's has (release 1.3.0): the gate measures arrays, so it still applies."""
+    from converters.gate import bundled_reference
+    from edgecxr.core.card import read_card
+    from edgecxr.core.registry import resolve
+    from training.data import Split
+
+    card = read_card(resolve("resnet18-float32"))
+    assert card.preprocessing.decode_min_side is not None
+    rng = np.random.default_rng(0)
+    test = Split(rng.uniform(0, 1, (6, 128, 128, 1)).astype(np.float32), np.arange(6) % 3, [f"f{i}" for i in range(6)], ["s"] * 6)
+    run_spec = dataclasses.replace(card.preprocessing, decode_min_side=None)
+    reference = bundled_reference("resnet18", list(card.labels), run_spec, test, None)
+    assert reference is not None and reference.description.startswith(f"resnet18-float32 {card.version} (bundled")
+    other = dataclasses.replace(run_spec, size=(96, 96))
+    assert bundled_reference("resnet18", list(card.labels), other, test, None) is None

@@ -52,7 +52,8 @@ def item() -> Dataset:
     goes unchecked.
 
     Items that are the same in every report (a code, the model's own content items) are made once and put in
-    every report that holds them: pydicom neither changes an item it puts in a sequence nor one it writes, and
+    every report that holds them: pydicom changes nothing these items' bytes depend on when it puts them in a
+    sequence or writes them (it may note a parent's PixelRepresentation on them, which no element here reads), and
     nothing here changes an item once made."""
     ds = Dataset()
     ds.set_original_encoding(False, True, default_encoding)  # and in pydicom's own character set (its text is written in the report's)

@@ -174,7 +174,7 @@ class Worker:
                 outside, silent = route(header, self.rules)
                 if outside is not None:
                     return self._failure(key, outside, header, stage="route")
-            loaded = load_image(source)
+            loaded = load_image(source)  # in full, for the picture; predict reads a dropped large JPEG again the model's way (Model.read)
             with self._model_lock:  # the interpreters take one film at a time
                 prediction = self.model.predict(loaded, heatmap=self.model.has_heatmap)
             prediction.checks.extend(Check("header_silent", text) for text in silent)

@@ -107,7 +107,7 @@ ImageSource = Union[str, os.PathLike, np.ndarray, LoadedImage]  # what Model.pre
 def load_image(path: str | os.PathLike, min_side: int | None = None) -> LoadedImage:
     """Read an image file; raise :class:`ImageError` naming the file on any problem (any exception a decoder raises too).
 
-    ``min_side``: a JPEG is decoded by libjpeg at the largest of 1/2, 1/4 and 1/8 of its size that
+    ``min_side``: a JPEG is decoded by libjpeg at 1/2 or 1/4 of its size, the smaller that
     keeps both sides at least this long (a model card's ``decode_min_side``, see
     :mod:`edgecxr.core.preprocess`); None decodes it in full (:data:`WORK_SIDE` still applies).
     """
@@ -190,7 +190,7 @@ def _decode_raster(p: Path, header: Header | None, into: bool = False, min_side:
         raise ImageError(p, "not a readable image (truncated, corrupt, or not an image format)" + (", or every pixel is 0" if arr is not None else ""))
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:  # cv2 was loaded before the limit was set, and the header was not one we read
         raise ImageError(p, f"image has more than {MAX_PIXELS:,} pixels; refusing to read it")
-    fmt = p.suffix.lower().lstrip(".") or "image"
+    fmt = "jpeg" if header is not None and header.format == "jpeg" else p.suffix.lower().lstrip(".") or "image"  # a .jfif is a JPEG too
     try:
         image = _from_pixels(arr, "jpeg" if fmt == "jpg" else fmt)
     except ValueError as exc:
@@ -205,8 +205,8 @@ def _decode_flags(header: Header | None, min_side: int | None = None) -> tuple[i
     """(OpenCV read flags, the factor they shrink the image by) for a raster with this header.
 
     A JPEG is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg itself: the largest reduction that
-    keeps both sides at least ``min_side`` long, or when larger, that keeps the long side at least
-    :data:`WORK_SIDE`. Any other raster whose unchanged decode would exceed :data:`DECODE_BYTES` is
+    keeps both sides at least ``min_side`` long (1/4 at most, see :func:`jpeg_factor`), or when larger,
+    that keeps the long side at least :data:`WORK_SIDE`; never turned by its EXIF orientation. Any other raster whose unchanged decode would exceed :data:`DECODE_BYTES` is
     decoded straight to one gray channel (its colour is then not measured). Everything else is
     decoded as it is.
     """
@@ -214,20 +214,24 @@ def _decode_flags(header: Header | None, min_side: int | None = None) -> tuple[i
         return cv2.IMREAD_UNCHANGED, 1
     if header.format == "jpeg":
         factor = jpeg_factor(header.height, header.width, min_side)
-        if factor > 1:
+        if factor > 1:  # OpenCV turns a reduced decode by its EXIF orientation, IMREAD_UNCHANGED does not: neither is turned
             gray = header.channels == 1
-            return getattr(cv2, f"IMREAD_REDUCED_{'GRAYSCALE' if gray else 'COLOR'}_{factor}"), factor
+            return getattr(cv2, f"IMREAD_REDUCED_{'GRAYSCALE' if gray else 'COLOR'}_{factor}") | cv2.IMREAD_IGNORE_ORIENTATION, factor
     if header.decoded_bytes > DECODE_BYTES:
-        return cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, 1
+        return cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION, 1
     return cv2.IMREAD_UNCHANGED, 1
 
 
 def jpeg_factor(height: int, width: int, min_side: int | None = None) -> int:
-    """How many times smaller libjpeg decodes a JPEG of this size (1, 2, 4 or 8; see :func:`_decode_flags`)."""
+    """How many times smaller libjpeg decodes a JPEG of this size (1, 2, 4 or 8; see :func:`_decode_flags`).
+
+    ``min_side`` reduces by 1/2 or 1/4 at most: libjpeg's 1/8 averages 8 x 8 blocks, which takes the
+    pixel-level noise the ``noise`` check reads (:func:`edgecxr.core.checks.pixel_noise`) below its limit on a noise image.
+    """
     factor = next((k for k in (8, 4, 2) if max(height, width) // k >= WORK_SIDE), 1)
     if min_side is None:
         return factor
-    return max(factor, next((k for k in (8, 4, 2) if -(-min(height, width) // k) >= min_side), 1))  # libjpeg rounds a side up
+    return max(factor, next((k for k in (4, 2) if -(-min(height, width) // k) >= min_side), 1))  # libjpeg rounds a side up
 
 
 def _output_array(header: Header | None, flags: int, factor: int) -> np.ndarray | None:

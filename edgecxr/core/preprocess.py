@@ -21,7 +21,7 @@ A spec is a :class:`PreprocessSpec`, stored in cards and run records as plain da
 - ``clahe``: contrast-limited adaptive histogram equalisation before resizing, with OpenCV's
   ``clahe_clip_limit`` and a ``clahe_tile_grid`` x ``clahe_tile_grid`` grid of tiles.
 - ``decode_min_side``: how a JPEG *file* is read for the model (:func:`edgecxr.core.imageio.load_image`'s
-  ``min_side``): libjpeg decodes it at the largest of 1/2, 1/4 and 1/8 of its size that keeps both
+  ``min_side``): libjpeg decodes it at 1/2 or 1/4 of its size, the smaller that keeps both
   sides at least this many pixels, and the crop, the resize and the input checks work on that smaller
   film. A 2000 px film then costs a 500 px decode, and the area resize to the input averages much the
   same pixels. At least the input's larger side (the model never sees a film enlarged); absent, a JPEG
