@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from converters.bundling import bundle
-from converters.embed import embed_facts, identical_outputs
-from edgecxr.core.card import ModelCard, ModelError, gzip_size, read_card, verify_file, write_card
+from converters.embed import identical_outputs, write_with_facts
+from edgecxr.core.card import ModelError, read_card, verify_file, write_card
 from edgecxr.core.cardparts import DecodeCheck, Verification
 from edgecxr.core.failures import ImageError
 from edgecxr.core.headers import raster_header
@@ -62,18 +62,9 @@ def decode_check(before: Path, after: Path, films: list[Path], min_agreement: fl
     )
 
 
-def with_min_side(card: ModelCard, min_side: int) -> ModelCard:
-    """``card`` whose spec decodes a JPEG reduced to ``min_side`` (ValueError when the spec refuses it)."""
-    spec = type(card.preprocessing).from_dict({**card.preprocessing.to_dict(), "decode_min_side": min_side})
-    return dataclasses.replace(card, preprocessing=spec)
-
-
-def _write(path: Path, card: ModelCard, spec: PreprocessSpec, flat: bytes) -> None:
-    """``flat`` with ``card``'s facts under preprocessing ``spec`` embedded, and its card, at ``path``."""
-    new = dataclasses.replace(card, preprocessing=spec)
-    embedded = embed_facts(flat, new.to_dict())
-    path.write_bytes(embedded)
-    write_card(path, dataclasses.replace(new, gzip_bytes=gzip_size(embedded)))
+def with_min_side(spec: PreprocessSpec, min_side: int | None) -> PreprocessSpec:
+    """``spec`` decoding a JPEG reduced to ``min_side`` (None: in full); ValueError when the spec refuses it."""
+    return PreprocessSpec.from_dict({**spec.to_dict(), "decode_min_side": min_side})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         films = [p for p in find_images(args.films) if is_jpeg(p)]
         if not films:
             raise ValueError(f"{args.films}: no JPEG films to check the reduced decode on")
-        new_card = with_min_side(card, args.min_side)
+        reduced = dataclasses.replace(card, preprocessing=with_min_side(card.preprocessing, args.min_side))
         args.out.mkdir(parents=True, exist_ok=True)
+        flat = args.model.read_bytes()
         with tempfile.TemporaryDirectory() as tmp:  # the reference: the same graph and card decoding every JPEG in full
             full = Path(tmp) / args.model.name
-            _write(full, card, dataclasses.replace(card.preprocessing, decode_min_side=None), args.model.read_bytes())
-            _write(target, card, new_card.preprocessing, args.model.read_bytes())
+            write_with_facts(full, dataclasses.replace(card, preprocessing=with_min_side(card.preprocessing, None)), flat)
+            write_with_facts(target, reduced, flat)
             if not identical_outputs(args.model, target):
                 raise ValueError(f"{args.model}: with the new spec embedded its outputs changed")
             check = decode_check(full, target, films, min_agreement())

@@ -18,7 +18,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from converters.bundling import bundle
-from edgecxr.core.card import ModelError, gzip_size, read_card, verify_file, write_card
+from edgecxr.core.card import ModelCard, ModelError, gzip_size, read_card, verify_file, write_card
 from edgecxr.core.embedded import METADATA_NAME, embedded_facts, facts_json
 from edgecxr.core.interpreter import make_interpreter
 
@@ -37,6 +37,13 @@ def embed_facts(flat: bytes, card: Mapping[str, Any]) -> bytes:
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def write_with_facts(path: Path, card: ModelCard, flat: bytes) -> None:
+    """``flat`` with ``card``'s facts embedded (:func:`embed_facts`) at ``path``, and ``card`` beside it (its gzip size that file's)."""
+    embedded = embed_facts(flat, card.to_dict())
+    path.write_bytes(embedded)
+    write_card(path, dataclasses.replace(card, gzip_bytes=gzip_size(embedded)))
 
 
 def identical_outputs(before: Path, after: Path, n: int = 8, seed: int = 0) -> bool:
@@ -81,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if target.resolve() == args.model.resolve():
             raise ValueError(f"{args.model}: --out is its own folder; the new file would replace it")
         args.out.mkdir(parents=True, exist_ok=True)
-        flat = embed_facts(args.model.read_bytes(), card.to_dict())
-        target.write_bytes(flat)
-        write_card(target, dataclasses.replace(card, gzip_bytes=gzip_size(flat)))
+        write_with_facts(target, card, args.model.read_bytes())
         if not identical_outputs(args.model, target):
             target.unlink()
             target.with_suffix(".json").unlink()
